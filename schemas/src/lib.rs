@@ -1,0 +1,18 @@
+//! The wire types of swarm.
+//!
+//! Everything that crosses a boundary — the mesh, the unit ABI, memory, the HTTP API — is one of
+//! these types, serialised as JSON. This crate is plain data: serde derives, pure validation
+//! functions, no I/O. With the `schema` feature each type also derives a JSON Schema; the files
+//! in `schemas/json/` are generated from them and a test fails when they are stale.
+
+mod dead_letter;
+mod execution;
+mod kind;
+mod manifest;
+mod signal;
+
+pub use dead_letter::{DEAD_LETTER_KIND, DeadLetter};
+pub use execution::{ExecutionId, ExecutionRecord, FailureKind, Outcome};
+pub use kind::{KindError, KindPattern, validate_kind};
+pub use manifest::{Dependency, DispatchPolicy, ManifestError, UnitManifest, validate_unit_name};
+pub use signal::{Emit, Signal, SignalId, UnitReply};

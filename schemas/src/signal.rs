@@ -1,0 +1,127 @@
+//! Signals: the typed messages units react to, and what a unit hands back.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ExecutionId;
+
+/// Identity of one signal; a UUIDv7, so ids sort by creation time.
+pub type SignalId = Uuid;
+
+/// A typed signal on the mesh.
+///
+/// Lineage: a signal emitted by an execution carries that execution's id as
+/// `parent_execution`, and keeps the `trace_id` and `correlation_id` of the signal that
+/// execution handled. A root signal is its own correlation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Signal {
+    /// Unique id of this signal.
+    pub id: SignalId,
+    /// Dot-separated kind, such as `order.placed`.
+    pub kind: String,
+    /// The signal's data.
+    pub payload: serde_json::Value,
+    /// Shared by every signal of one request/reply conversation; a root signal uses its own id.
+    pub correlation_id: Uuid,
+    /// The execution that emitted this signal; absent for signals from outside the swarm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_execution: Option<ExecutionId>,
+    /// Shared by every signal descended from one root signal.
+    pub trace_id: Uuid,
+    /// How many times this signal has been handed to a unit before (0 on the first try).
+    #[serde(default)]
+    pub attempt: u32,
+    /// When the signal was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Signal {
+    /// A root signal: new id, its own correlation, a new trace.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        let id = Uuid::now_v7();
+        Self {
+            id,
+            kind: kind.into(),
+            payload,
+            correlation_id: id,
+            parent_execution: None,
+            trace_id: Uuid::now_v7(),
+            attempt: 0,
+            created_at: Utc::now(),
+        }
+    }
+
+    /// A signal emitted by `execution` while it handled `self`: lineage carried over.
+    pub fn child(&self, execution: ExecutionId, emit: Emit) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            kind: emit.kind,
+            payload: emit.payload,
+            correlation_id: self.correlation_id,
+            parent_execution: Some(execution),
+            trace_id: self.trace_id,
+            attempt: 0,
+            created_at: Utc::now(),
+        }
+    }
+}
+
+/// A signal a unit asks the host to emit. The host gives it an id and lineage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Emit {
+    /// Kind of the new signal; must match one of the unit's `emits` patterns.
+    pub kind: String,
+    /// Its data.
+    pub payload: serde_json::Value,
+}
+
+impl Emit {
+    /// A signal to emit with the given kind and payload.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self { kind: kind.into(), payload }
+    }
+}
+
+/// What a unit returns from a successful call, across the ABI.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UnitReply {
+    /// Signals to emit, in order.
+    #[serde(default)]
+    pub emits: Vec<Emit>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn children_carry_lineage() {
+        let root = Signal::new("order.placed", json!({"id": 7}));
+        assert_eq!(root.correlation_id, root.id);
+        let execution = Uuid::now_v7();
+        let child = root.child(execution, Emit::new("order.valid", json!({})));
+        assert_eq!(child.parent_execution, Some(execution));
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_eq!(child.correlation_id, root.correlation_id);
+        assert_ne!(child.id, root.id);
+    }
+
+    #[test]
+    fn signals_round_trip_and_unknown_fields_are_refused() {
+        let signal = Signal::new("a.b", json!({"x": [1, 2]}));
+        let text = serde_json::to_string(&signal).expect("serialise");
+        let back: Signal = serde_json::from_str(&text).expect("deserialise");
+        assert_eq!(back, signal);
+        let mut value = serde_json::to_value(&signal).expect("to value");
+        value["surprise"] = json!(1);
+        assert!(serde_json::from_value::<Signal>(value).is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! The C ABI between the swarm host and a unit library.
+//!
+//! This crate is only types and constants: no code runs here, and it depends on nothing. Both
+//! sides link it — the unit through `swarm-sdk`, the host through its loader — and the host
+//! never links the SDK.
+//!
+//! A unit library exports one symbol, [`ENTRY_SYMBOL`] (its name carries the ABI major), of type
+//! [`EntryFn`]. It returns a pointer to a static [`UnitVTable`] whose first two fields,
+//! [`VTableHeader`], never change between ABI versions: the host reads them, checks
+//! `abi_version == ABI_VERSION` and `vtable_size >= size_of::<UnitVTable>()`, and only then reads
+//! the rest. New entry points are appended; `vtable_size` tells the host which ones exist.
+//!
+//! Data crosses as JSON in byte buffers. Input buffers belong to the host and are only borrowed
+//! for the call. Output buffers ([`Buf`]) are allocated by the unit and every one of them is
+//! handed back to the unit's `free_buf`: the two sides may use different allocators.
+//!
+//! Every entry point catches panics and reports them as [`STATUS_PANIC`]; a panic must never
+//! unwind across `extern "C"` (since Rust 1.81 that aborts the process).
+
+#![no_std]
+
+use core::ffi::c_void;
+
+/// The ABI version this crate describes. A host refuses a vtable with another version.
+pub const ABI_VERSION: u32 = 1;
+
+/// Name of the entry symbol, NUL-terminated for `dlsym`.
+pub const ENTRY_SYMBOL: &[u8] = b"swarm_unit_entry_v1\0";
+
+/// Name of the entry symbol without the NUL, for messages.
+pub const ENTRY_SYMBOL_NAME: &str = "swarm_unit_entry_v1";
+
+/// Status returned by every entry point.
+pub type Status = u32;
+/// The call succeeded; the output buffer holds the JSON result.
+pub const STATUS_OK: Status = 0;
+/// The unit returned an error; the output buffer holds its UTF-8 text.
+pub const STATUS_ERROR: Status = 1;
+/// The unit panicked; the output buffer holds the panic message.
+pub const STATUS_PANIC: Status = 2;
+/// The host passed something the unit could not decode; the buffer says what.
+pub const STATUS_BAD_INPUT: Status = 3;
+
+/// A byte buffer allocated by the unit. Empty buffers have a null `ptr`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Buf {
+    /// Start of the bytes, or null.
+    pub ptr: *mut u8,
+    /// Number of initialised bytes.
+    pub len: usize,
+    /// Allocation size, for the unit's `free_buf`.
+    pub cap: usize,
+}
+
+impl Buf {
+    /// An empty buffer, for the host to pass as an out-parameter.
+    pub const EMPTY: Buf = Buf { ptr: core::ptr::null_mut(), len: 0, cap: 0 };
+}
+
+/// The part of the vtable that is the same in every ABI version.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct VTableHeader {
+    /// Must equal [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// `size_of::<UnitVTable>()` as the unit was built; lets later versions append entries.
+    pub vtable_size: u32,
+}
+
+/// Writes the unit's manifest (JSON `UnitManifest`) into `out`.
+pub type ManifestFn = unsafe extern "C" fn(out: *mut Buf) -> Status;
+
+/// Creates an instance from a JSON config (`config`, `config_len` bytes; `null` is valid JSON).
+/// On success writes the instance pointer to `instance`; on failure writes the error to `out`.
+pub type CreateFn = unsafe extern "C" fn(
+    config: *const u8,
+    config_len: usize,
+    instance: *mut *mut c_void,
+    out: *mut Buf,
+) -> Status;
+
+/// Handles one signal (JSON `Signal`). On success writes a JSON `UnitReply` to `out`; on any
+/// other status writes the error text. May be called from several threads at once.
+pub type HandleFn = unsafe extern "C" fn(
+    instance: *const c_void,
+    signal: *const u8,
+    signal_len: usize,
+    out: *mut Buf,
+) -> Status;
+
+/// Destroys an instance made by `create`. Called once, after the last `handle` has returned.
+pub type DestroyFn = unsafe extern "C" fn(instance: *mut c_void);
+
+/// Frees a buffer the unit wrote into an out-parameter.
+pub type FreeBufFn = unsafe extern "C" fn(buf: Buf);
+
+/// The table of entry points a unit exports.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct UnitVTable {
+    /// Version and size; read first.
+    pub header: VTableHeader,
+    /// See [`ManifestFn`].
+    pub manifest: ManifestFn,
+    /// See [`CreateFn`].
+    pub create: CreateFn,
+    /// See [`HandleFn`].
+    pub handle: HandleFn,
+    /// See [`DestroyFn`].
+    pub destroy: DestroyFn,
+    /// See [`FreeBufFn`].
+    pub free_buf: FreeBufFn,
+}
+
+/// Type of the entry symbol: returns the unit's static vtable.
+pub type EntryFn = unsafe extern "C" fn() -> *const VTableHeader;
+
+/// `size_of::<UnitVTable>()` as a `u32`, for the header.
+pub const VTABLE_SIZE: u32 = core::mem::size_of::<UnitVTable>() as u32;

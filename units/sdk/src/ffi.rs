@@ -1,0 +1,204 @@
+//! The unit side of the ABI: the generic `extern "C"` entry points behind [`export_unit!`], and
+//! the calls the [`Harness`](crate::Harness) makes through a vtable exactly as the host does.
+//!
+//! Every entry point runs its body inside `catch_unwind` and turns a panic into
+//! `STATUS_PANIC` with the panic's message.
+//!
+//! [`export_unit!`]: crate::export_unit
+
+#![allow(unsafe_code)]
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use swarm_abi::{
+    ABI_VERSION, Buf, STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC, Status, UnitVTable,
+    VTABLE_SIZE, VTableHeader,
+};
+use swarm_schemas::{Signal, UnitReply};
+
+use crate::Unit;
+
+/// The vtable for unit type `T`; the export macro puts it in a `static`.
+pub const fn vtable<T: Unit>() -> UnitVTable {
+    UnitVTable {
+        header: VTableHeader { abi_version: ABI_VERSION, vtable_size: VTABLE_SIZE },
+        manifest: manifest::<T>,
+        create: create::<T>,
+        handle: handle::<T>,
+        destroy: destroy::<T>,
+        free_buf,
+    }
+}
+
+fn into_buf(bytes: Vec<u8>) -> Buf {
+    let mut bytes = std::mem::ManuallyDrop::new(bytes);
+    Buf { ptr: bytes.as_mut_ptr(), len: bytes.len(), cap: bytes.capacity() }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Runs `body`, writes its bytes to `out`, and returns its status; a panic becomes
+/// `STATUS_PANIC`. Nothing unwinds past this function.
+///
+/// # Safety
+/// `out` must be valid for writes.
+unsafe fn guarded(out: *mut Buf, body: impl FnOnce() -> (Status, Vec<u8>)) -> Status {
+    let (status, bytes) = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(result) => result,
+        Err(payload) => (STATUS_PANIC, panic_message(payload.as_ref()).into_bytes()),
+    };
+    // SAFETY: the caller promises `out` is valid for writes.
+    unsafe { out.write(into_buf(bytes)) };
+    status
+}
+
+/// # Safety
+/// `ptr` must be valid for `len` bytes (or `len` must be 0).
+unsafe fn borrowed<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 || ptr.is_null() {
+        &[]
+    } else {
+        // SAFETY: the caller promises `ptr` is valid for `len` bytes.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+unsafe extern "C" fn manifest<T: Unit>(out: *mut Buf) -> Status {
+    // SAFETY: the host passes a valid out-parameter.
+    unsafe {
+        guarded(out, || match serde_json::to_vec(&T::manifest().to_json()) {
+            Ok(bytes) => (STATUS_OK, bytes),
+            Err(e) => (STATUS_ERROR, e.to_string().into_bytes()),
+        })
+    }
+}
+
+unsafe extern "C" fn create<T: Unit>(
+    config: *const u8,
+    config_len: usize,
+    instance: *mut *mut c_void,
+    out: *mut Buf,
+) -> Status {
+    // SAFETY: the host passes a config buffer of `config_len` bytes and valid out-parameters.
+    unsafe {
+        let config = borrowed(config, config_len);
+        guarded(out, || {
+            let config: serde_json::Value = if config.is_empty() {
+                serde_json::Value::Null
+            } else {
+                match serde_json::from_slice(config) {
+                    Ok(value) => value,
+                    Err(e) => return (STATUS_BAD_INPUT, format!("config is not JSON: {e}").into_bytes()),
+                }
+            };
+            match T::new(&config) {
+                Ok(unit) => {
+                    instance.write(Box::into_raw(Box::new(unit)).cast());
+                    (STATUS_OK, Vec::new())
+                }
+                Err(e) => (STATUS_ERROR, e.message().as_bytes().to_vec()),
+            }
+        })
+    }
+}
+
+unsafe extern "C" fn handle<T: Unit>(
+    instance: *const c_void,
+    signal: *const u8,
+    signal_len: usize,
+    out: *mut Buf,
+) -> Status {
+    // SAFETY: `instance` came from `create::<T>` and is alive; the signal buffer is valid.
+    unsafe {
+        let unit = &*instance.cast::<T>();
+        let signal = borrowed(signal, signal_len);
+        guarded(out, || {
+            let signal: Signal = match serde_json::from_slice(signal) {
+                Ok(signal) => signal,
+                Err(e) => return (STATUS_BAD_INPUT, format!("signal is not valid: {e}").into_bytes()),
+            };
+            match unit.handle(&signal) {
+                Ok(emits) => match serde_json::to_vec(&UnitReply { emits }) {
+                    Ok(bytes) => (STATUS_OK, bytes),
+                    Err(e) => (STATUS_ERROR, format!("reply does not serialise: {e}").into_bytes()),
+                },
+                Err(e) => (STATUS_ERROR, e.message().as_bytes().to_vec()),
+            }
+        })
+    }
+}
+
+unsafe extern "C" fn destroy<T: Unit>(instance: *mut c_void) {
+    if instance.is_null() {
+        return;
+    }
+    // A panicking Drop must not unwind into the host; its message has nowhere to go.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `instance` came from `Box::into_raw` in `create::<T>` and is destroyed once.
+        drop(unsafe { Box::from_raw(instance.cast::<T>()) });
+    }));
+}
+
+unsafe extern "C" fn free_buf(buf: Buf) {
+    if !buf.ptr.is_null() {
+        // SAFETY: every non-null `Buf` was made by `into_buf` from a `Vec<u8>` in this library.
+        drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len, buf.cap) });
+    }
+}
+
+/// What a call through a vtable returned: its status and the bytes of its output buffer.
+pub(crate) struct CallResult {
+    pub status: Status,
+    pub bytes: Vec<u8>,
+}
+
+/// Copies the bytes out of a unit buffer and hands the buffer back to the unit.
+fn take(vtable: &UnitVTable, buf: Buf) -> Vec<u8> {
+    // SAFETY: `buf` was written by this vtable's unit; it is valid for `len` bytes.
+    let bytes = unsafe { borrowed(buf.ptr, buf.len) }.to_vec();
+    // SAFETY: the buffer came from this unit and is freed exactly once.
+    unsafe { (vtable.free_buf)(buf) };
+    bytes
+}
+
+pub(crate) fn call_manifest(vtable: &UnitVTable) -> CallResult {
+    let mut out = Buf::EMPTY;
+    // SAFETY: `out` is a valid out-parameter.
+    let status = unsafe { (vtable.manifest)(&mut out) };
+    CallResult { status, bytes: take(vtable, out) }
+}
+
+pub(crate) fn call_create(vtable: &UnitVTable, config: &[u8]) -> Result<*mut c_void, CallResult> {
+    let mut out = Buf::EMPTY;
+    let mut instance = std::ptr::null_mut();
+    // SAFETY: the config buffer and out-parameters are valid for the call.
+    let status = unsafe { (vtable.create)(config.as_ptr(), config.len(), &mut instance, &mut out) };
+    let bytes = take(vtable, out);
+    if status == STATUS_OK && !instance.is_null() {
+        Ok(instance)
+    } else {
+        Err(CallResult { status: if status == STATUS_OK { STATUS_ERROR } else { status }, bytes })
+    }
+}
+
+pub(crate) fn call_handle(vtable: &UnitVTable, instance: *mut c_void, signal: &[u8]) -> CallResult {
+    let mut out = Buf::EMPTY;
+    // SAFETY: `instance` is alive (the harness owns it) and the buffers are valid for the call.
+    let status = unsafe { (vtable.handle)(instance, signal.as_ptr(), signal.len(), &mut out) };
+    CallResult { status, bytes: take(vtable, out) }
+}
+
+pub(crate) fn call_destroy(vtable: &UnitVTable, instance: *mut c_void) {
+    // SAFETY: `instance` came from this vtable's `create` and is destroyed once.
+    unsafe { (vtable.destroy)(instance) };
+}

@@ -1,0 +1,84 @@
+//! A builder for the unit's manifest.
+//!
+//! The builder does not check anything: it writes what the author said, and the host checks it
+//! when it loads the unit (the harness does the same checks, so a unit's own tests catch a bad
+//! manifest first).
+
+use serde_json::{Value, json};
+use swarm_schemas::DispatchPolicy;
+
+/// Builder for a unit's manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    name: String,
+    version: String,
+    subscribes: Vec<String>,
+    emits: Vec<String>,
+    dependencies: Vec<(String, String)>,
+    config_schema: Option<Value>,
+    dispatch: DispatchPolicy,
+}
+
+impl Manifest {
+    /// A manifest with a name (`[a-z][a-z0-9-]*`) and a semver version; pass
+    /// `env!("CARGO_PKG_VERSION")` to use the crate's version.
+    pub fn new(name: &str, version: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            subscribes: Vec::new(),
+            emits: Vec::new(),
+            dependencies: Vec::new(),
+            config_schema: None,
+            dispatch: DispatchPolicy::FanOut,
+        }
+    }
+
+    /// Kind patterns the unit reacts to (`order.placed`, `order.*`, `order.>`).
+    pub fn subscribes<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.subscribes.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Kind patterns the unit may emit.
+    pub fn emits<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.emits.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// A unit that must be loaded before this one, with a semver requirement (`"*"` for any).
+    pub fn depends_on(mut self, name: &str, version: &str) -> Self {
+        self.dependencies.push((name.to_owned(), version.to_owned()));
+        self
+    }
+
+    /// JSON Schema of the unit's configuration.
+    pub fn config_schema(mut self, schema: Value) -> Self {
+        self.config_schema = Some(schema);
+        self
+    }
+
+    /// How the reactor picks among competing units for this unit's subscriptions.
+    pub fn dispatch(mut self, policy: DispatchPolicy) -> Self {
+        self.dispatch = policy;
+        self
+    }
+
+    /// The manifest as the JSON the host reads.
+    pub fn to_json(&self) -> Value {
+        let mut value = json!({
+            "name": self.name,
+            "version": self.version,
+            "subscribes": self.subscribes,
+            "emits": self.emits,
+            "dependencies": self.dependencies.iter()
+                .map(|(name, version)| json!({"name": name, "version": version}))
+                .collect::<Vec<_>>(),
+            "dispatch": self.dispatch,
+        });
+        if let Some(schema) = &self.config_schema {
+            value["config_schema"] = schema.clone();
+        }
+        value
+    }
+}
