@@ -1,0 +1,313 @@
+//! An in-process [`Mesh`] with the semantics of Redis Streams consumer groups, for tests and
+//! zero-setup runs. One lock guards all streams; blocked readers wait on a per-stream `Notify`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use swarm_schemas::Signal;
+use tokio::sync::Notify;
+
+use crate::{
+    Body, ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, StartAt, Undecodable,
+};
+
+struct Pending {
+    consumer: String,
+    delivered_at: Instant,
+    deliveries: u32,
+}
+
+#[derive(Default)]
+struct Group {
+    last_delivered: EntryId,
+    pending: BTreeMap<EntryId, Pending>,
+}
+
+#[derive(Default)]
+struct Stream {
+    entries: BTreeMap<EntryId, Body>,
+    last_id: EntryId,
+    groups: HashMap<String, Group>,
+    added: Arc<Notify>,
+}
+
+impl Stream {
+    fn append(&mut self, body: Body) -> EntryId {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let id = if now_ms > self.last_id.ms { EntryId { ms: now_ms, seq: 0 } } else { self.last_id.next() };
+        self.entries.insert(id, body);
+        self.last_id = id;
+        id
+    }
+
+    fn group(&mut self, stream: &str, group: &str) -> Result<&mut Group, MeshError> {
+        group_mut(&mut self.groups, stream, group)
+    }
+}
+
+fn group_mut<'a>(groups: &'a mut HashMap<String, Group>, stream: &str, group: &str) -> Result<&'a mut Group, MeshError> {
+    groups.get_mut(group).ok_or_else(|| MeshError::NoGroup { stream: stream.to_owned(), group: group.to_owned() })
+}
+
+fn body_of(entries: &BTreeMap<EntryId, Body>, id: &EntryId) -> Body {
+    entries
+        .get(id)
+        .cloned()
+        .unwrap_or_else(|| Err(Undecodable { raw: String::new(), error: "entry data was trimmed".into() }))
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<String, Stream>,
+}
+
+impl State {
+    fn stream(&mut self, name: &str) -> &mut Stream {
+        self.streams.entry(name.to_owned()).or_default()
+    }
+
+    fn existing(&mut self, stream: &str, group: &str) -> Result<&mut Stream, MeshError> {
+        self.streams
+            .get_mut(stream)
+            .ok_or_else(|| MeshError::NoGroup { stream: stream.to_owned(), group: group.to_owned() })
+    }
+
+    fn publish(&mut self, stream: &str, body: Body) -> EntryId {
+        let s = self.stream(stream);
+        let id = s.append(body);
+        s.added.notify_waiters();
+        id
+    }
+}
+
+/// Streams, groups and pending lists held in process memory.
+#[derive(Default, Clone)]
+pub struct InProcMesh {
+    state: Arc<Mutex<State>>,
+}
+
+impl InProcMesh {
+    /// An empty mesh.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the maps consistent, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends an entry that is not a signal, as another tool writing garbage to the stream
+    /// would; for testing how consumers treat undecodable entries.
+    pub fn publish_undecodable(&self, stream: &str, raw: &str) -> EntryId {
+        let error = match serde_json::from_str::<Signal>(raw) {
+            Ok(_) => "entry decodes as a signal".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        self.lock().publish(stream, Err(Undecodable { raw: raw.to_owned(), error }))
+    }
+
+    fn try_read(&self, stream: &str, group: &str, consumer: &str, count: usize) -> Result<Vec<Delivery>, MeshError> {
+        let mut state = self.lock();
+        let Stream { entries, groups, .. } = state.existing(stream, group)?;
+        let g = group_mut(groups, stream, group)?;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let start = g.last_delivered.next();
+        for (id, body) in entries.range(start..).take(count) {
+            g.pending.insert(*id, Pending { consumer: consumer.to_owned(), delivered_at: now, deliveries: 1 });
+            g.last_delivered = *id;
+            out.push(Delivery { id: *id, body: body.clone(), deliveries: 1 });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Mesh for InProcMesh {
+    async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
+        Ok(self.lock().publish(stream, Ok(signal.clone())))
+    }
+
+    async fn create_group(&self, stream: &str, group: &str, start: StartAt) -> Result<(), MeshError> {
+        let mut state = self.lock();
+        let s = state.stream(stream);
+        let last_delivered = match start {
+            StartAt::Beginning => EntryId::ZERO,
+            StartAt::End => s.last_id,
+        };
+        s.groups.entry(group.to_owned()).or_insert_with(|| Group { last_delivered, pending: BTreeMap::new() });
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let added = Arc::clone(&self.lock().existing(stream, group)?.added);
+            // Register interest before looking, so a publish between the look and the wait
+            // still wakes this reader.
+            let notified = added.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let out = self.try_read(stream, group, consumer, count)?;
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn read_own_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        let mut state = self.lock();
+        let Stream { entries, groups, .. } = state.existing(stream, group)?;
+        let g = group_mut(groups, stream, group)?;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (id, pending) in g.pending.iter_mut().filter(|(_, p)| p.consumer == consumer).take(count) {
+            pending.deliveries += 1;
+            pending.delivered_at = now;
+            let body = body_of(entries, id);
+            out.push(Delivery { id: *id, body, deliveries: pending.deliveries });
+        }
+        Ok(out)
+    }
+
+    async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
+        let mut state = self.lock();
+        let g = state.existing(stream, group)?.group(stream, group)?;
+        Ok(ids.iter().filter(|id| g.pending.remove(id).is_some()).count() as u64)
+    }
+
+    async fn settle(
+        &self,
+        stream: &str,
+        group: &str,
+        id: EntryId,
+        emits: &[(String, Signal)],
+    ) -> Result<Vec<EntryId>, MeshError> {
+        // One lock for the whole operation: nobody sees the emits without the ack, or the
+        // ack without the emits.
+        let mut state = self.lock();
+        state.existing(stream, group)?.group(stream, group)?;
+        let ids = emits.iter().map(|(target, signal)| state.publish(target, Ok(signal.clone()))).collect();
+        state.existing(stream, group)?.group(stream, group)?.pending.remove(&id);
+        Ok(ids)
+    }
+
+    async fn claim_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        let mut state = self.lock();
+        let Stream { entries, groups, .. } = state.existing(stream, group)?;
+        let g = group_mut(groups, stream, group)?;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (id, pending) in g.pending.iter_mut() {
+            if out.len() >= count {
+                break;
+            }
+            if now.duration_since(pending.delivered_at) < min_idle {
+                continue;
+            }
+            pending.consumer = consumer.to_owned();
+            pending.delivered_at = now;
+            pending.deliveries += 1;
+            let body = body_of(entries, id);
+            out.push(Delivery { id: *id, body, deliveries: pending.deliveries });
+        }
+        Ok(out)
+    }
+
+    async fn keep_alive(&self, stream: &str, group: &str, consumer: &str, ids: &[EntryId]) -> Result<(), MeshError> {
+        let mut state = self.lock();
+        let g = state.existing(stream, group)?.group(stream, group)?;
+        let now = Instant::now();
+        for id in ids {
+            if let Some(pending) = g.pending.get_mut(id) {
+                if pending.consumer == consumer {
+                    pending.delivered_at = now;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn group_info(&self, stream: &str, group: &str) -> Result<GroupInfo, MeshError> {
+        let mut state = self.lock();
+        let s = state.existing(stream, group)?;
+        let lag = {
+            let g = s.group(stream, group)?;
+            let start = g.last_delivered.next();
+            s.entries.range(start..).count() as u64
+        };
+        let g = s.group(stream, group)?;
+        let mut per_consumer: BTreeMap<&str, u64> = BTreeMap::new();
+        for pending in g.pending.values() {
+            *per_consumer.entry(&pending.consumer).or_default() += 1;
+        }
+        Ok(GroupInfo {
+            pending: g.pending.len() as u64,
+            lag,
+            consumers: per_consumer
+                .into_iter()
+                .map(|(name, pending)| ConsumerInfo { name: name.to_owned(), pending })
+                .collect(),
+        })
+    }
+
+    async fn range(&self, stream: &str, after: Option<EntryId>, count: usize) -> Result<Vec<Entry>, MeshError> {
+        let state = self.lock();
+        let Some(s) = state.streams.get(stream) else { return Ok(Vec::new()) };
+        let start = after.map_or(EntryId::ZERO, EntryId::next);
+        Ok(s.entries.range(start..).take(count).map(|(id, body)| Entry { id: *id, body: body.clone() }).collect())
+    }
+
+    async fn len(&self, stream: &str) -> Result<u64, MeshError> {
+        Ok(self.lock().streams.get(stream).map_or(0, |s| s.entries.len() as u64))
+    }
+
+    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
+        let mut state = self.lock();
+        let Some(s) = state.streams.get_mut(stream) else { return Ok(0) };
+        if s.groups.is_empty() {
+            return Ok(0);
+        }
+        // The first entry some group still needs: its oldest pending one, or the first it has
+        // not delivered yet.
+        let keep_from = s
+            .groups
+            .values()
+            .map(|g| {
+                let undelivered = g.last_delivered.next();
+                g.pending.keys().next().map_or(undelivered, |oldest| (*oldest).min(undelivered))
+            })
+            .min()
+            .unwrap_or(EntryId::ZERO);
+        let kept = s.entries.split_off(&keep_from);
+        let removed = s.entries.len() as u64;
+        s.entries = kept;
+        Ok(removed)
+    }
+}

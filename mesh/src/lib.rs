@@ -1,0 +1,206 @@
+//! The mesh: the shared medium that signals flow through.
+//!
+//! The [`Mesh`] trait has the semantics of Redis Streams consumer groups: append-only streams of
+//! entries; named groups that each see every entry; within a group each entry goes to one
+//! consumer and stays on the group's pending list until acknowledged; entries idle too long
+//! can be claimed by another consumer; delivery counts grow with every delivery, so a poison
+//! entry can be dead-lettered. [`InProcMesh`] implements those semantics in-process for tests
+//! and zero-setup runs; the Redis Streams implementation sits behind the same trait.
+//!
+//! The mesh knows nothing of units, the reactor or memory: it moves [`Signal`]s.
+
+mod entry_id;
+mod inproc;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use swarm_schemas::Signal;
+
+pub use entry_id::{BadEntryId, EntryId};
+pub use inproc::InProcMesh;
+
+/// Why a mesh operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeshError {
+    /// The consumer group does not exist on that stream.
+    #[error("no consumer group `{group}` on stream `{stream}`")]
+    NoGroup {
+        /// The stream.
+        stream: String,
+        /// The group.
+        group: String,
+    },
+    /// A signal could not be encoded for the wire.
+    #[error("signal could not be encoded: {0}")]
+    Encode(String),
+    /// The backing service is unreachable or refused the command.
+    #[error("mesh unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// An entry whose data is not a signal (garbage written by another tool, or trimmed data).
+/// It is kept as data so it can be dead-lettered with its raw text rather than lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    /// The raw entry, as text.
+    pub raw: String,
+    /// Why it is not a signal.
+    pub error: String,
+}
+
+/// The data of an entry: a signal, or what could not be decoded.
+pub type Body = Result<Signal, Undecodable>;
+
+/// An entry read from a stream without a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Its id.
+    pub id: EntryId,
+    /// Its data.
+    pub body: Body,
+}
+
+/// An entry delivered to a consumer of a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Its id.
+    pub id: EntryId,
+    /// Its data.
+    pub body: Body,
+    /// How many times it has been delivered in this group, this delivery included.
+    pub deliveries: u32,
+}
+
+/// Where a new group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Every entry still in the stream.
+    Beginning,
+    /// Only entries added after the group is created.
+    End,
+}
+
+/// One consumer's share of a group's pending list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Consumer name.
+    pub name: String,
+    /// Entries delivered to it and not yet acknowledged.
+    pub pending: u64,
+}
+
+/// The state of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupInfo {
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+    /// Entries not yet delivered to any consumer of the group.
+    pub lag: u64,
+    /// Pending entries per consumer.
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+/// Name of the dead-letter stream that belongs to `stream`. It shares the stream's Redis
+/// Cluster hash tag, if the stream name has one.
+pub fn dead_letter_stream(stream: &str) -> String {
+    format!("{stream}:dead")
+}
+
+/// A mesh of streams with consumer groups. See the crate docs for the semantics.
+#[async_trait]
+pub trait Mesh: Send + Sync + 'static {
+    /// Appends a signal to a stream, creating the stream if needed.
+    async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError>;
+
+    /// Creates a consumer group (and the stream); does nothing if the group exists.
+    async fn create_group(&self, stream: &str, group: &str, start: StartAt) -> Result<(), MeshError>;
+
+    /// Delivers up to `count` entries the group has not delivered yet to `consumer`, waiting up
+    /// to `block` for at least one. They join the group's pending list with one delivery.
+    async fn read(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, MeshError>;
+
+    /// Delivers again up to `count` entries pending for `consumer` itself, oldest first (what a
+    /// restarted consumer must do before reading new entries). Each delivery is counted.
+    async fn read_own_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError>;
+
+    /// Acknowledges entries: they leave the pending list. Returns how many were pending.
+    async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError>;
+
+    /// Atomically appends `emits` (each to its stream) and acknowledges `id`: either all of it
+    /// happens or none does, so a crash cannot emit twice for one acknowledged entry.
+    async fn settle(
+        &self,
+        stream: &str,
+        group: &str,
+        id: EntryId,
+        emits: &[(String, Signal)],
+    ) -> Result<Vec<EntryId>, MeshError>;
+
+    /// Takes over up to `count` entries of the group that have been pending (with any consumer)
+    /// for at least `min_idle`, and delivers them to `consumer`, counting the delivery.
+    async fn claim_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError>;
+
+    /// Resets the idle time of entries `consumer` is still working on, so they are not claimed
+    /// while running. Does not count a delivery.
+    async fn keep_alive(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> Result<(), MeshError>;
+
+    /// Atomically appends `letter` to the stream's dead-letter stream and acknowledges `id`.
+    async fn dead_letter(
+        &self,
+        stream: &str,
+        group: &str,
+        id: EntryId,
+        letter: &Signal,
+    ) -> Result<EntryId, MeshError> {
+        let ids = self.settle(stream, group, id, &[(dead_letter_stream(stream), letter.clone())]).await?;
+        ids.first().copied().ok_or_else(|| MeshError::Unavailable("dead letter was not added".into()))
+    }
+
+    /// Pending count, lag and per-consumer pending of a group.
+    async fn group_info(&self, stream: &str, group: &str) -> Result<GroupInfo, MeshError>;
+
+    /// Up to `count` entries with ids after `after` (from the start when `None`), outside any
+    /// group: for reading dead letters and for tools.
+    async fn range(
+        &self,
+        stream: &str,
+        after: Option<EntryId>,
+        count: usize,
+    ) -> Result<Vec<Entry>, MeshError>;
+
+    /// Number of entries in the stream (0 if it does not exist).
+    async fn len(&self, stream: &str) -> Result<u64, MeshError>;
+
+    /// Removes entries that every group of the stream has delivered and acknowledged; never an
+    /// entry still pending or not yet delivered. Returns how many were removed.
+    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError>;
+}
