@@ -1,0 +1,269 @@
+//! Command-line parsing and the subcommands. The only place that reads arguments, the
+//! environment and files; it hands the library typed configuration.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use swarm_memory::{InProcMemory, Memory};
+use swarm_mesh::{InProcMesh, Mesh, dead_letter_stream};
+use swarm_reactor::{Reactor, ReactorConfig, Registry};
+use swarm_schemas::{Outcome, Signal, validate_kind};
+
+/// swarm: units react to typed signals; the reactor loads and hot-swaps them.
+#[derive(Debug, Parser)]
+#[command(name = "swarm", version)]
+pub(crate) struct Cli {
+    /// Log filter (tracing syntax); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the reactor on a units directory until interrupted.
+    Up(UpArgs),
+    /// Emit one signal through the units and print what happened.
+    Emit(EmitArgs),
+    /// List the units a directory holds and whether they load.
+    Units(UnitsArgs),
+}
+
+#[derive(Debug, Args)]
+struct UnitsDir {
+    /// Directory of unit libraries.
+    #[arg(long = "units", env = "SWARM_UNITS_DIR", default_value = "units")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    units: UnitsDir,
+    /// Do not watch the directory for new or replaced units.
+    #[arg(long)]
+    no_watch: bool,
+    /// Publish the signals in this JSON-lines file at start (`-` reads stdin as it comes).
+    /// Each line is {"kind": "...", "payload": {...}}.
+    #[arg(long)]
+    feed: Option<PathBuf>,
+    /// Consumer name of this process; keep it stable across restarts.
+    #[arg(long, env = "SWARM_CONSUMER", default_value = "reactor-1")]
+    consumer: String,
+    /// Tries per signal and unit before the signal is dead-lettered.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+    /// Signals handled at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    concurrency: u32,
+}
+
+#[derive(Debug, Args)]
+struct EmitArgs {
+    /// Signal kind, such as `order.placed`.
+    kind: String,
+    /// Payload as JSON.
+    payload: String,
+    #[command(flatten)]
+    units: UnitsDir,
+    /// Give up waiting for the swarm to settle after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct UnitsArgs {
+    #[command(flatten)]
+    units: UnitsDir,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Emit(args) => emit(args).await,
+        Command::Units(args) => units(args),
+    }
+}
+
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!("units directory {} does not exist (pass --units DIR or set SWARM_UNITS_DIR)", dir.display());
+    }
+    Ok(())
+}
+
+fn private_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("swarm-units-").tempdir().context("cannot create a private directory for unit copies")
+}
+
+/// Parses one `{"kind": ..., "payload": ...}` line into a root signal.
+fn parse_feed_line(line: &str) -> anyhow::Result<Signal> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        kind: String,
+        #[serde(default)]
+        payload: serde_json::Value,
+    }
+    let line: Line = serde_json::from_str(line).context("expected {\"kind\": \"...\", \"payload\": {...}}")?;
+    validate_kind(&line.kind).with_context(|| format!("kind `{}`", line.kind))?;
+    Ok(Signal::new(line.kind, line.payload))
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    check_dir(&args.units.dir)?;
+    let private = private_dir()?;
+    let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
+    config.watch = !args.no_watch;
+    config.consumer = args.consumer;
+    config.max_attempts = args.max_attempts;
+    config.concurrency = args.concurrency as usize;
+    let stream = config.stream.clone();
+
+    // Read the whole feed file before starting, so a bad line refuses the run, not half of it.
+    let feed: Vec<Signal> = match &args.feed {
+        Some(path) if path.as_os_str() != "-" => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| parse_feed_line(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
+                .collect::<anyhow::Result<_>>()?
+        }
+        _ => Vec::new(),
+    };
+
+    let mesh: Arc<dyn Mesh> = Arc::new(InProcMesh::new());
+    let memory: Arc<dyn Memory> = Arc::new(InProcMemory::new());
+    let (reactor, report) = Reactor::start(config, Arc::clone(&mesh), memory).await?;
+    for (path, error) in &report.failures {
+        eprintln!("refused {}: {error}", path.display());
+    }
+    for unit in reactor.registry().status() {
+        let subscribes: Vec<&str> = unit.subscribes.iter().map(|p| p.as_str()).collect();
+        eprintln!("loaded {} {} (generation {}) on {}", unit.name, unit.version, unit.generation, subscribes.join(", "));
+    }
+    for signal in feed {
+        mesh.publish(&stream, &signal).await?;
+    }
+    if args.feed.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+        let mesh = Arc::clone(&mesh);
+        let stream = stream.clone();
+        std::thread::spawn(move || {
+            let handle = tokio::runtime::Handle::current();
+            for (i, line) in std::io::stdin().lock().lines().enumerate() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match parse_feed_line(&line) {
+                    Ok(signal) => {
+                        if let Err(error) = handle.block_on(mesh.publish(&stream, &signal)) {
+                            eprintln!("stdin:{}: not published: {error}", i + 1);
+                        }
+                    }
+                    Err(error) => eprintln!("stdin:{}: {error:#}", i + 1),
+                }
+            }
+        });
+    }
+    eprintln!("reactor up on {} (Ctrl-C to stop)", args.units.dir.display());
+    wait_for_stop_signal().await?;
+    reactor.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
+    validate_kind(&args.kind).with_context(|| format!("kind `{}` is invalid", args.kind))?;
+    let payload: serde_json::Value = serde_json::from_str(&args.payload).context("payload is not valid JSON")?;
+    check_dir(&args.units.dir)?;
+    let private = private_dir()?;
+    let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
+    config.watch = false;
+    config.block = Duration::from_millis(20);
+    let (stream, group) = (config.stream.clone(), config.group.clone());
+    let mesh = Arc::new(InProcMesh::new());
+    let memory = Arc::new(InProcMemory::new());
+    let (reactor, report) = Reactor::start(config, Arc::clone(&mesh) as Arc<dyn Mesh>, Arc::clone(&memory) as Arc<dyn Memory>).await?;
+    for (path, error) in &report.failures {
+        eprintln!("refused {}: {error}", path.display());
+    }
+    let signal = Signal::new(args.kind, payload);
+    mesh.publish(&stream, &signal).await?;
+    println!("emitted {} {}", signal.kind, signal.id);
+
+    // The swarm has settled when nothing is pending or waiting in the group.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let info = mesh.group_info(&stream, &group).await?;
+        if info.pending == 0 && info.lag == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            reactor.stop().await;
+            bail!("the swarm did not settle within {} s ({} pending, {} waiting)", args.timeout, info.pending, info.lag);
+        }
+    }
+    reactor.stop().await;
+    for record in memory.all() {
+        let outcome = match &record.outcome {
+            Outcome::Success => "ok".to_owned(),
+            Outcome::Failure { kind, error } => format!("{kind:?} (attempt {}): {error}", record.attempt + 1),
+        };
+        println!(
+            "{} {}@{} <- {} {} [{} us] {}",
+            record.id, record.unit, record.unit_version, record.signal.kind, record.signal.id, record.latency_us, outcome
+        );
+        for id in &record.emitted {
+            println!("    emitted {id}");
+        }
+    }
+    for entry in mesh.range(&dead_letter_stream(&stream), None, usize::MAX).await? {
+        if let Ok(letter) = entry.body {
+            println!("dead letter: {}", letter.payload["reason"].as_str().unwrap_or("(no reason)"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn units(args: UnitsArgs) -> anyhow::Result<ExitCode> {
+    check_dir(&args.units.dir)?;
+    let private = private_dir()?;
+    let registry = Registry::new(private.path().to_owned(), Default::default());
+    registry.load_dir(&args.units.dir).with_context(|| format!("cannot read {}", args.units.dir.display()))?;
+    let units = registry.status();
+    let failures = registry.failures();
+    if args.json {
+        println!("{}", serde_json::json!({ "units": units, "refused": failures }));
+    } else {
+        println!("{:<24} {:<10} {:>4} {:<9} SUBSCRIBES", "NAME", "VERSION", "GEN", "STATE");
+        for unit in &units {
+            let subscribes: Vec<&str> = unit.subscribes.iter().map(|p| p.as_str()).collect();
+            println!("{:<24} {:<10} {:>4} {:<9} {}", unit.name, unit.version, unit.generation, unit.state, subscribes.join(", "));
+        }
+        for failure in &failures {
+            println!("refused {}: {}", failure.file.display(), failure.error);
+        }
+    }
+    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,67 @@
+//! The reactor's resolved configuration: typed values only. Reading files and the environment
+//! is the binary's job.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the reactor needs to run, already validated.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Directory watched for unit libraries.
+    pub units_dir: PathBuf,
+    /// Private directory the libraries are copied into before they are opened.
+    pub private_dir: PathBuf,
+    /// Whether to watch `units_dir` and hot-swap on change.
+    pub watch: bool,
+    /// How long a file must be quiet before a change to it is loaded.
+    pub debounce: Duration,
+    /// The stream signals flow on.
+    pub stream: String,
+    /// The consumer group of this reactor role.
+    pub group: String,
+    /// This process's consumer name; keep it stable across restarts.
+    pub consumer: String,
+    /// Entries read per batch.
+    pub batch: usize,
+    /// How long a read waits for new entries.
+    pub block: Duration,
+    /// Signals handled at once.
+    pub concurrency: usize,
+    /// Tries per (signal, unit) before the signal is dead-lettered for that unit.
+    pub max_attempts: u32,
+    /// Pause before the second try; doubled for each further try.
+    pub retry_backoff: Duration,
+    /// Deliveries of one entry (crashes, timeouts) before it is dead-lettered unhandled.
+    pub max_deliveries: u32,
+    /// Entries pending this long with any consumer are claimed by this one.
+    pub claim_idle: Duration,
+    /// How often acknowledged entries are trimmed from the stream.
+    pub trim_every: Duration,
+    /// Configuration handed to each unit's constructor, by unit name.
+    pub unit_config: BTreeMap<String, serde_json::Value>,
+}
+
+impl ReactorConfig {
+    /// Defaults for a reactor on `units_dir`, copying libraries into `private_dir`.
+    pub fn new(units_dir: PathBuf, private_dir: PathBuf) -> Self {
+        Self {
+            units_dir,
+            private_dir,
+            watch: true,
+            debounce: Duration::from_millis(20),
+            stream: "swarm:signals".to_owned(),
+            group: "reactor".to_owned(),
+            consumer: "reactor-1".to_owned(),
+            batch: 64,
+            block: Duration::from_millis(500),
+            concurrency: 64,
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(10),
+            max_deliveries: 5,
+            claim_idle: Duration::from_secs(30),
+            trim_every: Duration::from_secs(5),
+            unit_config: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Why a unit library could not be loaded, swapped or resolved.
+
+use std::path::PathBuf;
+
+/// Why a unit was refused. Every variant names the file or the units involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read or copied.
+    #[error("{path}: {message}")]
+    Io {
+        /// The unit file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The file does not start with the ELF magic bytes.
+    #[error("{path}: not a shared library (no ELF header)")]
+    NotALibrary {
+        /// The unit file.
+        path: PathBuf,
+    },
+    /// The dynamic loader refused the file.
+    #[error("{path}: the dynamic loader refused it: {message}")]
+    Open {
+        /// The unit file.
+        path: PathBuf,
+        /// The loader's message.
+        message: String,
+    },
+    /// The library does not export the entry symbol of this ABI.
+    #[error("{path}: no `{symbol}` symbol: not a swarm unit, or built for another ABI major")]
+    MissingEntry {
+        /// The unit file.
+        path: PathBuf,
+        /// The symbol looked for.
+        symbol: &'static str,
+    },
+    /// The vtable's ABI version is not the host's.
+    #[error("{path}: unit ABI version {found}, this reactor speaks version {expected}")]
+    WrongAbi {
+        /// The unit file.
+        path: PathBuf,
+        /// What the unit declared.
+        found: u32,
+        /// What the host speaks.
+        expected: u32,
+    },
+    /// The vtable is smaller than this ABI version's.
+    #[error("{path}: unit vtable is {found} bytes, ABI version 1 needs at least {expected}")]
+    VTableTooSmall {
+        /// The unit file.
+        path: PathBuf,
+        /// Declared size.
+        found: u32,
+        /// Needed size.
+        expected: u32,
+    },
+    /// The manifest could not be read or is invalid.
+    #[error("{path}: bad manifest: {message}")]
+    BadManifest {
+        /// The unit file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Two files declare the same unit name.
+    #[error("duplicate unit name `{name}`: declared by {first} and {second}")]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The file that has it.
+        first: PathBuf,
+        /// The file refused.
+        second: PathBuf,
+    },
+    /// A dependency is not loaded (or failed to load).
+    #[error("unit `{unit}` depends on `{dependency}` ({requirement}), which is not loaded")]
+    MissingDependency {
+        /// The unit refused.
+        unit: String,
+        /// The dependency it lacks.
+        dependency: String,
+        /// The version requirement.
+        requirement: String,
+    },
+    /// A dependency is loaded in a version that does not satisfy the requirement.
+    #[error("unit `{unit}` needs `{dependency}` {requirement}, but version {found} is loaded")]
+    DependencyVersion {
+        /// The unit refused.
+        unit: String,
+        /// The dependency.
+        dependency: String,
+        /// The requirement.
+        requirement: String,
+        /// The loaded version.
+        found: String,
+    },
+    /// Units depend on each other in a cycle.
+    #[error("dependency cycle: {}", cycle.join(" -> "))]
+    DependencyCycle {
+        /// The units in the cycle, the first repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// The unit's constructor returned an error or panicked.
+    #[error("unit `{unit}`: constructor {what}: {message}")]
+    Create {
+        /// The unit.
+        unit: String,
+        /// "failed" or "panicked".
+        what: &'static str,
+        /// The error or panic text.
+        message: String,
+    },
+}

@@ -1,0 +1,21 @@
+//! The swarm reactor: loads unit libraries, hot-swaps them when their files change, and
+//! dispatches signals from the mesh to the units that subscribe to them.
+//!
+//! It links the unit ABI (`swarm-abi`), never the SDK. Its only `unsafe` code is in the loader.
+//! It takes typed configuration ([`ReactorConfig`]); only the `swarm` binary reads the
+//! command line, the environment and files.
+
+mod config;
+mod dispatch;
+mod error;
+mod execute;
+mod loader;
+mod reactor;
+mod registry;
+mod resolve;
+mod watcher;
+
+pub use config::ReactorConfig;
+pub use error::LoadError;
+pub use reactor::{Reactor, StartError};
+pub use registry::{Change, FileFailure, Generation, LoadReport, Registry, UnitSlot, UnitStatus, UnknownUnit, is_unit_file};

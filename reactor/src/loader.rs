@@ -1,0 +1,226 @@
+//! Opening unit libraries and calling into them: the only `unsafe` code on the host side.
+//!
+//! A unit file is read once; its bytes are checked (ELF magic), hashed, and written to a fresh
+//! private path, which is what gets `dlopen`ed. The dynamic loader caches libraries by path and
+//! inode, so reopening the original path after a replacement could hand back the old code; a
+//! private copy per load never can. The entry symbol's vtable header is checked before anything
+//! else is read, and the manifest before any other call.
+//!
+//! A [`Loaded`] library owns one unit instance. Dropping it destroys the instance, closes the
+//! library and removes the private copy. Correctness never depends on `dlclose` actually
+//! unmapping anything (thread-local destructors pin a library on Linux).
+
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW, Symbol};
+use sha2::{Digest, Sha256};
+use swarm_abi::{
+    ABI_VERSION, Buf, ENTRY_SYMBOL, ENTRY_SYMBOL_NAME, EntryFn, STATUS_OK, STATUS_PANIC, Status,
+    UnitVTable, VTABLE_SIZE, VTableHeader,
+};
+use swarm_schemas::UnitManifest;
+
+use crate::LoadError;
+
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// A unit library opened and checked, with its manifest read, but no instance yet.
+pub(crate) struct Opened {
+    // Dropped after the instance (see `Loaded`'s drop) and before the copy is removed.
+    #[allow(dead_code)]
+    library: Library,
+    vtable: UnitVTable,
+    private_copy: PathBuf,
+    /// The manifest, checked.
+    pub manifest: UnitManifest,
+    /// SHA-256 of the file's bytes.
+    pub hash: [u8; 32],
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+/// A unit library with a live instance, ready to be called from any thread.
+pub(crate) struct Loaded {
+    opened: Opened,
+    instance: *mut c_void,
+}
+
+// SAFETY: the SDK requires `Unit: Send + Sync`; the instance pointer is only used through the
+// vtable, which the unit allows from any thread, and destroyed once in `Drop`.
+unsafe impl Send for Loaded {}
+// SAFETY: as above; `handle` takes the instance by shared pointer.
+unsafe impl Sync for Loaded {}
+
+/// What a call into a unit returned: its status and the bytes it wrote.
+pub(crate) struct CallResult {
+    pub status: Status,
+    pub bytes: Vec<u8>,
+}
+
+static NEXT_COPY: AtomicU64 = AtomicU64::new(0);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a unit file, read once, checked for the ELF magic and hashed.
+pub(crate) struct UnitFile {
+    source: PathBuf,
+    bytes: Vec<u8>,
+    /// SHA-256 of the bytes.
+    pub hash: [u8; 32],
+}
+
+/// Reads the unit file at `source` and checks that it is an ELF file.
+pub(crate) fn read(source: &Path) -> Result<UnitFile, LoadError> {
+    let bytes = std::fs::read(source).map_err(|e| LoadError::Io { path: source.to_owned(), message: e.to_string() })?;
+    if !bytes.starts_with(ELF_MAGIC) {
+        return Err(LoadError::NotALibrary { path: source.to_owned() });
+    }
+    let hash: [u8; 32] = Sha256::digest(&bytes).into();
+    Ok(UnitFile { source: source.to_owned(), bytes, hash })
+}
+
+/// Copies the unit into `private_dir`, opens the copy, checks the ABI and reads the manifest.
+pub(crate) fn open(file: UnitFile, private_dir: &Path) -> Result<Opened, LoadError> {
+    let UnitFile { source, bytes, hash } = file;
+    let source = source.as_path();
+    let io = |e: std::io::Error| LoadError::Io { path: source.to_owned(), message: e.to_string() };
+    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("unit");
+    let private_copy = private_dir.join(format!(
+        "{stem}.{}.{}{}",
+        &hex(&hash)[..12],
+        NEXT_COPY.fetch_add(1, Ordering::Relaxed),
+        std::env::consts::DLL_SUFFIX
+    ));
+    std::fs::write(&private_copy, &bytes).map_err(io)?;
+
+    let result = open_copy(source, &private_copy, hash);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&private_copy);
+    }
+    result
+}
+
+fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opened, LoadError> {
+    let path = || source.to_owned();
+    // SAFETY: opening a library runs its initialisers. Unit libraries are trusted native code
+    // by design (see ARCHITECTURE.md); RTLD_LOCAL keeps its symbols out of the global scope.
+    let library = unsafe { Library::open(Some(private_copy), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| LoadError::Open { path: path(), message: e.to_string() })?;
+    // SAFETY: the symbol's type is fixed by the ABI for this symbol name.
+    let entry: Symbol<EntryFn> = unsafe { library.get(ENTRY_SYMBOL) }
+        .map_err(|_| LoadError::MissingEntry { path: path(), symbol: ENTRY_SYMBOL_NAME })?;
+    // SAFETY: the entry function takes nothing and returns a pointer to a static vtable.
+    let header_ptr: *const VTableHeader = unsafe { entry() };
+    if header_ptr.is_null() {
+        return Err(LoadError::BadManifest { path: path(), message: "entry symbol returned null".into() });
+    }
+    // SAFETY: every ABI version starts its vtable with this header.
+    let header = unsafe { *header_ptr };
+    if header.abi_version != ABI_VERSION {
+        return Err(LoadError::WrongAbi { path: path(), found: header.abi_version, expected: ABI_VERSION });
+    }
+    if header.vtable_size < VTABLE_SIZE {
+        return Err(LoadError::VTableTooSmall { path: path(), found: header.vtable_size, expected: VTABLE_SIZE });
+    }
+    // SAFETY: version and size checked: the pointer is to a `UnitVTable` at least this large.
+    let vtable = unsafe { *header_ptr.cast::<UnitVTable>() };
+
+    let result = call_manifest(&vtable);
+    let manifest = if result.status == STATUS_OK {
+        serde_json::from_slice::<UnitManifest>(&result.bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|m| m.validate().map(|()| m).map_err(|e| e.to_string()))
+    } else {
+        Err(format!("manifest() failed: {}", String::from_utf8_lossy(&result.bytes)))
+    }
+    .map_err(|message| LoadError::BadManifest { path: path(), message })?;
+
+    Ok(Opened { library, vtable, private_copy: private_copy.to_owned(), manifest, hash, source: source.to_owned() })
+}
+
+/// Copies the bytes out of a unit's buffer and hands the buffer back to the unit to free.
+fn take(vtable: &UnitVTable, buf: Buf) -> Vec<u8> {
+    let bytes = if buf.ptr.is_null() || buf.len == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: the unit wrote `len` initialised bytes at `ptr`.
+        unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec()
+    };
+    // SAFETY: the buffer came from this unit and goes back exactly once.
+    unsafe { (vtable.free_buf)(buf) };
+    bytes
+}
+
+fn call_manifest(vtable: &UnitVTable) -> CallResult {
+    let mut out = Buf::EMPTY;
+    // SAFETY: `out` is a valid out-parameter; the unit catches its own panics.
+    let status = unsafe { (vtable.manifest)(&mut out) };
+    CallResult { status, bytes: take(vtable, out) }
+}
+
+impl Opened {
+    /// Creates the unit's instance with its configuration.
+    pub(crate) fn instantiate(self, config: &serde_json::Value) -> Result<Loaded, LoadError> {
+        let config = serde_json::to_vec(config).unwrap_or_else(|_| b"null".to_vec());
+        let mut out = Buf::EMPTY;
+        let mut instance: *mut c_void = std::ptr::null_mut();
+        // SAFETY: the config buffer and out-parameters are valid for the call.
+        let status = unsafe { (self.vtable.create)(config.as_ptr(), config.len(), &mut instance, &mut out) };
+        let bytes = take(&self.vtable, out);
+        if status == STATUS_OK && !instance.is_null() {
+            return Ok(Loaded { opened: self, instance });
+        }
+        Err(LoadError::Create {
+            unit: self.manifest.name.clone(),
+            what: if status == STATUS_PANIC { "panicked" } else { "failed" },
+            message: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.private_copy);
+    }
+}
+
+impl Loaded {
+    /// The unit's checked manifest.
+    pub(crate) fn manifest(&self) -> &UnitManifest {
+        &self.opened.manifest
+    }
+
+    /// SHA-256 of the file this was loaded from.
+    pub(crate) fn hash(&self) -> [u8; 32] {
+        self.opened.hash
+    }
+
+    /// The unit file this was loaded from.
+    pub(crate) fn source(&self) -> &Path {
+        &self.opened.source
+    }
+
+    /// Hands a JSON signal to the unit. Blocking: call it off the async worker threads.
+    pub(crate) fn call(&self, signal: &[u8]) -> CallResult {
+        let mut out = Buf::EMPTY;
+        let vtable = &self.opened.vtable;
+        // SAFETY: the instance is alive while `self` is; the unit catches its own panics.
+        let status = unsafe { (vtable.handle)(self.instance, signal.as_ptr(), signal.len(), &mut out) };
+        CallResult { status, bytes: take(vtable, out) }
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        // SAFETY: the instance came from this vtable's `create`; no call is running (calls hold
+        // an `Arc` of the generation that owns `self`), and it is destroyed once. The library
+        // is closed after this, when `opened` drops.
+        unsafe { (self.opened.vtable.destroy)(self.instance) };
+    }
+}
