@@ -38,6 +38,13 @@ impl InProcMemory {
         state.order.iter().filter_map(|id| state.by_id.get(id).cloned()).collect()
     }
 
+    /// The most recent records, newest first, at most `limit` (the synchronous form of
+    /// [`Memory::recent`], for polling in tests).
+    pub fn latest(&self, limit: usize) -> Vec<ExecutionRecord> {
+        let state = self.lock();
+        state.order.iter().rev().take(limit).filter_map(|id| state.by_id.get(id).cloned()).collect()
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.lock().order.len()
@@ -75,8 +82,7 @@ impl Memory for InProcMemory {
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<ExecutionRecord>, MemoryError> {
-        let state = self.lock();
-        Ok(state.order.iter().rev().take(limit).filter_map(|id| state.by_id.get(id).cloned()).collect())
+        Ok(self.latest(limit))
     }
 }
 

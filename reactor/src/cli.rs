@@ -18,9 +18,10 @@ use swarm_schemas::{Outcome, Signal, validate_kind};
 #[derive(Debug, Parser)]
 #[command(name = "swarm", version)]
 pub(crate) struct Cli {
-    /// Log filter (tracing syntax); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing syntax; default `info` for `up`, `warn` otherwise); RUST_LOG
+    /// overrides it.
+    #[arg(long, global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,6 +85,16 @@ struct UnitsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+impl Cli {
+    pub(crate) fn log_filter(&self) -> &str {
+        match (&self.log, &self.command) {
+            (Some(filter), _) => filter,
+            (None, Command::Up(_)) => "info",
+            (None, _) => "warn",
+        }
+    }
 }
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -19,6 +19,15 @@ pub enum LoadError {
         /// The unit file.
         path: PathBuf,
     },
+    /// The file is an ELF file, but not one this host can load safely (truncated, another
+    /// architecture, not a shared object).
+    #[error("{path}: not a loadable shared library: {message}")]
+    BadElf {
+        /// The unit file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The dynamic loader refused the file.
     #[error("{path}: the dynamic loader refused it: {message}")]
     Open {

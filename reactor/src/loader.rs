@@ -81,8 +81,42 @@ pub(crate) fn read(source: &Path) -> Result<UnitFile, LoadError> {
     if !bytes.starts_with(ELF_MAGIC) {
         return Err(LoadError::NotALibrary { path: source.to_owned() });
     }
+    check_elf(&bytes).map_err(|message| LoadError::BadElf { path: source.to_owned(), message })?;
     let hash: [u8; 32] = Sha256::digest(&bytes).into();
     Ok(UnitFile { source: source.to_owned(), bytes, hash })
+}
+
+/// Checks what the dynamic loader does not: glibc maps a loadable segment that runs past the
+/// end of a truncated file, and the first touch of the missing pages kills the process with
+/// SIGBUS. So every loadable segment must lie inside the file, and the file must be a shared
+/// object for this architecture.
+fn check_elf(bytes: &[u8]) -> Result<(), String> {
+    use object::{Object, ObjectKind, ObjectSegment};
+    let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
+    let host = if cfg!(target_arch = "x86_64") {
+        object::Architecture::X86_64
+    } else if cfg!(target_arch = "aarch64") {
+        object::Architecture::Aarch64
+    } else {
+        file.architecture()
+    };
+    if file.architecture() != host {
+        return Err(format!("built for {:?}, this host is {host:?}", file.architecture()));
+    }
+    if file.kind() != ObjectKind::Dynamic {
+        return Err(format!("a {:?} object, not a shared library", file.kind()));
+    }
+    let len = bytes.len() as u64;
+    for segment in file.segments() {
+        let (offset, size) = segment.file_range();
+        if offset.checked_add(size).is_none_or(|end| end > len) {
+            return Err(format!(
+                "truncated: a loadable segment needs bytes {offset}..{} but the file has {len}",
+                offset.saturating_add(size)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Copies the unit into `private_dir`, opens the copy, checks the ABI and reads the manifest.

@@ -1,0 +1,169 @@
+//! Helpers for swarm's system tests: building real unit libraries with cargo, deploying them
+//! into a units directory the way a deployer should (write `.tmp`, then `rename`), running a
+//! reactor on the in-process mesh and memory, and waiting for conditions.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use swarm_memory::InProcMemory;
+use swarm_mesh::{InProcMesh, Mesh};
+use swarm_reactor::{LoadReport, Reactor, ReactorConfig};
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_default()
+}
+
+/// Every unit package the tests use: the fixtures and the example swarm.
+pub const UNIT_PACKAGES: &[&str] = &[
+    "fixture-counter-v1",
+    "fixture-counter-v2",
+    "fixture-counter-ctor-panic",
+    "fixture-counter-bad-manifest",
+    "fixture-wrong-abi",
+    "fixture-flaky",
+    "fixture-cycle-a",
+    "fixture-cycle-b",
+    "fixture-needs-ghost",
+    "order-validate",
+    "order-price",
+    "fulfil-express",
+    "fulfil-standard",
+];
+
+/// Runs `cargo build --release` with `args` into a target directory of the tests' own, so it
+/// never waits on the build lock of the test run itself. Returns the release output directory.
+fn cargo_build(args: &[&str]) -> PathBuf {
+    let root = workspace_root();
+    let target = root.join("target").join("unit-builds");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--target-dir"])
+        .arg(&target)
+        .args(args)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build {args:?} failed: {status}");
+    target.join("release")
+}
+
+/// Builds every unit package once per test process, in release mode. Returns the directory
+/// holding the built `lib*.so` files.
+pub fn built_units() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let args: Vec<&str> = UNIT_PACKAGES.iter().flat_map(|p| ["-p", p]).collect();
+        cargo_build(&args)
+    })
+}
+
+/// Builds the `swarm` binary once per test process, in release mode; returns its path.
+pub fn swarm_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| cargo_build(&["-p", "swarm-reactor", "--bin", "swarm"]).join("swarm"))
+}
+
+/// The built library of `package`.
+pub fn library(package: &str) -> PathBuf {
+    built_units().join(format!("lib{}{}", package.replace('-', "_"), std::env::consts::DLL_SUFFIX))
+}
+
+/// Deploys `bytes` as `name` in `dir`: written to `name.tmp`, then renamed over `name`.
+/// Returns the moment of the rename.
+pub fn deploy_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Instant {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes).expect("write the temporary file");
+    let at = Instant::now();
+    std::fs::rename(&tmp, dir.join(name)).expect("rename into place");
+    at
+}
+
+/// Deploys the built library of `package` as `name` in `dir`; returns the moment of the rename.
+pub fn deploy(dir: &Path, package: &str, name: &str) -> Instant {
+    let bytes = std::fs::read(library(package)).expect("read the built library");
+    deploy_bytes(dir, name, &bytes)
+}
+
+/// Polls `check` every 2 ms until it returns `Some`, or `timeout` passes.
+pub async fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A reactor on the in-process mesh and memory, over a units directory of its own.
+pub struct TestSwarm {
+    /// The units directory.
+    pub units: tempfile::TempDir,
+    /// Where the reactor copies libraries.
+    pub private: tempfile::TempDir,
+    /// The mesh.
+    pub mesh: Arc<InProcMesh>,
+    /// The memory.
+    pub memory: Arc<InProcMemory>,
+    /// The reactor's configuration.
+    pub config: ReactorConfig,
+}
+
+impl TestSwarm {
+    /// An empty units directory and a configuration for tests: quick retries, nothing trimmed
+    /// (tests read the whole stream), everything else as in production.
+    pub fn new() -> Self {
+        let units = tempfile::tempdir().expect("units dir");
+        let private = tempfile::tempdir().expect("private dir");
+        let mut config = ReactorConfig::new(units.path().to_owned(), private.path().to_owned());
+        config.block = Duration::from_millis(50);
+        config.retry_backoff = Duration::from_millis(1);
+        config.trim_every = Duration::from_secs(3600);
+        Self { units, private, mesh: Arc::new(InProcMesh::new()), memory: Arc::new(InProcMemory::new()), config }
+    }
+
+    /// Deploys a built package into the units directory.
+    pub fn deploy(&self, package: &str, name: &str) -> Instant {
+        deploy(self.units.path(), package, name)
+    }
+
+    /// Starts a reactor on this swarm.
+    pub async fn start(&self) -> (Reactor, LoadReport) {
+        Reactor::start(self.config.clone(), Arc::clone(&self.mesh) as Arc<dyn Mesh>, Arc::clone(&self.memory) as _)
+            .await
+            .expect("reactor starts")
+    }
+
+    /// Waits until the reactor's group has nothing pending or undelivered.
+    pub async fn settled(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = self.mesh.group_info(&self.config.stream, &self.config.group).await;
+            if info.is_ok_and(|i| i.pending == 0 && i.lag == 0) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Every signal on the stream.
+    pub async fn signals(&self, stream: &str) -> Vec<swarm_schemas::Signal> {
+        let entries = self.mesh.range(stream, None, usize::MAX).await.expect("range");
+        entries.into_iter().filter_map(|e| e.body.ok()).collect()
+    }
+}
+
+impl Default for TestSwarm {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,121 @@
+//! The `swarm` binary as a user runs it: listing units, emitting a signal through the example
+//! swarm, running `up` until SIGTERM, and one clear line (no backtrace) for every bad input.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use swarm_tests::{deploy, deploy_bytes, swarm_binary};
+
+fn swarm(args: &[&str], units: &Path) -> Output {
+    Command::new(swarm_binary())
+        .args(args)
+        .env("SWARM_UNITS_DIR", units)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("swarm runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn order_flow() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("units dir");
+    for unit in ["order-validate", "order-price", "fulfil-express", "fulfil-standard"] {
+        deploy(dir.path(), unit, &format!("{unit}.so"));
+    }
+    dir
+}
+
+/// A bad input gets exactly one line on stderr, starting with `error:`, and a failure exit.
+fn assert_one_clear_line(output: &Output, expected: &str) {
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "fails: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains(expected), "`{expected}` in: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+}
+
+#[test]
+fn units_lists_what_loads_and_what_is_refused() {
+    let dir = order_flow();
+    deploy_bytes(dir.path(), "garbage.so", b"not a library");
+    let output = swarm(&["units"], dir.path());
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "a refused file fails the listing: {stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("SUBSCRIBES"), "{stdout}");
+    assert!(lines[1].starts_with("fulfil-express") && lines[1].contains("1.0.0") && lines[1].contains("ready"));
+    assert!(lines[4].starts_with("order-validate") && lines[4].ends_with("order.placed"), "{stdout}");
+    assert!(lines[5].starts_with("refused ") && lines[5].ends_with("garbage.so: not a shared library (no ELF header)"));
+
+    std::fs::remove_file(dir.path().join("garbage.so")).expect("remove");
+    let json = swarm(&["units", "--json"], dir.path());
+    assert!(json.status.success());
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    assert_eq!(value["units"].as_array().map(Vec::len), Some(4));
+    assert_eq!(value["units"][2]["name"], "order-price");
+    assert_eq!(value["units"][2]["generation"], 1);
+}
+
+#[test]
+fn emit_runs_a_signal_through_the_swarm_and_prints_the_cascade() {
+    let dir = order_flow();
+    let output = swarm(&["emit", "order.placed", r#"{"id": 9, "items": [{"sku": "cake", "qty": 1}]}"#], dir.path());
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.starts_with("emitted order.placed "), "{stdout}");
+    for unit in ["order-validate@1.0.0 <- order.placed", "order-price@1.0.0 <- order.validated",
+                 "fulfil-express@1.0.0 <- order.priced", "fulfil-standard@1.0.0 <- order.priced"] {
+        assert!(stdout.lines().any(|l| l.contains(unit) && l.ends_with("ok")), "`{unit}` ok in:\n{stdout}");
+    }
+    assert!(!stdout.contains("dead letter"), "{stdout}");
+
+    let refused = swarm(&["emit", "order.placed", r#"{"id": 10, "items": [{"sku": "gold", "qty": 1}]}"#], dir.path());
+    let stdout = text(&refused.stdout);
+    assert!(refused.status.success());
+    assert!(stdout.contains("dead letter: unit `order-price` failed 3 attempts; last error: no price for `gold`"), "{stdout}");
+}
+
+#[test]
+fn bad_arguments_and_files_get_one_clear_line() {
+    let dir = order_flow();
+    assert_one_clear_line(&swarm(&["emit", "Order.Placed", "{}"], dir.path()), "kind `Order.Placed` is invalid");
+    assert_one_clear_line(&swarm(&["emit", "order.placed", "{oops"], dir.path()), "payload is not valid JSON");
+    assert_one_clear_line(&swarm(&["units", "--units", "/no/such/dir"], dir.path()), "units directory /no/such/dir does not exist");
+    let feed = dir.path().join("feed.jsonl");
+    std::fs::write(&feed, "{\"kind\": \"order.placed\", \"payload\": {}}\n{\"kind\": \"BAD\"}\n").expect("write");
+    let feed_arg = feed.to_string_lossy().into_owned();
+    let output = swarm(&["up", "--feed", &feed_arg], dir.path());
+    assert_one_clear_line(&output, "feed.jsonl:2: kind `BAD`");
+    // clap's own errors: a usage message, exit code 2, no backtrace.
+    let output = swarm(&["emit"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("required arguments were not provided"));
+}
+
+#[test]
+fn up_runs_the_swarm_until_sigterm_and_exits_cleanly() {
+    let dir = order_flow();
+    let feed = dir.path().join("feed.jsonl");
+    std::fs::write(&feed, "{\"kind\": \"order.placed\", \"payload\": {\"id\": 1, \"items\": [{\"sku\": \"tea\", \"qty\": 1}]}}\n")
+        .expect("write");
+    let child = Command::new(swarm_binary())
+        .args(["up", "--feed"])
+        .arg(&feed)
+        .env("SWARM_UNITS_DIR", dir.path())
+        .env("RUST_LOG", "info,swarm_reactor::execute=debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("swarm up starts");
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("swarm up exits");
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "clean exit on SIGTERM: {stderr}");
+    assert!(stderr.contains("loaded order-validate 1.0.0 (generation 1) on order.placed"), "{stderr}");
+    assert!(stderr.contains("reactor up on"), "{stderr}");
+}

@@ -1,0 +1,22 @@
+//! Test fixture source shared by `counter` versions 1 and 2: answers every `tick` with a
+//! `tock` naming its version (the building crate's) and the tick.
+
+use serde_json::{Value, json};
+use swarm_sdk::{Emit, Manifest, Signal, Unit, UnitError, export_unit};
+
+/// The unit.
+pub struct Counter;
+
+impl Unit for Counter {
+    fn manifest() -> Manifest {
+        Manifest::new("counter", env!("CARGO_PKG_VERSION")).subscribes(["tick"]).emits(["tock"])
+    }
+    fn new(_: &Value) -> Result<Self, UnitError> {
+        Ok(Self)
+    }
+    fn handle(&self, signal: &Signal) -> Result<Vec<Emit>, UnitError> {
+        Ok(vec![Emit::new("tock", json!({ "of": signal.id, "version": env!("CARGO_PKG_VERSION") }))])
+    }
+}
+
+export_unit!(Counter);

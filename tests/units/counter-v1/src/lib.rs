@@ -1,0 +1,3 @@
+//! Test fixture: `counter` version 1.
+
+mod counter;
