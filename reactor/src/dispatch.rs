@@ -101,9 +101,11 @@ impl Dispatcher {
     /// trims what every group has acknowledged.
     async fn housekeeping(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let c = &self.config;
-        let mut keep_alive = tokio::time::interval(c.claim_idle / 3);
-        let mut claim = tokio::time::interval(c.claim_idle / 2);
-        let mut trim = tokio::time::interval(c.trim_every);
+        // First ticks one period from now, not at once.
+        let every = |period: Duration| tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut keep_alive = every(c.claim_idle / 3);
+        let mut claim = every(c.claim_idle / 2);
+        let mut trim = every(c.trim_every);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,

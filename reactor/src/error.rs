@@ -121,3 +121,17 @@ pub enum LoadError {
         message: String,
     },
 }
+
+impl LoadError {
+    /// Whether the refusal is about other units (a dependency, a cycle, a name taken) rather
+    /// than the file itself, so that it may load once the other units change.
+    pub fn depends_on_other_units(&self) -> bool {
+        matches!(
+            self,
+            Self::DuplicateName { .. }
+                | Self::MissingDependency { .. }
+                | Self::DependencyVersion { .. }
+                | Self::DependencyCycle { .. }
+        )
+    }
+}

@@ -6,7 +6,7 @@
 //! (its instance, its library) is dropped when the last of them returns. Dispatch reads a
 //! snapshot of the slots without locking; changes (loads, swaps, removals) are serialised.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -154,7 +154,10 @@ pub struct Registry {
     unit_config: BTreeMap<String, serde_json::Value>,
     slots: DashMap<String, Arc<UnitSlot>>,
     files: DashMap<PathBuf, String>,
-    failures: DashMap<PathBuf, String>,
+    failures: DashMap<PathBuf, LoadError>,
+    /// Hash of the bytes whose load failed last, per file: the same bytes are not tried again
+    /// (a panicking constructor is not re-run on every duplicate file event).
+    failed_hashes: DashMap<PathBuf, [u8; 32]>,
     snapshot: ArcSwap<Vec<Arc<UnitSlot>>>,
     changing: Mutex<()>,
 }
@@ -176,6 +179,7 @@ impl Registry {
             slots: DashMap::new(),
             files: DashMap::new(),
             failures: DashMap::new(),
+            failed_hashes: DashMap::new(),
             snapshot: ArcSwap::from_pointee(Vec::new()),
             changing: Mutex::new(()),
         }
@@ -193,8 +197,36 @@ impl Registry {
 
     /// Applies changes to unit files: each path that exists is loaded (or swapped in, or found
     /// unchanged); each that does not is removed. A refused file leaves its old version serving.
+    ///
+    /// When something loads, files refused only because of other units (a missing or
+    /// mismatched dependency, a cycle, a duplicate name) are tried again.
     pub fn apply(&self, paths: Vec<PathBuf>) -> LoadReport {
         let _changing = lock(&self.changing);
+        let mut report = self.apply_locked(paths);
+        let mut tried: BTreeSet<PathBuf> = BTreeSet::new();
+        loop {
+            let progressed = report.changes.iter().any(|(_, c)| !matches!(c, Change::Unchanged));
+            let retry: Vec<PathBuf> = self
+                .failures
+                .iter()
+                .filter(|f| f.value().depends_on_other_units() && f.key().exists() && !tried.contains(f.key()))
+                .map(|f| f.key().clone())
+                .collect();
+            if !progressed || retry.is_empty() {
+                break;
+            }
+            tried.extend(retry.iter().cloned());
+            let again = self.apply_locked(retry);
+            let retried: BTreeSet<&PathBuf> = again.changes.iter().map(|(p, _)| p).chain(again.failures.iter().map(|(p, _)| p)).collect();
+            report.failures.retain(|(p, _)| !retried.contains(p));
+            report.changes.extend(again.changes);
+            report.failures.extend(again.failures);
+        }
+        self.publish_snapshot();
+        report
+    }
+
+    fn apply_locked(&self, paths: Vec<PathBuf>) -> LoadReport {
         let mut report = LoadReport::default();
         let mut opened: Vec<Opened> = Vec::new();
         for path in paths {
@@ -204,26 +236,36 @@ impl Registry {
                 }
                 continue;
             }
-            let step = loader::read(&path).and_then(|file| {
-                let unchanged = self.files.get(&path).and_then(|name| self.slots.get(name.as_str()).map(|s| Arc::clone(&s)))
-                    .and_then(|slot| slot.current())
-                    .is_some_and(|generation| generation.loaded.hash() == file.hash);
-                if unchanged { Ok(None) } else { loader::open(file, &self.private_dir).map(Some) }
-            });
-            match step {
-                Ok(None) => {
-                    self.failures.remove(&path);
-                    report.changes.push((path, Change::Unchanged));
+            let file = match loader::read(&path) {
+                Ok(file) => file,
+                Err(error) => {
+                    report.failures.push((path, error));
+                    continue;
                 }
-                Ok(Some(unit)) => opened.push(unit),
-                Err(error) => report.failures.push((path, error)),
+            };
+            if self.serving_hash(&path) == Some(file.hash) {
+                self.failures.remove(&path);
+                report.changes.push((path, Change::Unchanged));
+                continue;
+            }
+            if self.failed_hashes.get(&path).is_some_and(|h| *h == file.hash) {
+                // Already refused, with the reason on record.
+                continue;
+            }
+            let hash = file.hash;
+            match loader::open(file, &self.private_dir) {
+                Ok(unit) => opened.push(unit),
+                Err(error) => {
+                    self.failed_hashes.insert(path.clone(), hash);
+                    report.failures.push((path, error));
+                }
             }
         }
         self.refuse_duplicates(&mut opened, &mut report);
         self.install(opened, &mut report);
         for (path, error) in &report.failures {
             tracing::warn!(file = %path.display(), %error, "unit refused; any previous version keeps serving");
-            self.failures.insert(path.clone(), error.to_string());
+            self.failures.insert(path.clone(), error.clone());
             if let Some(name) = self.files.get(path) {
                 if let Some(slot) = self.slots.get(name.as_str()) {
                     slot.set_error(Some(error.to_string()));
@@ -232,6 +274,13 @@ impl Registry {
         }
         self.publish_snapshot();
         report
+    }
+
+    /// Hash of the generation serving from `path`, if any.
+    fn serving_hash(&self, path: &Path) -> Option<[u8; 32]> {
+        let name = self.files.get(path)?.clone();
+        let slot = self.unit(&name)?;
+        Some(slot.current()?.loaded.hash())
     }
 
     fn refuse_duplicates(&self, opened: &mut Vec<Opened>, report: &mut LoadReport) {
@@ -283,9 +332,13 @@ impl Registry {
             let Some(unit) = by_name.remove(&name) else { continue };
             let source = unit.source.clone();
             let config = self.unit_config.get(&name).cloned().unwrap_or(serde_json::Value::Null);
+            let hash = unit.hash;
             match unit.instantiate(&config) {
                 Ok(loaded) => report.changes.push((source.clone(), self.swap_in(&source, loaded))),
-                Err(error) => report.failures.push((source, error)),
+                Err(error) => {
+                    self.failed_hashes.insert(source.clone(), hash);
+                    report.failures.push((source, error));
+                }
             }
         }
     }
@@ -299,6 +352,7 @@ impl Registry {
             }
         }
         self.failures.remove(source);
+        self.failed_hashes.remove(source);
         let slot = self
             .slots
             .entry(name.clone())
@@ -331,6 +385,7 @@ impl Registry {
 
     fn remove_file(&self, path: &Path) -> Option<String> {
         self.failures.remove(path);
+        self.failed_hashes.remove(path);
         let (_, name) = self.files.remove(path)?;
         self.drop_slot(&name);
         tracing::info!(unit = %name, file = %path.display(), "unit file removed; unloading once drained");
@@ -412,7 +467,7 @@ impl Registry {
             .failures
             .iter()
             .filter(|f| !self.files.contains_key(f.key()))
-            .map(|f| FileFailure { file: f.key().clone(), error: f.value().clone() })
+            .map(|f| FileFailure { file: f.key().clone(), error: f.value().to_string() })
             .collect();
         out.sort_by(|a, b| a.file.cmp(&b.file));
         out

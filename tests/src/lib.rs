@@ -101,6 +101,20 @@ pub async fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>
     }
 }
 
+/// Like [`wait_for`], for checks that need to await.
+pub async fn wait_for_async<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// A reactor on the in-process mesh and memory, over a units directory of its own.
 pub struct TestSwarm {
     /// The units directory.

@@ -76,6 +76,12 @@ async fn a_dependency_cycle_and_a_missing_dependency_are_refused_by_name() {
     let loaded: Vec<String> = reactor.registry().status().into_iter().map(|u| u.name).collect();
     assert_eq!(loaded, ["counter"]);
 
+    // When the missing dependency arrives, the unit waiting for it loads too.
+    swarm.deploy("order-validate", "order-validate.so");
+    let registry = reactor.registry();
+    let arrived = wait_for(Duration::from_secs(5), || registry.unit("order-price").map(|_| ())).await;
+    assert!(arrived.is_some(), "order-price loads once order-validate is there: {:?}", registry.failures());
+
     // Once the dependency arrives, the dependent loads after it.
     let mut both = TestSwarm::new();
     both.config.watch = false;

@@ -1,5 +1,6 @@
 //! Test fixture source shared by `counter` versions 1 and 2: answers every `tick` with a
-//! `tock` naming its version (the building crate's) and the tick.
+//! `tock` naming its version (the building crate's) and the tick; `sleep_ms` in the payload
+//! makes it take that long.
 
 use serde_json::{Value, json};
 use swarm_sdk::{Emit, Manifest, Signal, Unit, UnitError, export_unit};
@@ -15,6 +16,10 @@ impl Unit for Counter {
         Ok(Self)
     }
     fn handle(&self, signal: &Signal) -> Result<Vec<Emit>, UnitError> {
+        // Lets tests hold a call open across a swap.
+        if let Some(ms) = signal.payload["sleep_ms"].as_u64() {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         Ok(vec![Emit::new("tock", json!({ "of": signal.id, "version": env!("CARGO_PKG_VERSION") }))])
     }
 }
