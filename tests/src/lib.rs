@@ -27,6 +27,7 @@ pub const UNIT_PACKAGES: &[&str] = &[
     "fixture-cycle-a",
     "fixture-cycle-b",
     "fixture-needs-ghost",
+    "fixture-noop",
     "order-validate",
     "order-price",
     "fulfil-express",
