@@ -163,17 +163,17 @@ mod tests {
 
     #[test]
     fn bad_manifests_say_what_is_wrong() {
-        let err = manifest(json!({"name": "Bad Name", "version": "1.0.0", "subscribes": ["a"]})).unwrap_err();
+        let err = manifest(json!({"name": "Bad Name", "version": "1.0.0", "subscribes": ["a"]})).expect_err("must fail");
         assert!(err.contains("name `Bad Name` is invalid"), "{err}");
-        let err = manifest(json!({"name": "a", "version": "one", "subscribes": ["a"]})).unwrap_err();
+        let err = manifest(json!({"name": "a", "version": "one", "subscribes": ["a"]})).expect_err("must fail");
         assert!(err.contains("version"), "{err}");
-        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": []})).unwrap_err();
+        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": []})).expect_err("must fail");
         assert!(err.contains("subscribes to no signal kinds"), "{err}");
-        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": ["x..y"]})).unwrap_err();
+        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": ["x..y"]})).expect_err("must fail");
         assert!(err.contains("empty segment"), "{err}");
         let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": ["x"],
             "dependencies": [{"name": "a"}]}))
-        .unwrap_err();
+        .expect_err("must fail");
         assert!(err.contains("depends on itself"), "{err}");
         assert!(validate_unit_name("ends-").is_err());
         assert!(validate_unit_name("9lives").is_err());

@@ -39,7 +39,7 @@ fn errors_panics_and_undeclared_emits_are_failures_not_crashes() {
         Err(HarnessError::Error("payload has no integer `n`".into()))
     );
     assert_eq!(unit.send("number.given", json!({"n": 13})), Err(HarnessError::Panic("unlucky number".into())));
-    let err = unit.send("number.given", json!({"n": 99})).unwrap_err();
+    let err = unit.send("number.given", json!({"n": 99})).expect_err("must fail");
     assert!(matches!(&err, HarnessError::BadOutput(m) if m.contains("number.tripled")), "{err}");
     // The instance still works after a panic.
     assert!(unit.send("number.given", json!({"n": 1})).is_ok());
