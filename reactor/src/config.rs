@@ -28,6 +28,8 @@ pub struct ReactorConfig {
     pub block: Duration,
     /// Signals handled at once.
     pub concurrency: usize,
+    /// Blocking-pool threads a batch of unit calls is spread over (one hand-off each).
+    pub unit_threads: usize,
     /// Tries per (signal, unit) before the signal is dead-lettered for that unit.
     pub max_attempts: u32,
     /// Pause before the second try; doubled for each further try.
@@ -53,9 +55,10 @@ impl ReactorConfig {
             stream: "swarm:signals".to_owned(),
             group: "reactor".to_owned(),
             consumer: "reactor-1".to_owned(),
-            batch: 64,
+            batch: 256,
             block: Duration::from_millis(500),
-            concurrency: 64,
+            concurrency: 512,
+            unit_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_attempts: 3,
             retry_backoff: Duration::from_millis(10),
             max_deliveries: 5,

@@ -12,13 +12,13 @@ use std::time::Duration;
 use dashmap::DashSet;
 use swarm_memory::Memory;
 use swarm_mesh::{Delivery, EntryId, Mesh, StartAt, dead_letter_stream};
-use swarm_schemas::{DeadLetter, Signal};
+use swarm_schemas::{DeadLetter, ExecutionRecord, Signal};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::ReactorConfig;
-use crate::execute::{dead_letter, run_unit};
-use crate::registry::Registry;
+use crate::execute::{Attempt, call_all, dead_letter, retry};
+use crate::registry::{Registry, UnitSlot};
 
 pub(crate) struct Dispatcher {
     pub mesh: Arc<dyn Mesh>,
@@ -44,12 +44,7 @@ impl Dispatcher {
                 Ok(own) if own.is_empty() => break,
                 Ok(own) => {
                     tracing::info!(count = own.len(), "resuming entries pending from a previous run");
-                    let mut tasks = JoinSet::new();
-                    for delivery in own {
-                        let this = Arc::clone(&self);
-                        tasks.spawn(async move { this.process(delivery).await });
-                    }
-                    while tasks.join_next().await.is_some() {}
+                    self.process_batch(own).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read own pending entries; retrying");
@@ -61,7 +56,8 @@ impl Dispatcher {
         }
 
         let housekeeping = tokio::spawn(Arc::clone(&self).housekeeping(shutdown.clone()));
-        let permits = Arc::new(Semaphore::new(c.concurrency.max(1)));
+        let concurrency = c.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -71,16 +67,17 @@ impl Dispatcher {
                 result = read => result,
             };
             match deliveries {
+                Ok(deliveries) if deliveries.is_empty() => {}
                 Ok(deliveries) => {
                     backoff = Duration::from_millis(50);
-                    for delivery in deliveries {
-                        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-                        let this = Arc::clone(&self);
-                        tasks.spawn(async move {
-                            this.process(delivery).await;
-                            drop(permit);
-                        });
-                    }
+                    // One permit per signal: at most `concurrency` signals in flight.
+                    let wanted = u32::try_from(deliveries.len().min(concurrency)).unwrap_or(u32::MAX);
+                    let Ok(permit) = Arc::clone(&permits).acquire_many_owned(wanted).await else { break };
+                    let this = Arc::clone(&self);
+                    tasks.spawn(async move {
+                        this.process_batch(deliveries).await;
+                        drop(permit);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, ?backoff, "mesh read failed; retrying");
@@ -119,12 +116,13 @@ impl Dispatcher {
                 }
                 _ = claim.tick() => {
                     match self.mesh.claim_idle(&c.stream, &c.group, &c.consumer, c.claim_idle, c.batch).await {
+                        Ok(claimed) if claimed.is_empty() => {}
                         Ok(claimed) => {
-                            for delivery in claimed {
+                            for delivery in &claimed {
                                 tracing::info!(entry = %delivery.id, deliveries = delivery.deliveries, "claimed an abandoned entry");
-                                let this = Arc::clone(&self);
-                                tokio::spawn(async move { this.process(delivery).await });
                             }
+                            let this = Arc::clone(&self);
+                            tokio::spawn(async move { this.process_batch(claimed).await });
                         }
                         Err(error) => tracing::warn!(%error, "claiming idle entries failed"),
                     }
@@ -138,87 +136,128 @@ impl Dispatcher {
         }
     }
 
-    /// Handles one delivered entry from start to settle.
-    async fn process(&self, delivery: Delivery) {
+    /// Handles a batch of delivered entries from start to settle: every first attempt of
+    /// every (signal, unit) pair goes to the blocking pool in a few hand-offs; failures are
+    /// retried per pair; the records of the whole batch are written in one call; then each
+    /// entry is settled with what it emitted.
+    async fn process_batch(&self, deliveries: Vec<Delivery>) {
         let c = &self.config;
-        let Delivery { id, body, deliveries } = delivery;
-        if !self.in_flight.insert(id) {
-            // Already running here (claimed back while still in flight): leave it to that run.
-            return;
-        }
-        let (emitted, dead) = match body {
-            Err(bad) => (Vec::new(), vec![dead_letter(
-                None,
-                DeadLetter {
-                    reason: format!("entry is not a signal: {}", bad.error),
-                    unit: None,
-                    attempts: deliveries,
-                    entry_id: id.to_string(),
-                    original: serde_json::Value::String(bad.raw),
-                },
-            )]),
-            Ok(signal) if deliveries > c.max_deliveries => (Vec::new(), vec![dead_letter(
-                Some(&signal),
-                DeadLetter {
-                    reason: format!(
-                        "delivered {deliveries} times without being acknowledged (max_deliveries = {})",
-                        c.max_deliveries
-                    ),
-                    unit: None,
-                    attempts: deliveries,
-                    entry_id: id.to_string(),
-                    original: serde_json::to_value(&signal).unwrap_or_default(),
-                },
-            )]),
-            Ok(signal) => self.execute(&signal, &id.to_string()).await,
-        };
-        let dead_stream = dead_letter_stream(&c.stream);
-        let targets: Vec<(String, Signal)> = emitted
-            .into_iter()
-            .map(|s| (c.stream.clone(), s))
-            .chain(dead.into_iter().map(|s| (dead_stream.clone(), s)))
-            .collect();
-        if let Err(error) = self.mesh.settle(&c.stream, &c.group, id, &targets).await {
-            tracing::warn!(entry = %id, %error, "settle failed; the entry stays pending and will be redelivered");
-        }
-        self.in_flight.remove(&id);
-    }
-
-    /// Runs every enabled unit subscribed to the signal's kind; returns the signals to emit
-    /// and the dead letters.
-    async fn execute(&self, signal: &Signal, entry_id: &str) -> (Vec<Signal>, Vec<Signal>) {
-        let c = &self.config;
-        let candidates = self.registry.candidates(&signal.kind);
-        if candidates.is_empty() {
-            tracing::debug!(kind = %signal.kind, signal = %signal.id, "no unit subscribes");
-            return (Vec::new(), Vec::new());
-        }
-        let runs = if candidates.len() == 1 {
-            vec![run_unit(&candidates[0], signal, entry_id, c.max_attempts, c.retry_backoff).await]
-        } else {
-            let mut set = JoinSet::new();
-            for (index, slot) in candidates.into_iter().enumerate() {
-                let signal = signal.clone();
-                let entry_id = entry_id.to_owned();
-                let (attempts, backoff) = (c.max_attempts, c.retry_backoff);
-                set.spawn(async move { (index, run_unit(&slot, &signal, &entry_id, attempts, backoff).await) });
+        let mut work: Vec<Work> = Vec::with_capacity(deliveries.len());
+        let mut attempts = Vec::new();
+        let mut owners: Vec<(usize, Arc<UnitSlot>)> = Vec::new();
+        for Delivery { id, body, deliveries } in deliveries {
+            if !self.in_flight.insert(id) {
+                // Already running here (claimed back while in flight): leave it to that run.
+                continue;
             }
-            let mut runs: Vec<_> = set.join_all().await;
-            runs.sort_by_key(|(index, _)| *index);
-            runs.into_iter().map(|(_, run)| run).collect()
-        };
-        let records: Vec<_> = runs.iter().flat_map(|run| run.records.iter().cloned()).collect();
-        if let Err(error) = self.memory.record(&records).await {
-            tracing::warn!(%error, count = records.len(), "execution records not stored");
+            let index = work.len();
+            let mut entry = Work { id, signal: None, emitted: Vec::new(), dead: Vec::new(), records: Vec::new(), complete: true };
+            match body {
+                Err(bad) => entry.dead.push(dead_letter(
+                    None,
+                    DeadLetter {
+                        reason: format!("entry is not a signal: {}", bad.error),
+                        unit: None,
+                        attempts: deliveries,
+                        entry_id: id.to_string(),
+                        original: serde_json::Value::String(bad.raw),
+                    },
+                )),
+                Ok(signal) if deliveries > c.max_deliveries => entry.dead.push(dead_letter(
+                    Some(&signal),
+                    DeadLetter {
+                        reason: format!(
+                            "delivered {deliveries} times without being acknowledged (max_deliveries = {})",
+                            c.max_deliveries
+                        ),
+                        unit: None,
+                        attempts: deliveries,
+                        entry_id: id.to_string(),
+                        original: serde_json::to_value(&signal).unwrap_or_default(),
+                    },
+                )),
+                Ok(signal) => {
+                    for slot in self.registry.candidates(&signal.kind) {
+                        if let Some(generation) = slot.current() {
+                            let unit = Arc::from(slot.name());
+                            attempts.push(Attempt { generation, unit, signal: signal.clone() });
+                            owners.push((index, slot));
+                        }
+                    }
+                    entry.signal = Some(signal);
+                }
+            }
+            work.push(entry);
         }
-        let mut emitted = Vec::new();
-        let mut dead = Vec::new();
-        for run in runs {
-            emitted.extend(run.emitted);
-            dead.extend(run.dead_letter);
+
+        let results = call_all(attempts, c.unit_threads).await;
+        let mut retries = JoinSet::new();
+        let mut outstanding = vec![0usize; work.len()];
+        for ((index, slot), result) in owners.into_iter().zip(results) {
+            let entry = &mut work[index];
+            let Some(done) = result else {
+                entry.complete = false;
+                continue;
+            };
+            if done.error().is_none() {
+                entry.emitted.extend(done.emitted);
+                entry.records.push(done.record);
+                continue;
+            }
+            let Some(signal) = entry.signal.clone() else { continue };
+            outstanding[index] += 1;
+            let entry_id = entry.id.to_string();
+            let (max_attempts, backoff) = (c.max_attempts, c.retry_backoff);
+            retries.spawn(async move { (index, retry(slot, signal, done, entry_id, max_attempts, backoff).await) });
         }
-        (emitted, dead)
+        while let Some(joined) = retries.join_next().await {
+            match joined {
+                Ok((index, run)) => {
+                    outstanding[index] -= 1;
+                    let entry = &mut work[index];
+                    entry.records.extend(run.records);
+                    entry.emitted.extend(run.emitted);
+                    entry.dead.extend(run.dead_letter);
+                }
+                Err(error) => tracing::error!(%error, "a retry task failed"),
+            }
+        }
+
+        let records: Vec<ExecutionRecord> = work.iter_mut().flat_map(|w| std::mem::take(&mut w.records)).collect();
+        if !records.is_empty() {
+            if let Err(error) = self.memory.record(&records).await {
+                tracing::warn!(%error, count = records.len(), "execution records not stored");
+            }
+        }
+        let dead_stream = dead_letter_stream(&c.stream);
+        for (entry, outstanding) in work.into_iter().zip(outstanding) {
+            if entry.complete && outstanding == 0 {
+                let targets: Vec<(String, Signal)> = entry
+                    .emitted
+                    .into_iter()
+                    .map(|s| (c.stream.clone(), s))
+                    .chain(entry.dead.into_iter().map(|s| (dead_stream.clone(), s)))
+                    .collect();
+                if let Err(error) = self.mesh.settle(&c.stream, &c.group, entry.id, &targets).await {
+                    tracing::warn!(entry = %entry.id, %error, "settle failed; the entry stays pending and will be redelivered");
+                }
+            } else {
+                tracing::warn!(entry = %entry.id, "not every unit ran; the entry stays pending and will be redelivered");
+            }
+            self.in_flight.remove(&entry.id);
+        }
     }
+}
+
+/// One delivered entry on its way through a batch.
+struct Work {
+    id: EntryId,
+    signal: Option<Signal>,
+    emitted: Vec<Signal>,
+    dead: Vec<Signal>,
+    records: Vec<ExecutionRecord>,
+    /// False when some unit call could not run; the entry is then left pending.
+    complete: bool,
 }
 
 /// Sleeps for `duration`; returns true if shutdown was asked for meanwhile.

@@ -1,30 +1,45 @@
-//! Running one unit on one signal: the call off the async threads, the checks on what it
-//! returns, retries, and the execution records.
+//! Running units on signals: calls off the async threads (batched, so one hand-off to the
+//! blocking pool carries many calls), the checks on what a unit returns, the execution
+//! records, retries and dead letters.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use swarm_abi::{STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC};
 use swarm_schemas::{
-    DEAD_LETTER_KIND, DeadLetter, ExecutionRecord, FailureKind, Outcome, Signal, UnitReply, validate_kind,
+    DEAD_LETTER_KIND, DeadLetter, Emit, ExecutionRecord, FailureKind, Outcome, Signal, UnitReply, validate_kind,
 };
 use uuid::Uuid;
 
 use crate::loader::CallResult;
 use crate::registry::{Generation, UnitSlot};
 
-/// What running one unit on one signal (with retries) produced.
-pub(crate) struct UnitRun {
-    /// One record per attempt.
-    pub records: Vec<ExecutionRecord>,
-    /// Signals emitted by the successful attempt, with lineage.
+/// One call to make: a unit's generation and the signal as the unit will see it.
+pub(crate) struct Attempt {
+    pub generation: Arc<Generation>,
+    pub unit: Arc<str>,
+    pub signal: Signal,
+}
+
+/// What one call produced.
+pub(crate) struct Attempted {
+    pub record: ExecutionRecord,
+    /// Signals emitted, with lineage; empty on failure.
     pub emitted: Vec<Signal>,
-    /// Set when every attempt failed.
-    pub dead_letter: Option<Signal>,
+}
+
+impl Attempted {
+    pub(crate) fn error(&self) -> Option<&str> {
+        match &self.record.outcome {
+            Outcome::Success => None,
+            Outcome::Failure { error, .. } => Some(error),
+        }
+    }
 }
 
 /// Turns what the unit returned into the signals to emit, or a failure.
-fn interpret(generation: &Generation, result: CallResult) -> Result<Vec<swarm_schemas::Emit>, (FailureKind, String)> {
+fn interpret(generation: &Generation, result: CallResult) -> Result<Vec<Emit>, (FailureKind, String)> {
     let text = || String::from_utf8_lossy(&result.bytes).into_owned();
     match result.status {
         STATUS_OK => {}
@@ -37,8 +52,7 @@ fn interpret(generation: &Generation, result: CallResult) -> Result<Vec<swarm_sc
         .map_err(|e| (FailureKind::BadOutput, format!("unit reply is not a valid UnitReply: {e}")))?;
     let manifest = generation.manifest();
     for emit in &reply.emits {
-        validate_kind(&emit.kind)
-            .map_err(|e| (FailureKind::BadOutput, format!("emitted kind `{}` {e}", emit.kind)))?;
+        validate_kind(&emit.kind).map_err(|e| (FailureKind::BadOutput, format!("emitted kind `{}` {e}", emit.kind)))?;
         if !manifest.may_emit(&emit.kind) {
             return Err((
                 FailureKind::BadOutput,
@@ -49,85 +63,124 @@ fn interpret(generation: &Generation, result: CallResult) -> Result<Vec<swarm_sc
     Ok(reply.emits)
 }
 
-/// Calls `generation` with `signal` on the blocking pool; returns the result and the time the
-/// call itself took.
-async fn call(generation: Arc<Generation>, signal: &Signal) -> (Result<Vec<swarm_schemas::Emit>, (FailureKind, String)>, Duration) {
-    let bytes = match serde_json::to_vec(signal) {
-        Ok(bytes) => bytes,
-        Err(e) => return (Err((FailureKind::Unavailable, format!("signal does not serialise: {e}"))), Duration::ZERO),
+/// Makes one call and its record. Blocking: runs on the blocking pool.
+fn attempt_blocking(attempt: Attempt) -> Attempted {
+    let Attempt { generation, unit, signal } = attempt;
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let result = match serde_json::to_vec(&signal) {
+        Ok(bytes) => {
+            // The unit catches its own panics; this guards the host-side checks around it.
+            catch_unwind(AssertUnwindSafe(|| interpret(&generation, generation.call(&bytes))))
+                .unwrap_or_else(|_| Err((FailureKind::BadOutput, "the host failed to read the unit's reply".into())))
+        }
+        Err(e) => Err((FailureKind::Unavailable, format!("signal does not serialise: {e}"))),
     };
-    let joined = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let result = generation.call(&bytes);
-        let elapsed = started.elapsed();
-        (interpret(&generation, result), elapsed)
-    })
-    .await;
-    joined.unwrap_or_else(|e| (Err((FailureKind::Unavailable, format!("unit call did not complete: {e}"))), Duration::ZERO))
+    let elapsed = started.elapsed();
+    let id = Uuid::now_v7();
+    let (outcome, emitted) = match result {
+        Ok(emits) => (Outcome::Success, emits.into_iter().map(|emit| signal.child(id, emit)).collect()),
+        Err((kind, error)) => (Outcome::Failure { kind, error }, Vec::new()),
+    };
+    let emitted: Vec<Signal> = emitted;
+    Attempted {
+        record: ExecutionRecord {
+            id,
+            unit: unit.to_string(),
+            unit_version: generation.manifest().version.clone(),
+            generation: generation.number(),
+            attempt: signal.attempt,
+            outcome,
+            started_at,
+            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            emitted: emitted.iter().map(|s| s.id).collect(),
+            policy: "fan_out".to_owned(),
+            propensity: 1.0,
+            signal,
+        },
+        emitted,
+    }
 }
 
-/// Runs the unit in `slot` on `signal`, retrying up to `max_attempts` times. Each try uses the
-/// generation serving at that moment, so a retry after a swap runs the new code.
-pub(crate) async fn run_unit(
-    slot: &UnitSlot,
-    signal: &Signal,
-    entry_id: &str,
+/// Makes every call, spread over at most `threads` hand-offs to the blocking pool. Returns one
+/// entry per call, in order; `None` where the blocking pool could not run it (shutdown).
+pub(crate) async fn call_all(attempts: Vec<Attempt>, threads: usize) -> Vec<Option<Attempted>> {
+    let total = attempts.len();
+    let chunk = total.div_ceil(threads.max(1)).max(1);
+    let mut handles = Vec::new();
+    let mut attempts = attempts.into_iter();
+    loop {
+        let part: Vec<Attempt> = attempts.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        let len = part.len();
+        handles.push((len, tokio::task::spawn_blocking(move || part.into_iter().map(attempt_blocking).collect::<Vec<_>>())));
+    }
+    let mut out = Vec::with_capacity(total);
+    for (len, handle) in handles {
+        match handle.await {
+            Ok(done) => out.extend(done.into_iter().map(Some)),
+            Err(error) => {
+                tracing::warn!(%error, calls = len, "unit calls did not run");
+                out.extend((0..len).map(|_| None));
+            }
+        }
+    }
+    out
+}
+
+/// Everything one unit did with one signal, across its attempts.
+pub(crate) struct UnitRun {
+    pub records: Vec<ExecutionRecord>,
+    pub emitted: Vec<Signal>,
+    pub dead_letter: Option<Signal>,
+}
+
+/// Continues after a failed first attempt: retries up to `max_attempts` in all, each time on
+/// the generation serving then (a retry after a swap runs the new code), with backoff. Dead-
+/// letters the signal for this unit if every attempt fails.
+pub(crate) async fn retry(
+    slot: Arc<UnitSlot>,
+    signal: Signal,
+    first: Attempted,
+    entry_id: String,
     max_attempts: u32,
     backoff: Duration,
 ) -> UnitRun {
-    let mut run = UnitRun { records: Vec::new(), emitted: Vec::new(), dead_letter: None };
-    let mut last_error = String::new();
-    for attempt in 0..max_attempts.max(1) {
+    let mut last_error = first.error().unwrap_or_default().to_owned();
+    let mut run = UnitRun { records: vec![first.record], emitted: Vec::new(), dead_letter: None };
+    for attempt in 1..max_attempts {
+        tokio::time::sleep(backoff * 2u32.saturating_pow(attempt - 1)).await;
         let Some(generation) = slot.current() else {
-            // Unloaded while we were retrying: nobody is left to fail.
+            // Unloaded meanwhile: nobody is left to fail.
             return run;
         };
         let seen = Signal { attempt, ..signal.clone() };
-        let started_at = chrono::Utc::now();
-        let (result, elapsed) = call(Arc::clone(&generation), &seen).await;
-        let execution = Uuid::now_v7();
-        let mut record = ExecutionRecord {
-            id: execution,
-            signal: seen,
-            unit: slot.name().to_owned(),
-            unit_version: generation.manifest().version.clone(),
-            generation: generation.number(),
-            attempt,
-            outcome: Outcome::Success,
-            started_at,
-            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            emitted: Vec::new(),
-            policy: "fan_out".to_owned(),
-            propensity: 1.0,
-        };
-        match result {
-            Ok(emits) => {
-                run.emitted = emits.into_iter().map(|emit| signal.child(execution, emit)).collect();
-                record.emitted = run.emitted.iter().map(|s| s.id).collect();
-                run.records.push(record);
+        let call = Attempt { generation, unit: Arc::from(slot.name()), signal: seen };
+        let Some(Some(done)) = call_all(vec![call], 1).await.pop() else { return run };
+        match done.error() {
+            None => {
+                run.emitted = done.emitted;
+                run.records.push(done.record);
                 return run;
             }
-            Err((kind, error)) => {
-                tracing::debug!(unit = slot.name(), signal = %signal.id, attempt, %error, "execution failed");
-                last_error = error.clone();
-                record.outcome = Outcome::Failure { kind, error };
-                run.records.push(record);
+            Some(error) => {
+                last_error = error.to_owned();
+                run.records.push(done.record);
             }
-        }
-        if attempt + 1 < max_attempts {
-            tokio::time::sleep(backoff * 2u32.saturating_pow(attempt)).await;
         }
     }
     let attempts = max_attempts.max(1);
     tracing::warn!(unit = slot.name(), signal = %signal.id, attempts, error = %last_error, "signal dead-lettered");
     run.dead_letter = Some(dead_letter(
-        Some(signal),
+        Some(&signal),
         DeadLetter {
             reason: format!("unit `{}` failed {attempts} attempts; last error: {last_error}", slot.name()),
             unit: Some(slot.name().to_owned()),
             attempts,
-            entry_id: entry_id.to_owned(),
-            original: serde_json::to_value(signal).unwrap_or_default(),
+            entry_id,
+            original: serde_json::to_value(&signal).unwrap_or_default(),
         },
     ));
     run
