@@ -4,13 +4,15 @@
 //! entries; named groups that each see every entry; within a group each entry goes to one
 //! consumer and stays on the group's pending list until acknowledged; entries idle too long
 //! can be claimed by another consumer; delivery counts grow with every delivery, so a poison
-//! entry can be dead-lettered. [`InProcMesh`] implements those semantics in-process for tests
-//! and zero-setup runs; the Redis Streams implementation sits behind the same trait.
+//! entry can be dead-lettered. [`RedisMesh`] implements them on Redis Streams, so reactors in
+//! several processes and machines share one mesh; [`InProcMesh`] implements the same semantics
+//! in-process for tests and zero-setup runs. Both pass one behaviour suite (`testkit`).
 //!
 //! The mesh knows nothing of units, the reactor or memory: it moves [`Signal`]s.
 
 mod entry_id;
 mod inproc;
+mod redis_streams;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -21,6 +23,7 @@ use swarm_schemas::Signal;
 
 pub use entry_id::{BadEntryId, EntryId};
 pub use inproc::InProcMesh;
+pub use redis_streams::{RedisMesh, RedisMeshConfig};
 
 /// Why a mesh operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,46 @@
+//! The Redis Streams mesh passes the behaviour suite, against the real Redis started by
+//! `ops/start-redis` (`SWARM_TEST_REDIS_URL`, default database 15 of the project's Redis on port 6390). A Redis that
+//! cannot be reached fails these tests; they never skip.
+
+use swarm_mesh::{RedisMesh, RedisMeshConfig};
+
+fn url() -> String {
+    std::env::var("SWARM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6390/15".to_owned())
+}
+
+/// A mesh with a key prefix of its own, so test runs and cases never share keys.
+async fn mesh() -> RedisMesh {
+    let mut config = RedisMeshConfig::new(url());
+    config.key_prefix = format!("test-{}", uuid::Uuid::now_v7());
+    RedisMesh::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("the tests need Redis (start it with ops/start-redis): {e}"))
+}
+
+swarm_mesh::mesh_behaviour_suite!(mesh(), "redis");
+
+#[tokio::test]
+async fn entries_written_by_other_tools_are_delivered_as_undecodable_data() {
+    use std::time::Duration;
+    use swarm_mesh::{Mesh, StartAt};
+    let mesh = mesh().await;
+    mesh.create_group("s", "g", StartAt::Beginning).await.expect("group");
+    let client = redis::Client::open(url()).expect("url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+    let _: String = redis::cmd("XADD").arg(mesh.key("s")).arg("*").arg("s").arg("{not json").query_async(&mut conn).await.expect("xadd");
+    let _: String = redis::cmd("XADD").arg(mesh.key("s")).arg("*").arg("other").arg("x").query_async(&mut conn).await.expect("xadd");
+    let got = mesh.read("s", "g", "c", 10, Duration::from_millis(1)).await.expect("read");
+    assert_eq!(got.len(), 2);
+    let first = got[0].body.clone().expect_err("undecodable");
+    assert_eq!(first.raw, "{not json");
+    let second = got[1].body.clone().expect_err("undecodable");
+    assert_eq!(second.error, "entry has no `s` field");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_clear_error() {
+    let err = RedisMesh::connect(RedisMeshConfig::new("redis://127.0.0.1:1/")).await.err().expect("refused");
+    assert!(err.to_string().contains("cannot connect to Redis at redis://127.0.0.1:1/"), "{err}");
+    let err = RedisMesh::connect(RedisMeshConfig::new("http://nope")).await.err().expect("refused");
+    assert!(err.to_string().contains("bad Redis URL"), "{err}");
+}
