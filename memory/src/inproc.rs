@@ -1,6 +1,6 @@
 //! An in-process [`Memory`]: records kept in a map, for zero-setup runs and tests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -11,20 +11,26 @@ use crate::{Memory, MemoryError};
 #[derive(Default)]
 struct State {
     by_id: HashMap<ExecutionId, ExecutionRecord>,
-    order: Vec<ExecutionId>,
+    order: VecDeque<ExecutionId>,
     by_signal: HashMap<SignalId, Vec<ExecutionId>>,
 }
 
-/// Execution records held in memory, with no bound: meant for tests and short runs.
+/// Execution records held in memory: unbounded for tests, or keeping the newest `limit`.
 #[derive(Default)]
 pub struct InProcMemory {
     state: Mutex<State>,
+    limit: Option<usize>,
 }
 
 impl InProcMemory {
-    /// An empty memory.
+    /// An empty memory with no bound.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty memory that forgets the oldest records beyond `limit`.
+    pub fn bounded(limit: usize) -> Self {
+        Self { state: Mutex::default(), limit: Some(limit.max(1)) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -64,9 +70,20 @@ impl Memory for InProcMemory {
             if state.by_id.contains_key(&record.id) {
                 continue;
             }
-            state.order.push(record.id);
+            state.order.push_back(record.id);
             state.by_signal.entry(record.signal.id).or_default().push(record.id);
             state.by_id.insert(record.id, record.clone());
+        }
+        while self.limit.is_some_and(|limit| state.order.len() > limit) {
+            let Some(oldest) = state.order.pop_front() else { break };
+            if let Some(record) = state.by_id.remove(&oldest) {
+                if let Some(ids) = state.by_signal.get_mut(&record.signal.id) {
+                    ids.retain(|id| *id != oldest);
+                    if ids.is_empty() {
+                        state.by_signal.remove(&record.signal.id);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -121,5 +138,16 @@ mod tests {
         assert_eq!(memory.execution(first.id).await.expect("query"), Some(first));
         let recent = memory.recent(1).await.expect("query");
         assert_eq!(recent, vec![second]);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_memory_forgets_the_oldest() {
+        let memory = InProcMemory::bounded(2);
+        let signals: Vec<Signal> = (0..3).map(|n| Signal::new("a", serde_json::json!({ "n": n }))).collect();
+        let records: Vec<ExecutionRecord> = signals.iter().map(record).collect();
+        memory.record(&records).await.expect("record");
+        assert_eq!(memory.len(), 2);
+        assert!(memory.executions_of(signals[0].id).await.expect("query").is_empty());
+        assert_eq!(memory.all(), records[1..].to_vec());
     }
 }

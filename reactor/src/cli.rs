@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use swarm_memory::{InProcMemory, Memory};
-use swarm_mesh::{InProcMesh, Mesh, dead_letter_stream};
+use swarm_mesh::{InProcMesh, Mesh, RedisMesh, RedisMeshConfig, dead_letter_stream};
 use swarm_reactor::{Reactor, ReactorConfig, Registry};
 use swarm_schemas::{Outcome, Signal, validate_kind};
 
@@ -44,9 +44,39 @@ struct UnitsDir {
 }
 
 #[derive(Debug, Args)]
+struct MeshArgs {
+    /// Redis URL of a shared mesh (`redis://host:port/db`); without it the mesh is in-process.
+    #[arg(long = "redis", env = "SWARM_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Hash tag shared by every Redis key of this mesh.
+    #[arg(long, env = "SWARM_REDIS_PREFIX", default_value = "swarm")]
+    redis_prefix: String,
+}
+
+impl MeshArgs {
+    async fn redis(&self) -> anyhow::Result<Option<Arc<RedisMesh>>> {
+        let Some(url) = &self.redis_url else { return Ok(None) };
+        let mut config = RedisMeshConfig::new(url.clone());
+        config.key_prefix.clone_from(&self.redis_prefix);
+        Ok(Some(Arc::new(RedisMesh::connect(config).await?)))
+    }
+}
+
+/// This machine's name, for a default consumer name that stays the same across restarts.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "reactor".to_owned())
+}
+
+#[derive(Debug, Args)]
 struct UpArgs {
     #[command(flatten)]
     units: UnitsDir,
+    #[command(flatten)]
+    mesh: MeshArgs,
     /// Do not watch the directory for new or replaced units.
     #[arg(long)]
     no_watch: bool,
@@ -54,9 +84,13 @@ struct UpArgs {
     /// Each line is {"kind": "...", "payload": {...}}.
     #[arg(long)]
     feed: Option<PathBuf>,
-    /// Consumer name of this process; keep it stable across restarts.
-    #[arg(long, env = "SWARM_CONSUMER", default_value = "reactor-1")]
-    consumer: String,
+    /// Consumer name of this process in the reactor group: keep it stable across restarts, and
+    /// give each process on one machine its own (default: the host name).
+    #[arg(long, env = "SWARM_CONSUMER")]
+    consumer: Option<String>,
+    /// Seconds an entry may stay pending with a silent consumer before another takes it over.
+    #[arg(long, default_value_t = 30.0)]
+    claim_idle: f64,
     /// Tries per signal and unit before the signal is dead-lettered.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
@@ -73,6 +107,10 @@ struct EmitArgs {
     payload: String,
     #[command(flatten)]
     units: UnitsDir,
+    /// With a Redis mesh the signal is published there for the running reactors; without one it
+    /// runs through the units directory in this process and every execution is printed.
+    #[command(flatten)]
+    mesh: MeshArgs,
     /// Give up waiting for the swarm to settle after this many seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -135,7 +173,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let private = private_dir()?;
     let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
     config.watch = !args.no_watch;
-    config.consumer = args.consumer;
+    config.consumer = args.consumer.unwrap_or_else(hostname);
+    if !(args.claim_idle.is_finite() && args.claim_idle >= 0.01) {
+        bail!("--claim-idle must be at least 0.01 seconds");
+    }
+    config.claim_idle = Duration::from_secs_f64(args.claim_idle);
     config.max_attempts = args.max_attempts;
     config.concurrency = args.concurrency as usize;
     let stream = config.stream.clone();
@@ -153,8 +195,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         _ => Vec::new(),
     };
 
-    let mesh: Arc<dyn Mesh> = Arc::new(InProcMesh::new());
-    let memory: Arc<dyn Memory> = Arc::new(InProcMemory::new());
+    let mesh: Arc<dyn Mesh> = match args.mesh.redis().await? {
+        Some(redis) => redis,
+        None => Arc::new(InProcMesh::new()),
+    };
+    let memory: Arc<dyn Memory> = Arc::new(InProcMemory::bounded(100_000));
     let (reactor, report) = Reactor::start(config, Arc::clone(&mesh), memory).await?;
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
@@ -187,7 +232,8 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    eprintln!("reactor up on {} (Ctrl-C to stop)", args.units.dir.display());
+    let mesh_name = args.mesh.redis_url.as_deref().map_or_else(|| "the in-process mesh".to_owned(), |url| format!("Redis {url}"));
+    eprintln!("reactor up on {} with {mesh_name} (Ctrl-C to stop)", args.units.dir.display());
     wait_for_stop_signal().await?;
     reactor.stop().await;
     Ok(ExitCode::SUCCESS)
@@ -206,6 +252,13 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     validate_kind(&args.kind).with_context(|| format!("kind `{}` is invalid", args.kind))?;
     let payload: serde_json::Value = serde_json::from_str(&args.payload).context("payload is not valid JSON")?;
+    if let Some(redis) = args.mesh.redis().await? {
+        let signal = Signal::new(args.kind, payload);
+        let stream = ReactorConfig::new(PathBuf::new(), PathBuf::new()).stream;
+        let id = redis.publish(&stream, &signal).await?;
+        println!("emitted {} {} as entry {id} of {}", signal.kind, signal.id, redis.key(&stream));
+        return Ok(ExitCode::SUCCESS);
+    }
     check_dir(&args.units.dir)?;
     let private = private_dir()?;
     let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());

@@ -1,6 +1,11 @@
 //! Helpers for swarm's system tests: building real unit libraries with cargo, deploying them
 //! into a units directory the way a deployer should (write `.tmp`, then `rename`), running a
-//! reactor on the in-process mesh and memory, and waiting for conditions.
+//! reactor on the in-process mesh and memory, running `swarm up` processes on a Redis mesh and
+//! Redis servers of a test's own, and waiting for conditions.
+
+mod process;
+
+pub use process::{OwnRedis, ReactorProcess, ReactorSpec, redis_url};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

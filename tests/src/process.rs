@@ -1,0 +1,146 @@
+//! Reactor processes (`swarm up` on a Redis mesh) and Redis servers of a test's own, for tests
+//! that kill, restart and share work across processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{swarm_binary, workspace_root};
+
+/// The Redis the tests use: `SWARM_TEST_REDIS_URL`, or database 15 of the project's Redis.
+pub fn redis_url() -> String {
+    std::env::var("SWARM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6390/15".to_owned())
+}
+
+/// A `swarm up` process on a Redis mesh.
+pub struct ReactorProcess {
+    child: Child,
+    /// Its consumer name.
+    pub consumer: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+/// How to start reactor processes of one test.
+#[derive(Clone)]
+pub struct ReactorSpec {
+    /// Redis URL.
+    pub redis: String,
+    /// Key prefix (hash tag) of the test's mesh.
+    pub prefix: String,
+    /// Units directory.
+    pub units: PathBuf,
+    /// Directory for logs and the counter's execution log.
+    pub work: PathBuf,
+    /// `--claim-idle` in seconds.
+    pub claim_idle: f64,
+}
+
+impl ReactorSpec {
+    /// The file the counter fixture appends its executions to.
+    pub fn counter_log(&self) -> PathBuf {
+        self.work.join("executions.log")
+    }
+
+    /// Starts `swarm up` with consumer name `consumer`; its stderr is appended to
+    /// `<work>/<consumer>.log`.
+    pub fn start(&self, consumer: &str) -> ReactorProcess {
+        let log = self.work.join(format!("{consumer}.log"));
+        let stderr = std::fs::File::options().create(true).append(true).open(&log).expect("log file");
+        let child = Command::new(swarm_binary())
+            .args(["up", "--no-watch", "--consumer", consumer, "--redis", &self.redis, "--redis-prefix", &self.prefix])
+            .arg("--claim-idle")
+            .arg(self.claim_idle.to_string())
+            .arg("--units")
+            .arg(&self.units)
+            .env("COUNTER_LOG", self.counter_log())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("swarm up starts");
+        ReactorProcess { child, consumer: consumer.to_owned(), log }
+    }
+}
+
+impl ReactorProcess {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits; returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A Redis server of the test's own (started by `ops/start-redis` on a free port, with its own
+/// data directory), so it can be stopped and restarted without disturbing other tests.
+pub struct OwnRedis {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    /// Starts one.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let redis = Self { port, dir: tempfile::tempdir().expect("data dir") };
+        redis.restart();
+        redis
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it again (after [`OwnRedis::shutdown`]) on the same port and data directory.
+    pub fn restart(&self) {
+        let status = Command::new(workspace_root().join("ops").join("start-redis"))
+            .args(["--port", &self.port.to_string(), "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("ops/start-redis runs");
+        assert!(status.success(), "ops/start-redis failed");
+    }
+
+    /// Shuts it down cleanly (the append-only file is flushed) and waits until it is gone.
+    pub fn shutdown(&self) {
+        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown"]).status();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis on port {} did not stop", self.port);
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).status();
+    }
+}
