@@ -10,7 +10,7 @@ use swarm_schemas::Signal;
 use tokio::sync::Notify;
 
 use crate::{
-    Body, ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, StartAt, Undecodable,
+    Body, ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt, Undecodable,
 };
 
 struct Pending {
@@ -209,6 +209,17 @@ impl Mesh for InProcMesh {
         let ids = emits.iter().map(|(target, signal)| state.publish(target, Ok(signal.clone()))).collect();
         state.existing(stream, group)?.group(stream, group)?.pending.remove(&id);
         Ok(ids)
+    }
+
+    async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        let mut state = self.lock();
+        state.existing(stream, group)?.group(stream, group)?;
+        let mut out = Vec::with_capacity(settlements.len());
+        for settlement in settlements {
+            out.push(settlement.emits.iter().map(|(target, signal)| state.publish(target, Ok(signal.clone()))).collect());
+            state.existing(stream, group)?.group(stream, group)?.pending.remove(&settlement.id);
+        }
+        Ok(out)
     }
 
     async fn claim_idle(

@@ -77,6 +77,15 @@ pub struct Delivery {
     pub deliveries: u32,
 }
 
+/// One entry to acknowledge, with the signals to add in the same atomic step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    /// The entry to acknowledge.
+    pub id: EntryId,
+    /// `(stream, signal)` pairs to append.
+    pub emits: Vec<(String, Signal)>,
+}
+
 /// Where a new group starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
@@ -154,6 +163,17 @@ pub trait Mesh: Send + Sync + 'static {
         id: EntryId,
         emits: &[(String, Signal)],
     ) -> Result<Vec<EntryId>, MeshError>;
+
+    /// Settles several entries at once: all their emits and acknowledgements happen together
+    /// or not at all. Returns the new ids per settlement, in order. Implementations that can
+    /// do this in one round trip should; the default settles one by one (each still atomic).
+    async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        let mut out = Vec::with_capacity(settlements.len());
+        for settlement in settlements {
+            out.push(self.settle(stream, group, settlement.id, &settlement.emits).await?);
+        }
+        Ok(out)
+    }
 
     /// Takes over up to `count` entries of the group that have been pending (with any consumer)
     /// for at least `min_idle`, and delivers them to `consumer`, counting the delivery.

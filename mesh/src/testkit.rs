@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use swarm_schemas::Signal;
 
-use crate::{EntryId, Mesh, MeshError, StartAt, dead_letter_stream};
+use crate::{EntryId, Mesh, MeshError, Settlement, StartAt, dead_letter_stream};
 
 const G: &str = "group";
 const NO_WAIT: Duration = Duration::from_millis(1);
@@ -135,6 +135,25 @@ pub async fn settle_emits_and_acks(mesh: &dyn Mesh, stream: &str) {
     assert_eq!(mesh.len(&out).await.expect("len"), 2);
 }
 
+/// Settling a batch adds every entry's emits and acknowledges every entry together.
+pub async fn settle_batch_emits_and_acks_all(mesh: &dyn Mesh, stream: &str) {
+    let out = format!("{stream}:out");
+    mesh.create_group(stream, G, StartAt::Beginning).await.expect("group");
+    publish_n(mesh, stream, 3).await;
+    let got = mesh.read(stream, G, "c", 3, NO_WAIT).await.expect("read");
+    let settlements = vec![
+        Settlement { id: got[0].id, emits: vec![(out.clone(), signal(10)), (out.clone(), signal(11))] },
+        Settlement { id: got[1].id, emits: vec![] },
+        Settlement { id: got[2].id, emits: vec![(out.clone(), signal(12))] },
+    ];
+    let ids = mesh.settle_batch(stream, G, &settlements).await.expect("settle");
+    assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 0, 1]);
+    assert_eq!(mesh.group_info(stream, G).await.expect("info").pending, 0);
+    let entries = mesh.range(&out, None, 10).await.expect("range");
+    assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids.concat());
+    assert_eq!(entries.iter().map(|e| n_of(&e.body)).collect::<Vec<_>>(), vec![10, 11, 12]);
+}
+
 /// Dead-lettering acknowledges the entry and keeps the letter on the dead-letter stream.
 pub async fn dead_letters_are_kept(mesh: &dyn Mesh, stream: &str) {
     mesh.create_group(stream, G, StartAt::Beginning).await.expect("group");
@@ -188,7 +207,7 @@ macro_rules! mesh_behaviour_suite {
         $crate::mesh_behaviour_suite!(@cases $make, $prefix;
             delivers_in_order_once, pending_until_acked, groups_share_and_consumers_split,
             group_start_positions, missing_group_is_an_error, own_pending_is_redelivered,
-            idle_entries_are_claimed, settle_emits_and_acks, dead_letters_are_kept,
+            idle_entries_are_claimed, settle_emits_and_acks, settle_batch_emits_and_acks_all, dead_letters_are_kept,
             trimming_keeps_unacknowledged, blocked_read_wakes_on_publish);
     };
     (@cases $make:expr, $prefix:expr; $($case:ident),*) => {

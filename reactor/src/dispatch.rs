@@ -1,17 +1,18 @@
 //! The dispatch loop: read signals from the mesh, run the units that subscribe to them, record
 //! the executions, then emit and acknowledge in one atomic step.
 //!
-//! Order of effects for one entry: every unit runs (with retries) → the execution records go to
-//! memory → the emitted signals, any dead letters and the acknowledgement go to the mesh in one
-//! `settle`. A crash before the settle leaves the entry pending, to be redelivered (at least
-//! once); a crash after it cannot emit twice.
+//! Order of effects for a batch of entries: every unit runs (with retries) → the execution
+//! records go to memory → the emitted signals, the dead letters and the acknowledgements of the
+//! whole batch go to the mesh in one atomic `settle_batch` (one MULTI/EXEC on Redis). A crash
+//! before it leaves the entries pending, to be redelivered (at least once); a crash after it
+//! cannot emit twice.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashSet;
 use swarm_memory::Memory;
-use swarm_mesh::{Delivery, EntryId, Mesh, StartAt, dead_letter_stream};
+use swarm_mesh::{Delivery, EntryId, Mesh, Settlement, StartAt, dead_letter_stream};
 use swarm_schemas::{DeadLetter, ExecutionRecord, Signal};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -230,21 +231,27 @@ impl Dispatcher {
             }
         }
         let dead_stream = dead_letter_stream(&c.stream);
+        let mut settlements = Vec::with_capacity(work.len());
+        let mut ids = Vec::with_capacity(work.len());
         for (entry, outstanding) in work.into_iter().zip(outstanding) {
+            ids.push(entry.id);
             if entry.complete && outstanding == 0 {
-                let targets: Vec<(String, Signal)> = entry
+                let emits = entry
                     .emitted
                     .into_iter()
                     .map(|s| (c.stream.clone(), s))
                     .chain(entry.dead.into_iter().map(|s| (dead_stream.clone(), s)))
                     .collect();
-                if let Err(error) = self.mesh.settle(&c.stream, &c.group, entry.id, &targets).await {
-                    tracing::warn!(entry = %entry.id, %error, "settle failed; the entry stays pending and will be redelivered");
-                }
+                settlements.push(Settlement { id: entry.id, emits });
             } else {
                 tracing::warn!(entry = %entry.id, "not every unit ran; the entry stays pending and will be redelivered");
             }
-            self.in_flight.remove(&entry.id);
+        }
+        if let Err(error) = self.mesh.settle_batch(&c.stream, &c.group, &settlements).await {
+            tracing::warn!(%error, entries = settlements.len(), "settle failed; the entries stay pending and will be redelivered");
+        }
+        for id in ids {
+            self.in_flight.remove(&id);
         }
     }
 }

@@ -21,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
 use swarm_schemas::Signal;
 
-use crate::{ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, StartAt};
+use crate::{ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt};
 use reply::{SIGNAL_FIELD, array, entry_id, field, int, read_reply, text, unexpected};
 
 /// Typed configuration of a [`RedisMesh`].
@@ -290,6 +290,36 @@ impl Mesh for RedisMesh {
         pipe.cmd("XACK").arg(self.key(stream)).arg(group).arg(id.to_string()).ignore();
         let ids: Vec<String> = pipe.query_async(&mut self.conn()).await.map_err(|e| error(stream, group, e))?;
         ids.iter().map(|id| id.parse().map_err(|e: crate::BadEntryId| MeshError::Unavailable(e.to_string()))).collect()
+    }
+
+    async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One MULTI/EXEC, one round trip: every XADD, then one XACK of every entry.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for settlement in settlements {
+            for (target, signal) in &settlement.emits {
+                pipe.cmd("XADD").arg(self.key(target)).arg("*").arg(SIGNAL_FIELD).arg(encode(signal)?);
+            }
+        }
+        pipe.cmd("XACK").arg(self.key(stream)).arg(group);
+        for settlement in settlements {
+            pipe.arg(settlement.id.to_string());
+        }
+        pipe.ignore();
+        let ids: Vec<String> = pipe.query_async(&mut self.conn()).await.map_err(|e| error(stream, group, e))?;
+        let mut ids = ids.into_iter();
+        settlements
+            .iter()
+            .map(|settlement| {
+                ids.by_ref()
+                    .take(settlement.emits.len())
+                    .map(|id| id.parse().map_err(|e: crate::BadEntryId| MeshError::Unavailable(e.to_string())))
+                    .collect()
+            })
+            .collect()
     }
 
     async fn claim_idle(
