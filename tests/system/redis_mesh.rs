@@ -211,3 +211,21 @@ async fn the_reactor_resumes_by_itself_after_redis_restarts() {
     );
     assert_eq!(lost, 0, "no acknowledged signal is lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_execution_keeps_its_entry_claimed() {
+    // Entries idle for 1 s may be taken over; this call takes 3.5 s, while another process
+    // stands ready to claim.
+    let s = setup(redis_url(), 1.0).await;
+    let a = s.spec.start("a");
+    let b = s.spec.start("b");
+    wait_for_group(&s.mesh).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slow = Signal::new("tick", json!({ "sleep_ms": 3_500 }));
+    s.mesh.publish(STREAM, &slow).await.expect("publish");
+    assert!(settled(&s.mesh, Duration::from_secs(30)).await);
+    assert!(a.stop() && b.stop());
+    let executions = executions(&s.spec.counter_log());
+    assert_eq!(executions.get(&slow.id).map(Vec::len), Some(1), "ran once, not redelivered while running");
+    assert_eq!(tocks(&s.mesh).await.get(&slow.id).map(Vec::len), Some(1));
+}
