@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW, Symbol};
-use sha2::{Digest, Sha256};
 use swarm_abi::{
     ABI_VERSION, Buf, ENTRY_SYMBOL, ENTRY_SYMBOL_NAME, EntryFn, STATUS_OK, STATUS_PANIC, Status,
     UnitVTable, VTABLE_SIZE, VTableHeader,
@@ -37,7 +36,7 @@ pub(crate) struct Opened {
     private_copy: PathBuf,
     /// The manifest, checked.
     pub manifest: UnitManifest,
-    /// SHA-256 of the file's bytes.
+    /// BLAKE3 hash of the file's bytes.
     pub hash: [u8; 32],
     /// The file it came from.
     pub source: PathBuf,
@@ -71,7 +70,7 @@ fn hex(bytes: &[u8]) -> String {
 pub(crate) struct UnitFile {
     source: PathBuf,
     bytes: Vec<u8>,
-    /// SHA-256 of the bytes.
+    /// BLAKE3 hash of the bytes.
     pub hash: [u8; 32],
 }
 
@@ -82,7 +81,7 @@ pub(crate) fn read(source: &Path) -> Result<UnitFile, LoadError> {
         return Err(LoadError::NotALibrary { path: source.to_owned() });
     }
     check_elf(&bytes).map_err(|message| LoadError::BadElf { path: source.to_owned(), message })?;
-    let hash: [u8; 32] = Sha256::digest(&bytes).into();
+    let hash: [u8; 32] = blake3::hash(&bytes).into();
     Ok(UnitFile { source: source.to_owned(), bytes, hash })
 }
 
@@ -230,7 +229,7 @@ impl Loaded {
         &self.opened.manifest
     }
 
-    /// SHA-256 of the file this was loaded from.
+    /// BLAKE3 hash of the file this was loaded from.
     pub(crate) fn hash(&self) -> [u8; 32] {
         self.opened.hash
     }

@@ -227,6 +227,7 @@ impl Registry {
     }
 
     fn apply_locked(&self, paths: Vec<PathBuf>) -> LoadReport {
+        let started = std::time::Instant::now();
         let mut report = LoadReport::default();
         let mut opened: Vec<Opened> = Vec::new();
         for path in paths {
@@ -262,7 +263,7 @@ impl Registry {
             }
         }
         self.refuse_duplicates(&mut opened, &mut report);
-        self.install(opened, &mut report);
+        self.install(opened, &mut report, started);
         for (path, error) in &report.failures {
             tracing::warn!(file = %path.display(), %error, "unit refused; any previous version keeps serving");
             self.failures.insert(path.clone(), error.clone());
@@ -309,7 +310,7 @@ impl Registry {
         });
     }
 
-    fn install(&self, opened: Vec<Opened>, report: &mut LoadReport) {
+    fn install(&self, opened: Vec<Opened>, report: &mut LoadReport, started: std::time::Instant) {
         // Resolve the new manifests together with everything already loaded that they do not
         // replace.
         let mut graph: BTreeMap<String, UnitManifest> = self
@@ -334,7 +335,7 @@ impl Registry {
             let config = self.unit_config.get(&name).cloned().unwrap_or(serde_json::Value::Null);
             let hash = unit.hash;
             match unit.instantiate(&config) {
-                Ok(loaded) => report.changes.push((source.clone(), self.swap_in(&source, loaded))),
+                Ok(loaded) => report.changes.push((source.clone(), self.swap_in(&source, loaded, started))),
                 Err(error) => {
                     self.failed_hashes.insert(source.clone(), hash);
                     report.failures.push((source, error));
@@ -343,7 +344,8 @@ impl Registry {
         }
     }
 
-    fn swap_in(&self, source: &Path, loaded: Loaded) -> Change {
+    fn swap_in(&self, source: &Path, loaded: Loaded, started: std::time::Instant) -> Change {
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
         let name = loaded.manifest().name.clone();
         // The file may have held another unit before.
         if let Some(previous) = self.files.insert(source.to_owned(), name.clone()) {
@@ -373,11 +375,11 @@ impl Registry {
         slot.set_error(None);
         match previous {
             None => {
-                tracing::info!(unit = %name, %version, generation = number, file = %source.display(), "unit loaded");
+                tracing::info!(unit = %name, %version, generation = number, file = %source.display(), took_ms, "unit loaded");
                 Change::Loaded { name }
             }
             Some(old) => {
-                tracing::info!(unit = %name, %version, generation = number, from = old.number, "unit swapped");
+                tracing::info!(unit = %name, %version, generation = number, from = old.number, took_ms, "unit swapped");
                 Change::Swapped { name, generation: number }
             }
         }
