@@ -2,15 +2,17 @@
 //! the calls the [`Harness`](crate::Harness) makes through a vtable exactly as the host does.
 //!
 //! Every entry point runs its body inside `catch_unwind` and turns a panic into
-//! `STATUS_PANIC` with the panic's message.
+//! `STATUS_PANIC` with the panic's message and location; such panics are not printed.
 //!
 //! [`export_unit!`]: crate::export_unit
 
 #![allow(unsafe_code)]
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
 
 use swarm_abi::{
     ABI_VERSION, Buf, STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC, Status, UnitVTable,
@@ -47,15 +49,50 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs unit code inside [`guarded`].
+    static IN_UNIT_CALL: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic inside a unit call happened.
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A panic inside a unit call is not printed to stderr (the host records it as a failure, with
+/// its message and location); any other panic goes to the hook that was there before. The hook
+/// belongs to this library's copy of std, so it changes nothing for the host or other units.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_UNIT_CALL.with(Cell::get) {
+                let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                PANIC_LOCATION.with(|p| *p.borrow_mut() = location);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `body`, writes its bytes to `out`, and returns its status; a panic becomes
-/// `STATUS_PANIC`. Nothing unwinds past this function.
+/// `STATUS_PANIC` with its message and location. Nothing unwinds past this function.
 ///
 /// # Safety
 /// `out` must be valid for writes.
 unsafe fn guarded(out: *mut Buf, body: impl FnOnce() -> (Status, Vec<u8>)) -> Status {
-    let (status, bytes) = match catch_unwind(AssertUnwindSafe(body)) {
+    install_panic_hook();
+    IN_UNIT_CALL.with(|c| c.set(true));
+    let result = catch_unwind(AssertUnwindSafe(body));
+    IN_UNIT_CALL.with(|c| c.set(false));
+    let (status, bytes) = match result {
         Ok(result) => result,
-        Err(payload) => (STATUS_PANIC, panic_message(payload.as_ref()).into_bytes()),
+        Err(payload) => {
+            let mut message = panic_message(payload.as_ref());
+            if let Some(location) = PANIC_LOCATION.with(|p| p.borrow_mut().take()) {
+                message.push_str(&format!(" (at {location})"));
+            }
+            (STATUS_PANIC, message.into_bytes())
+        }
     };
     // SAFETY: the caller promises `out` is valid for writes.
     unsafe { out.write(into_buf(bytes)) };
