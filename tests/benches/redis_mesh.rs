@@ -74,8 +74,7 @@ fn redis_benchmark() -> String {
     match output {
         Ok(out) => String::from_utf8_lossy(&out.stdout)
             .split(['\r', '\n'])
-            .filter(|l| l.contains("requests per second"))
-            .last()
+            .rfind(|l| l.contains("requests per second"))
             .map(|l| l.trim().to_owned())
             .unwrap_or_else(|| "no result".to_owned()),
         Err(e) => format!("could not run redis-benchmark: {e}"),
