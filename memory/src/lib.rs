@@ -1,13 +1,17 @@
 //! Memory: every execution the reactor runs is recorded here.
 //!
 //! This crate holds the [`Memory`] trait and [`InProcMemory`], an in-process implementation for
-//! zero-setup runs and tests. The PostgreSQL + pgvector implementation, the embedder and
-//! similarity search come later, behind the same trait. The crate knows nothing of the mesh,
-//! the reactor or units.
+//! zero-setup runs and tests; and the [`Embedder`] trait with [`TractEmbedder`], a MiniLM
+//! sentence model run by tract. The PostgreSQL + pgvector implementation and similarity search
+//! come next, behind the same traits. The crate knows nothing of the mesh, the reactor or units.
 
+mod embed;
 mod inproc;
+mod tract_embedder;
 
+pub use embed::{EmbedError, Embedder, cosine};
 pub use inproc::InProcMemory;
+pub use tract_embedder::{MAX_TOKENS, TractEmbedder};
 
 use async_trait::async_trait;
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
