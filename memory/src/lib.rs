@@ -1,16 +1,18 @@
 //! Memory: every execution the reactor runs is recorded here.
 //!
 //! This crate holds the [`Memory`] trait and [`InProcMemory`], an in-process implementation for
-//! zero-setup runs and tests; and the [`Embedder`] trait with [`TractEmbedder`], a MiniLM
-//! sentence model run by tract. The PostgreSQL + pgvector implementation and similarity search
+//! zero-setup runs and tests; and the [`Embedder`] trait with `TractEmbedder` (feature
+//! `tract`), a MiniLM sentence model run by tract. The PostgreSQL + pgvector implementation and similarity search
 //! come next, behind the same traits. The crate knows nothing of the mesh, the reactor or units.
 
 mod embed;
 mod inproc;
+#[cfg(feature = "tract")]
 mod tract_embedder;
 
 pub use embed::{EmbedError, Embedder, cosine};
 pub use inproc::InProcMemory;
+#[cfg(feature = "tract")]
 pub use tract_embedder::{MAX_TOKENS, TractEmbedder};
 
 use async_trait::async_trait;
