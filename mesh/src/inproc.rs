@@ -109,6 +109,30 @@ impl InProcMesh {
         self.lock().publish(stream, Err(Undecodable { raw: raw.to_owned(), error }))
     }
 
+    /// Delivers again, to `consumer`, up to `count` pending entries that `wanted` picks, oldest
+    /// first, counting the delivery (what XREADGROUP with ID 0 and XAUTOCLAIM do).
+    fn redeliver(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        wanted: impl Fn(&Pending, Instant) -> bool,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        let mut state = self.lock();
+        let Stream { entries, groups, .. } = state.existing(stream, group)?;
+        let g = group_mut(groups, stream, group)?;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (id, pending) in g.pending.iter_mut().filter(|(_, p)| wanted(p, now)).take(count) {
+            pending.consumer = consumer.to_owned();
+            pending.delivered_at = now;
+            pending.deliveries += 1;
+            out.push(Delivery { id: *id, body: body_of(entries, id), deliveries: pending.deliveries });
+        }
+        Ok(out)
+    }
+
     fn try_read(&self, stream: &str, group: &str, consumer: &str, count: usize) -> Result<Vec<Delivery>, MeshError> {
         let mut state = self.lock();
         let Stream { entries, groups, .. } = state.existing(stream, group)?;
@@ -175,18 +199,7 @@ impl Mesh for InProcMesh {
         consumer: &str,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
-        let mut state = self.lock();
-        let Stream { entries, groups, .. } = state.existing(stream, group)?;
-        let g = group_mut(groups, stream, group)?;
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for (id, pending) in g.pending.iter_mut().filter(|(_, p)| p.consumer == consumer).take(count) {
-            pending.deliveries += 1;
-            pending.delivered_at = now;
-            let body = body_of(entries, id);
-            out.push(Delivery { id: *id, body, deliveries: pending.deliveries });
-        }
-        Ok(out)
+        self.redeliver(stream, group, consumer, count, |pending, _| pending.consumer == consumer)
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
@@ -230,25 +243,7 @@ impl Mesh for InProcMesh {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
-        let mut state = self.lock();
-        let Stream { entries, groups, .. } = state.existing(stream, group)?;
-        let g = group_mut(groups, stream, group)?;
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for (id, pending) in g.pending.iter_mut() {
-            if out.len() >= count {
-                break;
-            }
-            if now.duration_since(pending.delivered_at) < min_idle {
-                continue;
-            }
-            pending.consumer = consumer.to_owned();
-            pending.delivered_at = now;
-            pending.deliveries += 1;
-            let body = body_of(entries, id);
-            out.push(Delivery { id: *id, body, deliveries: pending.deliveries });
-        }
-        Ok(out)
+        self.redeliver(stream, group, consumer, count, |pending, now| now.duration_since(pending.delivered_at) >= min_idle)
     }
 
     async fn keep_alive(&self, stream: &str, group: &str, consumer: &str, ids: &[EntryId]) -> Result<(), MeshError> {
