@@ -19,7 +19,8 @@ use tokio::task::JoinSet;
 
 use crate::ReactorConfig;
 use crate::execute::{Attempt, call_all, dead_letter, retry};
-use crate::registry::{Registry, UnitSlot};
+use crate::registry::Registry;
+use crate::slot::UnitSlot;
 
 pub(crate) struct Dispatcher {
     pub mesh: Arc<dyn Mesh>,

@@ -13,7 +13,7 @@ use swarm_schemas::{
 use uuid::Uuid;
 
 use crate::loader::CallResult;
-use crate::registry::{Generation, UnitSlot};
+use crate::slot::{Generation, UnitSlot};
 
 /// One call to make: a unit's generation and the signal as the unit will see it.
 pub(crate) struct Attempt {

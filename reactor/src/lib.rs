@@ -13,9 +13,13 @@ mod loader;
 mod reactor;
 mod registry;
 mod resolve;
+mod slot;
+mod status;
 mod watcher;
 
 pub use config::ReactorConfig;
 pub use error::LoadError;
 pub use reactor::{Reactor, StartError};
-pub use registry::{Change, FileFailure, Generation, LoadReport, Registry, UnitSlot, UnitStatus, UnknownUnit, is_unit_file};
+pub use registry::{Registry, UnknownUnit, is_unit_file};
+pub use slot::{Generation, UnitSlot};
+pub use status::{Change, FileFailure, LoadReport, UnitStatus};

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::dispatch::Dispatcher;
-use crate::registry::{LoadReport, Registry};
+use crate::registry::Registry;
+use crate::status::LoadReport;
 use crate::{ReactorConfig, watcher};
 
 /// Why a reactor could not start.

@@ -12,139 +12,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use dashmap::DashMap;
-use swarm_schemas::{KindPattern, UnitManifest};
+use swarm_schemas::UnitManifest;
 
-use crate::loader::{self, CallResult, Loaded, Opened};
-use crate::resolve::resolve;
 use crate::LoadError;
-
-/// One load of a unit's file: an instance of one version of the unit.
-pub struct Generation {
-    number: u64,
-    loaded: Loaded,
-    loaded_at: DateTime<Utc>,
-}
-
-impl Generation {
-    /// 1 for the first load of this unit, +1 on every swap.
-    pub fn number(&self) -> u64 {
-        self.number
-    }
-
-    /// The unit's manifest, as checked at load.
-    pub fn manifest(&self) -> &UnitManifest {
-        self.loaded.manifest()
-    }
-
-    /// When this generation was loaded.
-    pub fn loaded_at(&self) -> DateTime<Utc> {
-        self.loaded_at
-    }
-
-    pub(crate) fn call(&self, signal: &[u8]) -> CallResult {
-        self.loaded.call(signal)
-    }
-}
-
-/// A unit name's place in the registry, across generations.
-pub struct UnitSlot {
-    name: String,
-    current: ArcSwapOption<Generation>,
-    enabled: AtomicBool,
-    generations: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl UnitSlot {
-    /// The unit's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The generation serving now, if the unit is still loaded.
-    pub fn current(&self) -> Option<Arc<Generation>> {
-        self.current.load_full()
-    }
-
-    /// Whether the unit takes signals.
-    pub fn is_enabled(&self) -> bool {
-        self.enabled.load(Ordering::Acquire)
-    }
-
-    fn set_error(&self, error: Option<String>) {
-        *lock(&self.last_error) = error;
-    }
-}
-
-/// What a unit looks like from outside, for `swarm units` and the API.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct UnitStatus {
-    /// Manifest name.
-    pub name: String,
-    /// Version serving.
-    pub version: String,
-    /// Generation serving.
-    pub generation: u64,
-    /// `ready` or `disabled`.
-    pub state: &'static str,
-    /// Subscription patterns.
-    pub subscribes: Vec<KindPattern>,
-    /// The file it was loaded from.
-    pub file: PathBuf,
-    /// The last load of a new version that failed, if the last attempt failed.
-    pub last_error: Option<String>,
-}
-
-/// A unit file that could not be loaded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FileFailure {
-    /// The file.
-    pub file: PathBuf,
-    /// Why.
-    pub error: String,
-}
-
-/// What one file change did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A unit was loaded for the first time.
-    Loaded {
-        /// Its name.
-        name: String,
-    },
-    /// A unit's new generation replaced the old one.
-    Swapped {
-        /// Its name.
-        name: String,
-        /// The new generation number.
-        generation: u64,
-    },
-    /// The file's bytes are those already serving.
-    Unchanged,
-    /// The file is gone; the unit unloads when its running calls finish.
-    Removed {
-        /// Its name.
-        name: String,
-    },
-}
-
-/// The result of loading several files.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    /// What changed.
-    pub changes: Vec<(PathBuf, Change)>,
-    /// Files refused, with why.
-    pub failures: Vec<(PathBuf, LoadError)>,
-}
+use crate::loader::{self, Loaded, Opened};
+use crate::resolve::resolve;
+use crate::slot::{Generation, UnitSlot};
+use crate::status::{Change, FileFailure, LoadReport, UnitStatus};
 
 /// Asked for a unit that is not loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no unit named `{0}` is loaded")]
 pub struct UnknownUnit(pub String);
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
