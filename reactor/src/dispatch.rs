@@ -202,6 +202,14 @@ impl Dispatcher {
                 continue;
             };
             if done.error().is_none() {
+                tracing::debug!(
+                    unit = %done.record.unit,
+                    kind = %done.record.signal.kind,
+                    signal = %done.record.signal.id,
+                    emitted = ?done.emitted.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>(),
+                    latency_us = done.record.latency_us,
+                    "executed"
+                );
                 entry.emitted.extend(done.emitted);
                 entry.records.push(done.record);
                 continue;
