@@ -208,23 +208,9 @@ impl Mesh for InProcMesh {
         Ok(ids.iter().filter(|id| g.pending.remove(id).is_some()).count() as u64)
     }
 
-    async fn settle(
-        &self,
-        stream: &str,
-        group: &str,
-        id: EntryId,
-        emits: &[(String, Signal)],
-    ) -> Result<Vec<EntryId>, MeshError> {
-        // One lock for the whole operation: nobody sees the emits without the ack, or the
-        // ack without the emits.
-        let mut state = self.lock();
-        state.existing(stream, group)?.group(stream, group)?;
-        let ids = emits.iter().map(|(target, signal)| state.publish(target, Ok(signal.clone()))).collect();
-        state.existing(stream, group)?.group(stream, group)?.pending.remove(&id);
-        Ok(ids)
-    }
-
     async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        // One lock for the whole operation: nobody sees the emits without the acks, or the
+        // acks without the emits.
         let mut state = self.lock();
         state.existing(stream, group)?.group(stream, group)?;
         let mut out = Vec::with_capacity(settlements.len());

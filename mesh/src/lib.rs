@@ -162,18 +162,15 @@ pub trait Mesh: Send + Sync + 'static {
         group: &str,
         id: EntryId,
         emits: &[(String, Signal)],
-    ) -> Result<Vec<EntryId>, MeshError>;
+    ) -> Result<Vec<EntryId>, MeshError> {
+        let settlement = Settlement { id, emits: emits.to_vec() };
+        Ok(self.settle_batch(stream, group, &[settlement]).await?.pop().unwrap_or_default())
+    }
 
     /// Settles several entries at once: all their emits and acknowledgements happen together
-    /// or not at all. Returns the new ids per settlement, in order. Implementations that can
-    /// do this in one round trip should; the default settles one by one (each still atomic).
-    async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
-        let mut out = Vec::with_capacity(settlements.len());
-        for settlement in settlements {
-            out.push(self.settle(stream, group, settlement.id, &settlement.emits).await?);
-        }
-        Ok(out)
-    }
+    /// or not at all (one round trip where the backend allows). Returns the new ids per
+    /// settlement, in order.
+    async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError>;
 
     /// Takes over up to `count` entries of the group that have been pending (with any consumer)
     /// for at least `min_idle`, and delivers them to `consumer`, counting the delivery.

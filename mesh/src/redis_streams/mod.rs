@@ -88,6 +88,11 @@ fn encode(signal: &Signal) -> Result<Vec<u8>, MeshError> {
     serde_json::to_vec(signal).map_err(|e| MeshError::Encode(e.to_string()))
 }
 
+/// An entry id Redis returned; anything else means the reply was not what XADD answers.
+fn parse_id(id: &str) -> Result<EntryId, MeshError> {
+    id.parse().map_err(|e: crate::BadEntryId| MeshError::Unavailable(e.to_string()))
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -190,7 +195,7 @@ impl Mesh for RedisMesh {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        id.parse().map_err(|e: crate::BadEntryId| MeshError::Unavailable(e.to_string()))
+        parse_id(&id)
     }
 
     async fn create_group(&self, stream: &str, group: &str, start: StartAt) -> Result<(), MeshError> {
@@ -275,23 +280,6 @@ impl Mesh for RedisMesh {
         Ok(n)
     }
 
-    async fn settle(
-        &self,
-        stream: &str,
-        group: &str,
-        id: EntryId,
-        emits: &[(String, Signal)],
-    ) -> Result<Vec<EntryId>, MeshError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (target, signal) in emits {
-            pipe.cmd("XADD").arg(self.key(target)).arg("*").arg(SIGNAL_FIELD).arg(encode(signal)?);
-        }
-        pipe.cmd("XACK").arg(self.key(stream)).arg(group).arg(id.to_string()).ignore();
-        let ids: Vec<String> = pipe.query_async(&mut self.conn()).await.map_err(|e| error(stream, group, e))?;
-        ids.iter().map(|id| id.parse().map_err(|e: crate::BadEntryId| MeshError::Unavailable(e.to_string()))).collect()
-    }
-
     async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
         if settlements.is_empty() {
             return Ok(Vec::new());
@@ -314,10 +302,7 @@ impl Mesh for RedisMesh {
         settlements
             .iter()
             .map(|settlement| {
-                ids.by_ref()
-                    .take(settlement.emits.len())
-                    .map(|id| id.parse().map_err(|e: crate::BadEntryId| MeshError::Unavailable(e.to_string())))
-                    .collect()
+                ids.by_ref().take(settlement.emits.len()).map(|id| parse_id(&id)).collect()
             })
             .collect()
     }
