@@ -151,7 +151,7 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn private_dir() -> anyhow::Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix("swarm-units-").tempdir().context("cannot create a private directory for unit copies")
+    swarm_reactor::private_dir().context("cannot create a private directory for unit copies")
 }
 
 /// Parses one `{"kind": ..., "payload": ...}` line into a root signal.

@@ -10,6 +10,7 @@ mod dispatch;
 mod error;
 mod execute;
 mod loader;
+mod private;
 mod reactor;
 mod registry;
 mod resolve;
@@ -18,6 +19,7 @@ mod status;
 mod watcher;
 
 pub use config::ReactorConfig;
+pub use private::private_dir;
 pub use error::LoadError;
 pub use reactor::{Reactor, StartError};
 pub use registry::{Registry, UnknownUnit, is_unit_file};

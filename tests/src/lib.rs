@@ -139,8 +139,12 @@ impl TestSwarm {
     /// An empty units directory and a configuration for tests: quick retries, nothing trimmed
     /// (tests read the whole stream), everything else as in production.
     pub fn new() -> Self {
-        let units = tempfile::tempdir().expect("units dir");
-        let private = tempfile::tempdir().expect("private dir");
+        // Units are deployed by rename; on a disk-backed filesystem under write load the rename
+        // itself can take hundreds of milliseconds (ext4 flushes a file's data when it is renamed
+        // over another), which would be timed as swap latency. A memory-backed directory keeps
+        // the deployer's filesystem out of what the swap tests measure.
+        let units = swarm_reactor::private_dir().expect("units dir");
+        let private = swarm_reactor::private_dir().expect("private dir");
         let mut config = ReactorConfig::new(units.path().to_owned(), private.path().to_owned());
         config.block = Duration::from_millis(50);
         config.retry_backoff = Duration::from_millis(1);
