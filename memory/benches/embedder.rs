@@ -11,11 +11,22 @@ use std::time::Instant;
 use swarm_memory::{Embedder, TractEmbedder};
 
 const SENTENCES: &[&str] = &[
-    "payment declined", "card refused", "order shipped", "a new order arrived with two items",
-    "kind order.placed keys id items.sku items.qty", "the credit card was rejected by the bank",
-    "inventory is running low", "user signed up", "login failed three times", "refund issued",
-    "disk almost full on node seven", "temperature sensor reading too high", "parcel dispatched",
-    "customer asked for their money back", "password reset requested", "stock level below threshold",
+    "payment declined",
+    "card refused",
+    "order shipped",
+    "a new order arrived with two items",
+    "kind order.placed keys id items.sku items.qty",
+    "the credit card was rejected by the bank",
+    "inventory is running low",
+    "user signed up",
+    "login failed three times",
+    "refund issued",
+    "disk almost full on node seven",
+    "temperature sensor reading too high",
+    "parcel dispatched",
+    "customer asked for their money back",
+    "password reset requested",
+    "stock level below threshold",
 ];
 const ROUNDS: usize = 20;
 
@@ -57,24 +68,46 @@ print(f"{(time.perf_counter() - start) * 1000 / (rounds * len(encoded)):.2f}")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn();
-    let Ok(mut child) = child else { return "not measured (no .swarm/venv: run ops/reference-embeddings)".into() };
+    let Ok(mut child) = child else {
+        return "not measured (no .swarm/venv: run ops/reference-embeddings)".into();
+    };
     if let Some(mut stdin) = child.stdin.take() {
         use std::io::Write;
-        let _ = stdin.write_all(serde_json::to_string(SENTENCES).unwrap_or_default().as_bytes());
+        let _ = stdin.write_all(
+            serde_json::to_string(SENTENCES)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
     }
     match child.wait_with_output() {
-        Ok(out) if out.status.success() => format!("{} ms", String::from_utf8_lossy(&out.stdout).trim()),
-        Ok(out) => format!("not measured: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")),
+        Ok(out) if out.status.success() => {
+            format!("{} ms", String::from_utf8_lossy(&out.stdout).trim())
+        }
+        Ok(out) => format!(
+            "not measured: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
         Err(e) => format!("not measured: {e}"),
     }
 }
 
 fn main() {
-    let dir = std::env::var_os("SWARM_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".swarm/models"));
-    let (model, tokenizer) = (dir.join("paraphrase-MiniLM-L3-v2.onnx"), dir.join("tokenizer.json"));
+    let dir = std::env::var_os("SWARM_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".swarm/models"));
+    let (model, tokenizer) = (
+        dir.join("paraphrase-MiniLM-L3-v2.onnx"),
+        dir.join("tokenizer.json"),
+    );
     let started = Instant::now();
     let embedder = TractEmbedder::load(&model, &tokenizer).expect("model (run ops/fetch-model)");
-    println!("tract: model loaded and optimised in {:.0?}", started.elapsed());
+    println!(
+        "tract: model loaded and optimised in {:.0?}",
+        started.elapsed()
+    );
 
     for s in SENTENCES {
         embedder.embed(&[s]).expect("warm up");
@@ -91,8 +124,17 @@ fn main() {
         embedder.embed(SENTENCES).expect("embed");
     }
     let batched = started.elapsed().as_secs_f64() * 1000.0 / (ROUNDS * SENTENCES.len()) as f64;
-    println!("paraphrase-MiniLM-L3-v2 fp32, one thread, {} short sentences x {ROUNDS}:", SENTENCES.len());
+    println!(
+        "paraphrase-MiniLM-L3-v2 fp32, one thread, {} short sentences x {ROUNDS}:",
+        SENTENCES.len()
+    );
     println!("  tract, one at a time:   {single:.2} ms per embedding");
-    println!("  tract, batches of {}:   {batched:.2} ms per embedding", SENTENCES.len());
-    println!("  onnxruntime, one at a time (same run): {}", onnxruntime_reference(&model, &tokenizer));
+    println!(
+        "  tract, batches of {}:   {batched:.2} ms per embedding",
+        SENTENCES.len()
+    );
+    println!(
+        "  onnxruntime, one at a time (same run): {}",
+        onnxruntime_reference(&model, &tokenizer)
+    );
 }

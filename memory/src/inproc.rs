@@ -1,18 +1,48 @@
-//! An in-process [`Memory`]: records kept in a map, for zero-setup runs and tests.
+//! An in-process [`Memory`]: records kept in maps, for zero-setup runs and tests. With an
+//! embedder it searches by exact (brute-force) cosine similarity over signal shapes.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chrono::Utc;
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 
-use crate::{Memory, MemoryError};
+use crate::query::{ago, nearest_rank};
+use crate::{
+    Compaction, Embedder, Memory, MemoryError, Probe, Retention, SearchHit, SearchQuery, Shape,
+    ShapeEmbedder, UnitStats, cosine, normalise,
+};
+
+struct Stored {
+    record: ExecutionRecord,
+    /// None when the embedder failed on this signal's shape.
+    shape: Option<i64>,
+}
 
 #[derive(Default)]
 struct State {
-    by_id: HashMap<ExecutionId, ExecutionRecord>,
+    by_id: HashMap<ExecutionId, Stored>,
     order: VecDeque<ExecutionId>,
     by_signal: HashMap<SignalId, Vec<ExecutionId>>,
+    /// Shape id → (text, vector).
+    shapes: HashMap<i64, (String, Arc<[f32]>)>,
+}
+
+impl State {
+    fn forget(&mut self, id: ExecutionId) -> bool {
+        let Some(stored) = self.by_id.remove(&id) else {
+            return false;
+        };
+        let signal = stored.record.signal.id;
+        if let Some(ids) = self.by_signal.get_mut(&signal) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.by_signal.remove(&signal);
+            }
+        }
+        true
+    }
 }
 
 /// Execution records held in memory: unbounded for tests, or keeping the newest `limit`.
@@ -20,35 +50,58 @@ struct State {
 pub struct InProcMemory {
     state: Mutex<State>,
     limit: Option<usize>,
+    shapes: Option<ShapeEmbedder>,
 }
 
 impl InProcMemory {
-    /// An empty memory with no bound.
+    /// An empty memory with no bound and no embedder (it records but cannot search).
     pub fn new() -> Self {
         Self::default()
     }
 
     /// An empty memory that forgets the oldest records beyond `limit`.
     pub fn bounded(limit: usize) -> Self {
-        Self { state: Mutex::default(), limit: Some(limit.max(1)) }
+        Self {
+            limit: Some(limit.max(1)),
+            ..Self::default()
+        }
+    }
+
+    /// The same memory, embedding signal shapes with `embedder` so that it can search.
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.shapes = Some(ShapeEmbedder::new(embedder, 65_536));
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves plain maps behind; they are still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every record, in the order it was recorded.
     pub fn all(&self) -> Vec<ExecutionRecord> {
         let state = self.lock();
-        state.order.iter().filter_map(|id| state.by_id.get(id).cloned()).collect()
+        state
+            .order
+            .iter()
+            .filter_map(|id| state.by_id.get(id).map(|s| s.record.clone()))
+            .collect()
     }
 
-    /// The most recent records, newest first, at most `limit` (the synchronous form of
-    /// [`Memory::recent`], for polling in tests).
+    /// The most recent records (by start time, then id), newest first, at most `limit`: the
+    /// synchronous form of [`Memory::recent`], for polling in tests.
     pub fn latest(&self, limit: usize) -> Vec<ExecutionRecord> {
         let state = self.lock();
-        state.order.iter().rev().take(limit).filter_map(|id| state.by_id.get(id).cloned()).collect()
+        let mut newest: Vec<&ExecutionRecord> = state.by_id.values().map(|s| &s.record).collect();
+        let key = |r: &&ExecutionRecord| std::cmp::Reverse((r.started_at, r.id));
+        if newest.len() > limit && limit > 0 {
+            newest.select_nth_unstable_by_key(limit - 1, key);
+        }
+        newest.truncate(limit);
+        newest.sort_unstable_by_key(key);
+        newest.into_iter().cloned().collect()
     }
 
     /// Number of records.
@@ -65,64 +118,208 @@ impl InProcMemory {
 #[async_trait]
 impl Memory for InProcMemory {
     async fn record(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        // Embed outside the lock; a shape the embedder fails on leaves its records unsearchable
+        // rather than unrecorded.
+        let mut shapes: HashMap<ExecutionId, Shape> = HashMap::new();
+        let mut vectors = HashMap::new();
+        if let Some(embedder) = &self.shapes {
+            shapes = records
+                .iter()
+                .map(|r| (r.id, Shape::of(&r.signal)))
+                .collect();
+            match embedder.vectors(shapes.values()).await {
+                Ok(found) => vectors = found,
+                Err(error) => {
+                    tracing::warn!(%error, "signal shapes not embedded; these executions cannot be found by search")
+                }
+            }
+        }
         let mut state = self.lock();
         for record in records {
             if state.by_id.contains_key(&record.id) {
                 continue;
             }
+            let shape = shapes.remove(&record.id).and_then(|shape| {
+                let vector = vectors.get(&shape.id)?;
+                let id = shape.id;
+                state
+                    .shapes
+                    .entry(id)
+                    .or_insert_with(|| (shape.text, Arc::clone(vector)));
+                Some(id)
+            });
             state.order.push_back(record.id);
-            state.by_signal.entry(record.signal.id).or_default().push(record.id);
-            state.by_id.insert(record.id, record.clone());
+            state
+                .by_signal
+                .entry(record.signal.id)
+                .or_default()
+                .push(record.id);
+            state.by_id.insert(
+                record.id,
+                Stored {
+                    record: normalise(record),
+                    shape,
+                },
+            );
         }
         while self.limit.is_some_and(|limit| state.order.len() > limit) {
-            let Some(oldest) = state.order.pop_front() else { break };
-            if let Some(record) = state.by_id.remove(&oldest) {
-                if let Some(ids) = state.by_signal.get_mut(&record.signal.id) {
-                    ids.retain(|id| *id != oldest);
-                    if ids.is_empty() {
-                        state.by_signal.remove(&record.signal.id);
-                    }
-                }
-            }
+            let Some(oldest) = state.order.pop_front() else {
+                break;
+            };
+            state.forget(oldest);
         }
         Ok(())
     }
 
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
-        Ok(self.lock().by_id.get(&id).cloned())
+        Ok(self.lock().by_id.get(&id).map(|s| s.record.clone()))
     }
 
     async fn executions_of(&self, signal: SignalId) -> Result<Vec<ExecutionRecord>, MemoryError> {
         let state = self.lock();
-        let ids = state.by_signal.get(&signal).map(Vec::as_slice).unwrap_or_default();
-        Ok(ids.iter().filter_map(|id| state.by_id.get(id).cloned()).collect())
+        let ids = state
+            .by_signal
+            .get(&signal)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.by_id.get(id).map(|s| s.record.clone()))
+            .collect())
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<ExecutionRecord>, MemoryError> {
         Ok(self.latest(limit))
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        let embedder = self.shapes.as_ref().ok_or(MemoryError::NoEmbedder)?;
+        query.validate(embedder.dimensions())?;
+        let probe = match &query.probe {
+            Probe::Text(text) => embedder.text(text).await?,
+            Probe::Signal(signal) => {
+                let shape = Shape::of(signal);
+                let found = embedder.vectors([&shape]).await?;
+                found
+                    .get(&shape.id)
+                    .map(|v| v.to_vec())
+                    .ok_or_else(|| MemoryError::Embed("no vector".into()))?
+            }
+            Probe::Vector(vector) => vector.clone(),
+        };
+        let state = self.lock();
+        let similarity: HashMap<i64, f32> = state
+            .shapes
+            .iter()
+            .map(|(id, (_, vector))| (*id, cosine(&probe, vector)))
+            .collect();
+        let mut hits: Vec<SearchHit> = state
+            .by_id
+            .values()
+            .filter(|s| query.admits(&s.record))
+            .filter_map(|s| {
+                let shape = s.shape?;
+                Some(SearchHit {
+                    similarity: similarity[&shape],
+                    shape: state.shapes[&shape].0.clone(),
+                    record: s.record.clone(),
+                })
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            b.similarity
+                .total_cmp(&a.similarity)
+                .then(b.record.started_at.cmp(&a.record.started_at))
+                .then(b.record.id.cmp(&a.record.id))
+        });
+        hits.truncate(query.k);
+        Ok(hits)
+    }
+
+    async fn unit_stats(&self) -> Result<Vec<UnitStats>, MemoryError> {
+        let state = self.lock();
+        let mut by_unit: HashMap<&str, Vec<&ExecutionRecord>> = HashMap::new();
+        for stored in state.by_id.values() {
+            by_unit
+                .entry(stored.record.unit.as_str())
+                .or_default()
+                .push(&stored.record);
+        }
+        let mut stats: Vec<UnitStats> = by_unit
+            .into_iter()
+            .map(|(unit, records)| {
+                let mut latencies: Vec<u64> = records.iter().map(|r| r.latency_us).collect();
+                latencies.sort_unstable();
+                let successes = records.iter().filter(|r| r.outcome.is_success()).count() as u64;
+                UnitStats {
+                    unit: unit.to_owned(),
+                    executions: records.len() as u64,
+                    successes,
+                    failures: records.len() as u64 - successes,
+                    mean_latency_us: latencies.iter().map(|l| *l as f64).sum::<f64>()
+                        / latencies.len() as f64,
+                    p95_latency_us: nearest_rank(&latencies, 0.95),
+                    last_started_at: records
+                        .iter()
+                        .map(|r| r.started_at)
+                        .max()
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        stats.sort_by(|a, b| a.unit.cmp(&b.unit));
+        Ok(stats)
+    }
+
+    async fn count(&self) -> Result<u64, MemoryError> {
+        Ok(self.len() as u64)
+    }
+
+    async fn compact(&self, retention: &Retention) -> Result<Compaction, MemoryError> {
+        let mut state = self.lock();
+        let mut doomed: Vec<(chrono::DateTime<Utc>, ExecutionId)> = Vec::new();
+        let mut kept: Vec<(chrono::DateTime<Utc>, ExecutionId)> = Vec::new();
+        let cutoff = retention.max_age.map(ago);
+        for (id, stored) in &state.by_id {
+            let key = (stored.record.started_at, *id);
+            if cutoff.is_some_and(|c| stored.record.started_at < c) {
+                doomed.push(key)
+            } else {
+                kept.push(key)
+            }
+        }
+        if let Some(max) = retention.max_rows {
+            kept.sort_unstable_by(|a, b| b.cmp(a));
+            doomed.extend(kept.drain(usize::try_from(max).unwrap_or(usize::MAX).min(kept.len())..));
+        }
+        let mut removed = Compaction::default();
+        for (_, id) in doomed {
+            if state.forget(id) {
+                removed.executions += 1;
+            }
+        }
+        let State {
+            by_id,
+            order,
+            shapes,
+            ..
+        } = &mut *state;
+        order.retain(|id| by_id.contains_key(id));
+        let used: std::collections::HashSet<i64> = by_id.values().filter_map(|s| s.shape).collect();
+        let before = shapes.len();
+        shapes.retain(|id, _| used.contains(id));
+        removed.shapes = (before - shapes.len()) as u64;
+        Ok(removed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use swarm_schemas::{Outcome, Signal};
+    use swarm_schemas::Signal;
 
     fn record(signal: &Signal) -> ExecutionRecord {
-        ExecutionRecord {
-            id: uuid::Uuid::now_v7(),
-            signal: signal.clone(),
-            unit: "u".into(),
-            unit_version: semver::Version::new(1, 0, 0),
-            generation: 1,
-            attempt: 0,
-            outcome: Outcome::Success,
-            started_at: chrono::Utc::now(),
-            latency_us: 5,
-            emitted: vec![],
-            policy: "fan_out".into(),
-            propensity: 1.0,
-        }
+        crate::testkit::record(signal, "u", true, 0)
     }
 
     #[tokio::test]
@@ -131,11 +328,23 @@ mod tests {
         let signal = Signal::new("a", serde_json::json!({}));
         let first = record(&signal);
         let second = record(&signal);
-        memory.record(&[first.clone(), first.clone()]).await.expect("record");
-        memory.record(&[second.clone(), first.clone()]).await.expect("record");
+        memory
+            .record(&[first.clone(), first.clone()])
+            .await
+            .expect("record");
+        memory
+            .record(&[second.clone(), first.clone()])
+            .await
+            .expect("record");
         assert_eq!(memory.len(), 2);
-        assert_eq!(memory.executions_of(signal.id).await.expect("query").len(), 2);
-        assert_eq!(memory.execution(first.id).await.expect("query"), Some(first));
+        assert_eq!(
+            memory.executions_of(signal.id).await.expect("query").len(),
+            2
+        );
+        assert_eq!(
+            memory.execution(first.id).await.expect("query"),
+            Some(first)
+        );
         let recent = memory.recent(1).await.expect("query");
         assert_eq!(recent, vec![second]);
     }
@@ -143,11 +352,19 @@ mod tests {
     #[tokio::test]
     async fn a_bounded_memory_forgets_the_oldest() {
         let memory = InProcMemory::bounded(2);
-        let signals: Vec<Signal> = (0..3).map(|n| Signal::new("a", serde_json::json!({ "n": n }))).collect();
+        let signals: Vec<Signal> = (0..3)
+            .map(|n| Signal::new("a", serde_json::json!({ "n": n })))
+            .collect();
         let records: Vec<ExecutionRecord> = signals.iter().map(record).collect();
         memory.record(&records).await.expect("record");
         assert_eq!(memory.len(), 2);
-        assert!(memory.executions_of(signals[0].id).await.expect("query").is_empty());
+        assert!(
+            memory
+                .executions_of(signals[0].id)
+                .await
+                .expect("query")
+                .is_empty()
+        );
         assert_eq!(memory.all(), records[1..].to_vec());
     }
 }

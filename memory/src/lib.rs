@@ -1,19 +1,34 @@
 //! Memory: every execution the reactor runs is recorded here.
 //!
-//! This crate holds the [`Memory`] trait and [`InProcMemory`], an in-process implementation for
-//! zero-setup runs and tests; and the [`Embedder`] trait with `TractEmbedder` (feature
-//! `tract`), a MiniLM sentence model run by tract. The PostgreSQL + pgvector implementation and similarity search
-//! come next, behind the same traits. The crate knows nothing of the mesh, the reactor or units.
+//! This crate holds the [`Memory`] trait and two implementations that pass one behaviour suite:
+//! [`PgMemory`] (PostgreSQL + pgvector) and [`InProcMemory`] (for zero-setup runs and tests);
+//! [`WriteBehind`], which puts a bounded queue and a disk spool in front of either so that
+//! recording never waits for the store; the [`Embedder`] trait with `TractEmbedder` (feature
+//! `tract`), a MiniLM sentence model run by tract; and [`Shape`], what gets embedded.
+//! The crate knows nothing of the mesh, the reactor or units.
 
 mod embed;
 mod inproc;
+mod pg;
+mod query;
+mod shape;
+mod spool;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 #[cfg(feature = "tract")]
 mod tract_embedder;
+mod writer;
 
 pub use embed::{EmbedError, Embedder, cosine};
 pub use inproc::InProcMemory;
+pub use pg::{PgMemory, PgMemoryConfig};
+pub use query::{
+    Compaction, MAX_K, OutcomeFilter, Probe, Retention, SearchHit, SearchQuery, UnitStats,
+};
+pub use shape::{Shape, ShapeEmbedder, shape_id};
 #[cfg(feature = "tract")]
 pub use tract_embedder::{MAX_TOKENS, TractEmbedder};
+pub use writer::{WriteBehind, WriteBehindConfig, WriterStatus};
 
 use async_trait::async_trait;
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
@@ -24,12 +39,43 @@ pub enum MemoryError {
     /// The backing store could not be reached or refused the operation.
     #[error("memory store unavailable: {0}")]
     Unavailable(String),
+    /// The question cannot be answered as asked.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// This memory was made without an embedder, so it cannot search.
+    #[error("this memory has no embedder: similarity search is not available")]
+    NoEmbedder,
+    /// The embedder failed.
+    #[error("embedding failed: {0}")]
+    Embed(String),
+    /// The store refused the records as invalid; trying again will not help.
+    #[error("the store refused the records: {0}")]
+    Rejected(String),
+    /// The store holds something this version cannot read.
+    #[error("a stored record cannot be read: {0}")]
+    Corrupt(String),
+}
+
+/// A record as every store keeps it: times to the microsecond, and NUL characters in the error
+/// text replaced by U+FFFD (PostgreSQL text cannot hold NUL). The signal is kept exactly.
+pub fn normalise(record: &ExecutionRecord) -> ExecutionRecord {
+    use chrono::SubsecRound;
+    let mut record = record.clone();
+    record.started_at = record.started_at.trunc_subsecs(6);
+    if let swarm_schemas::Outcome::Failure { error, .. } = &mut record.outcome {
+        if error.contains('\0') {
+            *error = error.replace('\0', "\u{FFFD}");
+        }
+    }
+    record
 }
 
 /// A store of execution records.
 ///
 /// Writes are idempotent per execution id: recording the same execution twice keeps one record
-/// (the mesh delivers at least once, so every sink must tolerate repeats).
+/// (a batch replayed from the spool, or retried after a lost reply, is not counted twice). A
+/// signal that really ran twice (it was in flight in a process that died) has two executions,
+/// and both are remembered.
 #[async_trait]
 pub trait Memory: Send + Sync + 'static {
     /// Records a batch of executions.
@@ -43,4 +89,17 @@ pub trait Memory: Send + Sync + 'static {
 
     /// The most recent executions, newest first, at most `limit`.
     async fn recent(&self, limit: usize) -> Result<Vec<ExecutionRecord>, MemoryError>;
+
+    /// Executions whose signals are most similar to the probe, most similar first (ties: the
+    /// newest first), after the query's filters.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, MemoryError>;
+
+    /// Per-unit statistics over every remembered execution, by unit name.
+    async fn unit_stats(&self) -> Result<Vec<UnitStats>, MemoryError>;
+
+    /// Number of remembered executions.
+    async fn count(&self) -> Result<u64, MemoryError>;
+
+    /// Forgets what `retention` does not keep, and shapes no execution uses any more.
+    async fn compact(&self, retention: &Retention) -> Result<Compaction, MemoryError>;
 }

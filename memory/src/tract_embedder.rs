@@ -25,7 +25,11 @@ pub struct TractEmbedder {
 }
 
 fn load_error(what: &'static str, path: &Path, message: impl ToString) -> EmbedError {
-    EmbedError::Load { what, path: path.display().to_string(), message: message.to_string() }
+    EmbedError::Load {
+        what,
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
 }
 
 impl TractEmbedder {
@@ -33,8 +37,8 @@ impl TractEmbedder {
     /// `attention_mask` (and optionally `token_type_ids`) of shape `[batch, sequence]` and
     /// produce a rank-3 float output `[batch, sequence, dimensions]`.
     pub fn load(model: &Path, tokenizer_file: &Path) -> Result<Self, EmbedError> {
-        let mut tokenizer =
-            Tokenizer::from_file(tokenizer_file).map_err(|e| load_error("tokenizer", tokenizer_file, e))?;
+        let mut tokenizer = Tokenizer::from_file(tokenizer_file)
+            .map_err(|e| load_error("tokenizer", tokenizer_file, e))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -49,11 +53,18 @@ impl TractEmbedder {
         let mut graph = tract_onnx::onnx().model_for_path(model).map_err(fail)?;
         let inputs = graph.input_outlets().map_err(fail)?.len();
         if !(2..=3).contains(&inputs) {
-            return Err(load_error("model", model, format!("expected 2 or 3 inputs, found {inputs}")));
+            return Err(load_error(
+                "model",
+                model,
+                format!("expected 2 or 3 inputs, found {inputs}"),
+            ));
         }
         let (batch, sequence) = (graph.sym("B"), graph.sym("S"));
         for input in 0..inputs {
-            let fact = InferenceFact::dt_shape(i64::datum_type(), tvec![batch.to_dim(), sequence.to_dim()]);
+            let fact = InferenceFact::dt_shape(
+                i64::datum_type(),
+                tvec![batch.to_dim(), sequence.to_dim()],
+            );
             graph.set_input_fact(input, fact).map_err(fail)?;
         }
         let typed = graph.into_typed().map_err(fail)?;
@@ -67,19 +78,31 @@ impl TractEmbedder {
             }
         }
         let Some((outlet, Some(dimensions))) = chosen else {
-            return Err(load_error("model", model, "no rank-3 float output with a fixed last dimension"));
+            return Err(load_error(
+                "model",
+                model,
+                "no rank-3 float output with a fixed last dimension",
+            ));
         };
         let plan = typed
             .with_output_outlets(&[outlet])
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(fail)?;
-        Ok(Self { tokenizer, plan, token_types: inputs == 3, dimensions })
+        Ok(Self {
+            tokenizer,
+            plan,
+            token_types: inputs == 3,
+            dimensions,
+        })
     }
 
     /// Token ids of `text`, as the model sees them (for tests and tools).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
-        let encoding = self.tokenizer.encode(text, true).map_err(|e| EmbedError::Run(e.to_string()))?;
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| EmbedError::Run(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 }
@@ -98,12 +121,24 @@ impl Embedder for TractEmbedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Run(e.to_string()))?;
-        let (batch, longest) = (encodings.len(), encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0));
+        let (batch, longest) = (
+            encodings.len(),
+            encodings
+                .iter()
+                .map(|e| e.get_ids().len())
+                .max()
+                .unwrap_or(0),
+        );
         // Pad within the batch only; padded positions have mask 0 and do not count in the mean.
         let mut ids = vec![0i64; batch * longest];
         let mut mask = vec![0i64; batch * longest];
         for (row, encoding) in encodings.iter().enumerate() {
-            for (col, (id, m)) in encoding.get_ids().iter().zip(encoding.get_attention_mask()).enumerate() {
+            for (col, (id, m)) in encoding
+                .get_ids()
+                .iter()
+                .zip(encoding.get_attention_mask())
+                .enumerate()
+            {
                 ids[row * longest + col] = i64::from(*id);
                 mask[row * longest + col] = i64::from(*m);
             }

@@ -10,17 +10,25 @@ use serde_json::Value;
 use swarm_memory::{Embedder, TractEmbedder, cosine};
 
 fn models_dir() -> PathBuf {
-    std::env::var_os("SWARM_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".swarm").join("models")
-    })
+    std::env::var_os("SWARM_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(".swarm")
+                .join("models")
+        })
 }
 
 fn embedder() -> &'static TractEmbedder {
     static EMBEDDER: OnceLock<TractEmbedder> = OnceLock::new();
     EMBEDDER.get_or_init(|| {
         let dir = models_dir();
-        TractEmbedder::load(&dir.join("paraphrase-MiniLM-L3-v2.onnx"), &dir.join("tokenizer.json"))
-            .unwrap_or_else(|e| panic!("the model is needed (run ops/fetch-model): {e}"))
+        TractEmbedder::load(
+            &dir.join("paraphrase-MiniLM-L3-v2.onnx"),
+            &dir.join("tokenizer.json"),
+        )
+        .unwrap_or_else(|e| panic!("the model is needed (run ops/fetch-model): {e}"))
     })
 }
 
@@ -32,8 +40,18 @@ fn reference() -> Vec<(String, Vec<u32>, Vec<f32>)> {
         .expect("cases")
         .iter()
         .map(|case| {
-            let ids = case["ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id") as u32).collect();
-            let vector = case["embedding"].as_array().expect("embedding").iter().map(|v| v.as_f64().expect("f") as f32).collect();
+            let ids = case["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("id") as u32)
+                .collect();
+            let vector = case["embedding"]
+                .as_array()
+                .expect("embedding")
+                .iter()
+                .map(|v| v.as_f64().expect("f") as f32)
+                .collect();
             (case["text"].as_str().expect("text").to_owned(), ids, vector)
         })
         .collect()
@@ -47,15 +65,28 @@ fn tract_matches_onnxruntime_on_every_reference_sentence() {
     assert!(cases.len() >= 20);
     let mut worst = 0f32;
     for (text, ids, expected) in &cases {
-        assert_eq!(&embedder.token_ids(text).expect("tokenises"), ids, "tokens of {text:?}");
+        assert_eq!(
+            &embedder.token_ids(text).expect("tokenises"),
+            ids,
+            "tokens of {text:?}"
+        );
         let got = embedder.embed(&[text]).expect("embeds").remove(0);
         let norm: f32 = got.iter().map(|v| v * v).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "unit length for {text:?}: {norm}");
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "unit length for {text:?}: {norm}"
+        );
         let distance = 1.0 - cosine(&got, expected);
         worst = worst.max(distance);
-        assert!(distance <= 1e-4, "{text:?}: cosine distance {distance} to onnxruntime");
+        assert!(
+            distance <= 1e-4,
+            "{text:?}: cosine distance {distance} to onnxruntime"
+        );
     }
-    println!("tract vs onnxruntime: {} sentences, worst cosine distance {worst:e}", cases.len());
+    println!(
+        "tract vs onnxruntime: {} sentences, worst cosine distance {worst:e}",
+        cases.len()
+    );
 }
 
 #[test]
@@ -67,7 +98,10 @@ fn a_batch_gives_the_same_vectors_as_one_at_a_time() {
     assert_eq!(batch.len(), texts.len());
     for ((text, _, expected), got) in cases.iter().zip(&batch) {
         let distance = 1.0 - cosine(got, expected);
-        assert!(distance <= 1e-4, "{text:?} in a padded batch: cosine distance {distance}");
+        assert!(
+            distance <= 1e-4,
+            "{text:?} in a padded batch: cosine distance {distance}"
+        );
     }
     assert!(embedder.embed(&[]).expect("nothing to do").is_empty());
 }
@@ -75,16 +109,34 @@ fn a_batch_gives_the_same_vectors_as_one_at_a_time() {
 #[test]
 fn semantically_close_sentences_are_closer() {
     let embedder = embedder();
-    let v = embedder.embed(&["payment declined", "card refused", "order shipped"]).expect("embeds");
+    let v = embedder
+        .embed(&["payment declined", "card refused", "order shipped"])
+        .expect("embeds");
     let (refused, shipped) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
-    assert!(refused > shipped, "`card refused` ({refused}) is closer to `payment declined` than `order shipped` ({shipped})");
+    assert!(
+        refused > shipped,
+        "`card refused` ({refused}) is closer to `payment declined` than `order shipped` ({shipped})"
+    );
 }
 
 #[test]
 fn missing_files_are_clear_errors() {
     let dir = models_dir();
-    let err = TractEmbedder::load(&dir.join("nope.onnx"), &dir.join("tokenizer.json")).err().expect("fails");
-    assert!(err.to_string().starts_with("cannot load model from "), "{err}");
-    let err = TractEmbedder::load(&dir.join("paraphrase-MiniLM-L3-v2.onnx"), &dir.join("nope.json")).err().expect("fails");
-    assert!(err.to_string().starts_with("cannot load tokenizer from "), "{err}");
+    let err = TractEmbedder::load(&dir.join("nope.onnx"), &dir.join("tokenizer.json"))
+        .err()
+        .expect("fails");
+    assert!(
+        err.to_string().starts_with("cannot load model from "),
+        "{err}"
+    );
+    let err = TractEmbedder::load(
+        &dir.join("paraphrase-MiniLM-L3-v2.onnx"),
+        &dir.join("nope.json"),
+    )
+    .err()
+    .expect("fails");
+    assert!(
+        err.to_string().starts_with("cannot load tokenizer from "),
+        "{err}"
+    );
 }

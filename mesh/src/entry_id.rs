@@ -20,7 +20,10 @@ impl EntryId {
     pub fn next(self) -> EntryId {
         match self.seq.checked_add(1) {
             Some(seq) => EntryId { ms: self.ms, seq },
-            None => EntryId { ms: self.ms + 1, seq: 0 },
+            None => EntryId {
+                ms: self.ms + 1,
+                seq: 0,
+            },
         }
     }
 }
@@ -41,7 +44,10 @@ impl FromStr for EntryId {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || BadEntryId(text.to_owned());
         let (ms, seq) = text.split_once('-').ok_or_else(bad)?;
-        Ok(EntryId { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+        Ok(EntryId {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -53,7 +59,14 @@ mod tests {
     fn ids_order_format_and_parse() {
         let a = EntryId { ms: 5, seq: 9 };
         assert!(a < a.next());
-        assert!(EntryId { ms: 5, seq: u64::MAX }.next() == EntryId { ms: 6, seq: 0 });
+        assert!(
+            EntryId {
+                ms: 5,
+                seq: u64::MAX
+            }
+            .next()
+                == EntryId { ms: 6, seq: 0 }
+        );
         assert_eq!(a.to_string().parse::<EntryId>(), Ok(a));
         assert!("5".parse::<EntryId>().is_err());
         assert!("x-1".parse::<EntryId>().is_err());

@@ -10,7 +10,8 @@ use swarm_schemas::Signal;
 use tokio::sync::Notify;
 
 use crate::{
-    Body, ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt, Undecodable,
+    Body, ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt,
+    Undecodable,
 };
 
 struct Pending {
@@ -35,8 +36,14 @@ struct Stream {
 
 impl Stream {
     fn append(&mut self, body: Body) -> EntryId {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let id = if now_ms > self.last_id.ms { EntryId { ms: now_ms, seq: 0 } } else { self.last_id.next() };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let id = if now_ms > self.last_id.ms {
+            EntryId { ms: now_ms, seq: 0 }
+        } else {
+            self.last_id.next()
+        };
         self.entries.insert(id, body);
         self.last_id = id;
         id
@@ -47,15 +54,24 @@ impl Stream {
     }
 }
 
-fn group_mut<'a>(groups: &'a mut HashMap<String, Group>, stream: &str, group: &str) -> Result<&'a mut Group, MeshError> {
-    groups.get_mut(group).ok_or_else(|| MeshError::NoGroup { stream: stream.to_owned(), group: group.to_owned() })
+fn group_mut<'a>(
+    groups: &'a mut HashMap<String, Group>,
+    stream: &str,
+    group: &str,
+) -> Result<&'a mut Group, MeshError> {
+    groups.get_mut(group).ok_or_else(|| MeshError::NoGroup {
+        stream: stream.to_owned(),
+        group: group.to_owned(),
+    })
 }
 
 fn body_of(entries: &BTreeMap<EntryId, Body>, id: &EntryId) -> Body {
-    entries
-        .get(id)
-        .cloned()
-        .unwrap_or_else(|| Err(Undecodable { raw: String::new(), error: "entry data was trimmed".into() }))
+    entries.get(id).cloned().unwrap_or_else(|| {
+        Err(Undecodable {
+            raw: String::new(),
+            error: "entry data was trimmed".into(),
+        })
+    })
 }
 
 #[derive(Default)]
@@ -71,7 +87,10 @@ impl State {
     fn existing(&mut self, stream: &str, group: &str) -> Result<&mut Stream, MeshError> {
         self.streams
             .get_mut(stream)
-            .ok_or_else(|| MeshError::NoGroup { stream: stream.to_owned(), group: group.to_owned() })
+            .ok_or_else(|| MeshError::NoGroup {
+                stream: stream.to_owned(),
+                group: group.to_owned(),
+            })
     }
 
     fn publish(&mut self, stream: &str, body: Body) -> EntryId {
@@ -96,7 +115,9 @@ impl InProcMesh {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every critical section leaves the maps consistent, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends an entry that is not a signal, as another tool writing garbage to the stream
@@ -106,7 +127,13 @@ impl InProcMesh {
             Ok(_) => "entry decodes as a signal".to_owned(),
             Err(e) => e.to_string(),
         };
-        self.lock().publish(stream, Err(Undecodable { raw: raw.to_owned(), error }))
+        self.lock().publish(
+            stream,
+            Err(Undecodable {
+                raw: raw.to_owned(),
+                error,
+            }),
+        )
     }
 
     /// Delivers again, to `consumer`, up to `count` pending entries that `wanted` picks, oldest
@@ -120,30 +147,60 @@ impl InProcMesh {
         wanted: impl Fn(&Pending, Instant) -> bool,
     ) -> Result<Vec<Delivery>, MeshError> {
         let mut state = self.lock();
-        let Stream { entries, groups, .. } = state.existing(stream, group)?;
+        let Stream {
+            entries, groups, ..
+        } = state.existing(stream, group)?;
         let g = group_mut(groups, stream, group)?;
         let now = Instant::now();
         let mut out = Vec::new();
-        for (id, pending) in g.pending.iter_mut().filter(|(_, p)| wanted(p, now)).take(count) {
+        for (id, pending) in g
+            .pending
+            .iter_mut()
+            .filter(|(_, p)| wanted(p, now))
+            .take(count)
+        {
             pending.consumer = consumer.to_owned();
             pending.delivered_at = now;
             pending.deliveries += 1;
-            out.push(Delivery { id: *id, body: body_of(entries, id), deliveries: pending.deliveries });
+            out.push(Delivery {
+                id: *id,
+                body: body_of(entries, id),
+                deliveries: pending.deliveries,
+            });
         }
         Ok(out)
     }
 
-    fn try_read(&self, stream: &str, group: &str, consumer: &str, count: usize) -> Result<Vec<Delivery>, MeshError> {
+    fn try_read(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError> {
         let mut state = self.lock();
-        let Stream { entries, groups, .. } = state.existing(stream, group)?;
+        let Stream {
+            entries, groups, ..
+        } = state.existing(stream, group)?;
         let g = group_mut(groups, stream, group)?;
         let now = Instant::now();
         let mut out = Vec::new();
         let start = g.last_delivered.next();
         for (id, body) in entries.range(start..).take(count) {
-            g.pending.insert(*id, Pending { consumer: consumer.to_owned(), delivered_at: now, deliveries: 1 });
+            g.pending.insert(
+                *id,
+                Pending {
+                    consumer: consumer.to_owned(),
+                    delivered_at: now,
+                    deliveries: 1,
+                },
+            );
             g.last_delivered = *id;
-            out.push(Delivery { id: *id, body: body.clone(), deliveries: 1 });
+            out.push(Delivery {
+                id: *id,
+                body: body.clone(),
+                deliveries: 1,
+            });
         }
         Ok(out)
     }
@@ -155,14 +212,22 @@ impl Mesh for InProcMesh {
         Ok(self.lock().publish(stream, Ok(signal.clone())))
     }
 
-    async fn create_group(&self, stream: &str, group: &str, start: StartAt) -> Result<(), MeshError> {
+    async fn create_group(
+        &self,
+        stream: &str,
+        group: &str,
+        start: StartAt,
+    ) -> Result<(), MeshError> {
         let mut state = self.lock();
         let s = state.stream(stream);
         let last_delivered = match start {
             StartAt::Beginning => EntryId::ZERO,
             StartAt::End => s.last_id,
         };
-        s.groups.entry(group.to_owned()).or_insert_with(|| Group { last_delivered, pending: BTreeMap::new() });
+        s.groups.entry(group.to_owned()).or_insert_with(|| Group {
+            last_delivered,
+            pending: BTreeMap::new(),
+        });
         Ok(())
     }
 
@@ -199,24 +264,44 @@ impl Mesh for InProcMesh {
         consumer: &str,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
-        self.redeliver(stream, group, consumer, count, |pending, _| pending.consumer == consumer)
+        self.redeliver(stream, group, consumer, count, |pending, _| {
+            pending.consumer == consumer
+        })
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
         let mut state = self.lock();
         let g = state.existing(stream, group)?.group(stream, group)?;
-        Ok(ids.iter().filter(|id| g.pending.remove(id).is_some()).count() as u64)
+        Ok(ids
+            .iter()
+            .filter(|id| g.pending.remove(id).is_some())
+            .count() as u64)
     }
 
-    async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
+    async fn settle_batch(
+        &self,
+        stream: &str,
+        group: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError> {
         // One lock for the whole operation: nobody sees the emits without the acks, or the
         // acks without the emits.
         let mut state = self.lock();
         state.existing(stream, group)?.group(stream, group)?;
         let mut out = Vec::with_capacity(settlements.len());
         for settlement in settlements {
-            out.push(settlement.emits.iter().map(|(target, signal)| state.publish(target, Ok(signal.clone()))).collect());
-            state.existing(stream, group)?.group(stream, group)?.pending.remove(&settlement.id);
+            out.push(
+                settlement
+                    .emits
+                    .iter()
+                    .map(|(target, signal)| state.publish(target, Ok(signal.clone())))
+                    .collect(),
+            );
+            state
+                .existing(stream, group)?
+                .group(stream, group)?
+                .pending
+                .remove(&settlement.id);
         }
         Ok(out)
     }
@@ -229,10 +314,18 @@ impl Mesh for InProcMesh {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
-        self.redeliver(stream, group, consumer, count, |pending, now| now.duration_since(pending.delivered_at) >= min_idle)
+        self.redeliver(stream, group, consumer, count, |pending, now| {
+            now.duration_since(pending.delivered_at) >= min_idle
+        })
     }
 
-    async fn keep_alive(&self, stream: &str, group: &str, consumer: &str, ids: &[EntryId]) -> Result<(), MeshError> {
+    async fn keep_alive(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> Result<(), MeshError> {
         let mut state = self.lock();
         let g = state.existing(stream, group)?.group(stream, group)?;
         let now = Instant::now();
@@ -264,25 +357,48 @@ impl Mesh for InProcMesh {
             lag,
             consumers: per_consumer
                 .into_iter()
-                .map(|(name, pending)| ConsumerInfo { name: name.to_owned(), pending })
+                .map(|(name, pending)| ConsumerInfo {
+                    name: name.to_owned(),
+                    pending,
+                })
                 .collect(),
         })
     }
 
-    async fn range(&self, stream: &str, after: Option<EntryId>, count: usize) -> Result<Vec<Entry>, MeshError> {
+    async fn range(
+        &self,
+        stream: &str,
+        after: Option<EntryId>,
+        count: usize,
+    ) -> Result<Vec<Entry>, MeshError> {
         let state = self.lock();
-        let Some(s) = state.streams.get(stream) else { return Ok(Vec::new()) };
+        let Some(s) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
         let start = after.map_or(EntryId::ZERO, EntryId::next);
-        Ok(s.entries.range(start..).take(count).map(|(id, body)| Entry { id: *id, body: body.clone() }).collect())
+        Ok(s.entries
+            .range(start..)
+            .take(count)
+            .map(|(id, body)| Entry {
+                id: *id,
+                body: body.clone(),
+            })
+            .collect())
     }
 
     async fn len(&self, stream: &str) -> Result<u64, MeshError> {
-        Ok(self.lock().streams.get(stream).map_or(0, |s| s.entries.len() as u64))
+        Ok(self
+            .lock()
+            .streams
+            .get(stream)
+            .map_or(0, |s| s.entries.len() as u64))
     }
 
     async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
         let mut state = self.lock();
-        let Some(s) = state.streams.get_mut(stream) else { return Ok(0) };
+        let Some(s) = state.streams.get_mut(stream) else {
+            return Ok(0);
+        };
         if s.groups.is_empty() {
             return Ok(0);
         }
@@ -293,7 +409,10 @@ impl Mesh for InProcMesh {
             .values()
             .map(|g| {
                 let undelivered = g.last_delivered.next();
-                g.pending.keys().next().map_or(undelivered, |oldest| (*oldest).min(undelivered))
+                g.pending
+                    .keys()
+                    .next()
+                    .map_or(undelivered, |oldest| (*oldest).min(undelivered))
             })
             .min()
             .unwrap_or(EntryId::ZERO);

@@ -128,7 +128,12 @@ pub trait Mesh: Send + Sync + 'static {
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError>;
 
     /// Creates a consumer group (and the stream); does nothing if the group exists.
-    async fn create_group(&self, stream: &str, group: &str, start: StartAt) -> Result<(), MeshError>;
+    async fn create_group(
+        &self,
+        stream: &str,
+        group: &str,
+        start: StartAt,
+    ) -> Result<(), MeshError>;
 
     /// Delivers up to `count` entries the group has not delivered yet to `consumer`, waiting up
     /// to `block` for at least one. They join the group's pending list with one delivery.
@@ -163,14 +168,26 @@ pub trait Mesh: Send + Sync + 'static {
         id: EntryId,
         emits: &[(String, Signal)],
     ) -> Result<Vec<EntryId>, MeshError> {
-        let settlement = Settlement { id, emits: emits.to_vec() };
-        Ok(self.settle_batch(stream, group, &[settlement]).await?.pop().unwrap_or_default())
+        let settlement = Settlement {
+            id,
+            emits: emits.to_vec(),
+        };
+        Ok(self
+            .settle_batch(stream, group, &[settlement])
+            .await?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// Settles several entries at once: all their emits and acknowledgements happen together
     /// or not at all (one round trip where the backend allows). Returns the new ids per
     /// settlement, in order.
-    async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError>;
+    async fn settle_batch(
+        &self,
+        stream: &str,
+        group: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError>;
 
     /// Takes over up to `count` entries of the group that have been pending (with any consumer)
     /// for at least `min_idle`, and delivers them to `consumer`, counting the delivery.
@@ -201,8 +218,17 @@ pub trait Mesh: Send + Sync + 'static {
         id: EntryId,
         letter: &Signal,
     ) -> Result<EntryId, MeshError> {
-        let ids = self.settle(stream, group, id, &[(dead_letter_stream(stream), letter.clone())]).await?;
-        ids.first().copied().ok_or_else(|| MeshError::Unavailable("dead letter was not added".into()))
+        let ids = self
+            .settle(
+                stream,
+                group,
+                id,
+                &[(dead_letter_stream(stream), letter.clone())],
+            )
+            .await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| MeshError::Unavailable("dead letter was not added".into()))
     }
 
     /// Pending count, lag and per-consumer pending of a group.

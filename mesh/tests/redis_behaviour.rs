@@ -24,12 +24,34 @@ async fn entries_written_by_other_tools_are_delivered_as_undecodable_data() {
     use std::time::Duration;
     use swarm_mesh::{Mesh, StartAt};
     let mesh = mesh().await;
-    mesh.create_group("s", "g", StartAt::Beginning).await.expect("group");
+    mesh.create_group("s", "g", StartAt::Beginning)
+        .await
+        .expect("group");
     let client = redis::Client::open(url()).expect("url");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
-    let _: String = redis::cmd("XADD").arg(mesh.key("s")).arg("*").arg("s").arg("{not json").query_async(&mut conn).await.expect("xadd");
-    let _: String = redis::cmd("XADD").arg(mesh.key("s")).arg("*").arg("other").arg("x").query_async(&mut conn).await.expect("xadd");
-    let got = mesh.read("s", "g", "c", 10, Duration::from_millis(1)).await.expect("read");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: String = redis::cmd("XADD")
+        .arg(mesh.key("s"))
+        .arg("*")
+        .arg("s")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .expect("xadd");
+    let _: String = redis::cmd("XADD")
+        .arg(mesh.key("s"))
+        .arg("*")
+        .arg("other")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .expect("xadd");
+    let got = mesh
+        .read("s", "g", "c", 10, Duration::from_millis(1))
+        .await
+        .expect("read");
     assert_eq!(got.len(), 2);
     let first = got[0].body.clone().expect_err("undecodable");
     assert_eq!(first.raw, "{not json");
@@ -39,8 +61,18 @@ async fn entries_written_by_other_tools_are_delivered_as_undecodable_data() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error() {
-    let err = RedisMesh::connect(RedisMeshConfig::new("redis://127.0.0.1:1/")).await.err().expect("refused");
-    assert!(err.to_string().contains("cannot connect to Redis at redis://127.0.0.1:1/"), "{err}");
-    let err = RedisMesh::connect(RedisMeshConfig::new("http://nope")).await.err().expect("refused");
+    let err = RedisMesh::connect(RedisMeshConfig::new("redis://127.0.0.1:1/"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("cannot connect to Redis at redis://127.0.0.1:1/"),
+        "{err}"
+    );
+    let err = RedisMesh::connect(RedisMeshConfig::new("http://nope"))
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("bad Redis URL"), "{err}");
 }

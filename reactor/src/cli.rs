@@ -55,7 +55,9 @@ struct MeshArgs {
 
 impl MeshArgs {
     async fn redis(&self) -> anyhow::Result<Option<Arc<RedisMesh>>> {
-        let Some(url) = &self.redis_url else { return Ok(None) };
+        let Some(url) = &self.redis_url else {
+            return Ok(None);
+        };
         let mut config = RedisMeshConfig::new(url.clone());
         config.key_prefix.clone_from(&self.redis_prefix);
         Ok(Some(Arc::new(RedisMesh::connect(config).await?)))
@@ -145,7 +147,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn check_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
-        bail!("units directory {} does not exist (pass --units DIR or set SWARM_UNITS_DIR)", dir.display());
+        bail!(
+            "units directory {} does not exist (pass --units DIR or set SWARM_UNITS_DIR)",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -163,7 +168,8 @@ fn parse_feed_line(line: &str) -> anyhow::Result<Signal> {
         #[serde(default)]
         payload: serde_json::Value,
     }
-    let line: Line = serde_json::from_str(line).context("expected {\"kind\": \"...\", \"payload\": {...}}")?;
+    let line: Line =
+        serde_json::from_str(line).context("expected {\"kind\": \"...\", \"payload\": {...}}")?;
     validate_kind(&line.kind).with_context(|| format!("kind `{}`", line.kind))?;
     Ok(Signal::new(line.kind, line.payload))
 }
@@ -185,11 +191,14 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Read the whole feed file before starting, so a bad line refuses the run, not half of it.
     let feed: Vec<Signal> = match &args.feed {
         Some(path) if path.as_os_str() != "-" => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             text.lines()
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| parse_feed_line(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
+                .map(|(i, l)| {
+                    parse_feed_line(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+                })
                 .collect::<anyhow::Result<_>>()?
         }
         _ => Vec::new(),
@@ -206,7 +215,13 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     for unit in reactor.registry().status() {
         let subscribes: Vec<&str> = unit.subscribes.iter().map(|p| p.as_str()).collect();
-        eprintln!("loaded {} {} (generation {}) on {}", unit.name, unit.version, unit.generation, subscribes.join(", "));
+        eprintln!(
+            "loaded {} {} (generation {}) on {}",
+            unit.name,
+            unit.version,
+            unit.generation,
+            subscribes.join(", ")
+        );
     }
     for signal in feed {
         mesh.publish(&stream, &signal).await?;
@@ -232,8 +247,14 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let mesh_name = args.mesh.redis_url.as_deref().map_or_else(|| "the in-process mesh".to_owned(), |url| format!("Redis {url}"));
-    eprintln!("reactor up on {} with {mesh_name} (Ctrl-C to stop)", args.units.dir.display());
+    let mesh_name = args.mesh.redis_url.as_deref().map_or_else(
+        || "the in-process mesh".to_owned(),
+        |url| format!("Redis {url}"),
+    );
+    eprintln!(
+        "reactor up on {} with {mesh_name} (Ctrl-C to stop)",
+        args.units.dir.display()
+    );
     wait_for_stop_signal().await?;
     reactor.stop().await;
     Ok(ExitCode::SUCCESS)
@@ -251,12 +272,18 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 
 async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     validate_kind(&args.kind).with_context(|| format!("kind `{}` is invalid", args.kind))?;
-    let payload: serde_json::Value = serde_json::from_str(&args.payload).context("payload is not valid JSON")?;
+    let payload: serde_json::Value =
+        serde_json::from_str(&args.payload).context("payload is not valid JSON")?;
     if let Some(redis) = args.mesh.redis().await? {
         let signal = Signal::new(args.kind, payload);
         let stream = ReactorConfig::new(PathBuf::new(), PathBuf::new()).stream;
         let id = redis.publish(&stream, &signal).await?;
-        println!("emitted {} {} as entry {id} of {}", signal.kind, signal.id, redis.key(&stream));
+        println!(
+            "emitted {} {} as entry {id} of {}",
+            signal.kind,
+            signal.id,
+            redis.key(&stream)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     check_dir(&args.units.dir)?;
@@ -267,7 +294,12 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     let (stream, group) = (config.stream.clone(), config.group.clone());
     let mesh = Arc::new(InProcMesh::new());
     let memory = Arc::new(InProcMemory::new());
-    let (reactor, report) = Reactor::start(config, Arc::clone(&mesh) as Arc<dyn Mesh>, Arc::clone(&memory) as Arc<dyn Memory>).await?;
+    let (reactor, report) = Reactor::start(
+        config,
+        Arc::clone(&mesh) as Arc<dyn Mesh>,
+        Arc::clone(&memory) as Arc<dyn Memory>,
+    )
+    .await?;
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
     }
@@ -285,26 +317,45 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
         }
         if tokio::time::Instant::now() >= deadline {
             reactor.stop().await;
-            bail!("the swarm did not settle within {} s ({} pending, {} waiting)", args.timeout, info.pending, info.lag);
+            bail!(
+                "the swarm did not settle within {} s ({} pending, {} waiting)",
+                args.timeout,
+                info.pending,
+                info.lag
+            );
         }
     }
     reactor.stop().await;
     for record in memory.all() {
         let outcome = match &record.outcome {
             Outcome::Success => "ok".to_owned(),
-            Outcome::Failure { kind, error } => format!("{kind:?} (attempt {}): {error}", record.attempt + 1),
+            Outcome::Failure { kind, error } => {
+                format!("{kind:?} (attempt {}): {error}", record.attempt + 1)
+            }
         };
         println!(
             "{} {}@{} <- {} {} [{} us] {}",
-            record.id, record.unit, record.unit_version, record.signal.kind, record.signal.id, record.latency_us, outcome
+            record.id,
+            record.unit,
+            record.unit_version,
+            record.signal.kind,
+            record.signal.id,
+            record.latency_us,
+            outcome
         );
         for id in &record.emitted {
             println!("    emitted {id}");
         }
     }
-    for entry in mesh.range(&dead_letter_stream(&stream), None, usize::MAX).await? {
+    for entry in mesh
+        .range(&dead_letter_stream(&stream), None, usize::MAX)
+        .await?
+    {
         if let Ok(letter) = entry.body {
-            println!("dead letter: {}", letter.payload["reason"].as_str().unwrap_or("(no reason)"));
+            println!(
+                "dead letter: {}",
+                letter.payload["reason"].as_str().unwrap_or("(no reason)")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -314,20 +365,39 @@ fn units(args: UnitsArgs) -> anyhow::Result<ExitCode> {
     check_dir(&args.units.dir)?;
     let private = private_dir()?;
     let registry = Registry::new(private.path().to_owned(), Default::default());
-    registry.load_dir(&args.units.dir).with_context(|| format!("cannot read {}", args.units.dir.display()))?;
+    registry
+        .load_dir(&args.units.dir)
+        .with_context(|| format!("cannot read {}", args.units.dir.display()))?;
     let units = registry.status();
     let failures = registry.failures();
     if args.json {
-        println!("{}", serde_json::json!({ "units": units, "refused": failures }));
+        println!(
+            "{}",
+            serde_json::json!({ "units": units, "refused": failures })
+        );
     } else {
-        println!("{:<24} {:<10} {:>4} {:<9} SUBSCRIBES", "NAME", "VERSION", "GEN", "STATE");
+        println!(
+            "{:<24} {:<10} {:>4} {:<9} SUBSCRIBES",
+            "NAME", "VERSION", "GEN", "STATE"
+        );
         for unit in &units {
             let subscribes: Vec<&str> = unit.subscribes.iter().map(|p| p.as_str()).collect();
-            println!("{:<24} {:<10} {:>4} {:<9} {}", unit.name, unit.version, unit.generation, unit.state, subscribes.join(", "));
+            println!(
+                "{:<24} {:<10} {:>4} {:<9} {}",
+                unit.name,
+                unit.version,
+                unit.generation,
+                unit.state,
+                subscribes.join(", ")
+            );
         }
         for failure in &failures {
             println!("refused {}: {}", failure.file.display(), failure.error);
         }
     }
-    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -34,7 +34,11 @@ impl Dispatcher {
     /// Reads and dispatches until `shutdown` turns true, then waits for running signals.
     pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let c = &self.config;
-        while let Err(error) = self.mesh.create_group(&c.stream, &c.group, StartAt::Beginning).await {
+        while let Err(error) = self
+            .mesh
+            .create_group(&c.stream, &c.group, StartAt::Beginning)
+            .await
+        {
             tracing::warn!(%error, "cannot create the consumer group; retrying");
             if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
                 return;
@@ -42,10 +46,17 @@ impl Dispatcher {
         }
         // Entries this consumer took before a restart come first.
         loop {
-            match self.mesh.read_own_pending(&c.stream, &c.group, &c.consumer, c.batch).await {
+            match self
+                .mesh
+                .read_own_pending(&c.stream, &c.group, &c.consumer, c.batch)
+                .await
+            {
                 Ok(own) if own.is_empty() => break,
                 Ok(own) => {
-                    tracing::info!(count = own.len(), "resuming entries pending from a previous run");
+                    tracing::info!(
+                        count = own.len(),
+                        "resuming entries pending from a previous run"
+                    );
                     self.process_batch(own).await;
                 }
                 Err(error) => {
@@ -63,7 +74,9 @@ impl Dispatcher {
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let read = self.mesh.read(&c.stream, &c.group, &c.consumer, c.batch, c.block);
+            let read = self
+                .mesh
+                .read(&c.stream, &c.group, &c.consumer, c.batch, c.block);
             let deliveries = tokio::select! {
                 _ = shutdown.changed() => break,
                 result = read => result,
@@ -73,8 +86,11 @@ impl Dispatcher {
                 Ok(deliveries) => {
                     backoff = Duration::from_millis(50);
                     // One permit per signal: at most `concurrency` signals in flight.
-                    let wanted = u32::try_from(deliveries.len().min(concurrency)).unwrap_or(u32::MAX);
-                    let Ok(permit) = Arc::clone(&permits).acquire_many_owned(wanted).await else { break };
+                    let wanted =
+                        u32::try_from(deliveries.len().min(concurrency)).unwrap_or(u32::MAX);
+                    let Ok(permit) = Arc::clone(&permits).acquire_many_owned(wanted).await else {
+                        break;
+                    };
                     let this = Arc::clone(&self);
                     tasks.spawn(async move {
                         this.process_batch(deliveries).await;
@@ -101,7 +117,9 @@ impl Dispatcher {
     async fn housekeeping(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let c = &self.config;
         // First ticks one period from now, not at once.
-        let every = |period: Duration| tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let every = |period: Duration| {
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+        };
         let mut keep_alive = every(c.claim_idle / 3);
         let mut claim = every(c.claim_idle / 2);
         let mut trim = every(c.trim_every);
@@ -147,13 +165,25 @@ impl Dispatcher {
         let mut work: Vec<Work> = Vec::with_capacity(deliveries.len());
         let mut attempts = Vec::new();
         let mut owners: Vec<(usize, Arc<UnitSlot>)> = Vec::new();
-        for Delivery { id, body, deliveries } in deliveries {
+        for Delivery {
+            id,
+            body,
+            deliveries,
+        } in deliveries
+        {
             if !self.in_flight.insert(id) {
                 // Already running here (claimed back while in flight): leave it to that run.
                 continue;
             }
             let index = work.len();
-            let mut entry = Work { id, signal: None, emitted: Vec::new(), dead: Vec::new(), records: Vec::new(), complete: true };
+            let mut entry = Work {
+                id,
+                signal: None,
+                emitted: Vec::new(),
+                dead: Vec::new(),
+                records: Vec::new(),
+                complete: true,
+            };
             match body {
                 Err(bad) => entry.dead.push(dead_letter(
                     None,
@@ -214,11 +244,18 @@ impl Dispatcher {
                 entry.records.push(done.record);
                 continue;
             }
-            let Some(signal) = entry.signal.clone() else { continue };
+            let Some(signal) = entry.signal.clone() else {
+                continue;
+            };
             outstanding[index] += 1;
             let entry_id = entry.id.to_string();
             let (max_attempts, backoff) = (c.max_attempts, c.retry_backoff);
-            retries.spawn(async move { (index, retry(slot, signal, done, entry_id, max_attempts, backoff).await) });
+            retries.spawn(async move {
+                (
+                    index,
+                    retry(slot, signal, done, entry_id, max_attempts, backoff).await,
+                )
+            });
         }
         while let Some(joined) = retries.join_next().await {
             match joined {
@@ -233,7 +270,10 @@ impl Dispatcher {
             }
         }
 
-        let records: Vec<ExecutionRecord> = work.iter_mut().flat_map(|w| std::mem::take(&mut w.records)).collect();
+        let records: Vec<ExecutionRecord> = work
+            .iter_mut()
+            .flat_map(|w| std::mem::take(&mut w.records))
+            .collect();
         if !records.is_empty() {
             if let Err(error) = self.memory.record(&records).await {
                 tracing::warn!(%error, count = records.len(), "execution records not stored");
@@ -251,12 +291,19 @@ impl Dispatcher {
                     .map(|s| (c.stream.clone(), s))
                     .chain(entry.dead.into_iter().map(|s| (dead_stream.clone(), s)))
                     .collect();
-                settlements.push(Settlement { id: entry.id, emits });
+                settlements.push(Settlement {
+                    id: entry.id,
+                    emits,
+                });
             } else {
                 tracing::warn!(entry = %entry.id, "not every unit ran; the entry stays pending and will be redelivered");
             }
         }
-        if let Err(error) = self.mesh.settle_batch(&c.stream, &c.group, &settlements).await {
+        if let Err(error) = self
+            .mesh
+            .settle_batch(&c.stream, &c.group, &settlements)
+            .await
+        {
             tracing::warn!(%error, entries = settlements.len(), "settle failed; the entries stay pending and will be redelivered");
         }
         for id in ids {

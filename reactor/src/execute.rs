@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use swarm_abi::{STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC};
 use swarm_schemas::{
-    DEAD_LETTER_KIND, DeadLetter, Emit, ExecutionRecord, FailureKind, Outcome, Signal, UnitReply, validate_kind,
+    DEAD_LETTER_KIND, DeadLetter, Emit, ExecutionRecord, FailureKind, Outcome, Signal, UnitReply,
+    validate_kind,
 };
 use uuid::Uuid;
 
@@ -39,24 +40,49 @@ impl Attempted {
 }
 
 /// Turns what the unit returned into the signals to emit, or a failure.
-fn interpret(generation: &Generation, result: CallResult) -> Result<Vec<Emit>, (FailureKind, String)> {
+fn interpret(
+    generation: &Generation,
+    result: CallResult,
+) -> Result<Vec<Emit>, (FailureKind, String)> {
     let text = || String::from_utf8_lossy(&result.bytes).into_owned();
     match result.status {
         STATUS_OK => {}
         STATUS_ERROR => return Err((FailureKind::Error, text())),
         STATUS_PANIC => return Err((FailureKind::Panic, text())),
-        STATUS_BAD_INPUT => return Err((FailureKind::Error, format!("unit could not decode its input: {}", text()))),
-        other => return Err((FailureKind::BadOutput, format!("unit returned unknown status {other}: {}", text()))),
+        STATUS_BAD_INPUT => {
+            return Err((
+                FailureKind::Error,
+                format!("unit could not decode its input: {}", text()),
+            ));
+        }
+        other => {
+            return Err((
+                FailureKind::BadOutput,
+                format!("unit returned unknown status {other}: {}", text()),
+            ));
+        }
     }
-    let reply: UnitReply = serde_json::from_slice(&result.bytes)
-        .map_err(|e| (FailureKind::BadOutput, format!("unit reply is not a valid UnitReply: {e}")))?;
+    let reply: UnitReply = serde_json::from_slice(&result.bytes).map_err(|e| {
+        (
+            FailureKind::BadOutput,
+            format!("unit reply is not a valid UnitReply: {e}"),
+        )
+    })?;
     let manifest = generation.manifest();
     for emit in &reply.emits {
-        validate_kind(&emit.kind).map_err(|e| (FailureKind::BadOutput, format!("emitted kind `{}` {e}", emit.kind)))?;
+        validate_kind(&emit.kind).map_err(|e| {
+            (
+                FailureKind::BadOutput,
+                format!("emitted kind `{}` {e}", emit.kind),
+            )
+        })?;
         if !manifest.may_emit(&emit.kind) {
             return Err((
                 FailureKind::BadOutput,
-                format!("emitted `{}`, which the manifest does not declare in `emits`", emit.kind),
+                format!(
+                    "emitted `{}`, which the manifest does not declare in `emits`",
+                    emit.kind
+                ),
             ));
         }
     }
@@ -65,21 +91,42 @@ fn interpret(generation: &Generation, result: CallResult) -> Result<Vec<Emit>, (
 
 /// Makes one call and its record. Blocking: runs on the blocking pool.
 fn attempt_blocking(attempt: Attempt) -> Attempted {
-    let Attempt { generation, unit, signal } = attempt;
-    let started_at = chrono::Utc::now();
+    let Attempt {
+        generation,
+        unit,
+        signal,
+    } = attempt;
+    // To the microsecond: what every store keeps.
+    let started_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
     let started = Instant::now();
     let result = match serde_json::to_vec(&signal) {
         Ok(bytes) => {
             // The unit catches its own panics; this guards the host-side checks around it.
-            catch_unwind(AssertUnwindSafe(|| interpret(&generation, generation.call(&bytes))))
-                .unwrap_or_else(|_| Err((FailureKind::BadOutput, "the host failed to read the unit's reply".into())))
+            catch_unwind(AssertUnwindSafe(|| {
+                interpret(&generation, generation.call(&bytes))
+            }))
+            .unwrap_or_else(|_| {
+                Err((
+                    FailureKind::BadOutput,
+                    "the host failed to read the unit's reply".into(),
+                ))
+            })
         }
-        Err(e) => Err((FailureKind::Unavailable, format!("signal does not serialise: {e}"))),
+        Err(e) => Err((
+            FailureKind::Unavailable,
+            format!("signal does not serialise: {e}"),
+        )),
     };
     let elapsed = started.elapsed();
     let id = Uuid::now_v7();
     let (outcome, emitted) = match result {
-        Ok(emits) => (Outcome::Success, emits.into_iter().map(|emit| signal.child(id, emit)).collect()),
+        Ok(emits) => (
+            Outcome::Success,
+            emits
+                .into_iter()
+                .map(|emit| signal.child(id, emit))
+                .collect(),
+        ),
         Err((kind, error)) => (Outcome::Failure { kind, error }, Vec::new()),
     };
     let emitted: Vec<Signal> = emitted;
@@ -115,7 +162,12 @@ pub(crate) async fn call_all(attempts: Vec<Attempt>, threads: usize) -> Vec<Opti
             break;
         }
         let len = part.len();
-        handles.push((len, tokio::task::spawn_blocking(move || part.into_iter().map(attempt_blocking).collect::<Vec<_>>())));
+        handles.push((
+            len,
+            tokio::task::spawn_blocking(move || {
+                part.into_iter().map(attempt_blocking).collect::<Vec<_>>()
+            }),
+        ));
     }
     let mut out = Vec::with_capacity(total);
     for (len, handle) in handles {
@@ -149,16 +201,29 @@ pub(crate) async fn retry(
     backoff: Duration,
 ) -> UnitRun {
     let mut last_error = first.error().unwrap_or_default().to_owned();
-    let mut run = UnitRun { records: vec![first.record], emitted: Vec::new(), dead_letter: None };
+    let mut run = UnitRun {
+        records: vec![first.record],
+        emitted: Vec::new(),
+        dead_letter: None,
+    };
     for attempt in 1..max_attempts {
         tokio::time::sleep(backoff * 2u32.saturating_pow(attempt - 1)).await;
         let Some(generation) = slot.current() else {
             // Unloaded meanwhile: nobody is left to fail.
             return run;
         };
-        let seen = Signal { attempt, ..signal.clone() };
-        let call = Attempt { generation, unit: Arc::from(slot.name()), signal: seen };
-        let Some(Some(done)) = call_all(vec![call], 1).await.pop() else { return run };
+        let seen = Signal {
+            attempt,
+            ..signal.clone()
+        };
+        let call = Attempt {
+            generation,
+            unit: Arc::from(slot.name()),
+            signal: seen,
+        };
+        let Some(Some(done)) = call_all(vec![call], 1).await.pop() else {
+            return run;
+        };
         match done.error() {
             None => {
                 run.emitted = done.emitted;
@@ -176,7 +241,10 @@ pub(crate) async fn retry(
     run.dead_letter = Some(dead_letter(
         Some(&signal),
         DeadLetter {
-            reason: format!("unit `{}` failed {attempts} attempts; last error: {last_error}", slot.name()),
+            reason: format!(
+                "unit `{}` failed {attempts} attempts; last error: {last_error}",
+                slot.name()
+            ),
             unit: Some(slot.name().to_owned()),
             attempts,
             entry_id,
@@ -188,7 +256,10 @@ pub(crate) async fn retry(
 
 /// A dead-letter signal carrying `letter`, in the trace of `original` when there is one.
 pub(crate) fn dead_letter(original: Option<&Signal>, letter: DeadLetter) -> Signal {
-    let mut signal = Signal::new(DEAD_LETTER_KIND, serde_json::to_value(&letter).unwrap_or_default());
+    let mut signal = Signal::new(
+        DEAD_LETTER_KIND,
+        serde_json::to_value(&letter).unwrap_or_default(),
+    );
     if let Some(original) = original {
         signal.trace_id = original.trace_id;
         signal.correlation_id = original.correlation_id;

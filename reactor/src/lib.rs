@@ -19,8 +19,8 @@ mod status;
 mod watcher;
 
 pub use config::ReactorConfig;
-pub use private::private_dir;
 pub use error::LoadError;
+pub use private::private_dir;
 pub use reactor::{Reactor, StartError};
 pub use registry::{Registry, UnknownUnit, is_unit_file};
 pub use slot::{Generation, UnitSlot};

@@ -76,13 +76,25 @@ pub(crate) struct UnitFile {
 
 /// Reads the unit file at `source` and checks that it is an ELF file.
 pub(crate) fn read(source: &Path) -> Result<UnitFile, LoadError> {
-    let bytes = std::fs::read(source).map_err(|e| LoadError::Io { path: source.to_owned(), message: e.to_string() })?;
+    let bytes = std::fs::read(source).map_err(|e| LoadError::Io {
+        path: source.to_owned(),
+        message: e.to_string(),
+    })?;
     if !bytes.starts_with(ELF_MAGIC) {
-        return Err(LoadError::NotALibrary { path: source.to_owned() });
+        return Err(LoadError::NotALibrary {
+            path: source.to_owned(),
+        });
     }
-    check_elf(&bytes).map_err(|message| LoadError::BadElf { path: source.to_owned(), message })?;
+    check_elf(&bytes).map_err(|message| LoadError::BadElf {
+        path: source.to_owned(),
+        message,
+    })?;
     let hash: [u8; 32] = blake3::hash(&bytes).into();
-    Ok(UnitFile { source: source.to_owned(), bytes, hash })
+    Ok(UnitFile {
+        source: source.to_owned(),
+        bytes,
+        hash,
+    })
 }
 
 /// Checks what the dynamic loader does not: glibc maps a loadable segment that runs past the
@@ -100,7 +112,10 @@ fn check_elf(bytes: &[u8]) -> Result<(), String> {
         file.architecture()
     };
     if file.architecture() != host {
-        return Err(format!("built for {:?}, this host is {host:?}", file.architecture()));
+        return Err(format!(
+            "built for {:?}, this host is {host:?}",
+            file.architecture()
+        ));
     }
     if file.kind() != ObjectKind::Dynamic {
         return Err(format!("a {:?} object, not a shared library", file.kind()));
@@ -120,10 +135,20 @@ fn check_elf(bytes: &[u8]) -> Result<(), String> {
 
 /// Copies the unit into `private_dir`, opens the copy, checks the ABI and reads the manifest.
 pub(crate) fn open(file: UnitFile, private_dir: &Path) -> Result<Opened, LoadError> {
-    let UnitFile { source, bytes, hash } = file;
+    let UnitFile {
+        source,
+        bytes,
+        hash,
+    } = file;
     let source = source.as_path();
-    let io = |e: std::io::Error| LoadError::Io { path: source.to_owned(), message: e.to_string() };
-    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("unit");
+    let io = |e: std::io::Error| LoadError::Io {
+        path: source.to_owned(),
+        message: e.to_string(),
+    };
+    let stem = source
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("unit");
     let private_copy = private_dir.join(format!(
         "{stem}.{}.{}{}",
         &hex(&hash)[..12],
@@ -143,23 +168,42 @@ fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opene
     let path = || source.to_owned();
     // SAFETY: opening a library runs its initialisers. Unit libraries are trusted native code
     // by design (see ARCHITECTURE.md); RTLD_LOCAL keeps its symbols out of the global scope.
-    let library = unsafe { Library::open(Some(private_copy), RTLD_NOW | RTLD_LOCAL) }
-        .map_err(|e| LoadError::Open { path: path(), message: e.to_string() })?;
+    let library =
+        unsafe { Library::open(Some(private_copy), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
+            LoadError::Open {
+                path: path(),
+                message: e.to_string(),
+            }
+        })?;
     // SAFETY: the symbol's type is fixed by the ABI for this symbol name.
-    let entry: Symbol<EntryFn> = unsafe { library.get(ENTRY_SYMBOL) }
-        .map_err(|_| LoadError::MissingEntry { path: path(), symbol: ENTRY_SYMBOL_NAME })?;
+    let entry: Symbol<EntryFn> =
+        unsafe { library.get(ENTRY_SYMBOL) }.map_err(|_| LoadError::MissingEntry {
+            path: path(),
+            symbol: ENTRY_SYMBOL_NAME,
+        })?;
     // SAFETY: the entry function takes nothing and returns a pointer to a static vtable.
     let header_ptr: *const VTableHeader = unsafe { entry() };
     if header_ptr.is_null() {
-        return Err(LoadError::BadManifest { path: path(), message: "entry symbol returned null".into() });
+        return Err(LoadError::BadManifest {
+            path: path(),
+            message: "entry symbol returned null".into(),
+        });
     }
     // SAFETY: every ABI version starts its vtable with this header.
     let header = unsafe { *header_ptr };
     if header.abi_version != ABI_VERSION {
-        return Err(LoadError::WrongAbi { path: path(), found: header.abi_version, expected: ABI_VERSION });
+        return Err(LoadError::WrongAbi {
+            path: path(),
+            found: header.abi_version,
+            expected: ABI_VERSION,
+        });
     }
     if header.vtable_size < VTABLE_SIZE {
-        return Err(LoadError::VTableTooSmall { path: path(), found: header.vtable_size, expected: VTABLE_SIZE });
+        return Err(LoadError::VTableTooSmall {
+            path: path(),
+            found: header.vtable_size,
+            expected: VTABLE_SIZE,
+        });
     }
     // SAFETY: version and size checked: the pointer is to a `UnitVTable` at least this large.
     let vtable = unsafe { *header_ptr.cast::<UnitVTable>() };
@@ -170,11 +214,24 @@ fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opene
             .map_err(|e| e.to_string())
             .and_then(|m| m.validate().map(|()| m).map_err(|e| e.to_string()))
     } else {
-        Err(format!("manifest() failed: {}", String::from_utf8_lossy(&result.bytes)))
+        Err(format!(
+            "manifest() failed: {}",
+            String::from_utf8_lossy(&result.bytes)
+        ))
     }
-    .map_err(|message| LoadError::BadManifest { path: path(), message })?;
+    .map_err(|message| LoadError::BadManifest {
+        path: path(),
+        message,
+    })?;
 
-    Ok(Opened { library, vtable, private_copy: private_copy.to_owned(), manifest, hash, source: source.to_owned() })
+    Ok(Opened {
+        library,
+        vtable,
+        private_copy: private_copy.to_owned(),
+        manifest,
+        hash,
+        source: source.to_owned(),
+    })
 }
 
 /// Copies the bytes out of a unit's buffer and hands the buffer back to the unit to free.
@@ -194,7 +251,10 @@ fn call_manifest(vtable: &UnitVTable) -> CallResult {
     let mut out = Buf::EMPTY;
     // SAFETY: `out` is a valid out-parameter; the unit catches its own panics.
     let status = unsafe { (vtable.manifest)(&mut out) };
-    CallResult { status, bytes: take(vtable, out) }
+    CallResult {
+        status,
+        bytes: take(vtable, out),
+    }
 }
 
 impl Opened {
@@ -204,14 +264,22 @@ impl Opened {
         let mut out = Buf::EMPTY;
         let mut instance: *mut c_void = std::ptr::null_mut();
         // SAFETY: the config buffer and out-parameters are valid for the call.
-        let status = unsafe { (self.vtable.create)(config.as_ptr(), config.len(), &mut instance, &mut out) };
+        let status =
+            unsafe { (self.vtable.create)(config.as_ptr(), config.len(), &mut instance, &mut out) };
         let bytes = take(&self.vtable, out);
         if status == STATUS_OK && !instance.is_null() {
-            return Ok(Loaded { opened: self, instance });
+            return Ok(Loaded {
+                opened: self,
+                instance,
+            });
         }
         Err(LoadError::Create {
             unit: self.manifest.name.clone(),
-            what: if status == STATUS_PANIC { "panicked" } else { "failed" },
+            what: if status == STATUS_PANIC {
+                "panicked"
+            } else {
+                "failed"
+            },
             message: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
@@ -244,8 +312,12 @@ impl Loaded {
         let mut out = Buf::EMPTY;
         let vtable = &self.opened.vtable;
         // SAFETY: the instance is alive while `self` is; the unit catches its own panics.
-        let status = unsafe { (vtable.handle)(self.instance, signal.as_ptr(), signal.len(), &mut out) };
-        CallResult { status, bytes: take(vtable, out) }
+        let status =
+            unsafe { (vtable.handle)(self.instance, signal.as_ptr(), signal.len(), &mut out) };
+        CallResult {
+            status,
+            bytes: take(vtable, out),
+        }
     }
 }
 

@@ -46,7 +46,11 @@ mod tests {
         let path = dir.path().to_owned();
         assert!(path.is_dir());
         if allows_execution(Path::new(SHARED_MEMORY)) {
-            assert!(path.starts_with(SHARED_MEMORY), "{} is not in shared memory", path.display());
+            assert!(
+                path.starts_with(SHARED_MEMORY),
+                "{} is not in shared memory",
+                path.display()
+            );
         }
         drop(dir);
         assert!(!path.exists());

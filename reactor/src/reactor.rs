@@ -34,7 +34,10 @@ pub struct Reactor {
     registry: Arc<Registry>,
     shutdown: watch::Sender<bool>,
     dispatch: JoinHandle<()>,
-    watch: Option<(notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>, JoinHandle<()>)>,
+    watch: Option<(
+        notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>,
+        JoinHandle<()>,
+    )>,
 }
 
 impl Reactor {
@@ -46,7 +49,10 @@ impl Reactor {
         mesh: Arc<dyn Mesh>,
         memory: Arc<dyn Memory>,
     ) -> Result<(Self, LoadReport), StartError> {
-        let registry = Arc::new(Registry::new(config.private_dir.clone(), config.unit_config.clone()));
+        let registry = Arc::new(Registry::new(
+            config.private_dir.clone(),
+            config.unit_config.clone(),
+        ));
         let report = {
             let registry = Arc::clone(&registry);
             let dir = config.units_dir.clone();
@@ -54,11 +60,19 @@ impl Reactor {
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .and_then(|r| r)
-                .map_err(|source| StartError::UnitsDir { path: config.units_dir.clone(), source })?
+                .map_err(|source| StartError::UnitsDir {
+                    path: config.units_dir.clone(),
+                    source,
+                })?
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let watch = if config.watch {
-            Some(watcher::spawn(&config.units_dir, config.debounce, Arc::clone(&registry), shutdown_rx.clone())?)
+            Some(watcher::spawn(
+                &config.units_dir,
+                config.debounce,
+                Arc::clone(&registry),
+                shutdown_rx.clone(),
+            )?)
         } else {
             None
         };
@@ -70,7 +84,15 @@ impl Reactor {
             in_flight: DashSet::new(),
         });
         let dispatch = tokio::spawn(dispatcher.run(shutdown_rx));
-        Ok((Self { registry, shutdown, dispatch, watch }, report))
+        Ok((
+            Self {
+                registry,
+                shutdown,
+                dispatch,
+                watch,
+            },
+            report,
+        ))
     }
 
     /// The registry of loaded units: status, enable/disable.

@@ -28,7 +28,9 @@ use crate::status::{Change, FileFailure, LoadReport, UnitStatus};
 pub struct UnknownUnit(pub String);
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Loaded units, by name, with their files.
@@ -88,11 +90,18 @@ impl Registry {
         let mut report = self.apply_locked(paths);
         let mut tried: BTreeSet<PathBuf> = BTreeSet::new();
         loop {
-            let progressed = report.changes.iter().any(|(_, c)| !matches!(c, Change::Unchanged));
+            let progressed = report
+                .changes
+                .iter()
+                .any(|(_, c)| !matches!(c, Change::Unchanged));
             let retry: Vec<PathBuf> = self
                 .failures
                 .iter()
-                .filter(|f| f.value().depends_on_other_units() && f.key().exists() && !tried.contains(f.key()))
+                .filter(|f| {
+                    f.value().depends_on_other_units()
+                        && f.key().exists()
+                        && !tried.contains(f.key())
+                })
                 .map(|f| f.key().clone())
                 .collect();
             if !progressed || retry.is_empty() {
@@ -100,7 +109,12 @@ impl Registry {
             }
             tried.extend(retry.iter().cloned());
             let again = self.apply_locked(retry);
-            let retried: BTreeSet<&PathBuf> = again.changes.iter().map(|(p, _)| p).chain(again.failures.iter().map(|(p, _)| p)).collect();
+            let retried: BTreeSet<&PathBuf> = again
+                .changes
+                .iter()
+                .map(|(p, _)| p)
+                .chain(again.failures.iter().map(|(p, _)| p))
+                .collect();
             report.failures.retain(|(p, _)| !retried.contains(p));
             report.changes.extend(again.changes);
             report.failures.extend(again.failures);
@@ -132,7 +146,11 @@ impl Registry {
                 report.changes.push((path, Change::Unchanged));
                 continue;
             }
-            if self.failed_hashes.get(&path).is_some_and(|h| *h == file.hash) {
+            if self
+                .failed_hashes
+                .get(&path)
+                .is_some_and(|h| *h == file.hash)
+            {
                 // Already refused, with the reason on record.
                 continue;
             }
@@ -181,7 +199,11 @@ impl Registry {
                 Some(first) => {
                     report.failures.push((
                         unit.source.clone(),
-                        LoadError::DuplicateName { name: name.clone(), first, second: unit.source.clone() },
+                        LoadError::DuplicateName {
+                            name: name.clone(),
+                            first,
+                            second: unit.source.clone(),
+                        },
                     ));
                     false
                 }
@@ -199,26 +221,39 @@ impl Registry {
         let mut graph: BTreeMap<String, UnitManifest> = self
             .slots
             .iter()
-            .filter_map(|slot| slot.current().map(|g| (slot.name.clone(), g.manifest().clone())))
+            .filter_map(|slot| {
+                slot.current()
+                    .map(|g| (slot.name.clone(), g.manifest().clone()))
+            })
             .collect();
         for unit in &opened {
             graph.insert(unit.manifest.name.clone(), unit.manifest.clone());
         }
         let resolution = resolve(graph.values());
-        let mut by_name: BTreeMap<String, Opened> =
-            opened.into_iter().map(|unit| (unit.manifest.name.clone(), unit)).collect();
+        let mut by_name: BTreeMap<String, Opened> = opened
+            .into_iter()
+            .map(|unit| (unit.manifest.name.clone(), unit))
+            .collect();
         for (name, error) in resolution.refused {
             if let Some(unit) = by_name.remove(&name) {
                 report.failures.push((unit.source.clone(), error));
             }
         }
         for name in resolution.order {
-            let Some(unit) = by_name.remove(&name) else { continue };
+            let Some(unit) = by_name.remove(&name) else {
+                continue;
+            };
             let source = unit.source.clone();
-            let config = self.unit_config.get(&name).cloned().unwrap_or(serde_json::Value::Null);
+            let config = self
+                .unit_config
+                .get(&name)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
             let hash = unit.hash;
             match unit.instantiate(&config) {
-                Ok(loaded) => report.changes.push((source.clone(), self.swap_in(&source, loaded, started))),
+                Ok(loaded) => report
+                    .changes
+                    .push((source.clone(), self.swap_in(&source, loaded, started))),
                 Err(error) => {
                     self.failed_hashes.insert(source.clone(), hash);
                     report.failures.push((source, error));
@@ -253,7 +288,11 @@ impl Registry {
             .clone();
         let number = slot.generations.fetch_add(1, Ordering::AcqRel) + 1;
         let version = loaded.manifest().version.to_string();
-        let generation = Arc::new(Generation { number, loaded, loaded_at: Utc::now() });
+        let generation = Arc::new(Generation {
+            number,
+            loaded,
+            loaded_at: Utc::now(),
+        });
         let previous = slot.current.swap(Some(generation));
         slot.set_error(None);
         match previous {
@@ -263,7 +302,10 @@ impl Registry {
             }
             Some(old) => {
                 tracing::info!(unit = %name, %version, generation = number, from = old.number, took_ms, "unit swapped");
-                Change::Swapped { name, generation: number }
+                Change::Swapped {
+                    name,
+                    generation: number,
+                }
             }
         }
     }
@@ -277,7 +319,10 @@ impl Registry {
         let dependents: Vec<String> = self
             .slots
             .iter()
-            .filter(|s| s.current().is_some_and(|g| g.manifest().dependencies.iter().any(|d| d.name == name)))
+            .filter(|s| {
+                s.current()
+                    .is_some_and(|g| g.manifest().dependencies.iter().any(|d| d.name == name))
+            })
             .map(|s| s.name.clone())
             .collect();
         if !dependents.is_empty() {
@@ -294,7 +339,8 @@ impl Registry {
     }
 
     fn publish_snapshot(&self) {
-        let mut slots: Vec<Arc<UnitSlot>> = self.slots.iter().map(|s| Arc::clone(s.value())).collect();
+        let mut slots: Vec<Arc<UnitSlot>> =
+            self.slots.iter().map(|s| Arc::clone(s.value())).collect();
         slots.sort_by(|a, b| a.name.cmp(&b.name));
         self.snapshot.store(Arc::new(slots));
     }
@@ -304,14 +350,24 @@ impl Registry {
         self.snapshot
             .load()
             .iter()
-            .filter(|slot| slot.is_enabled() && slot.current.load().as_ref().is_some_and(|g| g.manifest().subscribes_to(kind)))
+            .filter(|slot| {
+                slot.is_enabled()
+                    && slot
+                        .current
+                        .load()
+                        .as_ref()
+                        .is_some_and(|g| g.manifest().subscribes_to(kind))
+            })
             .cloned()
             .collect()
     }
 
     /// Enables or disables a unit without touching its file. Survives swaps.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), UnknownUnit> {
-        let slot = self.slots.get(name).ok_or_else(|| UnknownUnit(name.to_owned()))?;
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| UnknownUnit(name.to_owned()))?;
         slot.enabled.store(enabled, Ordering::Release);
         tracing::info!(unit = %name, enabled, "unit {}", if enabled { "enabled" } else { "disabled" });
         Ok(())
@@ -335,7 +391,11 @@ impl Registry {
                     name: slot.name.clone(),
                     version: generation.manifest().version.to_string(),
                     generation: generation.number,
-                    state: if slot.is_enabled() { "ready" } else { "disabled" },
+                    state: if slot.is_enabled() {
+                        "ready"
+                    } else {
+                        "disabled"
+                    },
                     subscribes: generation.manifest().subscribes.clone(),
                     file,
                     last_error: lock(&slot.last_error).clone(),
@@ -352,7 +412,10 @@ impl Registry {
             .failures
             .iter()
             .filter(|f| !self.files.contains_key(f.key()))
-            .map(|f| FileFailure { file: f.key().clone(), error: f.value().to_string() })
+            .map(|f| FileFailure {
+                file: f.key().clone(),
+                error: f.value().to_string(),
+            })
             .collect();
         out.sort_by(|a, b| a.file.cmp(&b.file));
         out

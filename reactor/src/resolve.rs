@@ -21,7 +21,10 @@ pub(crate) struct Resolution {
 
 /// Resolves `manifests` (names are unique). Every dependency must be among them.
 pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>) -> Resolution {
-    let by_name: BTreeMap<&str, &UnitManifest> = manifests.into_iter().map(|m| (m.name.as_str(), m)).collect();
+    let by_name: BTreeMap<&str, &UnitManifest> = manifests
+        .into_iter()
+        .map(|m| (m.name.as_str(), m))
+        .collect();
     let mut refused = BTreeMap::new();
 
     // Direct problems: absent dependencies and unsatisfied versions.
@@ -33,12 +36,14 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
                     dependency: dep.name.clone(),
                     requirement: dep.version.to_string(),
                 }),
-                Some(found) if !dep.version.matches(&found.version) => Some(LoadError::DependencyVersion {
-                    unit: (*name).to_owned(),
-                    dependency: dep.name.clone(),
-                    requirement: dep.version.to_string(),
-                    found: found.version.to_string(),
-                }),
+                Some(found) if !dep.version.matches(&found.version) => {
+                    Some(LoadError::DependencyVersion {
+                        unit: (*name).to_owned(),
+                        dependency: dep.name.clone(),
+                        requirement: dep.version.to_string(),
+                        found: found.version.to_string(),
+                    })
+                }
                 Some(_) => None,
             };
             if let Some(error) = error {
@@ -48,9 +53,18 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
     }
 
     // Kahn's algorithm over the units not refused yet.
-    let live: BTreeSet<&str> = by_name.keys().copied().filter(|n| !refused.contains_key(*n)).collect();
+    let live: BTreeSet<&str> = by_name
+        .keys()
+        .copied()
+        .filter(|n| !refused.contains_key(*n))
+        .collect();
     let deps_of = |name: &str| -> Vec<&str> {
-        by_name[name].dependencies.iter().map(|d| d.name.as_str()).filter(|d| by_name.contains_key(d)).collect()
+        by_name[name]
+            .dependencies
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|d| by_name.contains_key(d))
+            .collect()
     };
     let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
     let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -62,7 +76,11 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
         }
     }
     // A dependency refused above never becomes ready, so its dependents stay waiting.
-    let mut ready: VecDeque<&str> = waiting.iter().filter(|(_, n)| **n == 0).map(|(name, _)| *name).collect();
+    let mut ready: VecDeque<&str> = waiting
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(name, _)| *name)
+        .collect();
     let mut order = Vec::new();
     while let Some(name) = ready.pop_front() {
         order.push(name.to_owned());
@@ -78,7 +96,11 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
 
     // Whatever is left waits on a refused unit or sits on (or behind) a cycle.
     let placed: BTreeSet<&str> = order.iter().map(String::as_str).collect();
-    let stuck: Vec<&str> = live.iter().copied().filter(|n| !placed.contains(n)).collect();
+    let stuck: Vec<&str> = live
+        .iter()
+        .copied()
+        .filter(|n| !placed.contains(n))
+        .collect();
     for name in &stuck {
         if refused.contains_key(*name) {
             continue;
@@ -86,7 +108,10 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
         let error = match find_cycle(name, &stuck, &deps_of) {
             Some(cycle) => LoadError::DependencyCycle { cycle },
             _ => {
-                let blocker = deps_of(name).into_iter().find(|d| !placed.contains(d)).unwrap_or_default();
+                let blocker = deps_of(name)
+                    .into_iter()
+                    .find(|d| !placed.contains(d))
+                    .unwrap_or_default();
                 LoadError::MissingDependency {
                     unit: (*name).to_owned(),
                     dependency: blocker.to_owned(),
@@ -105,7 +130,11 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
 
 /// Follows unplaced dependencies from `start`; returns the cycle it runs into, if `start` is
 /// on it, as names with the first repeated at the end.
-fn find_cycle<'a>(start: &'a str, stuck: &[&'a str], deps_of: &dyn Fn(&str) -> Vec<&'a str>) -> Option<Vec<String>> {
+fn find_cycle<'a>(
+    start: &'a str,
+    stuck: &[&'a str],
+    deps_of: &dyn Fn(&str) -> Vec<&'a str>,
+) -> Option<Vec<String>> {
     let mut path: Vec<&str> = vec![start];
     let mut current = start;
     loop {
@@ -135,7 +164,11 @@ mod tests {
 
     #[test]
     fn dependencies_load_first() {
-        let units = [m("c", "1.0.0", &[("b", "^1")]), m("b", "1.2.0", &[("a", "*")]), m("a", "1.0.0", &[])];
+        let units = [
+            m("c", "1.0.0", &[("b", "^1")]),
+            m("b", "1.2.0", &[("a", "*")]),
+            m("a", "1.0.0", &[]),
+        ];
         let r = resolve(&units);
         assert!(r.refused.is_empty(), "{:?}", r.refused);
         assert_eq!(r.order, vec!["a", "b", "c"]);
@@ -143,12 +176,26 @@ mod tests {
 
     #[test]
     fn missing_and_wrong_version_dependencies_name_the_units() {
-        let units = [m("a", "1.0.0", &[("ghost", "*")]), m("b", "1.0.0", &[("a", "*")]), m("c", "1.0.0", &[("d", "^2")]), m("d", "1.5.0", &[])];
+        let units = [
+            m("a", "1.0.0", &[("ghost", "*")]),
+            m("b", "1.0.0", &[("a", "*")]),
+            m("c", "1.0.0", &[("d", "^2")]),
+            m("d", "1.5.0", &[]),
+        ];
         let r = resolve(&units);
         assert_eq!(r.order, vec!["d"]);
-        assert_eq!(r.refused["a"].to_string(), "unit `a` depends on `ghost` (*), which is not loaded");
-        assert_eq!(r.refused["b"].to_string(), "unit `b` depends on `a` (*), which is not loaded");
-        assert_eq!(r.refused["c"].to_string(), "unit `c` needs `d` ^2, but version 1.5.0 is loaded");
+        assert_eq!(
+            r.refused["a"].to_string(),
+            "unit `a` depends on `ghost` (*), which is not loaded"
+        );
+        assert_eq!(
+            r.refused["b"].to_string(),
+            "unit `b` depends on `a` (*), which is not loaded"
+        );
+        assert_eq!(
+            r.refused["c"].to_string(),
+            "unit `c` needs `d` ^2, but version 1.5.0 is loaded"
+        );
     }
 
     #[test]
@@ -162,8 +209,17 @@ mod tests {
         ];
         let r = resolve(&units);
         assert_eq!(r.order, vec!["e"]);
-        assert_eq!(r.refused["a"].to_string(), "dependency cycle: a -> b -> c -> a");
-        assert_eq!(r.refused["c"].to_string(), "dependency cycle: c -> a -> b -> c");
-        assert_eq!(r.refused["d"].to_string(), "unit `d` depends on `a` (*), which is not loaded");
+        assert_eq!(
+            r.refused["a"].to_string(),
+            "dependency cycle: a -> b -> c -> a"
+        );
+        assert_eq!(
+            r.refused["c"].to_string(),
+            "dependency cycle: c -> a -> b -> c"
+        );
+        assert_eq!(
+            r.refused["d"].to_string(),
+            "unit `d` depends on `a` (*), which is not loaded"
+        );
     }
 }

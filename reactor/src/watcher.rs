@@ -29,7 +29,13 @@ pub(crate) fn spawn(
     debounce: Duration,
     registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(Debouncer<notify::RecommendedWatcher>, tokio::task::JoinHandle<()>), notify::Error> {
+) -> Result<
+    (
+        Debouncer<notify::RecommendedWatcher>,
+        tokio::task::JoinHandle<()>,
+    ),
+    notify::Error,
+> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
         let event = match result {
@@ -38,7 +44,9 @@ pub(crate) fn spawn(
         };
         let _ = tx.send(event);
     })?;
-    debouncer.watcher().watch(dir, RecursiveMode::NonRecursive)?;
+    debouncer
+        .watcher()
+        .watch(dir, RecursiveMode::NonRecursive)?;
     let task = tokio::spawn(async move {
         loop {
             let event = tokio::select! {
@@ -55,7 +63,9 @@ pub(crate) fn spawn(
                     }
                     let registry = Arc::clone(&registry);
                     // Loading opens libraries and runs unit constructors: blocking work.
-                    if let Err(error) = tokio::task::spawn_blocking(move || registry.apply(paths)).await {
+                    if let Err(error) =
+                        tokio::task::spawn_blocking(move || registry.apply(paths)).await
+                    {
                         tracing::error!(%error, "applying unit file changes failed");
                     }
                 }

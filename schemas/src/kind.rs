@@ -17,7 +17,9 @@ pub enum KindError {
     #[error("`{0}` has an empty segment")]
     EmptySegment(String),
     /// A segment held a character outside `[a-z0-9_-]`.
-    #[error("`{text}` has an invalid segment `{segment}` (use lowercase letters, digits, `_` and `-`)")]
+    #[error(
+        "`{text}` has an invalid segment `{segment}` (use lowercase letters, digits, `_` and `-`)"
+    )]
     BadSegment {
         /// The whole kind or pattern.
         text: String,
@@ -59,7 +61,10 @@ pub fn validate_kind(kind: &str) -> Result<(), KindError> {
             return Err(KindError::EmptySegment(kind.to_owned()));
         }
         if !valid_segment(segment) {
-            return Err(KindError::BadSegment { text: kind.to_owned(), segment: segment.to_owned() });
+            return Err(KindError::BadSegment {
+                text: kind.to_owned(),
+                segment: segment.to_owned(),
+            });
         }
     }
     Ok(())
@@ -92,7 +97,9 @@ impl KindPattern {
                 }
             }
         }
-        Ok(Self { text: text.to_owned() })
+        Ok(Self {
+            text: text.to_owned(),
+        })
     }
 
     /// The pattern's text.
@@ -189,9 +196,18 @@ mod tests {
 
     #[test]
     fn bad_patterns_and_kinds_are_refused_with_the_reason() {
-        assert_eq!(KindPattern::parse("order.>.x"), Err(KindError::WildcardNotLast("order.>.x".into())));
-        assert_eq!(KindPattern::parse("order..x"), Err(KindError::EmptySegment("order..x".into())));
-        assert!(matches!(KindPattern::parse("Order.x"), Err(KindError::BadSegment { .. })));
+        assert_eq!(
+            KindPattern::parse("order.>.x"),
+            Err(KindError::WildcardNotLast("order.>.x".into()))
+        );
+        assert_eq!(
+            KindPattern::parse("order..x"),
+            Err(KindError::EmptySegment("order..x".into()))
+        );
+        assert!(matches!(
+            KindPattern::parse("Order.x"),
+            Err(KindError::BadSegment { .. })
+        ));
         assert_eq!(validate_kind(""), Err(KindError::Empty));
         assert!(validate_kind("order.*").is_err());
         assert!(validate_kind("order.placed").is_ok());

@@ -78,7 +78,9 @@ pub struct UnitManifest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     /// The name breaks the naming rule.
-    #[error("name `{0}` is invalid: use 1-64 lowercase letters, digits and dashes, starting with a letter")]
+    #[error(
+        "name `{0}` is invalid: use 1-64 lowercase letters, digits and dashes, starting with a letter"
+    )]
     BadName(String),
     /// The unit subscribes to nothing.
     #[error("unit `{0}` subscribes to no signal kinds")]
@@ -102,8 +104,14 @@ pub fn validate_unit_name(name: &str) -> Result<(), ManifestError> {
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok { Ok(()) } else { Err(ManifestError::BadName(name.to_owned())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError::BadName(name.to_owned()))
+    }
 }
 
 impl UnitManifest {
@@ -154,8 +162,10 @@ mod tests {
 
     #[test]
     fn a_minimal_manifest_is_accepted_with_defaults() {
-        let m = manifest(json!({"name": "order-validate", "version": "1.2.3", "subscribes": ["order.placed"]}))
-            .expect("valid");
+        let m = manifest(
+            json!({"name": "order-validate", "version": "1.2.3", "subscribes": ["order.placed"]}),
+        )
+        .expect("valid");
         assert_eq!(m.dispatch, DispatchPolicy::FanOut);
         assert!(m.subscribes_to("order.placed"));
         assert!(!m.may_emit("order.placed"));
@@ -163,13 +173,17 @@ mod tests {
 
     #[test]
     fn bad_manifests_say_what_is_wrong() {
-        let err = manifest(json!({"name": "Bad Name", "version": "1.0.0", "subscribes": ["a"]})).expect_err("must fail");
+        let err = manifest(json!({"name": "Bad Name", "version": "1.0.0", "subscribes": ["a"]}))
+            .expect_err("must fail");
         assert!(err.contains("name `Bad Name` is invalid"), "{err}");
-        let err = manifest(json!({"name": "a", "version": "one", "subscribes": ["a"]})).expect_err("must fail");
+        let err = manifest(json!({"name": "a", "version": "one", "subscribes": ["a"]}))
+            .expect_err("must fail");
         assert!(err.contains("version"), "{err}");
-        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": []})).expect_err("must fail");
+        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": []}))
+            .expect_err("must fail");
         assert!(err.contains("subscribes to no signal kinds"), "{err}");
-        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": ["x..y"]})).expect_err("must fail");
+        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": ["x..y"]}))
+            .expect_err("must fail");
         assert!(err.contains("empty segment"), "{err}");
         let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": ["x"],
             "dependencies": [{"name": "a"}]}))

@@ -83,7 +83,10 @@ pub struct Emit {
 impl Emit {
     /// A signal to emit with the given kind and payload.
     pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
-        Self { kind: kind.into(), payload }
+        Self {
+            kind: kind.into(),
+            payload,
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use schemars::{JsonSchema, schema_for};
 use swarm_schemas::{DeadLetter, ExecutionRecord, Outcome, Signal, UnitManifest, UnitReply};
 
 fn check<T: JsonSchema>(file: &str, stale: &mut Vec<String>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("json")
+        .join(file);
     let schema = schema_for!(T);
     let mut fresh = serde_json::to_string_pretty(&schema).expect("schema serialises");
     fresh.push('\n');
@@ -27,5 +29,8 @@ fn json_schema_files_are_fresh() {
     check::<Outcome>("outcome.schema.json", &mut stale);
     check::<ExecutionRecord>("execution-record.schema.json", &mut stale);
     check::<DeadLetter>("dead-letter.schema.json", &mut stale);
-    assert!(stale.is_empty(), "stale schema files were regenerated, commit them: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale schema files were regenerated, commit them: {stale:?}"
+    );
 }

@@ -36,7 +36,9 @@ fn bench_swarm() -> TestSwarm {
 /// The bare in-process mesh: publish a backlog, then read and settle it in batches.
 async fn mesh_reference() {
     let mesh = InProcMesh::new();
-    mesh.create_group("s", "g", StartAt::Beginning).await.expect("group");
+    mesh.create_group("s", "g", StartAt::Beginning)
+        .await
+        .expect("group");
     let started = Instant::now();
     for i in 0..BACKLOG {
         mesh.publish("s", &noop(i)).await.expect("publish");
@@ -44,12 +46,17 @@ async fn mesh_reference() {
     let published = started.elapsed();
     let started = Instant::now();
     loop {
-        let batch = mesh.read("s", "g", "c", 256, Duration::ZERO).await.expect("read");
+        let batch = mesh
+            .read("s", "g", "c", 256, Duration::ZERO)
+            .await
+            .expect("read");
         if batch.is_empty() {
             break;
         }
         for delivery in batch {
-            mesh.settle("s", "g", delivery.id, &[]).await.expect("settle");
+            mesh.settle("s", "g", delivery.id, &[])
+                .await
+                .expect("settle");
         }
     }
     let consumed = started.elapsed();
@@ -64,11 +71,18 @@ async fn mesh_reference() {
 async fn throughput() {
     let swarm = bench_swarm();
     for i in 0..BACKLOG {
-        swarm.mesh.publish(&swarm.config.stream, &noop(i)).await.expect("publish");
+        swarm
+            .mesh
+            .publish(&swarm.config.stream, &noop(i))
+            .await
+            .expect("publish");
     }
     let started = Instant::now();
     let (reactor, _) = swarm.start().await;
-    assert!(swarm.settled(Duration::from_secs(120)).await, "backlog drained");
+    assert!(
+        swarm.settled(Duration::from_secs(120)).await,
+        "backlog drained"
+    );
     let elapsed = started.elapsed();
     reactor.stop().await;
     assert_eq!(swarm.memory.len(), BACKLOG, "every signal executed once");
@@ -87,7 +101,11 @@ async fn latency() {
     for _ in 0..RATE_SECONDS * 1000 {
         tick.tick().await;
         for _ in 0..RATE_PER_MS {
-            swarm.mesh.publish(&swarm.config.stream, &noop(n)).await.expect("publish");
+            swarm
+                .mesh
+                .publish(&swarm.config.stream, &noop(n))
+                .await
+                .expect("publish");
             n += 1;
         }
     }
@@ -97,7 +115,11 @@ async fn latency() {
         .memory
         .all()
         .iter()
-        .map(|r| (r.started_at - r.signal.created_at).num_microseconds().unwrap_or(i64::MAX))
+        .map(|r| {
+            (r.started_at - r.signal.created_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX)
+        })
         .collect();
     micros.sort_unstable();
     println!(

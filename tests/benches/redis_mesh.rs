@@ -22,13 +22,20 @@ const BACKLOG: usize = 100_000;
 const STREAM: &str = "swarm:signals";
 
 fn noop(n: usize) -> Signal {
-    Signal::new("bench.noop", json!({ "n": n, "note": "a small payload, like most signals" }))
+    Signal::new(
+        "bench.noop",
+        json!({ "n": n, "note": "a small payload, like most signals" }),
+    )
 }
 
 async fn mesh() -> Arc<RedisMesh> {
     let mut config = RedisMeshConfig::new(redis_url());
     config.key_prefix = format!("bench-{}", Uuid::now_v7());
-    Arc::new(RedisMesh::connect(config).await.expect("the benchmark needs Redis: run ops/start-redis"))
+    Arc::new(
+        RedisMesh::connect(config)
+            .await
+            .expect("the benchmark needs Redis: run ops/start-redis"),
+    )
 }
 
 /// Publishes `n` signals from 32 concurrent tasks (the multiplexed connection pipelines them).
@@ -48,7 +55,11 @@ async fn publish(mesh: &Arc<RedisMesh>, n: usize) -> Duration {
 }
 
 async fn settled(mesh: &RedisMesh, group: &str) {
-    while !mesh.group_info(STREAM, group).await.is_ok_and(|i| i.pending == 0 && i.lag == 0) {
+    while !mesh
+        .group_info(STREAM, group)
+        .await
+        .is_ok_and(|i| i.pending == 0 && i.lag == 0)
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -56,21 +67,34 @@ async fn settled(mesh: &RedisMesh, group: &str) {
 async fn cleanup(mesh: &RedisMesh) {
     let client = redis::Client::open(redis_url()).expect("url");
     if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-        let _: Result<i64, _> = redis::cmd("DEL").arg(mesh.key(STREAM)).query_async(&mut conn).await;
+        let _: Result<i64, _> = redis::cmd("DEL")
+            .arg(mesh.key(STREAM))
+            .query_async(&mut conn)
+            .await;
     }
 }
 
 /// `redis-benchmark -P 32` of XADD with a payload the size of one of our signals.
 fn redis_benchmark() -> String {
     let url = redis_url();
-    let host_port = url.trim_start_matches("redis://").split('/').next().unwrap_or("127.0.0.1:6390").to_owned();
+    let host_port = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6390")
+        .to_owned();
     let (host, port) = host_port.split_once(':').unwrap_or(("127.0.0.1", "6390"));
     let key = format!("bench-xadd-{}", Uuid::now_v7());
     let payload = serde_json::to_string(&noop(0)).unwrap_or_default();
     let output = Command::new("redis-benchmark")
-        .args(["-h", host, "-p", port, "-n", "200000", "-P", "32", "-q", "XADD", &key, "*", "s", &payload])
+        .args([
+            "-h", host, "-p", port, "-n", "200000", "-P", "32", "-q", "XADD", &key, "*", "s",
+            &payload,
+        ])
         .output();
-    let _ = Command::new("redis-cli").args(["-h", host, "-p", port, "del", &key]).output();
+    let _ = Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "del", &key])
+        .output();
     match output {
         Ok(out) => String::from_utf8_lossy(&out.stdout)
             .split(['\r', '\n'])
@@ -81,16 +105,30 @@ fn redis_benchmark() -> String {
     }
 }
 
-async fn reactor(mesh: &Arc<RedisMesh>, units: &std::path::Path, private: &std::path::Path) -> (Reactor, Arc<InProcMemory>) {
+async fn reactor(
+    mesh: &Arc<RedisMesh>,
+    units: &std::path::Path,
+    private: &std::path::Path,
+) -> (Reactor, Arc<InProcMemory>) {
     let mut config = ReactorConfig::new(units.to_owned(), private.to_owned());
     config.watch = false;
     config.consumer = "bench".to_owned();
-    config.batch = std::env::var("BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(config.batch);
-    config.concurrency = std::env::var("BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(config.concurrency);
+    config.batch = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(config.batch);
+    config.concurrency = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(config.concurrency);
     let memory = Arc::new(InProcMemory::bounded(BACKLOG * 2));
-    let (reactor, report) = Reactor::start(config, Arc::clone(mesh) as Arc<dyn Mesh>, Arc::clone(&memory) as _)
-        .await
-        .expect("reactor starts");
+    let (reactor, report) = Reactor::start(
+        config,
+        Arc::clone(mesh) as Arc<dyn Mesh>,
+        Arc::clone(&memory) as _,
+    )
+    .await
+    .expect("reactor starts");
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     (reactor, memory)
 }
@@ -102,24 +140,46 @@ async fn main() {
     let private = tempfile::tempdir().expect("private dir");
     deploy(units.path(), "fixture-noop", "noop.so");
 
-    println!("redis-benchmark -P 32 XADD (same server, signal-sized payload): {}", redis_benchmark());
+    println!(
+        "redis-benchmark -P 32 XADD (same server, signal-sized payload): {}",
+        redis_benchmark()
+    );
 
     // The bare mesh: publish, then read + settle in batches of 256 with no unit.
     let bare = mesh().await;
-    bare.create_group(STREAM, "g", StartAt::Beginning).await.expect("group");
+    bare.create_group(STREAM, "g", StartAt::Beginning)
+        .await
+        .expect("group");
     let took = publish(&bare, BACKLOG).await;
-    println!("publish through RedisMesh (32 tasks): {:.0} signals/s", BACKLOG as f64 / took.as_secs_f64());
+    println!(
+        "publish through RedisMesh (32 tasks): {:.0} signals/s",
+        BACKLOG as f64 / took.as_secs_f64()
+    );
     let started = Instant::now();
     loop {
-        let batch = bare.read(STREAM, "g", "c", 256, Duration::ZERO).await.expect("read");
+        let batch = bare
+            .read(STREAM, "g", "c", 256, Duration::ZERO)
+            .await
+            .expect("read");
         if batch.is_empty() {
             break;
         }
-        let settlements: Vec<Settlement> = batch.iter().map(|d| Settlement { id: d.id, emits: Vec::new() }).collect();
-        bare.settle_batch(STREAM, "g", &settlements).await.expect("settle");
+        let settlements: Vec<Settlement> = batch
+            .iter()
+            .map(|d| Settlement {
+                id: d.id,
+                emits: Vec::new(),
+            })
+            .collect();
+        bare.settle_batch(STREAM, "g", &settlements)
+            .await
+            .expect("settle");
     }
     let took = started.elapsed();
-    println!("mesh alone (read 256 + settle_batch, no units): {:.0} signals/s", BACKLOG as f64 / took.as_secs_f64());
+    println!(
+        "mesh alone (read 256 + settle_batch, no units): {:.0} signals/s",
+        BACKLOG as f64 / took.as_secs_f64()
+    );
     cleanup(&bare).await;
 
     // End to end: a backlog drained by the reactor through the no-op unit library.
@@ -152,7 +212,11 @@ async fn main() {
     let mut micros: Vec<i64> = memory
         .all()
         .iter()
-        .map(|r| (r.started_at - r.signal.created_at).num_microseconds().unwrap_or(i64::MAX))
+        .map(|r| {
+            (r.started_at - r.signal.created_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX)
+        })
         .collect();
     micros.sort_unstable();
     let at = |p: f64| micros[((micros.len() as f64 - 1.0) * p).round() as usize];

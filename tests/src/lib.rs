@@ -18,7 +18,10 @@ use swarm_reactor::{LoadReport, Reactor, ReactorConfig};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default()
 }
 
 /// Every unit package the tests use: the fixtures and the example swarm.
@@ -74,7 +77,11 @@ pub fn swarm_binary() -> &'static Path {
 
 /// The built library of `package`.
 pub fn library(package: &str) -> PathBuf {
-    built_units().join(format!("lib{}{}", package.replace('-', "_"), std::env::consts::DLL_SUFFIX))
+    built_units().join(format!(
+        "lib{}{}",
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    ))
 }
 
 /// Deploys `bytes` as `name` in `dir`: written to `name.tmp`, then renamed over `name`.
@@ -108,7 +115,10 @@ pub async fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>
 }
 
 /// Like [`wait_for`], for checks that need to await.
-pub async fn wait_for_async<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+pub async fn wait_for_async<T>(
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
@@ -149,7 +159,13 @@ impl TestSwarm {
         config.block = Duration::from_millis(50);
         config.retry_backoff = Duration::from_millis(1);
         config.trim_every = Duration::from_secs(3600);
-        Self { units, private, mesh: Arc::new(InProcMesh::new()), memory: Arc::new(InProcMemory::new()), config }
+        Self {
+            units,
+            private,
+            mesh: Arc::new(InProcMesh::new()),
+            memory: Arc::new(InProcMemory::new()),
+            config,
+        }
     }
 
     /// Deploys a built package into the units directory.
@@ -159,16 +175,23 @@ impl TestSwarm {
 
     /// Starts a reactor on this swarm.
     pub async fn start(&self) -> (Reactor, LoadReport) {
-        Reactor::start(self.config.clone(), Arc::clone(&self.mesh) as Arc<dyn Mesh>, Arc::clone(&self.memory) as _)
-            .await
-            .expect("reactor starts")
+        Reactor::start(
+            self.config.clone(),
+            Arc::clone(&self.mesh) as Arc<dyn Mesh>,
+            Arc::clone(&self.memory) as _,
+        )
+        .await
+        .expect("reactor starts")
     }
 
     /// Waits until the reactor's group has nothing pending or undelivered.
     pub async fn settled(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let info = self.mesh.group_info(&self.config.stream, &self.config.group).await;
+            let info = self
+                .mesh
+                .group_info(&self.config.stream, &self.config.group)
+                .await;
             if info.is_ok_and(|i| i.pending == 0 && i.lag == 0) {
                 return true;
             }
@@ -181,7 +204,11 @@ impl TestSwarm {
 
     /// Every signal on the stream.
     pub async fn signals(&self, stream: &str) -> Vec<swarm_schemas::Signal> {
-        let entries = self.mesh.range(stream, None, usize::MAX).await.expect("range");
+        let entries = self
+            .mesh
+            .range(stream, None, usize::MAX)
+            .await
+            .expect("range");
         entries.into_iter().filter_map(|e| e.body.ok()).collect()
     }
 }

@@ -46,9 +46,22 @@ impl ReactorSpec {
     /// `<work>/<consumer>.log`.
     pub fn start(&self, consumer: &str) -> ReactorProcess {
         let log = self.work.join(format!("{consumer}.log"));
-        let stderr = std::fs::File::options().create(true).append(true).open(&log).expect("log file");
+        let stderr = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = Command::new(swarm_binary())
-            .args(["up", "--no-watch", "--consumer", consumer, "--redis", &self.redis, "--redis-prefix", &self.prefix])
+            .args([
+                "up",
+                "--no-watch",
+                "--consumer",
+                consumer,
+                "--redis",
+                &self.redis,
+                "--redis-prefix",
+                &self.prefix,
+            ])
             .arg("--claim-idle")
             .arg(self.claim_idle.to_string())
             .arg("--units")
@@ -60,7 +73,11 @@ impl ReactorSpec {
             .stderr(stderr)
             .spawn()
             .expect("swarm up starts");
-        ReactorProcess { child, consumer: consumer.to_owned(), log }
+        ReactorProcess {
+            child,
+            consumer: consumer.to_owned(),
+            log,
+        }
     }
 }
 
@@ -78,7 +95,9 @@ impl ReactorProcess {
 
     /// SIGTERM, then waits; returns whether it exited successfully.
     pub fn stop(mut self) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().is_ok_and(|s| s.success())
     }
 
@@ -99,8 +118,14 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts one.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
-        let redis = Self { port, dir: tempfile::tempdir().expect("data dir") };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let redis = Self {
+            port,
+            dir: tempfile::tempdir().expect("data dir"),
+        };
         redis.restart();
         redis
     }
@@ -123,7 +148,9 @@ impl OwnRedis {
 
     /// Shuts it down cleanly (the append-only file is flushed) and waits until it is gone.
     pub fn shutdown(&self) {
-        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown"]).status();
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown"])
+            .status();
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
                 return;
@@ -141,6 +168,8 @@ impl OwnRedis {
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
-        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).status();
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+            .status();
     }
 }

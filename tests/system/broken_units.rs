@@ -20,11 +20,27 @@ async fn broken_replacements_leave_the_old_version_serving() {
     let read = |package: &str| std::fs::read(library(package)).expect("built library");
     let v2 = read("fixture-counter-v2");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("garbage bytes", b"this is not a library at all".to_vec(), "not a shared library (no ELF header)"),
+        (
+            "garbage bytes",
+            b"this is not a library at all".to_vec(),
+            "not a shared library (no ELF header)",
+        ),
         // Cut inside the loadable segments (debug info at the end of the file is not loaded).
-        ("a truncated library", v2[..64 * 1024].to_vec(), "not a loadable shared library"),
-        ("a wrong ABI version", read("fixture-wrong-abi"), "unit ABI version 999, this reactor speaks version 1"),
-        ("a bad manifest", read("fixture-counter-bad-manifest"), "bad manifest: name `Counter!` is invalid"),
+        (
+            "a truncated library",
+            v2[..64 * 1024].to_vec(),
+            "not a loadable shared library",
+        ),
+        (
+            "a wrong ABI version",
+            read("fixture-wrong-abi"),
+            "unit ABI version 999, this reactor speaks version 1",
+        ),
+        (
+            "a bad manifest",
+            read("fixture-counter-bad-manifest"),
+            "bad manifest: name `Counter!` is invalid",
+        ),
         (
             "a panicking constructor",
             read("fixture-counter-ctor-panic"),
@@ -34,25 +50,43 @@ async fn broken_replacements_leave_the_old_version_serving() {
     for (what, bytes, reason) in cases {
         deploy_bytes(swarm.units.path(), "counter.so", &bytes);
         let reported = wait_for(WAIT, || {
-            registry.status().into_iter().find_map(|u| u.last_error.filter(|e| e.contains(reason)))
+            registry
+                .status()
+                .into_iter()
+                .find_map(|u| u.last_error.filter(|e| e.contains(reason)))
         })
         .await;
-        assert!(reported.is_some(), "{what}: reason `{reason}` reported; status: {:?}", registry.status());
+        assert!(
+            reported.is_some(),
+            "{what}: reason `{reason}` reported; status: {:?}",
+            registry.status()
+        );
         println!("{what}: {}", reported.unwrap_or_default());
 
         // The old version still serves.
         let tick = Signal::new("tick", json!({}));
-        swarm.mesh.publish(&swarm.config.stream, &tick).await.expect("publish");
+        swarm
+            .mesh
+            .publish(&swarm.config.stream, &tick)
+            .await
+            .expect("publish");
         assert!(swarm.settled(WAIT).await);
         let record = swarm.memory.latest(1).pop().expect("an execution");
         assert_eq!(record.signal.id, tick.id);
-        assert_eq!((record.unit_version.to_string().as_str(), record.generation), ("1.0.0", 1), "{what}");
+        assert_eq!(
+            (record.unit_version.to_string().as_str(), record.generation),
+            ("1.0.0", 1),
+            "{what}"
+        );
         assert_eq!(record.outcome, Outcome::Success);
     }
 
     // A good file after all that still swaps in, and the error clears.
     deploy_bytes(swarm.units.path(), "counter.so", &v2);
-    let status = wait_for(WAIT, || registry.status().into_iter().find(|u| u.generation == 2)).await;
+    let status = wait_for(WAIT, || {
+        registry.status().into_iter().find(|u| u.generation == 2)
+    })
+    .await;
     let status = status.expect("version 2 swapped in");
     assert_eq!(status.version, "2.0.0");
     assert_eq!(status.last_error, None);
@@ -65,18 +99,35 @@ async fn broken_new_files_are_reported_without_touching_loaded_units() {
     swarm.deploy("fixture-counter-v1", "counter.so");
     deploy_bytes(swarm.units.path(), "junk.so", b"\x7fELF but not really");
     let (reactor, report) = swarm.start().await;
-    let refused: Vec<String> = report.failures.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
+    let refused: Vec<String> = report
+        .failures
+        .iter()
+        .map(|(p, e)| format!("{}: {e}", p.display()))
+        .collect();
     assert_eq!(refused.len(), 1, "{refused:?}");
-    assert!(refused[0].contains("junk.so") && refused[0].contains("not a loadable shared library"), "{refused:?}");
+    assert!(
+        refused[0].contains("junk.so") && refused[0].contains("not a loadable shared library"),
+        "{refused:?}"
+    );
 
     swarm.deploy("fixture-wrong-abi", "future.so");
     let registry = reactor.registry();
     let failures = wait_for(WAIT, || Some(registry.failures()).filter(|f| f.len() == 2)).await;
     let failures = failures.expect("both broken files reported");
-    assert!(failures[0].file.ends_with("future.so") && failures[0].error.contains("ABI version 999"), "{failures:?}");
+    assert!(
+        failures[0].file.ends_with("future.so") && failures[0].error.contains("ABI version 999"),
+        "{failures:?}"
+    );
     assert!(failures[1].file.ends_with("junk.so"), "{failures:?}");
     let status = registry.status();
     assert_eq!(status.len(), 1);
-    assert_eq!((status[0].name.as_str(), status[0].generation, status[0].last_error.clone()), ("counter", 1, None));
+    assert_eq!(
+        (
+            status[0].name.as_str(),
+            status[0].generation,
+            status[0].last_error.clone()
+        ),
+        ("counter", 1, None)
+    );
     reactor.stop().await;
 }

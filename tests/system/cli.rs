@@ -22,7 +22,12 @@ fn text(bytes: &[u8]) -> String {
 
 fn order_flow() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("units dir");
-    for unit in ["order-validate", "order-price", "fulfil-express", "fulfil-standard"] {
+    for unit in [
+        "order-validate",
+        "order-price",
+        "fulfil-express",
+        "fulfil-standard",
+    ] {
         deploy(dir.path(), unit, &format!("{unit}.so"));
     }
     dir
@@ -33,8 +38,14 @@ fn assert_one_clear_line(output: &Output, expected: &str) {
     let stderr = text(&output.stderr);
     assert!(!output.status.success(), "fails: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains(expected), "`{expected}` in: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains(expected),
+        "`{expected}` in: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -43,12 +54,29 @@ fn units_lists_what_loads_and_what_is_refused() {
     deploy_bytes(dir.path(), "garbage.so", b"not a library");
     let output = swarm(&["units"], dir.path());
     let stdout = text(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "a refused file fails the listing: {stdout}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a refused file fails the listing: {stdout}"
+    );
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines[0].starts_with("NAME") && lines[0].contains("SUBSCRIBES"), "{stdout}");
-    assert!(lines[1].starts_with("fulfil-express") && lines[1].contains("1.0.0") && lines[1].contains("ready"));
-    assert!(lines[4].starts_with("order-validate") && lines[4].ends_with("order.placed"), "{stdout}");
-    assert!(lines[5].starts_with("refused ") && lines[5].ends_with("garbage.so: not a shared library (no ELF header)"));
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("SUBSCRIBES"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("fulfil-express")
+            && lines[1].contains("1.0.0")
+            && lines[1].contains("ready")
+    );
+    assert!(
+        lines[4].starts_with("order-validate") && lines[4].ends_with("order.placed"),
+        "{stdout}"
+    );
+    assert!(
+        lines[5].starts_with("refused ")
+            && lines[5].ends_with("garbage.so: not a shared library (no ELF header)")
+    );
 
     std::fs::remove_file(dir.path().join("garbage.so")).expect("remove");
     let json = swarm(&["units", "--json"], dir.path());
@@ -62,30 +90,71 @@ fn units_lists_what_loads_and_what_is_refused() {
 #[test]
 fn emit_runs_a_signal_through_the_swarm_and_prints_the_cascade() {
     let dir = order_flow();
-    let output = swarm(&["emit", "order.placed", r#"{"id": 9, "items": [{"sku": "cake", "qty": 1}]}"#], dir.path());
+    let output = swarm(
+        &[
+            "emit",
+            "order.placed",
+            r#"{"id": 9, "items": [{"sku": "cake", "qty": 1}]}"#,
+        ],
+        dir.path(),
+    );
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(stdout.starts_with("emitted order.placed "), "{stdout}");
-    for unit in ["order-validate@1.0.0 <- order.placed", "order-price@1.0.0 <- order.validated",
-                 "fulfil-express@1.0.0 <- order.priced", "fulfil-standard@1.0.0 <- order.priced"] {
-        assert!(stdout.lines().any(|l| l.contains(unit) && l.ends_with("ok")), "`{unit}` ok in:\n{stdout}");
+    for unit in [
+        "order-validate@1.0.0 <- order.placed",
+        "order-price@1.0.0 <- order.validated",
+        "fulfil-express@1.0.0 <- order.priced",
+        "fulfil-standard@1.0.0 <- order.priced",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(unit) && l.ends_with("ok")),
+            "`{unit}` ok in:\n{stdout}"
+        );
     }
     assert!(!stdout.contains("dead letter"), "{stdout}");
 
-    let refused = swarm(&["emit", "order.placed", r#"{"id": 10, "items": [{"sku": "gold", "qty": 1}]}"#], dir.path());
+    let refused = swarm(
+        &[
+            "emit",
+            "order.placed",
+            r#"{"id": 10, "items": [{"sku": "gold", "qty": 1}]}"#,
+        ],
+        dir.path(),
+    );
     let stdout = text(&refused.stdout);
     assert!(refused.status.success());
-    assert!(stdout.contains("dead letter: unit `order-price` failed 3 attempts; last error: no price for `gold`"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "dead letter: unit `order-price` failed 3 attempts; last error: no price for `gold`"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn bad_arguments_and_files_get_one_clear_line() {
     let dir = order_flow();
-    assert_one_clear_line(&swarm(&["emit", "Order.Placed", "{}"], dir.path()), "kind `Order.Placed` is invalid");
-    assert_one_clear_line(&swarm(&["emit", "order.placed", "{oops"], dir.path()), "payload is not valid JSON");
-    assert_one_clear_line(&swarm(&["units", "--units", "/no/such/dir"], dir.path()), "units directory /no/such/dir does not exist");
+    assert_one_clear_line(
+        &swarm(&["emit", "Order.Placed", "{}"], dir.path()),
+        "kind `Order.Placed` is invalid",
+    );
+    assert_one_clear_line(
+        &swarm(&["emit", "order.placed", "{oops"], dir.path()),
+        "payload is not valid JSON",
+    );
+    assert_one_clear_line(
+        &swarm(&["units", "--units", "/no/such/dir"], dir.path()),
+        "units directory /no/such/dir does not exist",
+    );
     let feed = dir.path().join("feed.jsonl");
-    std::fs::write(&feed, "{\"kind\": \"order.placed\", \"payload\": {}}\n{\"kind\": \"BAD\"}\n").expect("write");
+    std::fs::write(
+        &feed,
+        "{\"kind\": \"order.placed\", \"payload\": {}}\n{\"kind\": \"BAD\"}\n",
+    )
+    .expect("write");
     let feed_arg = feed.to_string_lossy().into_owned();
     let output = swarm(&["up", "--feed", &feed_arg], dir.path());
     assert_one_clear_line(&output, "feed.jsonl:2: kind `BAD`");
@@ -111,11 +180,17 @@ fn up_runs_the_swarm_until_sigterm_and_exits_cleanly() {
         .spawn()
         .expect("swarm up starts");
     std::thread::sleep(Duration::from_secs(2));
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
     assert!(killed.success());
     let output = child.wait_with_output().expect("swarm up exits");
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "clean exit on SIGTERM: {stderr}");
-    assert!(stderr.contains("loaded order-validate 1.0.0 (generation 1) on order.placed"), "{stderr}");
+    assert!(
+        stderr.contains("loaded order-validate 1.0.0 (generation 1) on order.placed"),
+        "{stderr}"
+    );
     assert!(stderr.contains("reactor up on"), "{stderr}");
 }

@@ -12,7 +12,12 @@ use swarm_tests::{TestSwarm, wait_for};
 const SETTLE: Duration = Duration::from_secs(10);
 
 fn deploy_order_flow(swarm: &TestSwarm) {
-    for unit in ["order-validate", "order-price", "fulfil-express", "fulfil-standard"] {
+    for unit in [
+        "order-validate",
+        "order-price",
+        "fulfil-express",
+        "fulfil-standard",
+    ] {
         swarm.deploy(unit, &format!("{unit}.so"));
     }
 }
@@ -23,33 +28,73 @@ async fn what_one_unit_emits_reaches_the_next_with_lineage() {
     deploy_order_flow(&swarm);
     let (reactor, report) = swarm.start().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
-    let names: Vec<String> = reactor.registry().status().into_iter().map(|u| u.name).collect();
-    assert_eq!(names, ["fulfil-express", "fulfil-standard", "order-price", "order-validate"]);
+    let names: Vec<String> = reactor
+        .registry()
+        .status()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "fulfil-express",
+            "fulfil-standard",
+            "order-price",
+            "order-validate"
+        ]
+    );
 
-    let order = Signal::new("order.placed", json!({"id": 1, "items": [{"sku": "tea", "qty": 2}]}));
-    swarm.mesh.publish(&swarm.config.stream, &order).await.expect("publish");
+    let order = Signal::new(
+        "order.placed",
+        json!({"id": 1, "items": [{"sku": "tea", "qty": 2}]}),
+    );
+    swarm
+        .mesh
+        .publish(&swarm.config.stream, &order)
+        .await
+        .expect("publish");
     assert!(swarm.settled(SETTLE).await, "the swarm settles");
     reactor.stop().await;
 
     let signals = swarm.signals(&swarm.config.stream).await;
     let kinds: Vec<&str> = signals.iter().map(|s| s.kind.as_str()).collect();
-    assert_eq!(kinds, ["order.placed", "order.validated", "order.priced", "order.fulfilled", "order.fulfilled"]);
+    assert_eq!(
+        kinds,
+        [
+            "order.placed",
+            "order.validated",
+            "order.priced",
+            "order.fulfilled",
+            "order.fulfilled"
+        ]
+    );
     let records = swarm.memory.all();
     assert_eq!(records.len(), 4, "one execution per unit: {records:#?}");
     assert!(records.iter().all(|r| r.outcome == Outcome::Success));
 
     // Each emitted signal names the execution that emitted it and keeps the trace.
     for signal in &signals[1..] {
-        let parent = signal.parent_execution.expect("emitted signals have a parent execution");
-        let execution = records.iter().find(|r| r.id == parent).expect("the parent execution is recorded");
+        let parent = signal
+            .parent_execution
+            .expect("emitted signals have a parent execution");
+        let execution = records
+            .iter()
+            .find(|r| r.id == parent)
+            .expect("the parent execution is recorded");
         assert!(execution.emitted.contains(&signal.id));
         assert_eq!(signal.trace_id, order.trace_id);
         assert_eq!(signal.correlation_id, order.correlation_id);
     }
     let priced = &signals[2];
     assert_eq!(priced.payload["total_cents"], 900);
-    let carriers: Vec<&str> = signals[3..].iter().filter_map(|s| s.payload["carrier"].as_str()).collect();
-    assert!(carriers.contains(&"express") && carriers.contains(&"standard"), "{carriers:?}");
+    let carriers: Vec<&str> = signals[3..]
+        .iter()
+        .filter_map(|s| s.payload["carrier"].as_str())
+        .collect();
+    assert!(
+        carriers.contains(&"express") && carriers.contains(&"standard"),
+        "{carriers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,24 +108,45 @@ async fn a_dependency_cycle_and_a_missing_dependency_are_refused_by_name() {
     swarm.deploy("order-price", "order-price.so");
     let (reactor, report) = swarm.start().await;
     let errors: Vec<String> = report.failures.iter().map(|(_, e)| e.to_string()).collect();
-    assert!(errors.contains(&"dependency cycle: cycle-a -> cycle-b -> cycle-a".to_owned()), "{errors:?}");
-    assert!(errors.contains(&"dependency cycle: cycle-b -> cycle-a -> cycle-b".to_owned()), "{errors:?}");
     assert!(
-        errors.contains(&"unit `needs-ghost` depends on `ghost` (*), which is not loaded".to_owned()),
+        errors.contains(&"dependency cycle: cycle-a -> cycle-b -> cycle-a".to_owned()),
         "{errors:?}"
     );
     assert!(
-        errors.contains(&"unit `order-price` depends on `order-validate` (^1), which is not loaded".to_owned()),
+        errors.contains(&"dependency cycle: cycle-b -> cycle-a -> cycle-b".to_owned()),
         "{errors:?}"
     );
-    let loaded: Vec<String> = reactor.registry().status().into_iter().map(|u| u.name).collect();
+    assert!(
+        errors
+            .contains(&"unit `needs-ghost` depends on `ghost` (*), which is not loaded".to_owned()),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(
+            &"unit `order-price` depends on `order-validate` (^1), which is not loaded".to_owned()
+        ),
+        "{errors:?}"
+    );
+    let loaded: Vec<String> = reactor
+        .registry()
+        .status()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
     assert_eq!(loaded, ["counter"]);
 
     // When the missing dependency arrives, the unit waiting for it loads too.
     swarm.deploy("order-validate", "order-validate.so");
     let registry = reactor.registry();
-    let arrived = wait_for(Duration::from_secs(5), || registry.unit("order-price").map(|_| ())).await;
-    assert!(arrived.is_some(), "order-price loads once order-validate is there: {:?}", registry.failures());
+    let arrived = wait_for(Duration::from_secs(5), || {
+        registry.unit("order-price").map(|_| ())
+    })
+    .await;
+    assert!(
+        arrived.is_some(),
+        "order-price loads once order-validate is there: {:?}",
+        registry.failures()
+    );
 
     // Once the dependency arrives, the dependent loads after it.
     let mut both = TestSwarm::new();
@@ -96,7 +162,10 @@ async fn a_dependency_cycle_and_a_missing_dependency_are_refused_by_name() {
         })
         .collect();
     let position = |name| order.iter().position(|n| *n == name).expect("loaded");
-    assert!(position("order-validate") < position("order-price"), "{order:?}");
+    assert!(
+        position("order-validate") < position("order-price"),
+        "{order:?}"
+    );
     reactor.stop().await;
     other.stop().await;
 }
@@ -126,7 +195,10 @@ async fn a_disabled_unit_takes_no_signals_until_enabled_and_a_removed_one_unload
     assert!(registry.set_enabled("nobody", true).is_err());
 
     std::fs::remove_file(swarm.units.path().join("counter.so")).expect("remove");
-    let gone = wait_for(Duration::from_secs(5), || registry.unit("counter").is_none().then_some(())).await;
+    let gone = wait_for(Duration::from_secs(5), || {
+        registry.unit("counter").is_none().then_some(())
+    })
+    .await;
     assert!(gone.is_some(), "the unit unloads when its file is removed");
     assert!(registry.status().is_empty());
     reactor.stop().await;

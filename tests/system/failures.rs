@@ -12,7 +12,10 @@ use swarm_tests::TestSwarm;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn letters(signals: Vec<Signal>) -> Vec<DeadLetter> {
-    signals.into_iter().map(|s| serde_json::from_value(s.payload).expect("a dead letter")).collect()
+    signals
+        .into_iter()
+        .map(|s| serde_json::from_value(s.payload).expect("a dead letter"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,9 +41,14 @@ async fn a_panicking_unit_is_retried_recorded_and_dead_lettered() {
             let attempts: Vec<u32> = of_job.iter().map(|r| r.attempt).collect();
             assert_eq!(attempts, [0, 1, 2]);
             for record in of_job {
-                let Outcome::Failure { kind, error } = &record.outcome else { panic!("a failure") };
+                let Outcome::Failure { kind, error } = &record.outcome else {
+                    panic!("a failure")
+                };
                 assert_eq!(*kind, FailureKind::Panic);
-                let expected = format!("flaky gave up on job {} (at tests/units/flaky/src/lib.rs:", job.payload["n"]);
+                let expected = format!(
+                    "flaky gave up on job {} (at tests/units/flaky/src/lib.rs:",
+                    job.payload["n"]
+                );
                 assert!(error.starts_with(&expected), "{error}");
             }
         } else {
@@ -53,10 +61,19 @@ async fn a_panicking_unit_is_retried_recorded_and_dead_lettered() {
     for letter in &dead {
         assert_eq!(letter.unit.as_deref(), Some("flaky"));
         assert_eq!(letter.attempts, 3);
-        assert!(letter.reason.starts_with("unit `flaky` failed 3 attempts; last error: flaky gave up on job"));
+        assert!(
+            letter
+                .reason
+                .starts_with("unit `flaky` failed 3 attempts; last error: flaky gave up on job")
+        );
         assert_eq!(letter.original["payload"]["fail"], json!(true));
     }
-    let done = swarm.signals(&stream).await.into_iter().filter(|s| s.kind == "job.done").count();
+    let done = swarm
+        .signals(&stream)
+        .await
+        .into_iter()
+        .filter(|s| s.kind == "job.done")
+        .count();
     assert_eq!(done, 16);
 
     // The reactor goes on.
@@ -79,21 +96,40 @@ async fn an_entry_that_is_not_a_signal_is_dead_lettered_with_its_raw_text() {
     assert!(swarm.settled(WAIT).await);
     let dead = letters(swarm.signals(&dead_letter_stream(&stream)).await);
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].reason.starts_with("entry is not a signal: "), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.starts_with("entry is not a signal: "),
+        "{}",
+        dead[0].reason
+    );
     assert_eq!(dead[0].original, json!("{\"kind\": 42}"));
-    assert_eq!(swarm.memory.all().len(), 1, "the good signal after it is handled");
+    assert_eq!(
+        swarm.memory.all().len(),
+        1,
+        "the good signal after it is handled"
+    );
     reactor.stop().await;
 }
 
 /// A consumer named "crashed" takes entries and dies without acknowledging them.
 async fn abandon_two_ticks(swarm: &TestSwarm) -> Vec<Signal> {
     let (stream, group) = (&swarm.config.stream, &swarm.config.group);
-    swarm.mesh.create_group(stream, group, StartAt::Beginning).await.expect("group");
-    let ticks = vec![Signal::new("tick", json!({})), Signal::new("tick", json!({}))];
+    swarm
+        .mesh
+        .create_group(stream, group, StartAt::Beginning)
+        .await
+        .expect("group");
+    let ticks = vec![
+        Signal::new("tick", json!({})),
+        Signal::new("tick", json!({})),
+    ];
     for tick in &ticks {
         swarm.mesh.publish(stream, tick).await.expect("publish");
     }
-    let taken = swarm.mesh.read(stream, group, "crashed", 10, Duration::from_millis(1)).await.expect("read");
+    let taken = swarm
+        .mesh
+        .read(stream, group, "crashed", 10, Duration::from_millis(1))
+        .await
+        .expect("read");
     assert_eq!(taken.len(), 2);
     ticks
 }
@@ -105,8 +141,16 @@ async fn entries_abandoned_by_a_crashed_consumer_are_taken_over() {
     swarm.deploy("fixture-counter-v1", "counter.so");
     let ticks = abandon_two_ticks(&swarm).await;
     let (reactor, _) = swarm.start().await;
-    assert!(swarm.settled(WAIT).await, "the abandoned entries are claimed and handled");
-    let handled: Vec<_> = swarm.memory.all().into_iter().map(|r| r.signal.id).collect();
+    assert!(
+        swarm.settled(WAIT).await,
+        "the abandoned entries are claimed and handled"
+    );
+    let handled: Vec<_> = swarm
+        .memory
+        .all()
+        .into_iter()
+        .map(|r| r.signal.id)
+        .collect();
     assert_eq!(handled.len(), 2);
     assert!(ticks.iter().all(|t| handled.contains(&t.id)));
     reactor.stop().await;
@@ -122,10 +166,17 @@ async fn entries_delivered_too_often_are_dead_lettered_unhandled() {
     let (reactor, _) = swarm.start().await;
     assert!(swarm.settled(WAIT).await);
     assert!(swarm.memory.is_empty(), "no unit ran them");
-    let dead = letters(swarm.signals(&dead_letter_stream(&swarm.config.stream)).await);
+    let dead = letters(
+        swarm
+            .signals(&dead_letter_stream(&swarm.config.stream))
+            .await,
+    );
     assert_eq!(dead.len(), 2);
     for letter in &dead {
-        assert_eq!(letter.reason, "delivered 2 times without being acknowledged (max_deliveries = 1)");
+        assert_eq!(
+            letter.reason,
+            "delivered 2 times without being acknowledged (max_deliveries = 1)"
+        );
         assert!(ticks.iter().any(|t| letter.original["id"] == json!(t.id)));
     }
     reactor.stop().await;

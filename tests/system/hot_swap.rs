@@ -52,8 +52,11 @@ async fn swapping_under_load_loses_nothing_and_processes_each_signal_once() {
     let mut to_swapped = Vec::new();
     let mut to_serving = Vec::new();
     for i in 0..SWAPS {
-        let (package, version) =
-            if i % 2 == 0 { ("fixture-counter-v2", "2.0.0") } else { ("fixture-counter-v1", "1.0.0") };
+        let (package, version) = if i % 2 == 0 {
+            ("fixture-counter-v2", "2.0.0")
+        } else {
+            ("fixture-counter-v1", "1.0.0")
+        };
         let before = slot.current().expect("serving").number();
         let renamed_at = swarm.deploy(package, "counter.so");
         let generation = wait_for(Duration::from_secs(5), || {
@@ -63,13 +66,23 @@ async fn swapping_under_load_loses_nothing_and_processes_each_signal_once() {
         .unwrap_or_else(|| panic!("swap {i} to {version} never happened"));
         to_swapped.push(renamed_at.elapsed());
         wait_for(Duration::from_secs(5), || {
-            swarm.memory.latest(64).iter().any(|r| r.generation == generation).then_some(())
+            swarm
+                .memory
+                .latest(64)
+                .iter()
+                .any(|r| r.generation == generation)
+                .then_some(())
         })
         .await
         .unwrap_or_else(|| panic!("generation {generation} never served"));
         let serving = renamed_at.elapsed();
         to_serving.push(serving);
-        let served_by = swarm.memory.latest(64).into_iter().find(|r| r.generation == generation).expect("record");
+        let served_by = swarm
+            .memory
+            .latest(64)
+            .into_iter()
+            .find(|r| r.generation == generation)
+            .expect("record");
         assert_eq!(served_by.unit_version.to_string(), version);
         // Let the new generation carry the load for a while.
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -78,7 +91,10 @@ async fn swapping_under_load_loses_nothing_and_processes_each_signal_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
     publisher.await.expect("publisher");
-    assert!(swarm.settled(Duration::from_secs(30)).await, "the swarm settles");
+    assert!(
+        swarm.settled(Duration::from_secs(30)).await,
+        "the swarm settles"
+    );
     reactor.stop().await;
 
     let published = published.lock().expect("lock").clone();
@@ -90,13 +106,27 @@ async fn swapping_under_load_loses_nothing_and_processes_each_signal_once() {
         *executions.entry(record.signal.id).or_default() += 1;
     }
     let mut tocks: HashMap<Uuid, usize> = HashMap::new();
-    for signal in swarm.signals(&swarm.config.stream).await.iter().filter(|s| s.kind == "tock") {
-        let of = signal.payload["of"].as_str().and_then(|s| s.parse().ok()).expect("tock names its tick");
+    for signal in swarm
+        .signals(&swarm.config.stream)
+        .await
+        .iter()
+        .filter(|s| s.kind == "tock")
+    {
+        let of = signal.payload["of"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("tock names its tick");
         *tocks.entry(of).or_default() += 1;
     }
-    let lost = published.iter().filter(|id| !executions.contains_key(id)).count();
+    let lost = published
+        .iter()
+        .filter(|id| !executions.contains_key(id))
+        .count();
     let doubled = executions.values().filter(|n| **n > 1).count();
-    let tock_wrong = published.iter().filter(|id| tocks.get(id) != Some(&1)).count();
+    let tock_wrong = published
+        .iter()
+        .filter(|id| tocks.get(id) != Some(&1))
+        .count();
     let generations: BTreeSet<u64> = records.iter().map(|r| r.generation).collect();
 
     to_swapped.sort();
@@ -111,13 +141,28 @@ async fn swapping_under_load_loses_nothing_and_processes_each_signal_once() {
         percentile(&to_serving, 0.5),
         percentile(&to_serving, 1.0),
     );
-    assert!(published.len() > 2_000, "thousands of signals flowed: {}", published.len());
+    assert!(
+        published.len() > 2_000,
+        "thousands of signals flowed: {}",
+        published.len()
+    );
     assert_eq!(lost, 0, "signals lost");
     assert_eq!(doubled, 0, "signals processed twice");
     assert_eq!(records.len(), published.len());
     assert_eq!(tock_wrong, 0, "every tick has exactly one tock");
-    assert_eq!(generations, (1..=SWAPS as u64 + 1).collect(), "every generation served");
-    assert!(records.iter().all(|r| matches!(r.outcome, Outcome::Success)));
+    assert_eq!(
+        generations,
+        (1..=SWAPS as u64 + 1).collect(),
+        "every generation served"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| matches!(r.outcome, Outcome::Success))
+    );
     let slowest = percentile(&to_serving, 1.0);
-    assert!(slowest <= SERVE_WITHIN, "slowest swap served after {slowest:?}, over {SERVE_WITHIN:?}");
+    assert!(
+        slowest <= SERVE_WITHIN,
+        "slowest swap served after {slowest:?}, over {SERVE_WITHIN:?}"
+    );
 }

@@ -31,19 +31,40 @@ async fn setup(redis: String, claim_idle: f64) -> Setup {
     let prefix = format!("test-{}", Uuid::now_v7());
     let mut config = RedisMeshConfig::new(redis.clone());
     config.key_prefix.clone_from(&prefix);
-    let mesh = Arc::new(RedisMesh::connect(config).await.expect("the tests need Redis: ops/start-redis"));
+    let mesh = Arc::new(
+        RedisMesh::connect(config)
+            .await
+            .expect("the tests need Redis: ops/start-redis"),
+    );
     // The reactors trim what every group has acknowledged; this group of the test's own keeps
     // every entry until the test has read it.
-    mesh.create_group(STREAM, OBSERVER, StartAt::Beginning).await.expect("observer group");
-    let spec = ReactorSpec { redis, prefix, units: units.path().to_owned(), work: work.path().to_owned(), claim_idle };
-    Setup { spec, mesh, _units: units, _work: work }
+    mesh.create_group(STREAM, OBSERVER, StartAt::Beginning)
+        .await
+        .expect("observer group");
+    let spec = ReactorSpec {
+        redis,
+        prefix,
+        units: units.path().to_owned(),
+        work: work.path().to_owned(),
+        claim_idle,
+    };
+    Setup {
+        spec,
+        mesh,
+        _units: units,
+        _work: work,
+    }
 }
 
 /// Waits until the reactor group exists and has nothing pending or undelivered.
 async fn settled(mesh: &RedisMesh, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if mesh.group_info(STREAM, GROUP).await.is_ok_and(|i| i.pending == 0 && i.lag == 0) {
+        if mesh
+            .group_info(STREAM, GROUP)
+            .await
+            .is_ok_and(|i| i.pending == 0 && i.lag == 0)
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -56,13 +77,25 @@ async fn settled(mesh: &RedisMesh, timeout: Duration) -> bool {
 async fn tocks(mesh: &RedisMesh) -> HashMap<Uuid, Vec<u64>> {
     let mut out: HashMap<Uuid, Vec<u64>> = HashMap::new();
     loop {
-        let entries = mesh.read(STREAM, OBSERVER, "test", 10_000, Duration::ZERO).await.expect("read");
+        let entries = mesh
+            .read(STREAM, OBSERVER, "test", 10_000, Duration::ZERO)
+            .await
+            .expect("read");
         if entries.is_empty() {
             break;
         }
-        for signal in entries.into_iter().filter_map(|e| e.body.ok()).filter(|s| s.kind == "tock") {
-            let of = signal.payload["of"].as_str().and_then(|s| s.parse().ok()).expect("tock names its tick");
-            out.entry(of).or_default().push(signal.payload["pid"].as_u64().unwrap_or(0));
+        for signal in entries
+            .into_iter()
+            .filter_map(|e| e.body.ok())
+            .filter(|s| s.kind == "tock")
+        {
+            let of = signal.payload["of"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("tock names its tick");
+            out.entry(of)
+                .or_default()
+                .push(signal.payload["pid"].as_u64().unwrap_or(0));
         }
     }
     out
@@ -74,7 +107,9 @@ fn executions(log: &Path) -> HashMap<Uuid, Vec<u64>> {
     let mut out: HashMap<Uuid, Vec<u64>> = HashMap::new();
     for line in text.lines() {
         let mut parts = line.split(' ');
-        if let (Some(Ok(id)), Some(Ok(pid))) = (parts.next().map(str::parse), parts.next().map(str::parse)) {
+        if let (Some(Ok(id)), Some(Ok(pid))) =
+            (parts.next().map(str::parse), parts.next().map(str::parse))
+        {
             out.entry(id).or_default().push(pid);
         }
     }
@@ -83,7 +118,11 @@ fn executions(log: &Path) -> HashMap<Uuid, Vec<u64>> {
 
 /// Publishes `total` ticks at about `per_ms` a millisecond, retrying each until Redis takes
 /// it; returns the ids Redis acknowledged.
-fn publisher(mesh: Arc<RedisMesh>, total: usize, per_ms: usize) -> tokio::task::JoinHandle<Vec<Uuid>> {
+fn publisher(
+    mesh: Arc<RedisMesh>,
+    total: usize,
+    per_ms: usize,
+) -> tokio::task::JoinHandle<Vec<Uuid>> {
     tokio::spawn(async move {
         let mut ids = Vec::with_capacity(total);
         let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -116,19 +155,35 @@ async fn two_reactor_processes_share_the_work() {
     let b = s.spec.start("b");
     wait_for_group(&s.mesh).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let published = publisher(Arc::clone(&s.mesh), 6_000, 3).await.expect("publisher");
-    assert!(settled(&s.mesh, Duration::from_secs(60)).await, "everything handled");
+    let published = publisher(Arc::clone(&s.mesh), 6_000, 3)
+        .await
+        .expect("publisher");
+    assert!(
+        settled(&s.mesh, Duration::from_secs(60)).await,
+        "everything handled"
+    );
     let (pid_a, pid_b) = (u64::from(a.pid()), u64::from(b.pid()));
     assert!(a.stop() && b.stop(), "both exit cleanly on SIGTERM");
 
     let tocks = tocks(&s.mesh).await;
-    assert!(published.iter().all(|id| tocks.get(id).map(Vec::len) == Some(1)), "one tock per tick");
+    assert!(
+        published
+            .iter()
+            .all(|id| tocks.get(id).map(Vec::len) == Some(1)),
+        "one tock per tick"
+    );
     let by_a = tocks.values().filter(|pids| pids[0] == pid_a).count();
     let by_b = tocks.values().filter(|pids| pids[0] == pid_b).count();
-    println!("shared work: {} ticks, process a took {by_a}, process b took {by_b}", published.len());
+    println!(
+        "shared work: {} ticks, process a took {by_a}, process b took {by_b}",
+        published.len()
+    );
     assert_eq!(by_a + by_b, published.len());
     let share = by_a.min(by_b) as f64 / published.len() as f64;
-    assert!(share >= 0.2, "each process takes a substantial share: a {by_a}, b {by_b}");
+    assert!(
+        share >= 0.2,
+        "each process takes a substantial share: a {by_a}, b {by_b}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,10 +195,15 @@ async fn a_reactor_killed_five_times_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Five kills at random moments while 20k signals flow (about 4 s at 5k/s).
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
     let mut state = seed;
     let mut next = || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) % 3_400
     };
     let mut moments: Vec<u64> = (0..5).map(|_| 300 + next()).collect();
@@ -158,14 +218,23 @@ async fn a_reactor_killed_five_times_loses_nothing() {
         a = s.spec.start("a");
     }
     let published = feed.await.expect("publisher");
-    assert!(settled(&s.mesh, Duration::from_secs(90)).await, "everything handled after the kills");
+    assert!(
+        settled(&s.mesh, Duration::from_secs(90)).await,
+        "everything handled after the kills"
+    );
     assert!(a.stop() && b.stop(), "both exit cleanly on SIGTERM");
 
     let tocks = tocks(&s.mesh).await;
     let executions = executions(&s.spec.counter_log());
-    let lost: Vec<&Uuid> = published.iter().filter(|id| !tocks.contains_key(id)).collect();
+    let lost: Vec<&Uuid> = published
+        .iter()
+        .filter(|id| !tocks.contains_key(id))
+        .collect();
     let emitted_twice = tocks.values().filter(|pids| pids.len() > 1).count();
-    let run_twice: Vec<(&Uuid, &Vec<u64>)> = executions.iter().filter(|(_, pids)| pids.len() > 1).collect();
+    let run_twice: Vec<(&Uuid, &Vec<u64>)> = executions
+        .iter()
+        .filter(|(_, pids)| pids.len() > 1)
+        .collect();
     println!(
         "crash test (seed {seed}, kills at {moments:?} ms): {} signals, lost {}, emitted twice {emitted_twice}, \
          executed more than once {} (all in flight in a killed process)",
@@ -174,11 +243,20 @@ async fn a_reactor_killed_five_times_loses_nothing() {
         run_twice.len()
     );
     assert!(lost.is_empty(), "signals lost: {}", lost.len());
-    assert_eq!(emitted_twice, 0, "emits and acks are atomic: nothing is emitted twice");
+    assert_eq!(
+        emitted_twice, 0,
+        "emits and acks are atomic: nothing is emitted twice"
+    );
     for (id, pids) in &run_twice {
-        assert!(pids.iter().any(|pid| killed.contains(pid)), "tick {id} ran twice without a kill: {pids:?}");
+        assert!(
+            pids.iter().any(|pid| killed.contains(pid)),
+            "tick {id} ran twice without a kill: {pids:?}"
+        );
     }
-    assert!(published.iter().all(|id| executions.contains_key(id)), "every tick executed");
+    assert!(
+        published.iter().all(|id| executions.contains_key(id)),
+        "every tick executed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,12 +274,18 @@ async fn the_reactor_resumes_by_itself_after_redis_restarts() {
     redis.restart();
     *outage.lock().expect("lock") = down.elapsed();
     let published = feed.await.expect("publisher");
-    assert!(settled(&s.mesh, Duration::from_secs(60)).await, "the reactor resumed and handled everything");
+    assert!(
+        settled(&s.mesh, Duration::from_secs(60)).await,
+        "the reactor resumed and handled everything"
+    );
     assert!(a.running(), "the reactor survived the outage");
     assert!(a.stop(), "exits cleanly on SIGTERM");
 
     let tocks = tocks(&s.mesh).await;
-    let lost = published.iter().filter(|id| !tocks.contains_key(id)).count();
+    let lost = published
+        .iter()
+        .filter(|id| !tocks.contains_key(id))
+        .count();
     let emitted_twice = tocks.values().filter(|pids| pids.len() > 1).count();
     println!(
         "redis restart: outage {:?}, {} signals acknowledged by Redis, lost {lost}, emitted twice {emitted_twice} (data dir {})",
@@ -226,6 +310,10 @@ async fn a_long_execution_keeps_its_entry_claimed() {
     assert!(settled(&s.mesh, Duration::from_secs(30)).await);
     assert!(a.stop() && b.stop());
     let executions = executions(&s.spec.counter_log());
-    assert_eq!(executions.get(&slow.id).map(Vec::len), Some(1), "ran once, not redelivered while running");
+    assert_eq!(
+        executions.get(&slow.id).map(Vec::len),
+        Some(1),
+        "ran once, not redelivered while running"
+    );
     assert_eq!(tocks(&s.mesh).await.get(&slow.id).map(Vec::len), Some(1));
 }

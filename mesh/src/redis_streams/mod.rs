@@ -21,7 +21,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
 use swarm_schemas::Signal;
 
-use crate::{ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt};
+use crate::{
+    ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt,
+};
 use reply::{SIGNAL_FIELD, array, entry_id, field, int, read_reply, text, unexpected};
 
 /// Typed configuration of a [`RedisMesh`].
@@ -74,7 +76,10 @@ pub struct RedisMesh {
 
 fn error(stream: &str, group: &str, e: RedisError) -> MeshError {
     if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") {
-        MeshError::NoGroup { stream: stream.to_owned(), group: group.to_owned() }
+        MeshError::NoGroup {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+        }
     } else {
         MeshError::Unavailable(e.to_string())
     }
@@ -90,7 +95,8 @@ fn encode(signal: &Signal) -> Result<Vec<u8>, MeshError> {
 
 /// An entry id Redis returned; anything else means the reply was not what XADD answers.
 fn parse_id(id: &str) -> Result<EntryId, MeshError> {
-    id.parse().map_err(|e: crate::BadEntryId| MeshError::Unavailable(e.to_string()))
+    id.parse()
+        .map_err(|e: crate::BadEntryId| MeshError::Unavailable(e.to_string()))
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -103,10 +109,21 @@ impl RedisMesh {
     pub async fn connect(config: RedisMeshConfig) -> Result<Self, MeshError> {
         let client = Client::open(config.url.as_str())
             .map_err(|e| MeshError::Unavailable(format!("bad Redis URL `{}`: {e}", config.url)))?;
-        let commands = ConnectionManager::new_with_config(client.clone(), Self::manager_config(config.command_timeout))
-            .await
-            .map_err(|e| MeshError::Unavailable(format!("cannot connect to Redis at {}: {e}", config.url)))?;
-        Ok(Self { client, config, commands, blocking: Mutex::new(Vec::new()), keep_alive: redis::Script::new(KEEP_ALIVE) })
+        let commands = ConnectionManager::new_with_config(
+            client.clone(),
+            Self::manager_config(config.command_timeout),
+        )
+        .await
+        .map_err(|e| {
+            MeshError::Unavailable(format!("cannot connect to Redis at {}: {e}", config.url))
+        })?;
+        Ok(Self {
+            client,
+            config,
+            commands,
+            blocking: Mutex::new(Vec::new()),
+            keep_alive: redis::Script::new(KEEP_ALIVE),
+        })
     }
 
     fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
@@ -128,7 +145,11 @@ impl RedisMesh {
     }
 
     async fn blocking_conn(&self) -> Result<ConnectionManager, MeshError> {
-        let pooled = self.blocking.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
         match pooled {
             Some(conn) => Ok(conn),
             None => ConnectionManager::new_with_config(
@@ -141,12 +162,22 @@ impl RedisMesh {
     }
 
     fn return_blocking(&self, conn: ConnectionManager) {
-        self.blocking.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        self.blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
     }
 
     /// Delivery counts of `ids` in the group's pending list.
-    async fn delivery_counts(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<Vec<u32>, MeshError> {
-        let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) else { return Ok(Vec::new()) };
+    async fn delivery_counts(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<u32>, MeshError> {
+        let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) else {
+            return Ok(Vec::new());
+        };
         let reply: Value = redis::cmd("XPENDING")
             .arg(self.key(stream))
             .arg(group)
@@ -161,16 +192,35 @@ impl RedisMesh {
             .iter()
             .filter_map(|row| {
                 let row = array(row)?;
-                Some((entry_id(row.first()?)?, u32::try_from(int(row.get(3)?)?).unwrap_or(u32::MAX)))
+                Some((
+                    entry_id(row.first()?)?,
+                    u32::try_from(int(row.get(3)?)?).unwrap_or(u32::MAX),
+                ))
             })
             .collect();
-        Ok(ids.iter().map(|id| counts.get(id).copied().unwrap_or(1)).collect())
+        Ok(ids
+            .iter()
+            .map(|id| counts.get(id).copied().unwrap_or(1))
+            .collect())
     }
 
-    async fn with_counts(&self, stream: &str, group: &str, entries: Vec<(EntryId, crate::Body)>) -> Result<Vec<Delivery>, MeshError> {
+    async fn with_counts(
+        &self,
+        stream: &str,
+        group: &str,
+        entries: Vec<(EntryId, crate::Body)>,
+    ) -> Result<Vec<Delivery>, MeshError> {
         let ids: Vec<EntryId> = entries.iter().map(|(id, _)| *id).collect();
         let counts = self.delivery_counts(stream, group, &ids).await?;
-        Ok(entries.into_iter().zip(counts).map(|((id, body), deliveries)| Delivery { id, body, deliveries }).collect())
+        Ok(entries
+            .into_iter()
+            .zip(counts)
+            .map(|((id, body), deliveries)| Delivery {
+                id,
+                body,
+                deliveries,
+            })
+            .collect())
     }
 
     async fn groups(&self, stream: &str, group: &str) -> Result<Vec<Value>, MeshError> {
@@ -198,7 +248,12 @@ impl Mesh for RedisMesh {
         parse_id(&id)
     }
 
-    async fn create_group(&self, stream: &str, group: &str, start: StartAt) -> Result<(), MeshError> {
+    async fn create_group(
+        &self,
+        stream: &str,
+        group: &str,
+        start: StartAt,
+    ) -> Result<(), MeshError> {
         let from = match start {
             StartAt::Beginning => "0",
             StartAt::End => "$",
@@ -227,21 +282,41 @@ impl Mesh for RedisMesh {
         block: Duration,
     ) -> Result<Vec<Delivery>, MeshError> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count.max(1));
+        cmd.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
         let reply: Value = if block.is_zero() {
             cmd.arg("STREAMS").arg(self.key(stream)).arg(">");
-            cmd.query_async(&mut self.conn()).await.map_err(|e| error(stream, group, e))?
+            cmd.query_async(&mut self.conn())
+                .await
+                .map_err(|e| error(stream, group, e))?
         } else {
             // BLOCK 0 would wait forever: anything below a millisecond waits one.
             let block = millis(block.min(self.config.max_block)).max(1);
-            cmd.arg("BLOCK").arg(block).arg("STREAMS").arg(self.key(stream)).arg(">");
+            cmd.arg("BLOCK")
+                .arg(block)
+                .arg("STREAMS")
+                .arg(self.key(stream))
+                .arg(">");
             let mut conn = self.blocking_conn().await?;
-            let reply = cmd.query_async(&mut conn).await.map_err(|e| error(stream, group, e))?;
+            let reply = cmd
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| error(stream, group, e))?;
             self.return_blocking(conn);
             reply
         };
         let entries = read_reply(&reply)?;
-        Ok(entries.into_iter().map(|(id, body)| Delivery { id, body, deliveries: 1 }).collect())
+        Ok(entries
+            .into_iter()
+            .map(|(id, body)| Delivery {
+                id,
+                body,
+                deliveries: 1,
+            })
+            .collect())
     }
 
     async fn read_own_pending(
@@ -276,11 +351,19 @@ impl Mesh for RedisMesh {
         for id in ids {
             cmd.arg(id.to_string());
         }
-        let n: u64 = cmd.query_async(&mut self.conn()).await.map_err(|e| error(stream, group, e))?;
+        let n: u64 = cmd
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| error(stream, group, e))?;
         Ok(n)
     }
 
-    async fn settle_batch(&self, stream: &str, group: &str, settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
+    async fn settle_batch(
+        &self,
+        stream: &str,
+        group: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError> {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
@@ -289,7 +372,11 @@ impl Mesh for RedisMesh {
         pipe.atomic();
         for settlement in settlements {
             for (target, signal) in &settlement.emits {
-                pipe.cmd("XADD").arg(self.key(target)).arg("*").arg(SIGNAL_FIELD).arg(encode(signal)?);
+                pipe.cmd("XADD")
+                    .arg(self.key(target))
+                    .arg("*")
+                    .arg(SIGNAL_FIELD)
+                    .arg(encode(signal)?);
             }
         }
         pipe.cmd("XACK").arg(self.key(stream)).arg(group);
@@ -297,12 +384,18 @@ impl Mesh for RedisMesh {
             pipe.arg(settlement.id.to_string());
         }
         pipe.ignore();
-        let ids: Vec<String> = pipe.query_async(&mut self.conn()).await.map_err(|e| error(stream, group, e))?;
+        let ids: Vec<String> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| error(stream, group, e))?;
         let mut ids = ids.into_iter();
         settlements
             .iter()
             .map(|settlement| {
-                ids.by_ref().take(settlement.emits.len()).map(|id| parse_id(&id)).collect()
+                ids.by_ref()
+                    .take(settlement.emits.len())
+                    .map(|id| parse_id(&id))
+                    .collect()
             })
             .collect()
     }
@@ -326,15 +419,27 @@ impl Mesh for RedisMesh {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| error(stream, group, e))?;
-        let parts = array(&reply).filter(|p| p.len() >= 2).ok_or_else(|| unexpected("XAUTOCLAIM", &reply))?;
+        let parts = array(&reply)
+            .filter(|p| p.len() >= 2)
+            .ok_or_else(|| unexpected("XAUTOCLAIM", &reply))?;
         if let Some(deleted) = parts.get(2).and_then(array).filter(|d| !d.is_empty()) {
-            tracing::warn!(stream, count = deleted.len(), "pending entries lost their data to trimming; Redis dropped them");
+            tracing::warn!(
+                stream,
+                count = deleted.len(),
+                "pending entries lost their data to trimming; Redis dropped them"
+            );
         }
         let entries = reply::entries(&parts[1])?;
         self.with_counts(stream, group, entries).await
     }
 
-    async fn keep_alive(&self, stream: &str, group: &str, consumer: &str, ids: &[EntryId]) -> Result<(), MeshError> {
+    async fn keep_alive(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> Result<(), MeshError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -343,7 +448,10 @@ impl Mesh for RedisMesh {
         for id in ids {
             invocation.arg(id.to_string());
         }
-        let _: i64 = invocation.invoke_async(&mut self.conn()).await.map_err(|e| error(stream, group, e))?;
+        let _: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| error(stream, group, e))?;
         Ok(())
     }
 
@@ -352,13 +460,18 @@ impl Mesh for RedisMesh {
         let info = groups
             .iter()
             .find(|g| field(g, "name").and_then(text).as_deref() == Some(group))
-            .ok_or_else(|| MeshError::NoGroup { stream: stream.to_owned(), group: group.to_owned() })?;
+            .ok_or_else(|| MeshError::NoGroup {
+                stream: stream.to_owned(),
+                group: group.to_owned(),
+            })?;
         let pending = field(info, "pending").and_then(int).unwrap_or(0).max(0) as u64;
         let lag = match field(info, "lag").and_then(int) {
             Some(lag) => lag.max(0) as u64,
             None => {
                 // Redis cannot tell (entries were deleted): count what lies past the last delivery.
-                let last = field(info, "last-delivered-id").and_then(text).unwrap_or_else(|| "0-0".into());
+                let last = field(info, "last-delivered-id")
+                    .and_then(text)
+                    .unwrap_or_else(|| "0-0".into());
                 let after: Value = redis::cmd("XRANGE")
                     .arg(self.key(stream))
                     .arg(format!("({last}"))
@@ -387,10 +500,19 @@ impl Mesh for RedisMesh {
             })
             .filter(|c| c.pending > 0)
             .collect();
-        Ok(GroupInfo { pending, lag, consumers })
+        Ok(GroupInfo {
+            pending,
+            lag,
+            consumers,
+        })
     }
 
-    async fn range(&self, stream: &str, after: Option<EntryId>, count: usize) -> Result<Vec<Entry>, MeshError> {
+    async fn range(
+        &self,
+        stream: &str,
+        after: Option<EntryId>,
+        count: usize,
+    ) -> Result<Vec<Entry>, MeshError> {
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         let reply: Value = redis::cmd("XRANGE")
             .arg(self.key(stream))
@@ -401,11 +523,18 @@ impl Mesh for RedisMesh {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(reply::entries(&reply)?.into_iter().map(|(id, body)| Entry { id, body }).collect())
+        Ok(reply::entries(&reply)?
+            .into_iter()
+            .map(|(id, body)| Entry { id, body })
+            .collect())
     }
 
     async fn len(&self, stream: &str) -> Result<u64, MeshError> {
-        redis::cmd("XLEN").arg(self.key(stream)).query_async(&mut self.conn()).await.map_err(unavailable)
+        redis::cmd("XLEN")
+            .arg(self.key(stream))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
     }
 
     async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
@@ -419,8 +548,12 @@ impl Mesh for RedisMesh {
         }
         let mut keep_from: Option<EntryId> = None;
         for g in &groups {
-            let name = field(g, "name").and_then(text).ok_or_else(|| unexpected("XINFO GROUPS", g))?;
-            let last = field(g, "last-delivered-id").and_then(entry_id).unwrap_or(EntryId::ZERO);
+            let name = field(g, "name")
+                .and_then(text)
+                .ok_or_else(|| unexpected("XINFO GROUPS", g))?;
+            let last = field(g, "last-delivered-id")
+                .and_then(entry_id)
+                .unwrap_or(EntryId::ZERO);
             let summary: Value = redis::cmd("XPENDING")
                 .arg(self.key(stream))
                 .arg(&name)
@@ -431,7 +564,9 @@ impl Mesh for RedisMesh {
             let needed = oldest_pending.map_or(last.next(), |p| p.min(last.next()));
             keep_from = Some(keep_from.map_or(needed, |k| k.min(needed)));
         }
-        let Some(keep_from) = keep_from else { return Ok(0) };
+        let Some(keep_from) = keep_from else {
+            return Ok(0);
+        };
         redis::cmd("XTRIM")
             .arg(self.key(stream))
             .arg("MINID")

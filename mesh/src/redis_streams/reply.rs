@@ -44,8 +44,14 @@ pub(crate) fn array(value: &Value) -> Option<&[Value]> {
 /// Looks a key up in a flat `[k1, v1, k2, v2…]` array or a RESP3 map.
 pub(crate) fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
     match value {
-        Value::Map(pairs) => pairs.iter().find(|(k, _)| text(k).as_deref() == Some(key)).map(|(_, v)| v),
-        other => array(other)?.chunks(2).find(|kv| text(&kv[0]).as_deref() == Some(key)).and_then(|kv| kv.get(1)),
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| text(k).as_deref() == Some(key))
+            .map(|(_, v)| v),
+        other => array(other)?
+            .chunks(2)
+            .find(|kv| text(&kv[0]).as_deref() == Some(key))
+            .and_then(|kv| kv.get(1)),
     }
 }
 
@@ -53,7 +59,10 @@ pub(crate) fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
 /// field list is an entry whose data was trimmed while it was pending.
 pub(crate) fn body(fields: &Value) -> Body {
     if matches!(fields, Value::Nil) {
-        return Err(Undecodable { raw: String::new(), error: "entry data was trimmed".into() });
+        return Err(Undecodable {
+            raw: String::new(),
+            error: "entry data was trimmed".into(),
+        });
     }
     match field(fields, SIGNAL_FIELD) {
         Some(Value::BulkString(bytes)) => serde_json::from_slice(bytes).map_err(|e| Undecodable {
@@ -64,7 +73,10 @@ pub(crate) fn body(fields: &Value) -> Body {
             let raw = array(fields)
                 .map(|items| items.iter().filter_map(text).collect::<Vec<_>>().join(" "))
                 .unwrap_or_default();
-            Err(Undecodable { raw, error: format!("entry has no `{SIGNAL_FIELD}` field") })
+            Err(Undecodable {
+                raw,
+                error: format!("entry has no `{SIGNAL_FIELD}` field"),
+            })
         }
     }
 }
@@ -72,12 +84,18 @@ pub(crate) fn body(fields: &Value) -> Body {
 /// `[[id, fields]…]` into entries.
 pub(crate) fn entries(value: &Value) -> Result<Vec<(EntryId, Body)>, MeshError> {
     let Some(items) = array(value) else {
-        return if matches!(value, Value::Nil) { Ok(Vec::new()) } else { Err(unexpected("an entry list", value)) };
+        return if matches!(value, Value::Nil) {
+            Ok(Vec::new())
+        } else {
+            Err(unexpected("an entry list", value))
+        };
     };
     items
         .iter()
         .map(|item| {
-            let pair = array(item).filter(|p| p.len() == 2).ok_or_else(|| unexpected("an entry", item))?;
+            let pair = array(item)
+                .filter(|p| p.len() == 2)
+                .ok_or_else(|| unexpected("an entry", item))?;
             let id = entry_id(&pair[0]).ok_or_else(|| unexpected("an entry id", &pair[0]))?;
             Ok((id, body(&pair[1])))
         })
@@ -88,11 +106,17 @@ pub(crate) fn entries(value: &Value) -> Result<Vec<(EntryId, Body)>, MeshError> 
 pub(crate) fn read_reply(value: &Value) -> Result<Vec<(EntryId, Body)>, MeshError> {
     match value {
         Value::Nil => Ok(Vec::new()),
-        Value::Map(pairs) => pairs.first().map_or(Ok(Vec::new()), |(_, entries_value)| entries(entries_value)),
+        Value::Map(pairs) => pairs
+            .first()
+            .map_or(Ok(Vec::new()), |(_, entries_value)| entries(entries_value)),
         other => {
             let streams = array(other).ok_or_else(|| unexpected("XREADGROUP", other))?;
-            let Some(stream) = streams.first() else { return Ok(Vec::new()) };
-            let pair = array(stream).filter(|p| p.len() == 2).ok_or_else(|| unexpected("XREADGROUP", stream))?;
+            let Some(stream) = streams.first() else {
+                return Ok(Vec::new());
+            };
+            let pair = array(stream)
+                .filter(|p| p.len() == 2)
+                .ok_or_else(|| unexpected("XREADGROUP", stream))?;
             entries(&pair[1])
         }
     }
@@ -110,12 +134,18 @@ mod tests {
     fn entries_without_the_signal_field_or_with_garbage_are_undecodable_not_errors() {
         let reply = Value::Array(vec![
             Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("x"), bulk("y")])]),
-            Value::Array(vec![bulk("1-1"), Value::Array(vec![bulk("s"), bulk("{oops")])]),
+            Value::Array(vec![
+                bulk("1-1"),
+                Value::Array(vec![bulk("s"), bulk("{oops")]),
+            ]),
             Value::Array(vec![bulk("1-2"), Value::Nil]),
         ]);
         let got = entries(&reply).expect("parsed");
         assert_eq!(got.len(), 3);
-        let errors: Vec<String> = got.iter().map(|(_, b)| b.clone().expect_err("undecodable").error).collect();
+        let errors: Vec<String> = got
+            .iter()
+            .map(|(_, b)| b.clone().expect_err("undecodable").error)
+            .collect();
         assert_eq!(errors[0], "entry has no `s` field");
         assert!(errors[1].starts_with("not a signal"));
         assert_eq!(errors[2], "entry data was trimmed");
@@ -126,6 +156,10 @@ mod tests {
     fn malformed_replies_are_errors() {
         assert!(entries(&Value::Int(3)).is_err());
         assert!(entries(&Value::Array(vec![Value::Int(3)])).is_err());
-        assert!(read_reply(&Value::Nil).expect("nil is a timeout").is_empty());
+        assert!(
+            read_reply(&Value::Nil)
+                .expect("nil is a timeout")
+                .is_empty()
+        );
     }
 }

@@ -55,7 +55,11 @@ pub struct Buf {
 
 impl Buf {
     /// An empty buffer, for the host to pass as an out-parameter.
-    pub const EMPTY: Buf = Buf { ptr: core::ptr::null_mut(), len: 0, cap: 0 };
+    pub const EMPTY: Buf = Buf {
+        ptr: core::ptr::null_mut(),
+        len: 0,
+        cap: 0,
+    };
 }
 
 /// The part of the vtable that is the same in every ABI version.

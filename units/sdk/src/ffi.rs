@@ -25,7 +25,10 @@ use crate::Unit;
 /// The vtable for unit type `T`; the export macro puts it in a `static`.
 pub const fn vtable<T: Unit>() -> UnitVTable {
     UnitVTable {
-        header: VTableHeader { abi_version: ABI_VERSION, vtable_size: VTABLE_SIZE },
+        header: VTableHeader {
+            abi_version: ABI_VERSION,
+            vtable_size: VTABLE_SIZE,
+        },
         manifest: manifest::<T>,
         create: create::<T>,
         handle: handle::<T>,
@@ -36,7 +39,11 @@ pub const fn vtable<T: Unit>() -> UnitVTable {
 
 fn into_buf(bytes: Vec<u8>) -> Buf {
     let mut bytes = std::mem::ManuallyDrop::new(bytes);
-    Buf { ptr: bytes.as_mut_ptr(), len: bytes.len(), cap: bytes.capacity() }
+    Buf {
+        ptr: bytes.as_mut_ptr(),
+        len: bytes.len(),
+        cap: bytes.capacity(),
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -65,7 +72,9 @@ fn install_panic_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if IN_UNIT_CALL.with(Cell::get) {
-                let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
                 PANIC_LOCATION.with(|p| *p.borrow_mut() = location);
             } else {
                 previous(info);
@@ -135,7 +144,12 @@ unsafe extern "C" fn create<T: Unit>(
             } else {
                 match serde_json::from_slice(config) {
                     Ok(value) => value,
-                    Err(e) => return (STATUS_BAD_INPUT, format!("config is not JSON: {e}").into_bytes()),
+                    Err(e) => {
+                        return (
+                            STATUS_BAD_INPUT,
+                            format!("config is not JSON: {e}").into_bytes(),
+                        );
+                    }
                 }
             };
             match T::new(&config) {
@@ -162,12 +176,20 @@ unsafe extern "C" fn handle<T: Unit>(
         guarded(out, || {
             let signal: Signal = match serde_json::from_slice(signal) {
                 Ok(signal) => signal,
-                Err(e) => return (STATUS_BAD_INPUT, format!("signal is not valid: {e}").into_bytes()),
+                Err(e) => {
+                    return (
+                        STATUS_BAD_INPUT,
+                        format!("signal is not valid: {e}").into_bytes(),
+                    );
+                }
             };
             match unit.handle(&signal) {
                 Ok(emits) => match serde_json::to_vec(&UnitReply { emits }) {
                     Ok(bytes) => (STATUS_OK, bytes),
-                    Err(e) => (STATUS_ERROR, format!("reply does not serialise: {e}").into_bytes()),
+                    Err(e) => (
+                        STATUS_ERROR,
+                        format!("reply does not serialise: {e}").into_bytes(),
+                    ),
                 },
                 Err(e) => (STATUS_ERROR, e.message().as_bytes().to_vec()),
             }
@@ -212,7 +234,10 @@ pub(crate) fn call_manifest(vtable: &UnitVTable) -> CallResult {
     let mut out = Buf::EMPTY;
     // SAFETY: `out` is a valid out-parameter.
     let status = unsafe { (vtable.manifest)(&mut out) };
-    CallResult { status, bytes: take(vtable, out) }
+    CallResult {
+        status,
+        bytes: take(vtable, out),
+    }
 }
 
 pub(crate) fn call_create(vtable: &UnitVTable, config: &[u8]) -> Result<*mut c_void, CallResult> {
@@ -224,7 +249,14 @@ pub(crate) fn call_create(vtable: &UnitVTable, config: &[u8]) -> Result<*mut c_v
     if status == STATUS_OK && !instance.is_null() {
         Ok(instance)
     } else {
-        Err(CallResult { status: if status == STATUS_OK { STATUS_ERROR } else { status }, bytes })
+        Err(CallResult {
+            status: if status == STATUS_OK {
+                STATUS_ERROR
+            } else {
+                status
+            },
+            bytes,
+        })
     }
 }
 
@@ -232,7 +264,10 @@ pub(crate) fn call_handle(vtable: &UnitVTable, instance: *mut c_void, signal: &[
     let mut out = Buf::EMPTY;
     // SAFETY: `instance` is alive (the harness owns it) and the buffers are valid for the call.
     let status = unsafe { (vtable.handle)(instance, signal.as_ptr(), signal.len(), &mut out) };
-    CallResult { status, bytes: take(vtable, out) }
+    CallResult {
+        status,
+        bytes: take(vtable, out),
+    }
 }
 
 pub(crate) fn call_destroy(vtable: &UnitVTable, instance: *mut c_void) {

@@ -67,10 +67,18 @@ impl<T: Unit> Harness<T> {
         }
         let manifest: UnitManifest = serde_json::from_slice(&result.bytes)
             .map_err(|e| HarnessError::BadManifest(e.to_string()))?;
-        manifest.validate().map_err(|e| HarnessError::BadManifest(e.to_string()))?;
-        let config = serde_json::to_vec(&config).map_err(|e| HarnessError::BadInput(e.to_string()))?;
+        manifest
+            .validate()
+            .map_err(|e| HarnessError::BadManifest(e.to_string()))?;
+        let config =
+            serde_json::to_vec(&config).map_err(|e| HarnessError::BadInput(e.to_string()))?;
         let instance = ffi::call_create(&vtable, &config).map_err(failure)?;
-        Ok(Self { vtable, instance, manifest, _unit: PhantomData })
+        Ok(Self {
+            vtable,
+            instance,
+            manifest,
+            _unit: PhantomData,
+        })
     }
 
     /// The checked manifest.
@@ -80,7 +88,8 @@ impl<T: Unit> Harness<T> {
 
     /// Hands `signal` to the unit and returns what it emits, checked as the host checks it.
     pub fn handle(&self, signal: &Signal) -> Result<Vec<Emit>, HarnessError> {
-        let bytes = serde_json::to_vec(signal).map_err(|e| HarnessError::BadInput(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(signal).map_err(|e| HarnessError::BadInput(e.to_string()))?;
         let result = ffi::call_handle(&self.vtable, self.instance, &bytes);
         if result.status != STATUS_OK {
             return Err(failure(result));

@@ -48,7 +48,8 @@ impl Manifest {
 
     /// A unit that must be loaded before this one, with a semver requirement (`"*"` for any).
     pub fn depends_on(mut self, name: &str, version: &str) -> Self {
-        self.dependencies.push((name.to_owned(), version.to_owned()));
+        self.dependencies
+            .push((name.to_owned(), version.to_owned()));
         self
     }
 

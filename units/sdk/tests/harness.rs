@@ -8,7 +8,9 @@ struct Doubler;
 
 impl Unit for Doubler {
     fn manifest() -> Manifest {
-        Manifest::new("doubler", "1.0.0").subscribes(["number.*"]).emits(["number.doubled"])
+        Manifest::new("doubler", "1.0.0")
+            .subscribes(["number.*"])
+            .emits(["number.doubled"])
     }
     fn new(_: &Value) -> Result<Self, UnitError> {
         Ok(Doubler)
@@ -27,7 +29,9 @@ impl Unit for Doubler {
 fn a_unit_handles_signals_through_the_abi() {
     let unit = Harness::<Doubler>::new(Value::Null).expect("loads");
     assert_eq!(unit.manifest().name, "doubler");
-    let emits = unit.send("number.given", json!({"n": 21})).expect("handles");
+    let emits = unit
+        .send("number.given", json!({"n": 21}))
+        .expect("handles");
     assert_eq!(emits, vec![Emit::new("number.doubled", json!({"n": 42}))]);
 }
 
@@ -38,11 +42,23 @@ fn errors_panics_and_undeclared_emits_are_failures_not_crashes() {
         unit.send("number.given", json!({})),
         Err(HarnessError::Error("payload has no integer `n`".into()))
     );
-    let panic = unit.send("number.given", json!({"n": 13})).expect_err("panics");
-    let HarnessError::Panic(message) = panic else { panic!("a panic: {panic}") };
-    assert!(message.starts_with("unlucky number (at units/sdk/tests/harness.rs:"), "{message}");
-    let err = unit.send("number.given", json!({"n": 99})).expect_err("must fail");
-    assert!(matches!(&err, HarnessError::BadOutput(m) if m.contains("number.tripled")), "{err}");
+    let panic = unit
+        .send("number.given", json!({"n": 13}))
+        .expect_err("panics");
+    let HarnessError::Panic(message) = panic else {
+        panic!("a panic: {panic}")
+    };
+    assert!(
+        message.starts_with("unlucky number (at units/sdk/tests/harness.rs:"),
+        "{message}"
+    );
+    let err = unit
+        .send("number.given", json!({"n": 99}))
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, HarnessError::BadOutput(m) if m.contains("number.tripled")),
+        "{err}"
+    );
     // The instance still works after a panic.
     assert!(unit.send("number.given", json!({"n": 1})).is_ok());
 }
@@ -71,7 +87,9 @@ impl Unit for Configured {
 fn constructor_errors_and_panics_are_reported() {
     assert_eq!(
         Harness::<Configured>::new(json!({})).err(),
-        Some(HarnessError::Error("config needs an integer `factor`".into()))
+        Some(HarnessError::Error(
+            "config needs an integer `factor`".into()
+        ))
     );
     let panic = Harness::<Configured>::new(json!({"factor": 0})).err();
     assert!(
@@ -79,7 +97,10 @@ fn constructor_errors_and_panics_are_reported() {
         "{panic:?}"
     );
     let unit = Harness::<Configured>::new(json!({"factor": 3})).expect("loads");
-    assert_eq!(unit.send("x", json!({})), Err(HarnessError::Error("factor 3".into())));
+    assert_eq!(
+        unit.send("x", json!({})),
+        Err(HarnessError::Error("factor 3".into()))
+    );
 }
 
 struct BadName;
@@ -99,5 +120,8 @@ impl Unit for BadName {
 #[test]
 fn a_bad_manifest_is_refused_before_the_unit_is_created() {
     let err = Harness::<BadName>::new(Value::Null).err().expect("refused");
-    assert!(matches!(&err, HarnessError::BadManifest(m) if m.contains("Bad Name")), "{err}");
+    assert!(
+        matches!(&err, HarnessError::BadManifest(m) if m.contains("Bad Name")),
+        "{err}"
+    );
 }

@@ -18,11 +18,18 @@ impl Unit for FulfilExpress {
     }
 
     fn handle(&self, signal: &Signal) -> Result<Vec<Emit>, UnitError> {
-        let total = signal.payload["total_cents"].as_u64().ok_or_else(|| UnitError::new("no total_cents"))?;
+        let total = signal.payload["total_cents"]
+            .as_u64()
+            .ok_or_else(|| UnitError::new("no total_cents"))?;
         if total > 50_000 {
-            return Err(UnitError::new(format!("express courier refuses orders over 500.00 (this one is {total} cents)")));
+            return Err(UnitError::new(format!(
+                "express courier refuses orders over 500.00 (this one is {total} cents)"
+            )));
         }
-        Ok(vec![Emit::new("order.fulfilled", json!({ "id": signal.payload["id"], "carrier": "express", "days": 1 }))])
+        Ok(vec![Emit::new(
+            "order.fulfilled",
+            json!({ "id": signal.payload["id"], "carrier": "express", "days": 1 }),
+        )])
     }
 }
 

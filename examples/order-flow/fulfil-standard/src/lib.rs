@@ -18,8 +18,15 @@ impl Unit for FulfilStandard {
     }
 
     fn handle(&self, signal: &Signal) -> Result<Vec<Emit>, UnitError> {
-        let days = if signal.payload["total_cents"].as_u64().unwrap_or(0) > 100_000 { 7 } else { 3 };
-        Ok(vec![Emit::new("order.fulfilled", json!({ "id": signal.payload["id"], "carrier": "standard", "days": days }))])
+        let days = if signal.payload["total_cents"].as_u64().unwrap_or(0) > 100_000 {
+            7
+        } else {
+            3
+        };
+        Ok(vec![Emit::new(
+            "order.fulfilled",
+            json!({ "id": signal.payload["id"], "carrier": "standard", "days": days }),
+        )])
     }
 }
 

@@ -19,7 +19,10 @@ impl Unit for OrderValidate {
 
     fn handle(&self, signal: &Signal) -> Result<Vec<Emit>, UnitError> {
         let order = &signal.payload;
-        let items = order["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let items = order["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let problem = if order["id"].is_null() {
             Some("order has no id")
         } else if items.is_empty() {
@@ -30,7 +33,10 @@ impl Unit for OrderValidate {
             None
         };
         Ok(vec![match problem {
-            Some(reason) => Emit::new("order.rejected", json!({ "id": order["id"], "reason": reason })),
+            Some(reason) => Emit::new(
+                "order.rejected",
+                json!({ "id": order["id"], "reason": reason }),
+            ),
             None => Emit::new("order.validated", order.clone()),
         }])
     }

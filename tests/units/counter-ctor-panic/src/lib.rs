@@ -8,7 +8,9 @@ pub struct Counter;
 
 impl Unit for Counter {
     fn manifest() -> Manifest {
-        Manifest::new("counter", env!("CARGO_PKG_VERSION")).subscribes(["tick"]).emits(["tock"])
+        Manifest::new("counter", env!("CARGO_PKG_VERSION"))
+            .subscribes(["tick"])
+            .emits(["tock"])
     }
     fn new(_: &Value) -> Result<Self, UnitError> {
         panic!("counter 3 cannot start: the constructor panicked on purpose")

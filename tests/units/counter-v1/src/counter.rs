@@ -17,7 +17,9 @@ pub struct Counter {
 
 impl Unit for Counter {
     fn manifest() -> Manifest {
-        Manifest::new("counter", env!("CARGO_PKG_VERSION")).subscribes(["tick"]).emits(["tock"])
+        Manifest::new("counter", env!("CARGO_PKG_VERSION"))
+            .subscribes(["tick"])
+            .emits(["tock"])
     }
     fn new(_: &Value) -> Result<Self, UnitError> {
         let log = match std::env::var_os("COUNTER_LOG") {
@@ -35,7 +37,10 @@ impl Unit for Counter {
             // One short write with O_APPEND: lines from several processes never interleave.
             log.write_all(format!("{} {pid}\n", signal.id).as_bytes())?;
         }
-        Ok(vec![Emit::new("tock", json!({ "of": signal.id, "version": env!("CARGO_PKG_VERSION"), "pid": pid }))])
+        Ok(vec![Emit::new(
+            "tock",
+            json!({ "of": signal.id, "version": env!("CARGO_PKG_VERSION"), "pid": pid }),
+        )])
     }
 }
 

@@ -8,7 +8,9 @@ pub struct Fixture;
 
 impl Unit for Fixture {
     fn manifest() -> Manifest {
-        Manifest::new("cycle-a", "1.0.0").subscribes(["cycle-a.in"]).depends_on("cycle-b", "*")
+        Manifest::new("cycle-a", "1.0.0")
+            .subscribes(["cycle-a.in"])
+            .depends_on("cycle-b", "*")
     }
     fn new(_: &Value) -> Result<Self, UnitError> {
         Ok(Self)

@@ -8,7 +8,9 @@ pub struct Fixture;
 
 impl Unit for Fixture {
     fn manifest() -> Manifest {
-        Manifest::new("cycle-b", "1.0.0").subscribes(["cycle-b.in"]).depends_on("cycle-a", "*")
+        Manifest::new("cycle-b", "1.0.0")
+            .subscribes(["cycle-b.in"])
+            .depends_on("cycle-a", "*")
     }
     fn new(_: &Value) -> Result<Self, UnitError> {
         Ok(Self)

@@ -8,7 +8,9 @@ pub struct Flaky;
 
 impl Unit for Flaky {
     fn manifest() -> Manifest {
-        Manifest::new("flaky", env!("CARGO_PKG_VERSION")).subscribes(["job"]).emits(["job.done"])
+        Manifest::new("flaky", env!("CARGO_PKG_VERSION"))
+            .subscribes(["job"])
+            .emits(["job.done"])
     }
     fn new(_: &Value) -> Result<Self, UnitError> {
         Ok(Self)
@@ -17,7 +19,10 @@ impl Unit for Flaky {
         if signal.payload["fail"] == json!(true) {
             panic!("flaky gave up on job {}", signal.payload["n"]);
         }
-        Ok(vec![Emit::new("job.done", json!({ "n": signal.payload["n"] }))])
+        Ok(vec![Emit::new(
+            "job.done",
+            json!({ "n": signal.payload["n"] }),
+        )])
     }
 }
 

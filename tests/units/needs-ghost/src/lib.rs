@@ -8,7 +8,9 @@ pub struct Fixture;
 
 impl Unit for Fixture {
     fn manifest() -> Manifest {
-        Manifest::new("needs-ghost", "1.0.0").subscribes(["needs-ghost.in"]).depends_on("ghost", "*")
+        Manifest::new("needs-ghost", "1.0.0")
+            .subscribes(["needs-ghost.in"])
+            .depends_on("ghost", "*")
     }
     fn new(_: &Value) -> Result<Self, UnitError> {
         Ok(Self)

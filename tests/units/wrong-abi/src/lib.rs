@@ -5,7 +5,10 @@
 
 use swarm_abi::VTableHeader;
 
-static HEADER: VTableHeader = VTableHeader { abi_version: 999, vtable_size: 8 };
+static HEADER: VTableHeader = VTableHeader {
+    abi_version: 999,
+    vtable_size: 8,
+};
 
 /// The entry symbol, returning a header from the future.
 #[unsafe(no_mangle)]

@@ -1,0 +1,285 @@
+//! Signal shapes: what gets embedded instead of each signal.
+//!
+//! Two `order.placed` signals that differ only in their order id and amount mean the same thing
+//! to a ranker and to someone searching. A shape keeps the kind, the key paths and the string
+//! values that carry meaning, and masks ids and numbers; its embedding is computed once and
+//! shared by every execution of a signal with that shape. That keeps the embedder (milliseconds
+//! a call) and index inserts off the path of each execution.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+use swarm_schemas::Signal;
+
+use crate::{Embedder, MemoryError};
+
+/// At most this many `path: value` fields describe a shape.
+pub const MAX_FIELDS: usize = 48;
+/// String values are cut to this many characters.
+pub const MAX_VALUE_CHARS: usize = 64;
+/// The whole shape text is cut to this many characters.
+pub const MAX_SHAPE_CHARS: usize = 1024;
+/// Payloads are walked this deep; deeper values are summarised by their path.
+const MAX_DEPTH: usize = 8;
+
+/// Stands for a masked id-like string.
+const ID: &str = "<id>";
+/// Stands for a masked number.
+const NUMBER: &str = "<n>";
+
+/// The shape of one signal: its text and the hash that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    /// Stable id of the shape: the first 8 bytes of the BLAKE3 hash of `text`.
+    pub id: i64,
+    /// The signal's kind.
+    pub kind: String,
+    /// What gets embedded, such as `payment failed | reason: card refused | amount: <n>`.
+    pub text: String,
+}
+
+impl Shape {
+    /// The shape of `signal`.
+    pub fn of(signal: &Signal) -> Self {
+        let mut fields = BTreeSet::new();
+        collect(&signal.payload, &mut String::new(), 0, &mut fields);
+        let mut text = signal.kind.replace(['.', '_', '-'], " ");
+        for field in fields.iter().take(MAX_FIELDS) {
+            if text.len() + field.len() + 3 > MAX_SHAPE_CHARS {
+                break;
+            }
+            text.push_str(" | ");
+            text.push_str(field);
+        }
+        Self {
+            id: shape_id(&text),
+            kind: signal.kind.clone(),
+            text,
+        }
+    }
+}
+
+/// The id of a shape text.
+pub fn shape_id(text: &str) -> i64 {
+    let hash = blake3::hash(text.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    i64::from_le_bytes(first)
+}
+
+/// Walks a payload, adding one `path: value` field per leaf (a set: repeated array elements
+/// with the same shape count once).
+fn collect(value: &Value, path: &mut String, depth: usize, fields: &mut BTreeSet<String>) {
+    if fields.len() >= MAX_FIELDS * 4 {
+        return;
+    }
+    let leaf = |fields: &mut BTreeSet<String>, path: &str, shown: &str| {
+        let name = if path.is_empty() { "value" } else { path };
+        fields.insert(format!("{name}: {shown}"));
+    };
+    match value {
+        Value::Object(map) if depth < MAX_DEPTH => {
+            for (key, child) in map {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.extend(key.chars().take(MAX_VALUE_CHARS));
+                collect(child, path, depth + 1, fields);
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) if depth < MAX_DEPTH => {
+            let len = path.len();
+            path.push_str("[]");
+            for item in items.iter().take(MAX_FIELDS) {
+                collect(item, path, depth + 1, fields);
+            }
+            path.truncate(len);
+        }
+        Value::Object(_) | Value::Array(_) => leaf(fields, path, "…"),
+        Value::String(s) => leaf(fields, path, &mask(s)),
+        Value::Number(_) => leaf(fields, path, NUMBER),
+        Value::Bool(b) => leaf(fields, path, if *b { "true" } else { "false" }),
+        Value::Null => leaf(fields, path, "null"),
+    }
+}
+
+/// A string value as it appears in a shape: ids masked, long text cut.
+fn mask(value: &str) -> String {
+    let value = value.trim();
+    let looks_like_id = !value.is_empty()
+        && !value.contains(char::is_whitespace)
+        && (value.chars().any(|c| c.is_ascii_digit()) || value.chars().count() > MAX_VALUE_CHARS);
+    if looks_like_id {
+        return ID.to_owned();
+    }
+    value
+        .chars()
+        .take(MAX_VALUE_CHARS)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// Embeds shapes and free text, remembering the vectors of shapes it has seen.
+pub struct ShapeEmbedder {
+    embedder: Arc<dyn Embedder>,
+    cache: quick_cache::sync::Cache<i64, Arc<[f32]>>,
+}
+
+/// Texts handed to the embedder in one call.
+const EMBED_BATCH: usize = 16;
+
+impl ShapeEmbedder {
+    /// Remembers the vectors of up to `capacity` shapes.
+    pub fn new(embedder: Arc<dyn Embedder>, capacity: usize) -> Self {
+        Self {
+            embedder,
+            cache: quick_cache::sync::Cache::new(capacity.max(16)),
+        }
+    }
+
+    /// Length of every vector.
+    pub fn dimensions(&self) -> usize {
+        self.embedder.dimensions()
+    }
+
+    /// The vector of every distinct shape in `shapes`, embedding those not cached (on the
+    /// blocking pool, in batches).
+    pub async fn vectors<'a>(
+        &self,
+        shapes: impl IntoIterator<Item = &'a Shape>,
+    ) -> Result<HashMap<i64, Arc<[f32]>>, MemoryError> {
+        let mut found = HashMap::new();
+        let mut missing: Vec<(i64, String)> = Vec::new();
+        for shape in shapes {
+            if found.contains_key(&shape.id) || missing.iter().any(|(id, _)| *id == shape.id) {
+                continue;
+            }
+            match self.cache.get(&shape.id) {
+                Some(vector) => {
+                    found.insert(shape.id, vector);
+                }
+                None => missing.push((shape.id, shape.text.clone())),
+            }
+        }
+        for chunk in missing.chunks(EMBED_BATCH) {
+            let texts: Vec<String> = chunk.iter().map(|(_, text)| text.clone()).collect();
+            let vectors = self.embed_blocking(texts).await?;
+            for ((id, _), vector) in chunk.iter().zip(vectors) {
+                let vector: Arc<[f32]> = vector.into();
+                self.cache.insert(*id, Arc::clone(&vector));
+                found.insert(*id, vector);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The vector of one free text.
+    pub async fn text(&self, text: &str) -> Result<Vec<f32>, MemoryError> {
+        let mut vectors = self.embed_blocking(vec![text.to_owned()]).await?;
+        vectors
+            .pop()
+            .ok_or_else(|| MemoryError::Embed("the embedder returned no vector".into()))
+    }
+
+    async fn embed_blocking(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, MemoryError> {
+        let embedder = Arc::clone(&self.embedder);
+        let count = texts.len();
+        let vectors = tokio::task::spawn_blocking(move || {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed(&texts)
+        })
+        .await
+        .map_err(|e| MemoryError::Embed(format!("the embedder task failed: {e}")))?
+        .map_err(|e| MemoryError::Embed(e.to_string()))?;
+        if vectors.len() != count || vectors.iter().any(|v| v.len() != self.dimensions()) {
+            return Err(MemoryError::Embed(format!(
+                "the embedder returned {} vectors for {count} texts, or vectors of the wrong length",
+                vectors.len()
+            )));
+        }
+        Ok(vectors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shape(kind: &str, payload: Value) -> Shape {
+        Shape::of(&Signal::new(kind, payload))
+    }
+
+    #[test]
+    fn ids_and_numbers_are_masked_so_instances_share_a_shape() {
+        let a = shape(
+            "order.placed",
+            json!({"order": "ord-1001", "total": 12.5, "tier": "Gold"}),
+        );
+        let b = shape(
+            "order.placed",
+            json!({"order": "ord-2002", "total": 99, "tier": "gold"}),
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            a.text,
+            "order placed | order: <id> | tier: gold | total: <n>"
+        );
+        let c = shape(
+            "order.placed",
+            json!({"order": "ord-1001", "total": 12.5, "tier": "silver"}),
+        );
+        assert_ne!(a.id, c.id);
+    }
+
+    #[test]
+    fn uuids_and_long_tokens_are_ids_but_words_are_kept() {
+        let s = shape(
+            "payment.failed",
+            json!({"id": "0192f0c4-8a4e-7b4c-9d6f-1f2e3d4c5b6a", "token": "x".repeat(200), "reason": "Card refused"}),
+        );
+        assert_eq!(
+            s.text,
+            "payment failed | id: <id> | reason: card refused | token: <id>"
+        );
+    }
+
+    #[test]
+    fn arrays_nesting_and_scalars_have_paths() {
+        let s = shape(
+            "cart.updated",
+            json!({"items": [{"sku": "A1"}, {"sku": "B2"}], "gift": true, "note": null}),
+        );
+        assert_eq!(
+            s.text,
+            "cart updated | gift: true | items[].sku: <id> | note: null"
+        );
+        assert_eq!(shape("tick", json!(42)).text, "tick | value: <n>");
+        assert_eq!(
+            shape("tick", json!("hello there")).text,
+            "tick | value: hello there"
+        );
+    }
+
+    #[test]
+    fn huge_payloads_give_bounded_shapes() {
+        let wide: serde_json::Map<String, Value> = (0..10_000)
+            .map(|n| (format!("field{n:05}"), json!(format!("word {n}"))))
+            .collect();
+        let s = shape("wide", Value::Object(wide));
+        assert!(s.text.len() <= MAX_SHAPE_CHARS, "{}", s.text.len());
+        let long = shape("long", json!({"text": "lorem ipsum ".repeat(100_000)}));
+        assert!(long.text.len() < 200, "{}", long.text);
+        let mut deep = json!("bottom");
+        for _ in 0..100 {
+            deep = json!({ "d": deep });
+        }
+        // The walk stops at MAX_DEPTH (serde_json itself refuses to parse documents nested
+        // deeper than 128).
+        let deep_shape = shape("deep", deep);
+        assert!(deep_shape.text.ends_with(": …"), "{}", deep_shape.text);
+    }
+}

@@ -1,0 +1,199 @@
+//! A directory of execution records waiting for the store: JSON lines in numbered segments.
+//!
+//! Appends go to the newest segment; catching up closes it and replays segments oldest first,
+//! deleting each once the store has every record in it. Records are idempotent by id, so a
+//! segment replayed twice (the process died between the store's commit and the delete) does no
+//! harm. Appends are flushed to the operating system, not synced to the disk: a process crash
+//! loses nothing, a power cut may lose the last records.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use swarm_schemas::ExecutionRecord;
+
+/// A segment is closed once it holds this many records.
+const SEGMENT_RECORDS: u64 = 20_000;
+const PREFIX: &str = "spool-";
+const SUFFIX: &str = ".jsonl";
+
+pub(crate) struct Spool {
+    dir: PathBuf,
+    current: Option<(PathBuf, BufWriter<File>, u64)>,
+    next_segment: u64,
+    pending: u64,
+}
+
+/// What reading a segment found.
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    pub records: Vec<ExecutionRecord>,
+    /// Lines that were not a record (a line cut short when a process died mid-append).
+    pub unreadable: u64,
+}
+
+impl Spool {
+    /// Opens (creating) the spool directory, counting records already waiting there.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut spool = Self {
+            dir: dir.to_owned(),
+            current: None,
+            next_segment: 0,
+            pending: 0,
+        };
+        for (number, path) in spool.segment_paths()? {
+            spool.next_segment = spool.next_segment.max(number + 1);
+            let file = File::open(&path)?;
+            spool.pending += BufReader::new(file).lines().count() as u64;
+        }
+        Ok(spool)
+    }
+
+    /// Records spooled and not yet replayed.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    /// Appends records to the newest segment.
+    pub fn append(&mut self, records: &[ExecutionRecord]) -> std::io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(_, _, n)| *n >= SEGMENT_RECORDS)
+        {
+            self.close_current()?;
+            let path = self
+                .dir
+                .join(format!("{PREFIX}{:016}{SUFFIX}", self.next_segment));
+            self.next_segment += 1;
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            self.current = Some((path, BufWriter::new(file), 0));
+        }
+        let Some((_, writer, count)) = self.current.as_mut() else {
+            unreachable!("a segment was just opened")
+        };
+        for record in records {
+            serde_json::to_writer(&mut *writer, record)?;
+            writer.write_all(b"\n")?;
+        }
+        writer.flush()?;
+        *count += records.len() as u64;
+        self.pending += records.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the newest segment and returns every segment's path, oldest first.
+    pub fn take_segments(&mut self) -> std::io::Result<Vec<PathBuf>> {
+        self.close_current()?;
+        Ok(self
+            .segment_paths()?
+            .into_iter()
+            .map(|(_, path)| path)
+            .collect())
+    }
+
+    /// Reads one closed segment.
+    pub fn read(path: &Path) -> std::io::Result<Segment> {
+        let mut segment = Segment {
+            path: path.to_owned(),
+            records: Vec::new(),
+            unreadable: 0,
+        };
+        for line in BufReader::new(File::open(path)?).lines() {
+            match serde_json::from_str(&line?) {
+                Ok(record) => segment.records.push(record),
+                Err(_) => segment.unreadable += 1,
+            }
+        }
+        Ok(segment)
+    }
+
+    /// Deletes a replayed segment.
+    pub fn remove(&mut self, segment: &Segment) -> std::io::Result<()> {
+        std::fs::remove_file(&segment.path)?;
+        self.pending = self
+            .pending
+            .saturating_sub(segment.records.len() as u64 + segment.unreadable);
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> std::io::Result<()> {
+        if let Some((_, mut writer, _)) = self.current.take() {
+            writer.flush()?;
+        }
+        Ok(())
+    }
+
+    fn segment_paths(&self) -> std::io::Result<Vec<(u64, PathBuf)>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let number = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
+                n.strip_prefix(PREFIX)?
+                    .strip_suffix(SUFFIX)?
+                    .parse::<u64>()
+                    .ok()
+            });
+            if let Some(number) = number {
+                found.push((number, path));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::record;
+    use swarm_schemas::Signal;
+
+    #[test]
+    fn spooled_records_survive_reopening_and_torn_lines_are_counted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let records: Vec<ExecutionRecord> = (0..5)
+            .map(|n| {
+                record(
+                    &Signal::new("a", serde_json::json!({ "n": n })),
+                    "u",
+                    true,
+                    n,
+                )
+            })
+            .collect();
+        let mut spool = Spool::open(dir.path()).expect("open");
+        spool.append(&records[..3]).expect("append");
+        spool.append(&records[3..]).expect("append");
+        assert_eq!(spool.pending(), 5);
+        drop(spool);
+
+        // A process died mid-append: the last line is cut short.
+        let segment = dir.path().join(format!("{PREFIX}{:016}{SUFFIX}", 0));
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("segment");
+        file.write_all(b"{\"id\":\"0192").expect("write");
+        drop(file);
+
+        let mut spool = Spool::open(dir.path()).expect("reopen");
+        assert_eq!(spool.pending(), 6);
+        spool.append(&records[..1]).expect("append after reopening");
+        let segments = spool.take_segments().expect("segments");
+        assert_eq!(segments.len(), 2, "reopening starts a new segment");
+        let first = Spool::read(&segments[0]).expect("read");
+        assert_eq!(first.records, records);
+        assert_eq!(first.unreadable, 1);
+        spool.remove(&first).expect("remove");
+        let second = Spool::read(&segments[1]).expect("read");
+        assert_eq!(second.records, records[..1]);
+        spool.remove(&second).expect("remove");
+        assert_eq!(spool.pending(), 0);
+        assert!(spool.take_segments().expect("segments").is_empty());
+    }
+}

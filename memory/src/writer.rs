@@ -1,0 +1,381 @@
+//! [`WriteBehind`]: recording that never waits for the store.
+//!
+//! `record` hands the batch to a bounded queue and returns. One task drains the queue into the
+//! store in batches. When the store fails (PostgreSQL stopped, unreachable), or the queue is
+//! full, records go to a [spool](crate::spool) on disk instead; while anything is spooled, new
+//! batches are spooled behind it, and every `retry_every` the task replays the spool, oldest
+//! first, until it is empty. Nothing is dropped unless the disk itself refuses the spool (or the
+//! store refuses a record as invalid), and each such loss is counted and logged.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::spool::Spool;
+use crate::{Compaction, Memory, MemoryError, Retention, SearchHit, SearchQuery, UnitStats};
+
+/// How a [`WriteBehind`] queues, batches and spools.
+#[derive(Debug, Clone)]
+pub struct WriteBehindConfig {
+    /// Batches waiting in the queue, at most; a full queue spills to the spool.
+    pub queue: usize,
+    /// Records per call to the store, at most.
+    pub batch: usize,
+    /// Where records wait while the store is unavailable.
+    pub spool_dir: PathBuf,
+    /// How often a spool is replayed into the store.
+    pub retry_every: Duration,
+}
+
+impl WriteBehindConfig {
+    /// Defaults, spooling into `spool_dir`.
+    pub fn new(spool_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            queue: 1024,
+            batch: 2048,
+            spool_dir: spool_dir.into(),
+            retry_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a [`WriteBehind`] has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WriterStatus {
+    /// Records in the store by this writer (replayed ones included).
+    pub written: u64,
+    /// Records waiting in the spool.
+    pub spooled: u64,
+    /// Records lost: the spool could not be written, or the store refused them as invalid.
+    pub lost: u64,
+    /// Whether the last call to the store succeeded.
+    pub store_healthy: bool,
+    /// The last error from the store or the spool.
+    pub last_error: Option<String>,
+}
+
+enum Message {
+    Records(Vec<ExecutionRecord>),
+    Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
+}
+
+struct Shared {
+    spool: Mutex<Spool>,
+    written: AtomicU64,
+    lost: AtomicU64,
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        // The spool's state is a file handle and counters; a panic elsewhere leaves it usable.
+        self.spool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failed(&self, error: impl ToString) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+
+    /// Spools `records`; if even that fails, counts them lost.
+    fn spill(&self, records: &[ExecutionRecord]) {
+        if let Err(error) = self.spool().append(records) {
+            self.lost.fetch_add(records.len() as u64, Ordering::Relaxed);
+            tracing::error!(%error, count = records.len(), "execution records lost: the spool cannot be written");
+            self.failed(format!("spool: {error}"));
+        }
+    }
+}
+
+/// A [`Memory`] that records through a bounded queue and a disk spool into another memory.
+/// Reads go straight to the inner memory: records still queued or spooled are not in them.
+pub struct WriteBehind {
+    inner: Arc<dyn Memory>,
+    queue: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl WriteBehind {
+    /// Opens the spool (records left in it by an earlier process are replayed) and starts the
+    /// writing task on the current tokio runtime.
+    pub fn start(inner: Arc<dyn Memory>, config: WriteBehindConfig) -> std::io::Result<Self> {
+        let spool = Spool::open(&config.spool_dir)?;
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            written: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+        });
+        let (queue, receiver) = mpsc::channel(config.queue.max(1));
+        let task = tokio::spawn(run(
+            Arc::clone(&inner),
+            receiver,
+            Arc::clone(&shared),
+            config,
+        ));
+        Ok(Self {
+            inner,
+            queue,
+            shared,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// What the writer has done so far.
+    pub fn status(&self) -> WriterStatus {
+        WriterStatus {
+            written: self.shared.written.load(Ordering::Relaxed),
+            spooled: self.shared.spool().pending(),
+            lost: self.shared.lost.load(Ordering::Relaxed),
+            store_healthy: self.shared.healthy.load(Ordering::Relaxed),
+            last_error: self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Waits until everything recorded before this call is in the store or the spool, and the
+    /// spool has been replayed once more; returns the status then.
+    pub async fn flush(&self) -> WriterStatus {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        self.status()
+    }
+
+    /// Stops taking records into the queue (later ones go straight to the spool), writes or
+    /// spools what is queued, replays the spool once more and ends the task.
+    pub async fn close(&self) -> WriterStatus {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Message::Close(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "the memory writer task failed");
+            }
+        }
+        self.status()
+    }
+}
+
+/// What one turn of the writing task took from the queue.
+#[derive(Default)]
+struct Round {
+    batch: Vec<ExecutionRecord>,
+    replies: Vec<oneshot::Sender<()>>,
+    closing: bool,
+}
+
+impl Round {
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Records(records) => self.batch.extend(records),
+            Message::Flush(done) => self.replies.push(done),
+            Message::Close(done) => {
+                self.replies.push(done);
+                self.closing = true;
+            }
+        }
+    }
+}
+
+async fn run(
+    inner: Arc<dyn Memory>,
+    mut receiver: mpsc::Receiver<Message>,
+    shared: Arc<Shared>,
+    config: WriteBehindConfig,
+) {
+    let mut replay_tick = tokio::time::interval(config.retry_every);
+    replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = receiver.recv() => {
+                let Some(message) = message else { break };
+                let mut round = Round::default();
+                round.take(message);
+                while round.replies.is_empty() && round.batch.len() < config.batch {
+                    match receiver.try_recv() {
+                        Ok(message) => round.take(message),
+                        Err(_) => break,
+                    }
+                }
+                if round.closing {
+                    // Senders now fail and spool; whatever is already queued is taken here.
+                    receiver.close();
+                    while let Some(message) = receiver.recv().await {
+                        round.take(message);
+                    }
+                }
+                store(&*inner, &shared, round.batch, config.batch).await;
+                if !round.replies.is_empty() {
+                    replay(&*inner, &shared, config.batch).await;
+                }
+                for done in round.replies {
+                    let _ = done.send(());
+                }
+                if round.closing {
+                    break;
+                }
+            }
+            _ = replay_tick.tick() => replay(&*inner, &shared, config.batch).await,
+        }
+    }
+}
+
+/// Writes a batch to the store, or spools it when the store fails or a spool is waiting.
+async fn store(inner: &dyn Memory, shared: &Shared, batch: Vec<ExecutionRecord>, max: usize) {
+    if batch.is_empty() {
+        return;
+    }
+    if shared.spool().pending() > 0 {
+        shared.spill(&batch);
+        return;
+    }
+    for chunk in batch.chunks(max.max(1)) {
+        if let Err(error) = write(inner, shared, chunk).await {
+            tracing::warn!(%error, count = chunk.len(), "memory store unavailable; execution records spooled to disk");
+            shared.spill(chunk);
+        }
+    }
+}
+
+/// One call to the store. Records it refuses as invalid are written one by one, and those it
+/// still refuses are counted lost; an unavailable store is returned as an error.
+async fn write(
+    inner: &dyn Memory,
+    shared: &Shared,
+    records: &[ExecutionRecord],
+) -> Result<(), MemoryError> {
+    let result = match inner.record(records).await {
+        Err(MemoryError::Rejected(reason)) => {
+            tracing::warn!(%reason, "the store refused a batch; writing its records one by one");
+            for record in records {
+                match inner.record(std::slice::from_ref(record)).await {
+                    Err(MemoryError::Rejected(reason)) => {
+                        shared.lost.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(execution = %record.id, %reason, "execution record refused by the store");
+                        shared.failed(format!("refused {}: {reason}", record.id));
+                    }
+                    other => other?,
+                }
+            }
+            Ok(())
+        }
+        other => other,
+    };
+    match &result {
+        Ok(()) => {
+            shared
+                .written
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            shared.healthy.store(true, Ordering::Relaxed);
+        }
+        Err(error) => {
+            shared.healthy.store(false, Ordering::Relaxed);
+            shared.failed(error);
+        }
+    }
+    result
+}
+
+/// Replays the spool into the store, oldest segment first, stopping at the first failure.
+async fn replay(inner: &dyn Memory, shared: &Shared, max: usize) {
+    if shared.spool().pending() == 0 {
+        return;
+    }
+    let segments = match shared.spool().take_segments() {
+        Ok(segments) => segments,
+        Err(error) => {
+            tracing::error!(%error, "the spool cannot be listed");
+            shared.failed(format!("spool: {error}"));
+            return;
+        }
+    };
+    for path in segments {
+        let segment = match Spool::read(&path) {
+            Ok(segment) => segment,
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "a spool segment cannot be read");
+                shared.failed(format!("spool: {error}"));
+                return;
+            }
+        };
+        for chunk in segment.records.chunks(max.max(1)) {
+            if write(inner, shared, chunk).await.is_err() {
+                return;
+            }
+        }
+        if segment.unreadable > 0 {
+            shared.lost.fetch_add(segment.unreadable, Ordering::Relaxed);
+            tracing::error!(lines = segment.unreadable, path = %path.display(), "unreadable spool lines skipped");
+        }
+        if let Err(error) = shared.spool().remove(&segment) {
+            tracing::error!(%error, path = %path.display(), "a replayed spool segment cannot be removed");
+            shared.failed(format!("spool: {error}"));
+            return;
+        }
+        tracing::info!(
+            records = segment.records.len(),
+            "spooled execution records caught up"
+        );
+    }
+}
+
+#[async_trait]
+impl Memory for WriteBehind {
+    async fn record(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match self.queue.try_send(Message::Records(records.to_vec())) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
+                self.shared.spill(records);
+            }
+        }
+        Ok(())
+    }
+
+    async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
+        self.inner.execution(id).await
+    }
+
+    async fn executions_of(&self, signal: SignalId) -> Result<Vec<ExecutionRecord>, MemoryError> {
+        self.inner.executions_of(signal).await
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<ExecutionRecord>, MemoryError> {
+        self.inner.recent(limit).await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        self.inner.search(query).await
+    }
+
+    async fn unit_stats(&self) -> Result<Vec<UnitStats>, MemoryError> {
+        self.inner.unit_stats().await
+    }
+
+    async fn count(&self) -> Result<u64, MemoryError> {
+        self.inner.count().await
+    }
+
+    async fn compact(&self, retention: &Retention) -> Result<Compaction, MemoryError> {
+        self.inner.compact(retention).await
+    }
+}
