@@ -261,28 +261,30 @@ async fn write(
     shared: &Shared,
     records: &[ExecutionRecord],
 ) -> Result<(), MemoryError> {
-    let result = match inner.record(records).await {
-        Err(MemoryError::Rejected(reason)) => {
-            tracing::warn!(%reason, "the store refused a batch; writing its records one by one");
-            for record in records {
-                match inner.record(std::slice::from_ref(record)).await {
-                    Err(MemoryError::Rejected(reason)) => {
-                        shared.lost.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(execution = %record.id, %reason, "execution record refused by the store");
-                        shared.failed(format!("refused {}: {reason}", record.id));
-                    }
-                    other => other?,
+    let mut result = inner.record(records).await;
+    let mut written = records.len() as u64;
+    if let Err(MemoryError::Rejected(reason)) = &result {
+        tracing::warn!(%reason, "the store refused a batch; writing its records one by one");
+        result = Ok(());
+        for record in records {
+            match inner.record(std::slice::from_ref(record)).await {
+                Err(MemoryError::Rejected(reason)) => {
+                    written -= 1;
+                    shared.lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(execution = %record.id, %reason, "execution record refused by the store");
+                    shared.failed(format!("refused {}: {reason}", record.id));
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    result = Err(error);
+                    break;
                 }
             }
-            Ok(())
         }
-        other => other,
-    };
+    }
     match &result {
         Ok(()) => {
-            shared
-                .written
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            shared.written.fetch_add(written, Ordering::Relaxed);
             shared.healthy.store(true, Ordering::Relaxed);
         }
         Err(error) => {

@@ -1,0 +1,242 @@
+//! WriteBehind in front of a store that can be switched off, held up, or made to refuse records:
+//! nothing is lost and nothing waits. (The same against a real PostgreSQL that is stopped and
+//! restarted is `tests/system/memory_outage.rs`.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use swarm_memory::testkit::record;
+use swarm_memory::{
+    Compaction, InProcMemory, Memory, MemoryError, Retention, SearchHit, SearchQuery, UnitStats,
+    WriteBehind, WriteBehindConfig,
+};
+use swarm_schemas::{ExecutionId, ExecutionRecord, Signal, SignalId};
+use tokio::sync::Semaphore;
+
+/// An in-process store that fails while `down`, waits for a permit while `gated`, and refuses
+/// records of the unit `refused`.
+struct Store {
+    inner: InProcMemory,
+    down: AtomicBool,
+    gate: Semaphore,
+    gated: AtomicBool,
+}
+
+impl Store {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: InProcMemory::new(),
+            down: AtomicBool::new(false),
+            gate: Semaphore::new(0),
+            gated: AtomicBool::new(false),
+        })
+    }
+}
+
+#[async_trait]
+impl Memory for Store {
+    async fn record(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        if self.gated.load(Ordering::SeqCst) {
+            self.gate.acquire().await.expect("gate").forget();
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return Err(MemoryError::Unavailable("switched off".into()));
+        }
+        if records.iter().any(|r| r.unit == "refused") {
+            return Err(MemoryError::Rejected("a refused unit".into()));
+        }
+        self.inner.record(records).await
+    }
+    async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
+        self.inner.execution(id).await
+    }
+    async fn executions_of(&self, signal: SignalId) -> Result<Vec<ExecutionRecord>, MemoryError> {
+        self.inner.executions_of(signal).await
+    }
+    async fn recent(&self, limit: usize) -> Result<Vec<ExecutionRecord>, MemoryError> {
+        self.inner.recent(limit).await
+    }
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
+        self.inner.search(query).await
+    }
+    async fn unit_stats(&self) -> Result<Vec<UnitStats>, MemoryError> {
+        self.inner.unit_stats().await
+    }
+    async fn count(&self) -> Result<u64, MemoryError> {
+        self.inner.count().await
+    }
+    async fn compact(&self, retention: &Retention) -> Result<Compaction, MemoryError> {
+        self.inner.compact(retention).await
+    }
+}
+
+fn batch(n: usize, unit: &str) -> Vec<ExecutionRecord> {
+    (0..n)
+        .map(|i| {
+            record(
+                &Signal::new("k", serde_json::json!({ "i": i })),
+                unit,
+                true,
+                0,
+            )
+        })
+        .collect()
+}
+
+fn config(dir: &tempfile::TempDir) -> WriteBehindConfig {
+    WriteBehindConfig {
+        retry_every: Duration::from_millis(50),
+        ..WriteBehindConfig::new(dir.path())
+    }
+}
+
+#[tokio::test]
+async fn records_reach_the_store_in_batches() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::new();
+    let writer = WriteBehind::start(store.clone(), config(&dir)).expect("start");
+    for _ in 0..10 {
+        writer.record(&batch(100, "u")).await.expect("record");
+    }
+    let status = writer.flush().await;
+    assert_eq!((status.written, status.spooled, status.lost), (1000, 0, 0));
+    assert_eq!(store.inner.len(), 1000);
+    assert!(status.store_healthy);
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_is_caught_up_from_the_spool() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::new();
+    let writer = WriteBehind::start(store.clone(), config(&dir)).expect("start");
+    store.down.store(true, Ordering::SeqCst);
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        let records = batch(300, "u");
+        writer
+            .record(&records)
+            .await
+            .expect("recording never fails while the store is down");
+        sent.extend(records);
+    }
+    let status = writer.flush().await;
+    assert_eq!((status.written, status.spooled, status.lost), (0, 1500, 0));
+    assert!(!status.store_healthy);
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("switched off")),
+        "{status:?}"
+    );
+    assert!(store.inner.is_empty());
+
+    store.down.store(false, Ordering::SeqCst);
+    // Records sent after the store is back queue behind the spool and arrive too.
+    let later = batch(10, "u");
+    writer.record(&later).await.expect("record");
+    let status = writer.flush().await;
+    assert_eq!(
+        (status.written, status.spooled, status.lost),
+        (1510, 0, 0),
+        "{status:?}"
+    );
+    sent.extend(later);
+    let mut stored: Vec<_> = store.inner.all().into_iter().map(|r| r.id).collect();
+    let mut expected: Vec<_> = sent.iter().map(|r| r.id).collect();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected);
+}
+
+#[tokio::test]
+async fn the_spool_outlives_the_writer() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::new();
+    store.down.store(true, Ordering::SeqCst);
+    let writer = WriteBehind::start(store.clone(), config(&dir)).expect("start");
+    writer.record(&batch(250, "u")).await.expect("record");
+    let closed = writer.close().await;
+    assert_eq!(closed.spooled, 250);
+    // After close, records still land in the spool rather than nowhere.
+    writer
+        .record(&batch(5, "u"))
+        .await
+        .expect("record after close");
+    assert_eq!(writer.status().spooled, 255);
+    drop(writer);
+
+    store.down.store(false, Ordering::SeqCst);
+    let writer = WriteBehind::start(store.clone(), config(&dir)).expect("restart");
+    assert_eq!(
+        writer.status().spooled,
+        255,
+        "the new writer finds the old spool"
+    );
+    let status = writer.flush().await;
+    assert_eq!((status.written, status.spooled), (255, 0));
+    assert_eq!(store.inner.len(), 255);
+}
+
+#[tokio::test]
+async fn a_full_queue_spills_to_the_spool_instead_of_waiting() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::new();
+    store.gated.store(true, Ordering::SeqCst);
+    let writer = WriteBehind::start(
+        store.clone(),
+        WriteBehindConfig {
+            queue: 2,
+            batch: 10,
+            ..config(&dir)
+        },
+    )
+    .expect("start");
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        writer.record(&batch(10, "u")).await.expect("record");
+    }
+    let took = started.elapsed();
+    assert!(
+        writer.status().spooled > 0,
+        "with the store held up and a queue of 2, batches spill"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "recording did not wait for the store: {took:?}"
+    );
+    store.gated.store(false, Ordering::SeqCst);
+    store.gate.add_permits(1_000);
+    let status = writer.flush().await;
+    assert_eq!(
+        (status.written, status.spooled, status.lost),
+        (500, 0, 0),
+        "{status:?}"
+    );
+    assert_eq!(store.inner.len(), 500);
+}
+
+#[tokio::test]
+async fn records_the_store_refuses_are_counted_and_the_rest_kept() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::new();
+    let writer = WriteBehind::start(store.clone(), config(&dir)).expect("start");
+    let mut records = batch(20, "u");
+    records.extend(batch(2, "refused"));
+    writer.record(&records).await.expect("record");
+    let status = writer.flush().await;
+    assert_eq!(
+        (status.written, status.lost, status.spooled),
+        (20, 2, 0),
+        "{status:?}"
+    );
+    assert_eq!(store.inner.len(), 20);
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused"))
+    );
+}
