@@ -34,6 +34,8 @@ enum Command {
     Emit(EmitArgs),
     /// List the units a directory holds and whether they load.
     Units(UnitsArgs),
+    /// Search and summarise the executions remembered in PostgreSQL.
+    Memory(crate::memory_cli::MemoryCommand),
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +101,12 @@ struct UpArgs {
     /// Signals handled at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     concurrency: u32,
+    /// Where executions are remembered: PostgreSQL + pgvector with --postgres, else in this
+    /// process only.
+    #[command(flatten)]
+    memory: crate::memory_cli::MemoryArgs,
+    #[command(flatten)]
+    record: crate::memory_cli::RecordArgs,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +150,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up(args).await,
         Command::Emit(args) => emit(args).await,
         Command::Units(args) => units(args),
+        Command::Memory(args) => crate::memory_cli::run(args).await,
     }
 }
 
@@ -208,7 +217,14 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(redis) => redis,
         None => Arc::new(InProcMesh::new()),
     };
-    let memory: Arc<dyn Memory> = Arc::new(InProcMemory::bounded(100_000));
+    let recording = match &args.memory.database_url {
+        Some(_) => Some(crate::memory_cli::Recording::start(&args.memory, &args.record).await?),
+        None => None,
+    };
+    let memory: Arc<dyn Memory> = match &recording {
+        Some(recording) => Arc::clone(&recording.writer) as Arc<dyn Memory>,
+        None => Arc::new(InProcMemory::bounded(100_000)),
+    };
     let (reactor, report) = Reactor::start(config, Arc::clone(&mesh), memory).await?;
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
@@ -251,12 +267,20 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         || "the in-process mesh".to_owned(),
         |url| format!("Redis {url}"),
     );
+    let memory_name = if recording.is_some() {
+        "memory in PostgreSQL"
+    } else {
+        "memory in this process"
+    };
     eprintln!(
-        "reactor up on {} with {mesh_name} (Ctrl-C to stop)",
+        "reactor up on {} with {mesh_name} and {memory_name} (Ctrl-C to stop)",
         args.units.dir.display()
     );
     wait_for_stop_signal().await?;
     reactor.stop().await;
+    if let Some(recording) = recording {
+        recording.close().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

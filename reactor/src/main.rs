@@ -1,6 +1,7 @@
-//! The `swarm` command: run a reactor, emit signals, list units.
+//! The `swarm` command: run a reactor, emit signals, list units, search memory.
 
 mod cli;
+mod memory_cli;
 
 use std::process::ExitCode;
 

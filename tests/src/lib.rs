@@ -5,7 +5,7 @@
 
 mod process;
 
-pub use process::{OwnRedis, ReactorProcess, ReactorSpec, redis_url};
+pub use process::{OwnPostgres, OwnRedis, ReactorProcess, ReactorSpec, redis_url};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,10 +69,18 @@ pub fn built_units() -> &'static Path {
     })
 }
 
-/// Builds the `swarm` binary once per test process, in release mode; returns its path.
+/// The `swarm` binary: `SWARM_BIN` when set (`ops/test` builds it before the tests run), else
+/// built once per test process in release mode.
 pub fn swarm_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| cargo_build(&["-p", "swarm-reactor", "--bin", "swarm"]).join("swarm"))
+    BIN.get_or_init(|| match std::env::var_os("SWARM_BIN") {
+        Some(bin) => {
+            let bin = PathBuf::from(bin);
+            assert!(bin.is_file(), "SWARM_BIN={} is not a file", bin.display());
+            bin
+        }
+        None => cargo_build(&["-p", "swarm-reactor", "--bin", "swarm"]).join("swarm"),
+    })
 }
 
 /// The built library of `package`.

@@ -34,6 +34,8 @@ pub struct ReactorSpec {
     pub work: PathBuf,
     /// `--claim-idle` in seconds.
     pub claim_idle: f64,
+    /// More arguments for `swarm up`.
+    pub extra_args: Vec<String>,
 }
 
 impl ReactorSpec {
@@ -66,6 +68,7 @@ impl ReactorSpec {
             .arg(self.claim_idle.to_string())
             .arg("--units")
             .arg(&self.units)
+            .args(&self.extra_args)
             .env("COUNTER_LOG", self.counter_log())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -171,5 +174,85 @@ impl Drop for OwnRedis {
         let _ = Command::new("redis-cli")
             .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
             .status();
+    }
+}
+
+/// A PostgreSQL + pgvector server of the test's own (started by `ops/start-postgres` on a free
+/// port, with its own data directory), so it can be stopped and restarted without disturbing
+/// other tests. Its database `swarm` has the `vector` extension.
+pub struct OwnPostgres {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnPostgres {
+    /// Initialises and starts one.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let postgres = Self {
+            port,
+            dir: tempfile::tempdir().expect("data dir"),
+        };
+        postgres.restart();
+        postgres
+    }
+
+    /// Its URL (database `swarm`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/swarm", self.port)
+    }
+
+    /// Starts it (again) on the same port and data directory.
+    pub fn restart(&self) {
+        let status = Command::new(workspace_root().join("ops").join("start-postgres"))
+            .args(["--port", &self.port.to_string(), "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("ops/start-postgres runs");
+        assert!(status.success(), "ops/start-postgres failed");
+    }
+
+    /// Stops it (fast shutdown: clients are disconnected) and waits until it is gone.
+    pub fn stop(&self) {
+        let output = Command::new(workspace_root().join("ops").join("start-postgres"))
+            .arg("--bin")
+            .output()
+            .expect("ops/start-postgres runs");
+        let bin = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "swarm-pg", "--"]).arg(bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(bin.join("pg_ctl"))
+        };
+        let status = command
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl stop failed");
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            self.stop();
+        }
     }
 }

@@ -47,6 +47,7 @@ async fn setup(redis: String, claim_idle: f64) -> Setup {
         units: units.path().to_owned(),
         work: work.path().to_owned(),
         claim_idle,
+        extra_args: Vec::new(),
     };
     Setup {
         spec,
