@@ -62,7 +62,8 @@ impl Default for PgMemoryConfig {
 /// Executions remembered in PostgreSQL + pgvector.
 pub struct PgMemory {
     pool: PgPool,
-    shapes: ShapeEmbedder,
+    /// None for a memory opened only to read, count and compact.
+    shapes: Option<ShapeEmbedder>,
     config: PgMemoryConfig,
 }
 
@@ -97,6 +98,29 @@ impl PgMemory {
                 embedder.dimensions()
             )));
         }
+        let pool = Self::open(url, &config).await?;
+        Ok(Self {
+            pool,
+            shapes: Some(ShapeEmbedder::new(embedder, config.shape_cache)),
+            config,
+        })
+    }
+
+    /// Connects without an embedder, for reading, statistics and compaction: `search` answers
+    /// [`MemoryError::NoEmbedder`], and executions recorded through it cannot be found by search.
+    pub async fn connect_without_embedder(
+        url: &str,
+        config: PgMemoryConfig,
+    ) -> Result<Self, MemoryError> {
+        let pool = Self::open(url, &config).await?;
+        Ok(Self {
+            pool,
+            shapes: None,
+            config,
+        })
+    }
+
+    async fn open(url: &str, config: &PgMemoryConfig) -> Result<PgPool, MemoryError> {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
@@ -107,11 +131,7 @@ impl PgMemory {
             .run(&pool)
             .await
             .map_err(|e| MemoryError::Unavailable(format!("migrations failed: {e}")))?;
-        Ok(Self {
-            pool,
-            shapes: ShapeEmbedder::new(embedder, config.shape_cache),
-            config,
-        })
+        Ok(pool)
     }
 
     /// The connection pool (for tools and benchmarks that need SQL of their own).
@@ -124,12 +144,16 @@ impl PgMemory {
         self.search_with(query, true).await
     }
 
+    fn embedder(&self) -> Result<&ShapeEmbedder, MemoryError> {
+        self.shapes.as_ref().ok_or(MemoryError::NoEmbedder)
+    }
+
     async fn probe_vector(&self, probe: &Probe) -> Result<Vec<f32>, MemoryError> {
         match probe {
-            Probe::Text(text) => self.shapes.text(text).await,
+            Probe::Text(text) => self.embedder()?.text(text).await,
             Probe::Signal(signal) => {
                 let shape = Shape::of(signal);
-                let found = self.shapes.vectors([&shape]).await?;
+                let found = self.embedder()?.vectors([&shape]).await?;
                 found
                     .get(&shape.id)
                     .map(|v| v.to_vec())
@@ -207,7 +231,11 @@ impl PgMemory {
         records: &[ExecutionRecord],
     ) -> Result<(), MemoryError> {
         let shapes: Vec<Shape> = records.iter().map(|r| Shape::of(&r.signal)).collect();
-        let vectors = match self.shapes.vectors(shapes.iter()).await {
+        let embedded = match &self.shapes {
+            Some(embedder) => embedder.vectors(shapes.iter()).await,
+            None => Ok(Default::default()),
+        };
+        let vectors = match embedded {
             Ok(vectors) => vectors,
             Err(error) => {
                 tracing::warn!(%error, "signal shapes not embedded; these executions cannot be found by search");

@@ -48,13 +48,27 @@ impl MemoryArgs {
         Ok(Arc::new(embedder))
     }
 
-    /// Connects to PostgreSQL (applying migrations); errors when no URL was given.
+    fn url(&self) -> anyhow::Result<&str> {
+        match &self.database_url {
+            Some(url) => Ok(url),
+            None => bail!("no memory database: pass --postgres URL or set SWARM_DATABASE_URL"),
+        }
+    }
+
+    /// Connects to PostgreSQL (applying migrations) with the embedding model, for recording and
+    /// searching; errors when no URL was given.
     pub async fn postgres(&self) -> anyhow::Result<PgMemory> {
-        let Some(url) = &self.database_url else {
-            bail!("no memory database: pass --postgres URL or set SWARM_DATABASE_URL");
-        };
+        let url = self.url()?;
         let embedder = self.embedder()?;
         PgMemory::connect(url, embedder, PgMemoryConfig::default())
+            .await
+            .with_context(|| format!("cannot open the memory at {}", redact(url)))
+    }
+
+    /// Connects to PostgreSQL without loading the model, for statistics and compaction.
+    async fn postgres_without_model(&self) -> anyhow::Result<PgMemory> {
+        let url = self.url()?;
+        PgMemory::connect_without_embedder(url, PgMemoryConfig::default())
             .await
             .with_context(|| format!("cannot open the memory at {}", redact(url)))
     }
@@ -192,7 +206,7 @@ enum MemorySubcommand {
     /// Forget executions beyond a retention now.
     Compact {
         /// Forget executions older than this many days.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         retain_days: Option<f64>,
         /// Keep at most this many executions, the newest.
         #[arg(long)]
@@ -234,10 +248,12 @@ struct SearchArgs {
 }
 
 pub(crate) async fn run(command: MemoryCommand) -> anyhow::Result<ExitCode> {
-    let memory = command.memory.postgres().await?;
+    let args = &command.memory;
     match command.command {
-        MemorySubcommand::Search(args) => search(&memory, args).await,
-        MemorySubcommand::Stats { json } => stats(&memory, json).await,
+        MemorySubcommand::Search(search_args) => search(&args.postgres().await?, search_args).await,
+        MemorySubcommand::Stats { json } => {
+            stats(&args.postgres_without_model().await?, json).await
+        }
         MemorySubcommand::Compact {
             retain_days,
             retain_rows,
@@ -246,7 +262,11 @@ pub(crate) async fn run(command: MemoryCommand) -> anyhow::Result<ExitCode> {
             if retention == Retention::default() {
                 bail!("say what to keep: --retain-days N, --retain-rows N, or both");
             }
-            let done = memory.compact(&retention).await?;
+            let done = args
+                .postgres_without_model()
+                .await?
+                .compact(&retention)
+                .await?;
             println!(
                 "forgot {} executions and {} unused shapes",
                 done.executions, done.shapes

@@ -1,0 +1,322 @@
+//! Benchmarks of the PostgreSQL + pgvector memory, printed in one run:
+//!
+//! 1. ingest: executions recorded per second through `PgMemory::record` (batches of 2,048,
+//!    500 distinct signal shapes, embedded once, as in a running swarm);
+//! 2. search: latency p50/p95 and recall@10 against exact search, at 100k and 1M shapes
+//!    (HNSW on halfvec(384), ef_search from the memory's config), unfiltered and filtered by
+//!    kind (iterative index scans). The vectors are synthetic (clustered unit vectors): a
+//!    million real embeddings would take the embedder hours here. Each shape has one execution;
+//! 3. the embedder: `benches/embedder.rs` (tract against onnxruntime in the same run) is run
+//!    from here too.
+//!
+//! Needs the project's PostgreSQL (`ops/start-postgres`) and the model (`ops/fetch-model`).
+//! Each run makes a fresh database on that server and drops it at the end.
+//!
+//! Run with: cargo bench -p swarm-memory --bench memory
+//! Knobs: BENCH_SIZES (default "100000,1000000"), BENCH_QUERIES (default 100),
+//! BENCH_INGEST (executions, default 200000), BENCH_EF_SEARCH (default: the memory's default).
+
+use std::time::{Duration, Instant};
+
+use pgvector::HalfVector;
+use swarm_memory::testkit::{fresh_database, record};
+use swarm_memory::{Memory, PgMemory, PgMemoryConfig, Probe, SearchQuery};
+use swarm_schemas::Signal;
+
+const DIMENSIONS: usize = 384;
+const CLUSTERS: usize = 2_000;
+const KINDS: usize = 20;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small deterministic generator (xorshift), so every run searches the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Roughly normal, from the sum of uniforms.
+    fn gauss(&mut self) -> f32 {
+        (0..4)
+            .map(|_| (self.next() >> 11) as f32 / (1u64 << 53) as f32)
+            .sum::<f32>()
+            - 2.0
+    }
+}
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+struct Corpus {
+    centres: Vec<Vec<f32>>,
+    rng: Rng,
+}
+
+impl Corpus {
+    fn new() -> Self {
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let centres = (0..CLUSTERS)
+            .map(|_| normalised((0..DIMENSIONS).map(|_| rng.gauss()).collect()))
+            .collect();
+        Self { centres, rng }
+    }
+
+    /// A point near a random centre.
+    fn point(&mut self) -> (usize, Vec<f32>) {
+        let cluster = (self.rng.next() % CLUSTERS as u64) as usize;
+        let spread = 0.35;
+        let v = self.centres[cluster]
+            .iter()
+            .map(|c| c + spread * self.rng.gauss() / (DIMENSIONS as f32).sqrt() * 4.0)
+            .collect();
+        (cluster, normalised(v))
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+async fn ingest(memory: &PgMemory, total: usize) {
+    let shapes: Vec<Signal> = (0..500)
+        .map(|n| {
+            Signal::new(
+                format!("bench.kind{}", n % KINDS),
+                serde_json::json!({ "variant": format!("variant {}", n) }),
+            )
+        })
+        .collect();
+    // Embed the shapes first, as a running swarm has them cached after the first minutes.
+    let warm: Vec<_> = shapes.iter().map(|s| record(s, "warm", true, 0)).collect();
+    let started = Instant::now();
+    memory.record(&warm).await.expect("warm up");
+    println!(
+        "ingest: 500 distinct shapes embedded and stored in {:.1?}",
+        started.elapsed()
+    );
+
+    let batch = 2_048;
+    let mut done = 0;
+    let started = Instant::now();
+    while done < total {
+        let n = batch.min(total - done);
+        let records: Vec<_> = (0..n)
+            .map(|i| {
+                let template = &shapes[(done + i) % shapes.len()];
+                let mut signal = Signal::new(template.kind.clone(), template.payload.clone());
+                signal.payload["order"] = serde_json::json!(format!("ord-{}", done + i));
+                record(&signal, ["alpha", "beta", "gamma"][i % 3], i % 7 != 0, 0)
+            })
+            .collect();
+        memory.record(&records).await.expect("record");
+        done += n;
+    }
+    let took = started.elapsed();
+    println!(
+        "ingest: {total} executions in batches of {batch}: {:.0} executions/s ({:.1?})",
+        total as f64 / took.as_secs_f64(),
+        took
+    );
+}
+
+/// Grows the shapes table to `size` rows of synthetic vectors, each with one execution.
+async fn grow(pool: &sqlx::PgPool, corpus: &mut Corpus, from: usize, size: usize) {
+    let chunk = 5_000;
+    let mut n = from;
+    while n < size {
+        let count = chunk.min(size - n);
+        let mut ids = Vec::with_capacity(count);
+        let mut kinds = Vec::with_capacity(count);
+        let mut texts = Vec::with_capacity(count);
+        let mut vectors = Vec::with_capacity(count);
+        for i in n..n + count {
+            let (cluster, v) = corpus.point();
+            let text = format!("synthetic {i} cluster {cluster}");
+            ids.push(swarm_memory::shape_id(&text));
+            kinds.push(format!("synthetic.kind{}", i % KINDS));
+            texts.push(text);
+            vectors.push(HalfVector::from_f32_slice(&v));
+        }
+        sqlx::query(
+            "INSERT INTO shapes (id, kind, text, embedding)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::halfvec[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&texts)
+        .bind(&vectors)
+        .execute(pool)
+        .await
+        .expect("insert shapes");
+        sqlx::query(
+            "INSERT INTO executions (id, signal_id, kind, shape_id, unit, unit_version, generation, attempt,
+                 success, started_at, latency_us, emitted, policy, propensity, signal)
+             SELECT gen_random_uuid(), gen_random_uuid(), k, s, 'unit' || (s & 3), '1.0.0', 1, 0, true,
+                 now(), 100, '{}', 'fan_out', 1.0, '{}'::json
+             FROM UNNEST($1::bigint[], $2::text[]) AS t(s, k)",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .execute(pool)
+        .await
+        .expect("insert executions");
+        n += count;
+    }
+}
+
+async fn search_at(memory: &PgMemory, corpus: &mut Corpus, size: usize, queries: usize) {
+    for filtered in [false, true] {
+        let mut latencies = Vec::with_capacity(queries);
+        let mut recall_sum = 0.0;
+        for q in 0..queries {
+            let (_, probe) = corpus.point();
+            let mut query = SearchQuery {
+                probe: Probe::Vector(probe),
+                ..SearchQuery::text("unused")
+            }
+            .k(10);
+            if filtered {
+                query.kind = Some(format!("synthetic.kind{}", q % KINDS));
+            }
+            let started = Instant::now();
+            let hits = memory.search(&query).await.expect("search");
+            latencies.push(started.elapsed());
+            let exact = memory.exact_search(&query).await.expect("exact search");
+            let truth: std::collections::HashSet<_> = exact.iter().map(|h| h.record.id).collect();
+            let found = hits.iter().filter(|h| truth.contains(&h.record.id)).count();
+            recall_sum += found as f64 / truth.len().max(1) as f64;
+        }
+        latencies.sort();
+        println!(
+            "search at {size} shapes{}: p50 {:.2?}, p95 {:.2?}, recall@10 {:.3} ({queries} queries)",
+            if filtered {
+                ", filtered by kind (1 in 20)"
+            } else {
+                ""
+            },
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.95),
+            recall_sum / queries as f64
+        );
+    }
+}
+
+/// Builds the HNSW index the migrations define, with memory and workers for a large build.
+async fn build_index(url: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    for setting in [
+        "SET maintenance_work_mem = '4GB'",
+        "SET max_parallel_maintenance_workers = 2",
+    ] {
+        sqlx::query(setting)
+            .execute(&mut conn)
+            .await
+            .expect("setting");
+    }
+    sqlx::query(
+        "CREATE INDEX shapes_embedding ON shapes USING hnsw (embedding halfvec_cosine_ops)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("build the index");
+}
+
+fn run_embedder_bench() {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["bench", "-q", "-p", "swarm-memory", "--bench", "embedder"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        println!("embedder: the embedder benchmark failed");
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "100000,1000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let queries = env_or("BENCH_QUERIES", 100usize);
+    let ingest_total = env_or("BENCH_INGEST", 200_000usize);
+    let server = std::env::var("SWARM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/swarm".into());
+    let url = fresh_database(&server).await;
+    let mut config = PgMemoryConfig::default();
+    config.ef_search = env_or("BENCH_EF_SEARCH", config.ef_search);
+    println!(
+        "memory benchmark on {url} (ef_search {}, max_scan_tuples {})",
+        config.ef_search, config.max_scan_tuples
+    );
+    let memory = PgMemory::connect(&url, swarm_memory::testkit::embedder(), config)
+        .await
+        .expect("connect");
+
+    ingest(&memory, ingest_total).await;
+
+    // Search on synthetic shapes only.
+    sqlx::query("TRUNCATE executions, shapes")
+        .execute(memory.pool())
+        .await
+        .expect("truncate");
+    let mut corpus = Corpus::new();
+    let mut have = 0;
+    for size in sizes {
+        // Bulk loads build the index afterwards, as an operator would for a large import.
+        let started = Instant::now();
+        sqlx::query("DROP INDEX IF EXISTS shapes_embedding")
+            .execute(memory.pool())
+            .await
+            .expect("drop index");
+        grow(memory.pool(), &mut corpus, have, size).await;
+        have = size;
+        let loaded = started.elapsed();
+        let started = Instant::now();
+        build_index(&url).await;
+        sqlx::query("VACUUM ANALYZE shapes")
+            .execute(memory.pool())
+            .await
+            .ok();
+        sqlx::query("VACUUM ANALYZE executions")
+            .execute(memory.pool())
+            .await
+            .ok();
+        println!(
+            "search: {size} shapes loaded in {loaded:.1?}, HNSW index built in {:.1?}",
+            started.elapsed()
+        );
+        search_at(&memory, &mut corpus, size, queries).await;
+    }
+    drop(memory);
+
+    run_embedder_bench();
+
+    let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+    if let Ok(mut admin) = <sqlx::PgConnection as sqlx::Connection>::connect(&server).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}
