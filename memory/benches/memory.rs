@@ -171,9 +171,12 @@ async fn grow(pool: &sqlx::PgPool, corpus: &mut Corpus, from: usize, size: usize
         sqlx::query(
             "INSERT INTO executions (id, signal_id, kind, shape_id, unit, unit_version, generation, attempt,
                  success, started_at, latency_us, emitted, policy, propensity, signal)
-             SELECT gen_random_uuid(), gen_random_uuid(), k, s, 'unit' || (s & 3), '1.0.0', 1, 0, true,
-                 now(), 100, '{}', 'fan_out', 1.0, '{}'::json
-             FROM UNNEST($1::bigint[], $2::text[]) AS t(s, k)",
+             SELECT gen_random_uuid(), sid, k, s, 'unit' || (s & 3), '1.0.0', 1, 0, true,
+                 now(), 100, '{}', 'fan_out', 1.0,
+                 json_build_object('id', sid, 'kind', k, 'payload', '{}'::json, 'correlation_id', sid,
+                     'trace_id', sid, 'attempt', 0, 'created_at', now())
+             FROM (SELECT s, k, gen_random_uuid() AS sid
+                   FROM UNNEST($1::bigint[], $2::text[]) AS t(s, k)) AS rows",
         )
         .bind(&ids)
         .bind(&kinds)

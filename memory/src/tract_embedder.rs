@@ -3,22 +3,35 @@
 //! mask, L2 normalisation. Matches onnxruntime to within cosine distance 1e-4 (tested against
 //! committed reference embeddings).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
+use tract_onnx::tract_core::model::translator::Translate;
 
 use crate::embed::{EmbedError, Embedder};
 
 /// Longest input, in tokens; longer texts are cut (the model's position table has 512).
 pub const MAX_TOKENS: usize = 256;
 
+/// One text is padded up to a multiple of this many tokens, so that a few plans made concrete
+/// for those lengths serve every text.
+const LENGTH_STEP: usize = 8;
+
 /// A sentence model loaded and optimised for this machine.
 pub struct TractEmbedder {
     tokenizer: Tokenizer,
+    /// The model with symbolic batch and sequence sizes, optimised: runs any batch.
     plan: Arc<TypedSimplePlan>,
+    /// The decluttered model with symbolic sizes, and its two symbols (batch, sequence).
+    typed: TypedModel,
+    symbols: (Symbol, Symbol),
+    /// Plans made concrete for one text of a padded length, optimised for that shape (tract
+    /// picks kernels and drops shape arithmetic when every size is known). Built on first use.
+    single: Mutex<HashMap<usize, Arc<TypedSimplePlan>>>,
     /// Whether the model takes `token_type_ids` as a third input.
     token_types: bool,
     dimensions: usize,
@@ -84,17 +97,45 @@ impl TractEmbedder {
                 "no rank-3 float output with a fixed last dimension",
             ));
         };
-        let plan = typed
+        let typed = typed
             .with_output_outlets(&[outlet])
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_decluttered())
+            .map_err(fail)?;
+        let plan = typed
+            .clone()
+            .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(fail)?;
         Ok(Self {
             tokenizer,
             plan,
+            typed,
+            symbols: (batch, sequence),
+            single: Mutex::default(),
             token_types: inputs == 3,
             dimensions,
         })
+    }
+
+    /// The plan for one text padded to `length` tokens.
+    fn single_plan(&self, length: usize) -> Result<Arc<TypedSimplePlan>, EmbedError> {
+        let mut plans = self.single.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = plans.get(&length) {
+            return Ok(Arc::clone(plan));
+        }
+        let run = |e: TractError| EmbedError::Run(format!("{e:?}"));
+        let (batch, sequence) = &self.symbols;
+        let values = SymbolValues::default()
+            .with(batch, 1)
+            .with(sequence, length as i64)
+            .to_dim_map();
+        let concrete = values.translate_model(&self.typed).map_err(run)?;
+        let plan = concrete
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(run)?;
+        plans.insert(length, Arc::clone(&plan));
+        Ok(plan)
     }
 
     /// Token ids of `text`, as the model sees them (for tests and tools).
@@ -129,7 +170,14 @@ impl Embedder for TractEmbedder {
                 .max()
                 .unwrap_or(0),
         );
-        // Pad within the batch only; padded positions have mask 0 and do not count in the mean.
+        // Pad within the batch only (one text: to the next step, for a concrete plan); padded
+        // positions have mask 0: attention ignores them and they do not count in the mean.
+        let (longest, plan) = if batch == 1 {
+            let padded = longest.div_ceil(LENGTH_STEP).max(1) * LENGTH_STEP;
+            (padded, self.single_plan(padded)?)
+        } else {
+            (longest, Arc::clone(&self.plan))
+        };
         let mut ids = vec![0i64; batch * longest];
         let mut mask = vec![0i64; batch * longest];
         for (row, encoding) in encodings.iter().enumerate() {
@@ -152,7 +200,7 @@ impl Embedder for TractEmbedder {
         if self.token_types {
             inputs.push(tensor(vec![0i64; batch * longest])?);
         }
-        let outputs = self.plan.run(inputs).map_err(run)?;
+        let outputs = plan.run(inputs).map_err(run)?;
         let hidden = outputs[0].to_plain_array_view::<f32>().map_err(run)?;
         let mut out = Vec::with_capacity(batch);
         for row in 0..batch {
