@@ -42,4 +42,3 @@ CREATE TABLE executions (
 CREATE INDEX executions_signal ON executions (signal_id);
 CREATE INDEX executions_shape ON executions (shape_id, started_at DESC);
 CREATE INDEX executions_started ON executions (started_at DESC, id DESC);
-CREATE INDEX executions_unit ON executions (unit, started_at DESC);

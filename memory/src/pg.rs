@@ -6,7 +6,9 @@
 //! shape never seen before), then every execution is inserted with one `UNNEST` statement;
 //! executions already present are skipped. A search finds the nearest shapes that have at least
 //! one execution passing the filters (HNSW with iterative scans, so filters do not starve the
-//! result), then the newest such executions of each.
+//! result), then the newest such executions of each. For k up to 100 the index is asked for four
+//! times as many shapes as needed (at least 40) and those are re-sorted by exact distance: an approximate
+//! scan that stops at exactly k misses more of the true nearest, most of all under filters.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,7 +194,7 @@ impl PgMemory {
                 SELECT s.id, s.text, s.embedding <=> $1 AS distance FROM shapes s
                 WHERE ($2::text IS NULL OR s.kind = $2)
                   AND EXISTS (SELECT 1 FROM executions e WHERE e.shape_id = s.id AND {FILTERS})
-                ORDER BY s.embedding <=> $1 LIMIT $7
+                ORDER BY s.embedding <=> $1 LIMIT $8
             )
             SELECT {COLUMNS}, near.distance, near.text AS shape_text
             FROM near CROSS JOIN LATERAL (
@@ -209,6 +211,7 @@ impl PgMemory {
             .bind(query.since)
             .bind(query.until)
             .bind(k)
+            .bind(if k <= 100 { (k * 4).max(40) } else { k })
             .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
