@@ -10,7 +10,7 @@ use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 
 use crate::query::{ago, nearest_rank};
 use crate::{
-    Compaction, Embedder, Memory, MemoryError, Probe, Retention, SearchHit, SearchQuery, Shape,
+    Compaction, Embedder, Memory, MemoryError, Retention, SearchHit, SearchQuery, Shape,
     ShapeEmbedder, UnitStats, cosine, normalise,
 };
 
@@ -195,18 +195,7 @@ impl Memory for InProcMemory {
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, MemoryError> {
         let embedder = self.shapes.as_ref().ok_or(MemoryError::NoEmbedder)?;
         query.validate(embedder.dimensions())?;
-        let probe = match &query.probe {
-            Probe::Text(text) => embedder.text(text).await?,
-            Probe::Signal(signal) => {
-                let shape = Shape::of(signal);
-                let found = embedder.vectors([&shape]).await?;
-                found
-                    .get(&shape.id)
-                    .map(|v| v.to_vec())
-                    .ok_or_else(|| MemoryError::Embed("no vector".into()))?
-            }
-            Probe::Vector(vector) => vector.clone(),
-        };
+        let probe = embedder.probe(&query.probe).await?;
         let state = self.lock();
         let similarity: HashMap<i64, f32> = state
             .shapes

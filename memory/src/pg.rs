@@ -146,22 +146,12 @@ impl PgMemory {
         self.search_with(query, true).await
     }
 
-    fn embedder(&self) -> Result<&ShapeEmbedder, MemoryError> {
-        self.shapes.as_ref().ok_or(MemoryError::NoEmbedder)
-    }
-
     async fn probe_vector(&self, probe: &Probe) -> Result<Vec<f32>, MemoryError> {
-        match probe {
-            Probe::Text(text) => self.embedder()?.text(text).await,
-            Probe::Signal(signal) => {
-                let shape = Shape::of(signal);
-                let found = self.embedder()?.vectors([&shape]).await?;
-                found
-                    .get(&shape.id)
-                    .map(|v| v.to_vec())
-                    .ok_or_else(|| MemoryError::Embed("no vector".into()))
-            }
-            Probe::Vector(vector) => Ok(vector.clone()),
+        match (probe, &self.shapes) {
+            // A vector needs no embedder: a memory opened without one can still search by vector.
+            (Probe::Vector(vector), _) => Ok(vector.clone()),
+            (_, Some(embedder)) => embedder.probe(probe).await,
+            (_, None) => Err(MemoryError::NoEmbedder),
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use swarm_schemas::Signal;
 
-use crate::{Embedder, MemoryError};
+use crate::{Embedder, MemoryError, Probe};
 
 /// At most this many `path: value` fields describe a shape.
 pub const MAX_FIELDS: usize = 48;
@@ -174,6 +174,22 @@ impl ShapeEmbedder {
             }
         }
         Ok(found)
+    }
+
+    /// The vector a search looks for: a text embedded as it is, a signal by its shape.
+    pub async fn probe(&self, probe: &Probe) -> Result<Vec<f32>, MemoryError> {
+        match probe {
+            Probe::Text(text) => self.text(text).await,
+            Probe::Signal(signal) => {
+                let shape = Shape::of(signal);
+                let found = self.vectors([&shape]).await?;
+                found
+                    .get(&shape.id)
+                    .map(|v| v.to_vec())
+                    .ok_or_else(|| MemoryError::Embed("no vector".into()))
+            }
+            Probe::Vector(vector) => Ok(vector.clone()),
+        }
     }
 
     /// The vector of one free text.
