@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use swarm_memory::{Embedder, TractEmbedder};
+use swarm_memory::{Embedder, MODEL_FILE, TOKENIZER_FILE, TractEmbedder};
 
 const SENTENCES: &[&str] = &[
     "payment declined",
@@ -95,13 +95,8 @@ print(f"{(time.perf_counter() - start) * 1000 / (rounds * len(encoded)):.2f}")
 }
 
 fn main() {
-    let dir = std::env::var_os("SWARM_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".swarm/models"));
-    let (model, tokenizer) = (
-        dir.join("paraphrase-MiniLM-L3-v2.onnx"),
-        dir.join("tokenizer.json"),
-    );
+    let dir = swarm_memory::testkit::models_dir();
+    let (model, tokenizer) = (dir.join(MODEL_FILE), dir.join(TOKENIZER_FILE));
     let started = Instant::now();
     let embedder = TractEmbedder::load(&model, &tokenizer).expect("model (run ops/fetch-model)");
     println!(

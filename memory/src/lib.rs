@@ -27,7 +27,7 @@ pub use query::{
 };
 pub use shape::{Shape, ShapeEmbedder, shape_id};
 #[cfg(feature = "tract")]
-pub use tract_embedder::{MAX_TOKENS, TractEmbedder};
+pub use tract_embedder::{MAX_TOKENS, MODEL_FILE, TOKENIZER_FILE, TractEmbedder};
 pub use writer::{WriteBehind, WriteBehindConfig, WriterStatus};
 
 use async_trait::async_trait;

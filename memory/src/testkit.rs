@@ -59,11 +59,8 @@ pub fn embedder() -> std::sync::Arc<dyn crate::Embedder> {
         std::sync::OnceLock::new();
     let embedder = EMBEDDER.get_or_init(|| {
         let dir = models_dir();
-        let loaded = crate::TractEmbedder::load(
-            &dir.join("paraphrase-MiniLM-L3-v2.onnx"),
-            &dir.join("tokenizer.json"),
-        )
-        .unwrap_or_else(|e| panic!("the model is needed (run ops/fetch-model): {e}"));
+        let loaded = crate::TractEmbedder::load_dir(&dir)
+            .unwrap_or_else(|e| panic!("the model is needed (run ops/fetch-model): {e}"));
         std::sync::Arc::new(loaded)
     });
     embedder.clone()

@@ -14,6 +14,11 @@ use tract_onnx::tract_core::model::translator::Translate;
 
 use crate::embed::{EmbedError, Embedder};
 
+/// The model file in a models directory (`ops/fetch-model` puts it there).
+pub const MODEL_FILE: &str = "paraphrase-MiniLM-L3-v2.onnx";
+/// The tokenizer file in a models directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
 /// Longest input, in tokens; longer texts are cut (the model's position table has 512).
 pub const MAX_TOKENS: usize = 256;
 
@@ -136,6 +141,11 @@ impl TractEmbedder {
             .map_err(run)?;
         plans.insert(length, Arc::clone(&plan));
         Ok(plan)
+    }
+
+    /// Loads [`MODEL_FILE`] and [`TOKENIZER_FILE`] from a models directory.
+    pub fn load_dir(dir: &Path) -> Result<Self, EmbedError> {
+        Self::load(&dir.join(MODEL_FILE), &dir.join(TOKENIZER_FILE))
     }
 
     /// Token ids of `text`, as the model sees them (for tests and tools).

@@ -3,32 +3,18 @@
 //! model fetched by `ops/fetch-model` (`SWARM_MODELS_DIR`, default `.swarm/models`). A missing
 //! model fails these tests; they never skip.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use swarm_memory::{Embedder, TractEmbedder, cosine};
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("SWARM_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(".swarm")
-                .join("models")
-        })
-}
+use swarm_memory::testkit::models_dir;
+use swarm_memory::{Embedder, MODEL_FILE, TOKENIZER_FILE, TractEmbedder, cosine};
 
 fn embedder() -> &'static TractEmbedder {
     static EMBEDDER: OnceLock<TractEmbedder> = OnceLock::new();
     EMBEDDER.get_or_init(|| {
         let dir = models_dir();
-        TractEmbedder::load(
-            &dir.join("paraphrase-MiniLM-L3-v2.onnx"),
-            &dir.join("tokenizer.json"),
-        )
-        .unwrap_or_else(|e| panic!("the model is needed (run ops/fetch-model): {e}"))
+        TractEmbedder::load_dir(&dir)
+            .unwrap_or_else(|e| panic!("the model is needed (run ops/fetch-model): {e}"))
     })
 }
 
@@ -122,19 +108,16 @@ fn semantically_close_sentences_are_closer() {
 #[test]
 fn missing_files_are_clear_errors() {
     let dir = models_dir();
-    let err = TractEmbedder::load(&dir.join("nope.onnx"), &dir.join("tokenizer.json"))
+    let err = TractEmbedder::load(&dir.join("nope.onnx"), &dir.join(TOKENIZER_FILE))
         .err()
         .expect("fails");
     assert!(
         err.to_string().starts_with("cannot load model from "),
         "{err}"
     );
-    let err = TractEmbedder::load(
-        &dir.join("paraphrase-MiniLM-L3-v2.onnx"),
-        &dir.join("nope.json"),
-    )
-    .err()
-    .expect("fails");
+    let err = TractEmbedder::load(&dir.join(MODEL_FILE), &dir.join("nope.json"))
+        .err()
+        .expect("fails");
     assert!(
         err.to_string().starts_with("cannot load tokenizer from "),
         "{err}"

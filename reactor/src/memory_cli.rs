@@ -13,11 +13,6 @@ use swarm_memory::{
 };
 use swarm_schemas::Outcome;
 
-/// The model file, inside the models directory.
-const MODEL_FILE: &str = "paraphrase-MiniLM-L3-v2.onnx";
-/// The tokenizer file, inside the models directory.
-const TOKENIZER_FILE: &str = "tokenizer.json";
-
 #[derive(Debug, Args)]
 pub(crate) struct MemoryArgs {
     /// PostgreSQL + pgvector URL of the shared memory (`postgres://user@host:port/db`).
@@ -35,11 +30,7 @@ pub(crate) struct MemoryArgs {
 impl MemoryArgs {
     /// Loads the embedding model, with an error that says how to get it.
     pub fn embedder(&self) -> anyhow::Result<Arc<dyn Embedder>> {
-        let (model, tokenizer) = (
-            self.models_dir.join(MODEL_FILE),
-            self.models_dir.join(TOKENIZER_FILE),
-        );
-        let embedder = TractEmbedder::load(&model, &tokenizer).with_context(|| {
+        let embedder = TractEmbedder::load_dir(&self.models_dir).with_context(|| {
             format!(
                 "cannot load the embedding model from {} (run ops/fetch-model)",
                 self.models_dir.display()
