@@ -36,10 +36,10 @@ pub const UNIT_PACKAGES: &[&str] = &[
     "fixture-cycle-b",
     "fixture-needs-ghost",
     "fixture-noop",
-    "order-validate",
-    "order-price",
-    "fulfil-express",
-    "fulfil-standard",
+    ORDER_FLOW[0],
+    ORDER_FLOW[1],
+    ORDER_FLOW[2],
+    ORDER_FLOW[3],
 ];
 
 /// Runs `cargo build --release` with `args` into a target directory of the tests' own, so it
@@ -100,6 +100,21 @@ pub fn deploy_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Instant {
     let at = Instant::now();
     std::fs::rename(&tmp, dir.join(name)).expect("rename into place");
     at
+}
+
+/// The example order flow's units, in the order a signal passes through them.
+pub const ORDER_FLOW: [&str; 4] = [
+    "order-validate",
+    "order-price",
+    "fulfil-express",
+    "fulfil-standard",
+];
+
+/// Deploys the example order flow's units into `dir`, each as `<package>.so`.
+pub fn deploy_order_flow(dir: &Path) {
+    for unit in ORDER_FLOW {
+        deploy(dir, unit, &format!("{unit}.so"));
+    }
 }
 
 /// Deploys the built library of `package` as `name` in `dir`; returns the moment of the rename.

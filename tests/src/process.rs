@@ -110,6 +110,14 @@ impl ReactorProcess {
     }
 }
 
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// A Redis server of the test's own (started by `ops/start-redis` on a free port, with its own
 /// data directory), so it can be stopped and restarted without disturbing other tests.
 pub struct OwnRedis {
@@ -121,10 +129,7 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts one.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
         let redis = Self {
             port,
             dir: tempfile::tempdir().expect("data dir"),
@@ -189,10 +194,7 @@ pub struct OwnPostgres {
 impl OwnPostgres {
     /// Initialises and starts one.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
         let postgres = Self {
             port,
             dir: tempfile::tempdir().expect("data dir"),

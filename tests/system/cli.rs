@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use swarm_tests::{deploy, deploy_bytes, swarm_binary};
+use swarm_tests::{deploy_bytes, deploy_order_flow, swarm_binary};
 
 fn swarm(args: &[&str], units: &Path) -> Output {
     Command::new(swarm_binary())
@@ -22,14 +22,7 @@ fn text(bytes: &[u8]) -> String {
 
 fn order_flow() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("units dir");
-    for unit in [
-        "order-validate",
-        "order-price",
-        "fulfil-express",
-        "fulfil-standard",
-    ] {
-        deploy(dir.path(), unit, &format!("{unit}.so"));
-    }
+    deploy_order_flow(dir.path());
     dir
 }
 

@@ -7,25 +7,14 @@ use serde_json::json;
 use swarm_mesh::Mesh;
 use swarm_reactor::Change;
 use swarm_schemas::{Outcome, Signal};
-use swarm_tests::{TestSwarm, wait_for};
+use swarm_tests::{TestSwarm, deploy_order_flow, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(10);
-
-fn deploy_order_flow(swarm: &TestSwarm) {
-    for unit in [
-        "order-validate",
-        "order-price",
-        "fulfil-express",
-        "fulfil-standard",
-    ] {
-        swarm.deploy(unit, &format!("{unit}.so"));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_unit_emits_reaches_the_next_with_lineage() {
     let swarm = TestSwarm::new();
-    deploy_order_flow(&swarm);
+    deploy_order_flow(swarm.units.path());
     let (reactor, report) = swarm.start().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     let names: Vec<String> = reactor
@@ -151,7 +140,7 @@ async fn a_dependency_cycle_and_a_missing_dependency_are_refused_by_name() {
     // Once the dependency arrives, the dependent loads after it.
     let mut both = TestSwarm::new();
     both.config.watch = false;
-    deploy_order_flow(&both);
+    deploy_order_flow(both.units.path());
     let (other, report) = both.start().await;
     let order: Vec<&str> = report
         .changes

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use swarm_memory::testkit::{database_url, fresh_database, models_dir};
-use swarm_tests::{deploy, swarm_binary};
+use swarm_tests::{deploy_order_flow, swarm_binary};
 
 fn memory(args: &[&str], url: &str) -> Output {
     Command::new(swarm_binary())
@@ -23,14 +23,7 @@ fn memory(args: &[&str], url: &str) -> Output {
 async fn up_remembers_executions_and_memory_search_finds_them() {
     let url = fresh_database(&database_url()).await;
     let units = tempfile::tempdir().expect("units dir");
-    for unit in [
-        "order-validate",
-        "order-price",
-        "fulfil-express",
-        "fulfil-standard",
-    ] {
-        deploy(units.path(), unit, &format!("{unit}.so"));
-    }
+    deploy_order_flow(units.path());
     let spool = tempfile::tempdir().expect("spool dir");
     let feed = swarm_tests::workspace_root().join("examples/order-flow/signals.jsonl");
     let mut child = Command::new(swarm_binary())
