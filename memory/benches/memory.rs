@@ -3,8 +3,9 @@
 //! 1. ingest: executions recorded per second through `PgMemory::record` (batches of 2,048,
 //!    500 distinct signal shapes, embedded once, as in a running swarm);
 //! 2. search: latency p50/p95 and recall@10 against exact search, at 100k and 1M shapes
-//!    (HNSW on halfvec(384), ef_search from the memory's config), unfiltered and filtered by
-//!    kind (iterative index scans). The vectors are synthetic (clustered unit vectors): a
+//!    (HNSW on halfvec(384), at several ef_search values on the same queries, with the index
+//!    prewarmed into shared buffers as in a memory that has been serving), unfiltered and
+//!    filtered by kind (iterative index scans). The vectors are synthetic (clustered unit vectors): a
 //!    million real embeddings would take the embedder hours here. Each shape has one execution;
 //! 3. the embedder: `benches/embedder.rs` (tract against onnxruntime in the same run) is run
 //!    from here too.
@@ -14,7 +15,8 @@
 //!
 //! Run with: cargo bench -p swarm-memory --bench memory
 //! Knobs: BENCH_SIZES (default "100000,1000000"), BENCH_QUERIES (default 100),
-//! BENCH_INGEST (executions, default 200000), BENCH_EF_SEARCH (default: the memory's default).
+//! BENCH_INGEST (executions, default 200000), BENCH_EF_SEARCH (a list, default "40,100,200":
+//! each is measured on the same queries), BENCH_KEEP=1 keeps the database for inspection.
 
 use std::time::{Duration, Instant};
 
@@ -187,40 +189,98 @@ async fn grow(pool: &sqlx::PgPool, corpus: &mut Corpus, from: usize, size: usize
     }
 }
 
-async fn search_at(memory: &PgMemory, corpus: &mut Corpus, size: usize, queries: usize) {
-    for filtered in [false, true] {
-        let mut latencies = Vec::with_capacity(queries);
-        let mut recall_sum = 0.0;
-        for q in 0..queries {
-            let (_, probe) = corpus.point();
-            let mut query = SearchQuery {
-                probe: Probe::Vector(probe),
-                ..SearchQuery::text("unused")
-            }
-            .k(10);
-            if filtered {
-                query.kind = Some(format!("synthetic.kind{}", q % KINDS));
-            }
-            let started = Instant::now();
-            let hits = memory.search(&query).await.expect("search");
-            latencies.push(started.elapsed());
-            let exact = memory.exact_search(&query).await.expect("exact search");
-            let truth: std::collections::HashSet<_> = exact.iter().map(|h| h.record.id).collect();
-            let found = hits.iter().filter(|h| truth.contains(&h.record.id)).count();
-            recall_sum += found as f64 / truth.len().max(1) as f64;
+/// One search of the benchmark and the executions exact search returns for it.
+struct Case {
+    query: SearchQuery,
+    truth: std::collections::HashSet<uuid::Uuid>,
+}
+
+/// `queries` searches near the corpus, unfiltered or filtered by kind, with their exact answers
+/// (computed once and shared by every `ef_search` measured).
+async fn cases(
+    memory: &PgMemory,
+    corpus: &mut Corpus,
+    queries: usize,
+    filtered: bool,
+) -> Vec<Case> {
+    let mut cases = Vec::with_capacity(queries);
+    for q in 0..queries {
+        let (_, probe) = corpus.point();
+        let mut query = SearchQuery {
+            probe: Probe::Vector(probe),
+            ..SearchQuery::text("unused")
         }
-        latencies.sort();
-        println!(
-            "search at {size} shapes{}: p50 {:.2?}, p95 {:.2?}, recall@10 {:.3} ({queries} queries)",
-            if filtered {
-                ", filtered by kind (1 in 20)"
-            } else {
-                ""
-            },
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.95),
-            recall_sum / queries as f64
-        );
+        .k(10);
+        if filtered {
+            query.kind = Some(format!("synthetic.kind{}", q % KINDS));
+        }
+        let exact = memory.exact_search(&query).await.expect("exact search");
+        let truth = exact.iter().map(|h| h.record.id).collect();
+        cases.push(Case { query, truth });
+    }
+    cases
+}
+
+async fn search_at(url: &str, corpus: &mut Corpus, size: usize, queries: usize, ef: &[u32]) {
+    let exact = PgMemory::connect_without_embedder(url, PgMemoryConfig::default())
+        .await
+        .expect("connect");
+    for filtered in [false, true] {
+        let cases = cases(&exact, corpus, queries, filtered).await;
+        for &ef_search in ef {
+            let config = PgMemoryConfig {
+                ef_search,
+                ..PgMemoryConfig::default()
+            };
+            let memory = PgMemory::connect_without_embedder(url, config)
+                .await
+                .expect("connect");
+            let mut latencies = Vec::with_capacity(queries);
+            let mut recall_sum = 0.0;
+            for case in &cases {
+                let started = Instant::now();
+                let hits = memory.search(&case.query).await.expect("search");
+                latencies.push(started.elapsed());
+                let found = hits
+                    .iter()
+                    .filter(|h| case.truth.contains(&h.record.id))
+                    .count();
+                recall_sum += found as f64 / case.truth.len().max(1) as f64;
+            }
+            latencies.sort();
+            println!(
+                "search at {size} shapes{}, ef_search {ef_search}: p50 {:.2?}, p95 {:.2?}, recall@10 {:.3} ({queries} queries)",
+                if filtered {
+                    ", filtered by kind (1 in 20)"
+                } else {
+                    ""
+                },
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.95),
+                recall_sum / queries as f64
+            );
+        }
+    }
+}
+
+/// Loads the shapes table and its indexes into shared buffers, as they are in a memory that has
+/// been serving for a while (`pg_prewarm`, shipped with PostgreSQL).
+async fn prewarm(pool: &sqlx::PgPool) {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        .execute(pool)
+        .await
+        .expect("pg_prewarm");
+    for relation in [
+        "shapes",
+        "shapes_embedding",
+        "shapes_pkey",
+        "executions_shape",
+    ] {
+        sqlx::query("SELECT pg_prewarm($1)")
+            .bind(relation)
+            .execute(pool)
+            .await
+            .expect("prewarm");
     }
 }
 
@@ -267,11 +327,17 @@ async fn main() {
     let server = std::env::var("SWARM_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/swarm".into());
     let url = fresh_database(&server).await;
-    let mut config = PgMemoryConfig::default();
-    config.ef_search = env_or("BENCH_EF_SEARCH", config.ef_search);
+    let config = PgMemoryConfig::default();
+    let ef_search: Vec<u32> = std::env::var("BENCH_EF_SEARCH")
+        .map(|list| {
+            list.split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![40, config.ef_search, 200]);
     println!(
-        "memory benchmark on {url} (ef_search {}, max_scan_tuples {})",
-        config.ef_search, config.max_scan_tuples
+        "memory benchmark on {url} (ef_search {ef_search:?}, max_scan_tuples {})",
+        config.max_scan_tuples
     );
     let memory = PgMemory::connect(&url, swarm_memory::testkit::embedder(), config)
         .await
@@ -310,12 +376,17 @@ async fn main() {
             "search: {size} shapes loaded in {loaded:.1?}, HNSW index built in {:.1?}",
             started.elapsed()
         );
-        search_at(&memory, &mut corpus, size, queries).await;
+        prewarm(memory.pool()).await;
+        search_at(&url, &mut corpus, size, queries, &ef_search).await;
     }
     drop(memory);
 
     run_embedder_bench();
 
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("kept {url}");
+        return;
+    }
     let name = url.rsplit('/').next().unwrap_or_default().to_owned();
     if let Ok(mut admin) = <sqlx::PgConnection as sqlx::Connection>::connect(&server).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
