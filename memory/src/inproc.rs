@@ -221,8 +221,21 @@ impl Memory for InProcMemory {
                 .then(b.record.started_at.cmp(&a.record.started_at))
                 .then(b.record.id.cmp(&a.record.id))
         });
-        hits.truncate(query.k);
-        Ok(hits)
+        let limit = query.shape_limit();
+        let mut taken: HashMap<&str, usize> = HashMap::new();
+        let mut kept = Vec::with_capacity(query.k);
+        for hit in &hits {
+            let n = taken.entry(hit.shape.as_str()).or_default();
+            if *n < limit {
+                *n += 1;
+                kept.push(hit);
+                if kept.len() == query.k {
+                    break;
+                }
+            }
+        }
+        let kept = kept.into_iter().cloned().collect();
+        Ok(kept)
     }
 
     async fn unit_stats(&self) -> Result<Vec<UnitStats>, MemoryError> {

@@ -179,6 +179,15 @@ impl PgMemory {
             .map_err(unavailable)?;
         let success = query.outcome.map(|o| o == OutcomeFilter::Success);
         let k = i64::try_from(query.k).unwrap_or(i64::MAX);
+        let per_shape = i64::try_from(query.shape_limit()).unwrap_or(i64::MAX);
+        // Shapes needed to fill k, asked for four times over (at least 40) up to k = 100.
+        let per = per_shape.max(1);
+        let needed = (k + per - 1) / per;
+        let shapes = if k <= 100 {
+            (needed * 4).max(40)
+        } else {
+            needed
+        };
         let sql = format!(
             "WITH near AS MATERIALIZED (
                 SELECT s.id, s.text, s.embedding <=> $1 AS distance FROM shapes s
@@ -189,7 +198,7 @@ impl PgMemory {
             SELECT {COLUMNS}, near.distance, near.text AS shape_text
             FROM near CROSS JOIN LATERAL (
                 SELECT * FROM executions e WHERE e.shape_id = near.id AND {FILTERS}
-                ORDER BY e.started_at DESC, e.id DESC LIMIT $7
+                ORDER BY e.started_at DESC, e.id DESC LIMIT $9
             ) e
             ORDER BY near.distance, e.started_at DESC, e.id DESC LIMIT $7"
         );
@@ -201,7 +210,8 @@ impl PgMemory {
             .bind(query.since)
             .bind(query.until)
             .bind(k)
-            .bind(if k <= 100 { (k * 4).max(40) } else { k })
+            .bind(shapes)
+            .bind(per_shape)
             .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;

@@ -49,6 +49,9 @@ pub struct SearchQuery {
     pub until: Option<DateTime<Utc>>,
     /// How many executions, at most (1 ..= [`MAX_K`]).
     pub k: usize,
+    /// At most this many executions of any one signal shape (the newest), so that the nearest
+    /// few shapes do not fill all of `k`; `None`: no limit.
+    pub per_shape: Option<usize>,
 }
 
 impl SearchQuery {
@@ -71,6 +74,7 @@ impl SearchQuery {
             since: None,
             until: None,
             k: 10,
+            per_shape: None,
         }
     }
 
@@ -105,11 +109,25 @@ impl SearchQuery {
         self
     }
 
+    /// At most `n` executions per signal shape.
+    pub fn per_shape(mut self, n: usize) -> Self {
+        self.per_shape = Some(n);
+        self
+    }
+
+    /// Executions a search takes from one shape.
+    pub fn shape_limit(&self) -> usize {
+        self.per_shape.unwrap_or(self.k).min(self.k)
+    }
+
     /// Refuses queries no memory can answer.
     pub fn validate(&self, dimensions: usize) -> Result<(), MemoryError> {
         let invalid = |m: String| Err(MemoryError::InvalidQuery(m));
         if self.k == 0 || self.k > MAX_K {
             return invalid(format!("k must be between 1 and {MAX_K}, not {}", self.k));
+        }
+        if self.per_shape == Some(0) {
+            return invalid("per_shape must be at least 1".into());
         }
         if let (Some(since), Some(until)) = (self.since, self.until) {
             if since >= until {

@@ -157,6 +157,31 @@ macro_rules! memory_behaviour_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn per_shape_limits_each_shape_to_its_newest_executions() {
+                let memory = memory().await;
+                let refused = Signal::new("payment.failed", json!({"reason": "card refused by the bank"}));
+                let expired = Signal::new("payment.failed", json!({"reason": "the card has expired"}));
+                let shipped = Signal::new("order.shipped", json!({"status": "parcel on its way"}));
+                let mut records = Vec::new();
+                for n in 0..6 {
+                    records.push(record(&refused, "a", true, 100 - n));
+                    records.push(record(&expired, "b", true, 100 - n));
+                }
+                records.push(record(&shipped, "c", true, 1));
+                memory.record(&records).await.expect("record");
+                let query = SearchQuery::signal(refused.clone()).k(5);
+                let hits = memory.search(&query).await.expect("search");
+                assert!(hits.iter().all(|h| h.record.unit == "a"), "without a limit the nearest shape fills k");
+                let hits = memory.search(&query.clone().per_shape(2)).await.expect("search");
+                let units: Vec<&str> = hits.iter().map(|h| h.record.unit.as_str()).collect();
+                assert_eq!(units, ["a", "a", "b", "b", "c"], "two of each shape, nearest shape first");
+                let newest: Vec<_> = records.iter().filter(|r| r.unit == "a").rev().take(2).map(|r| r.id).collect();
+                assert_eq!(hits[..2].iter().map(|h| h.record.id).collect::<Vec<_>>(), newest, "the newest of a shape");
+                let err = memory.search(&query.per_shape(0)).await.expect_err("per_shape 0 is refused");
+                assert!(matches!(err, MemoryError::InvalidQuery(_)), "{err}");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn every_field_of_a_record_survives() {
                 let memory = memory().await;
                 let parent = Signal::new("order.placed", json!({"order": "ord-9"}));
