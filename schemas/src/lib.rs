@@ -14,5 +14,7 @@ mod signal;
 pub use dead_letter::{DEAD_LETTER_KIND, DeadLetter};
 pub use execution::{ExecutionId, ExecutionRecord, FailureKind, Outcome};
 pub use kind::{KindError, KindPattern, validate_kind};
-pub use manifest::{Dependency, DispatchPolicy, ManifestError, UnitManifest, validate_unit_name};
+pub use manifest::{
+    Dependency, DispatchPolicy, ManifestError, PatternDispatch, UnitManifest, validate_unit_name,
+};
 pub use signal::{Emit, Signal, SignalId, UnitReply};

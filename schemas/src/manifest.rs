@@ -32,6 +32,17 @@ impl DispatchPolicy {
     }
 }
 
+/// The dispatch policy of the subscriptions that match a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PatternDispatch {
+    /// Kinds this applies to.
+    pub pattern: KindPattern,
+    /// The policy for them.
+    pub dispatch: DispatchPolicy,
+}
+
 /// A unit this unit needs loaded before it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -72,6 +83,9 @@ pub struct UnitManifest {
     /// How the reactor picks among competing units for this unit's subscriptions.
     #[serde(default)]
     pub dispatch: DispatchPolicy,
+    /// Policies for some kinds, overriding `dispatch` (the first pattern that matches wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dispatch_for: Vec<PatternDispatch>,
 }
 
 /// Why a manifest was refused.
@@ -132,7 +146,8 @@ impl UnitManifest {
                 return Err(ManifestError::BadConfigSchema(self.name.clone()));
             }
         }
-        if self.dispatch == (DispatchPolicy::TopK { k: 0 }) {
+        let zero = DispatchPolicy::TopK { k: 0 };
+        if self.dispatch == zero || self.dispatch_for.iter().any(|d| d.dispatch == zero) {
             return Err(ManifestError::BadDispatch(self.name.clone()));
         }
         Ok(())
@@ -141,6 +156,14 @@ impl UnitManifest {
     /// Whether this unit subscribes to `kind`.
     pub fn subscribes_to(&self, kind: &str) -> bool {
         self.subscribes.iter().any(|p| p.matches(kind))
+    }
+
+    /// The dispatch policy of this unit's subscription to `kind`.
+    pub fn policy_for(&self, kind: &str) -> DispatchPolicy {
+        self.dispatch_for
+            .iter()
+            .find(|d| d.pattern.matches(kind))
+            .map_or(self.dispatch, |d| d.dispatch)
     }
 
     /// Whether this unit may emit `kind`.
@@ -169,6 +192,29 @@ mod tests {
         assert_eq!(m.dispatch, DispatchPolicy::FanOut);
         assert!(m.subscribes_to("order.placed"));
         assert!(!m.may_emit("order.placed"));
+    }
+
+    #[test]
+    fn a_policy_per_subscription_overrides_the_default() {
+        let m = manifest(
+            json!({"name": "a", "version": "1.0.0", "subscribes": ["order.>"],
+            "dispatch": {"policy": "top_k", "k": 2},
+            "dispatch_for": [
+                {"pattern": "order.placed", "dispatch": {"policy": "first_success"}},
+                {"pattern": "order.*", "dispatch": {"policy": "fan_out"}}
+            ]}),
+        )
+        .expect("valid");
+        assert_eq!(m.policy_for("order.placed"), DispatchPolicy::FirstSuccess);
+        assert_eq!(m.policy_for("order.paid"), DispatchPolicy::FanOut);
+        assert_eq!(
+            m.policy_for("order.paid.late"),
+            DispatchPolicy::TopK { k: 2 }
+        );
+        let err = manifest(json!({"name": "a", "version": "1.0.0", "subscribes": ["x"],
+            "dispatch_for": [{"pattern": "x", "dispatch": {"policy": "top_k", "k": 0}}]}))
+        .expect_err("must fail");
+        assert!(err.contains("k >= 1"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub struct Manifest {
     dependencies: Vec<(String, String)>,
     config_schema: Option<Value>,
     dispatch: DispatchPolicy,
+    dispatch_for: Vec<(String, DispatchPolicy)>,
 }
 
 impl Manifest {
@@ -31,6 +32,7 @@ impl Manifest {
             dependencies: Vec::new(),
             config_schema: None,
             dispatch: DispatchPolicy::FanOut,
+            dispatch_for: Vec::new(),
         }
     }
 
@@ -65,6 +67,13 @@ impl Manifest {
         self
     }
 
+    /// The policy for the subscribed kinds matching `pattern`, overriding [`Self::dispatch`]
+    /// for them (the first matching pattern wins).
+    pub fn dispatch_for(mut self, pattern: &str, policy: DispatchPolicy) -> Self {
+        self.dispatch_for.push((pattern.to_owned(), policy));
+        self
+    }
+
     /// The manifest as the JSON the host reads.
     pub fn to_json(&self) -> Value {
         let mut value = json!({
@@ -79,6 +88,13 @@ impl Manifest {
         });
         if let Some(schema) = &self.config_schema {
             value["config_schema"] = schema.clone();
+        }
+        if !self.dispatch_for.is_empty() {
+            value["dispatch_for"] = self
+                .dispatch_for
+                .iter()
+                .map(|(pattern, dispatch)| json!({"pattern": pattern, "dispatch": dispatch}))
+                .collect();
         }
         value
     }
