@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use swarm_memory::{InProcMemory, Memory};
 use swarm_mesh::{InProcMesh, Mesh, RedisMesh, RedisMeshConfig, dead_letter_stream};
 use swarm_reactor::{Reactor, ReactorConfig, Registry};
+use swarm_schemas::{DispatchPolicy, KindPattern};
 use swarm_schemas::{Outcome, Signal, validate_kind};
 
 /// swarm: units react to typed signals; the reactor loads and hot-swaps them.
@@ -101,6 +102,18 @@ struct UpArgs {
     /// Signals handled at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     concurrency: u32,
+    /// Dispatch policy for the kinds matching a pattern, overriding the units' manifests:
+    /// `PATTERN=fan_out`, `PATTERN=first_success` or `PATTERN=top_k:N` (repeatable; the first
+    /// matching pattern wins).
+    #[arg(long = "dispatch", value_name = "PATTERN=POLICY", value_parser = parse_dispatch)]
+    dispatch: Vec<(KindPattern, DispatchPolicy)>,
+    /// Probability that competing units are tried in a uniformly random order instead of the
+    /// ranked one (exploration that never switches off).
+    #[arg(long, default_value_t = 0.02, value_parser = parse_probability)]
+    exploration: f64,
+    /// Consecutive failures that open a unit's circuit breaker (0: never).
+    #[arg(long, default_value_t = 20)]
+    breaker_failures: u32,
     /// Where executions are remembered: PostgreSQL + pgvector with --postgres, else in this
     /// process only.
     #[command(flatten)]
@@ -183,6 +196,35 @@ fn parse_feed_line(line: &str) -> anyhow::Result<Signal> {
     Ok(Signal::new(line.kind, line.payload))
 }
 
+/// `PATTERN=POLICY` of `--dispatch`.
+fn parse_dispatch(text: &str) -> Result<(KindPattern, DispatchPolicy), String> {
+    let (pattern, policy) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not PATTERN=POLICY"))?;
+    let pattern = KindPattern::parse(pattern).map_err(|e| format!("pattern `{pattern}` {e}"))?;
+    let policy = match policy.split_once(':') {
+        None if policy == "fan_out" => DispatchPolicy::FanOut,
+        None if policy == "first_success" => DispatchPolicy::FirstSuccess,
+        Some(("top_k", k)) => match k.parse::<u32>() {
+            Ok(k) if k >= 1 => DispatchPolicy::TopK { k },
+            _ => return Err(format!("top_k needs a count of at least 1, not `{k}`")),
+        },
+        _ => {
+            return Err(format!(
+                "unknown policy `{policy}`: use fan_out, first_success or top_k:N"
+            ));
+        }
+    };
+    Ok((pattern, policy))
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{text}` is not a probability between 0 and 1")),
+    }
+}
+
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     check_dir(&args.units.dir)?;
     let private = private_dir()?;
@@ -195,6 +237,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     config.claim_idle = Duration::from_secs_f64(args.claim_idle);
     config.max_attempts = args.max_attempts;
     config.concurrency = args.concurrency as usize;
+    config.dispatch = args.dispatch;
+    config.ranker.exploration = args.exploration;
+    config.ranker.breaker.failures = args.breaker_failures;
     let stream = config.stream.clone();
 
     // Read the whole feed file before starting, so a bad line refuses the run, not half of it.

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use swarm_schemas::{DispatchPolicy, KindPattern};
+
+use crate::ranking::RankerConfig;
+
 /// Everything the reactor needs to run, already validated.
 #[derive(Debug, Clone)]
 pub struct ReactorConfig {
@@ -42,6 +46,13 @@ pub struct ReactorConfig {
     pub trim_every: Duration,
     /// Configuration handed to each unit's constructor, by unit name.
     pub unit_config: BTreeMap<String, serde_json::Value>,
+    /// Dispatch policies that override the units' manifests for the kinds they match (the
+    /// first matching pattern wins).
+    pub dispatch: Vec<(KindPattern, DispatchPolicy)>,
+    /// How competing units are ranked, and their circuit breakers.
+    pub ranker: RankerConfig,
+    /// How often the ranker refreshes its rankings from memory.
+    pub ranker_refresh: Duration,
 }
 
 impl ReactorConfig {
@@ -65,6 +76,9 @@ impl ReactorConfig {
             claim_idle: Duration::from_secs(30),
             trim_every: Duration::from_secs(5),
             unit_config: BTreeMap::new(),
+            dispatch: Vec::new(),
+            ranker: RankerConfig::default(),
+            ranker_refresh: Duration::from_millis(250),
         }
     }
 }

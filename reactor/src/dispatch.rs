@@ -13,19 +13,29 @@ use std::time::Duration;
 use dashmap::DashSet;
 use swarm_memory::Memory;
 use swarm_mesh::{Delivery, EntryId, Mesh, Settlement, StartAt, dead_letter_stream};
-use swarm_schemas::{DeadLetter, ExecutionRecord, Signal};
+use swarm_schemas::{DeadLetter, DispatchPolicy, ExecutionRecord, Signal};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::ReactorConfig;
-use crate::execute::{Attempt, call_all, dead_letter, retry};
+use crate::execute::{Attempt, call_all, dead_letter, fall_back, retry};
+use crate::policy::groups;
+use crate::ranking::Ranker;
 use crate::registry::Registry;
 use crate::slot::UnitSlot;
+
+/// A unit's first try of a signal, and the units to fall back on if it fails (first-success).
+struct Owner {
+    entry: usize,
+    slot: Arc<UnitSlot>,
+    fallbacks: Vec<(Arc<UnitSlot>, f64)>,
+}
 
 pub(crate) struct Dispatcher {
     pub mesh: Arc<dyn Mesh>,
     pub memory: Arc<dyn Memory>,
     pub registry: Arc<Registry>,
+    pub ranker: Arc<Ranker>,
     pub config: Arc<ReactorConfig>,
     pub in_flight: DashSet<EntryId>,
 }
@@ -69,6 +79,7 @@ impl Dispatcher {
         }
 
         let housekeeping = tokio::spawn(Arc::clone(&self).housekeeping(shutdown.clone()));
+        let refresh = tokio::spawn(Arc::clone(&self).refresh_rankings(shutdown.clone()));
         let concurrency = c.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
@@ -110,6 +121,33 @@ impl Dispatcher {
         // Stop reading; let what started finish and settle.
         while tasks.join_next().await.is_some() {}
         housekeeping.abort();
+        refresh.abort();
+    }
+
+    /// Keeps the ranker's rankings fresh from memory, off the dispatch path.
+    async fn refresh_rankings(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.ranker_refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            match self
+                .ranker
+                .refresh(&*self.memory, chrono::Utc::now(), 256)
+                .await
+            {
+                Ok(_) => failing = false,
+                Err(error) if !failing => {
+                    // Ranking goes on from this process's own outcomes meanwhile.
+                    tracing::info!(%error, "rankings cannot be refreshed from memory");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Keeps running entries claimed, takes over entries abandoned by dead consumers, and
@@ -164,7 +202,8 @@ impl Dispatcher {
         let c = &self.config;
         let mut work: Vec<Work> = Vec::with_capacity(deliveries.len());
         let mut attempts = Vec::new();
-        let mut owners: Vec<(usize, Arc<UnitSlot>)> = Vec::new();
+        let mut owners: Vec<Owner> = Vec::new();
+        let now = chrono::Utc::now();
         for Delivery {
             id,
             body,
@@ -209,11 +248,52 @@ impl Dispatcher {
                     },
                 )),
                 Ok(signal) => {
-                    for slot in self.registry.candidates(&signal.kind) {
-                        if let Some(generation) = slot.current() {
-                            let unit = Arc::from(slot.name());
-                            attempts.push(Attempt { generation, unit, signal: signal.clone() });
-                            owners.push((index, slot));
+                    let candidates = self.registry.candidates(&signal.kind);
+                    for group in groups(&signal.kind, candidates, &c.dispatch) {
+                        let names: Vec<Arc<str>> =
+                            group.units.iter().map(|s| Arc::from(s.name())).collect();
+                        let order = self.ranker.rank(&signal, &names, group.policy, now);
+                        let slot_of = |unit: &Arc<str>| {
+                            group.units.iter().find(|s| s.name() == unit.as_ref()).cloned()
+                        };
+                        let nobody = order.ranked.is_empty();
+                        for unit in &order.skipped {
+                            // A skipped fan-out unit, or a competing group with nobody left:
+                            // the signal is kept as a dead letter, not dropped.
+                            if group.policy == DispatchPolicy::FanOut || nobody {
+                                entry.dead.push(dead_letter(
+                                    Some(&signal),
+                                    DeadLetter {
+                                        reason: format!("unit `{unit}` was skipped: its circuit breaker is open"),
+                                        unit: Some(unit.to_string()),
+                                        attempts: 0,
+                                        entry_id: id.to_string(),
+                                        original: serde_json::to_value(&signal).unwrap_or_default(),
+                                    },
+                                ));
+                            }
+                        }
+                        let wave = order.first_wave().len();
+                        let fallbacks: Vec<(Arc<UnitSlot>, f64)> = if group.policy == DispatchPolicy::FirstSuccess {
+                            order.ranked[wave..]
+                                .iter()
+                                .filter_map(|choice| slot_of(&choice.unit).map(|s| (s, choice.propensity)))
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
+                        for choice in order.first_wave() {
+                            let Some(slot) = slot_of(&choice.unit) else { continue };
+                            if let Some(generation) = slot.current() {
+                                attempts.push(Attempt {
+                                    generation,
+                                    unit: Arc::clone(&choice.unit),
+                                    signal: signal.clone(),
+                                    policy: group.policy.name(),
+                                    propensity: choice.propensity,
+                                });
+                                owners.push(Owner { entry: index, slot, fallbacks: fallbacks.clone() });
+                            }
                         }
                     }
                     entry.signal = Some(signal);
@@ -225,7 +305,12 @@ impl Dispatcher {
         let results = call_all(attempts, c.unit_threads).await;
         let mut retries = JoinSet::new();
         let mut outstanding = vec![0usize; work.len()];
-        for ((index, slot), result) in owners.into_iter().zip(results) {
+        for (owner, result) in owners.into_iter().zip(results) {
+            let Owner {
+                entry: index,
+                slot,
+                fallbacks,
+            } = owner;
             let entry = &mut work[index];
             let Some(done) = result else {
                 entry.complete = false;
@@ -250,12 +335,18 @@ impl Dispatcher {
             outstanding[index] += 1;
             let entry_id = entry.id.to_string();
             let (max_attempts, backoff) = (c.max_attempts, c.retry_backoff);
-            retries.spawn(async move {
-                (
-                    index,
-                    retry(slot, signal, done, entry_id, max_attempts, backoff).await,
-                )
-            });
+            if done.record.policy == DispatchPolicy::FirstSuccess.name() {
+                retries.spawn(async move {
+                    (index, fall_back(signal, done, fallbacks, entry_id).await)
+                });
+            } else {
+                retries.spawn(async move {
+                    (
+                        index,
+                        retry(slot, signal, done, entry_id, max_attempts, backoff).await,
+                    )
+                });
+            }
         }
         while let Some(joined) = retries.join_next().await {
             match joined {
@@ -274,6 +365,9 @@ impl Dispatcher {
             .iter_mut()
             .flat_map(|w| std::mem::take(&mut w.records))
             .collect();
+        for record in &records {
+            self.ranker.observe(record);
+        }
         if !records.is_empty() {
             if let Err(error) = self.memory.record(&records).await {
                 tracing::warn!(%error, count = records.len(), "execution records not stored");

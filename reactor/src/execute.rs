@@ -21,6 +21,9 @@ pub(crate) struct Attempt {
     pub generation: Arc<Generation>,
     pub unit: Arc<str>,
     pub signal: Signal,
+    /// The dispatch policy that chose this unit, and the probability it had of doing so.
+    pub policy: &'static str,
+    pub propensity: f64,
 }
 
 /// What one call produced.
@@ -95,6 +98,8 @@ fn attempt_blocking(attempt: Attempt) -> Attempted {
         generation,
         unit,
         signal,
+        policy,
+        propensity,
     } = attempt;
     // To the microsecond: what every store keeps.
     let started_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
@@ -141,8 +146,8 @@ fn attempt_blocking(attempt: Attempt) -> Attempted {
             started_at,
             latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             emitted: emitted.iter().map(|s| s.id).collect(),
-            policy: "fan_out".to_owned(),
-            propensity: 1.0,
+            policy: policy.to_owned(),
+            propensity,
             signal,
         },
         emitted,
@@ -200,6 +205,7 @@ pub(crate) async fn retry(
     max_attempts: u32,
     backoff: Duration,
 ) -> UnitRun {
+    let (policy, propensity) = (first.record.policy.clone(), first.record.propensity);
     let mut last_error = first.error().unwrap_or_default().to_owned();
     let mut run = UnitRun {
         records: vec![first.record],
@@ -220,6 +226,8 @@ pub(crate) async fn retry(
             generation,
             unit: Arc::from(slot.name()),
             signal: seen,
+            policy: policy_name(&policy),
+            propensity,
         };
         let Some(Some(done)) = call_all(vec![call], 1).await.pop() else {
             return run;
@@ -246,6 +254,78 @@ pub(crate) async fn retry(
                 slot.name()
             ),
             unit: Some(slot.name().to_owned()),
+            attempts,
+            entry_id,
+            original: serde_json::to_value(&signal).unwrap_or_default(),
+        },
+    ));
+    run
+}
+
+/// The static name of a recorded policy name.
+fn policy_name(name: &str) -> &'static str {
+    match name {
+        "first_success" => "first_success",
+        "top_k" => "top_k",
+        _ => "fan_out",
+    }
+}
+
+/// Continues first-success dispatch after the first unit failed: the next units in rank order,
+/// one try each, until one succeeds. If every unit fails the signal is dead-lettered with each
+/// unit's last error.
+pub(crate) async fn fall_back(
+    signal: Signal,
+    first: Attempted,
+    next: Vec<(Arc<UnitSlot>, f64)>,
+    entry_id: String,
+) -> UnitRun {
+    let mut errors = vec![format!(
+        "`{}`: {}",
+        first.record.unit,
+        first.error().unwrap_or_default()
+    )];
+    let mut run = UnitRun {
+        records: vec![first.record],
+        emitted: Vec::new(),
+        dead_letter: None,
+    };
+    for (slot, propensity) in next {
+        let Some(generation) = slot.current() else {
+            continue;
+        };
+        let call = Attempt {
+            generation,
+            unit: Arc::from(slot.name()),
+            signal: signal.clone(),
+            policy: "first_success",
+            propensity,
+        };
+        let Some(Some(done)) = call_all(vec![call], 1).await.pop() else {
+            return run;
+        };
+        match done.error() {
+            None => {
+                run.emitted = done.emitted;
+                run.records.push(done.record);
+                return run;
+            }
+            Some(error) => {
+                errors.push(format!("`{}`: {error}", slot.name()));
+                run.records.push(done.record);
+            }
+        }
+    }
+    let attempts = u32::try_from(run.records.len()).unwrap_or(u32::MAX);
+    tracing::warn!(signal = %signal.id, units = attempts, "every unit failed; signal dead-lettered");
+    run.dead_letter = Some(dead_letter(
+        Some(&signal),
+        DeadLetter {
+            reason: format!(
+                "every unit tried in rank order failed (first_success): {}",
+                errors.join("; ")
+            ),
+            unit: None,
             attempts,
             entry_id,
             original: serde_json::to_value(&signal).unwrap_or_default(),

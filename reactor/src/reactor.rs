@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::dispatch::Dispatcher;
+use crate::ranking::Ranker;
 use crate::registry::Registry;
 use crate::status::LoadReport;
 use crate::{ReactorConfig, watcher};
@@ -32,6 +33,7 @@ pub enum StartError {
 /// A running reactor. Stop it with [`Reactor::stop`].
 pub struct Reactor {
     registry: Arc<Registry>,
+    ranker: Arc<Ranker>,
     shutdown: watch::Sender<bool>,
     dispatch: JoinHandle<()>,
     watch: Option<(
@@ -76,10 +78,12 @@ impl Reactor {
         } else {
             None
         };
+        let ranker = Arc::new(Ranker::new(config.ranker.clone()));
         let dispatcher = Arc::new(Dispatcher {
             mesh,
             memory,
             registry: Arc::clone(&registry),
+            ranker: Arc::clone(&ranker),
             config: Arc::new(config),
             in_flight: DashSet::new(),
         });
@@ -87,6 +91,7 @@ impl Reactor {
         Ok((
             Self {
                 registry,
+                ranker,
                 shutdown,
                 dispatch,
                 watch,
@@ -98,6 +103,11 @@ impl Reactor {
     /// The registry of loaded units: status, enable/disable.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The ranker: how competing units are ordered, and their circuit breakers.
+    pub fn ranker(&self) -> &Arc<Ranker> {
+        &self.ranker
     }
 
     /// Stops reading signals, waits for the running ones to settle, stops watching.

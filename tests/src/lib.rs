@@ -36,6 +36,8 @@ pub const UNIT_PACKAGES: &[&str] = &[
     "fixture-cycle-b",
     "fixture-needs-ghost",
     "fixture-noop",
+    "fixture-picky-a",
+    "fixture-picky-b",
     ORDER_FLOW[0],
     ORDER_FLOW[1],
     ORDER_FLOW[2],

@@ -1,0 +1,18 @@
+//! Ranking: which of the units competing for a signal fire, and in what order.
+//!
+//! - `evidence.rs` — rewards and the weights of past executions (similarity, recency).
+//! - `ranker.rs` — [`Ranker`]: evidence per (kind, shape), Thompson sampling, refresh from memory.
+//! - `change.rs` — the change detector that lets a ranking recover when a unit's quality moves.
+//! - `propensity.rs` — the probability of each choice, logged with every execution.
+//! - `breaker.rs` — a circuit breaker per unit; an open unit is skipped by every policy.
+
+mod breaker;
+mod change;
+mod evidence;
+mod propensity;
+mod ranker;
+
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use evidence::{Evidence, Weighed, Weighing, weigh};
+pub use propensity::top_k;
+pub use ranker::{Choice, Order, Ranker, RankerConfig, Refreshed};

@@ -1,0 +1,222 @@
+//! Ranking through the reactor, with real unit libraries: first-success falls back down the
+//! ranked order, a unit that always fails on one family of payloads is ranked down for that
+//! family only, and a unit's circuit breaker opens and recovers.
+
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_mesh::{Mesh, dead_letter_stream};
+use swarm_reactor::ranking::BreakerState;
+use swarm_schemas::{DeadLetter, DispatchPolicy, ExecutionRecord, KindPattern, Signal};
+use swarm_tests::TestSwarm;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn picky_swarm(a: serde_json::Value, b: serde_json::Value) -> TestSwarm {
+    let mut swarm = TestSwarm::new();
+    swarm.config.unit_config.insert("picky-a".into(), a);
+    swarm.config.unit_config.insert("picky-b".into(), b);
+    swarm.deploy("fixture-picky-a", "picky-a.so");
+    swarm.deploy("fixture-picky-b", "picky-b.so");
+    swarm
+}
+
+fn of(records: &[ExecutionRecord], signal: &Signal) -> Vec<ExecutionRecord> {
+    let mut mine: Vec<_> = records
+        .iter()
+        .filter(|r| r.signal.id == signal.id)
+        .cloned()
+        .collect();
+    mine.sort_by_key(|r| r.started_at);
+    mine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_success_falls_back_to_the_next_unit_and_dead_letters_when_all_fail() {
+    let swarm = picky_swarm(
+        json!({"fail_flag": "broken"}),
+        json!({"fail_flag": "hopeless"}),
+    );
+    let (reactor, report) = swarm.start().await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    let stream = swarm.config.stream.clone();
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let task = Signal::new("task", json!({"n": n, "broken": true, "hopeless": n >= 36}));
+        swarm.mesh.publish(&stream, &task).await.expect("publish");
+        tasks.push(task);
+        if n % 4 == 3 {
+            // Let outcomes come back, as signals trickle in in a running swarm (signals read
+            // in one batch are ranked together, before any of their outcomes is known).
+            assert!(swarm.settled(WAIT).await);
+        }
+    }
+    assert!(swarm.settled(WAIT).await);
+    let records = swarm.memory.all();
+    let done = swarm.signals(&stream).await;
+    for task in &tasks[..36] {
+        let runs = of(&records, task);
+        let units: Vec<&str> = runs.iter().map(|r| r.unit.as_str()).collect();
+        assert!(
+            units == ["picky-b"] || units == ["picky-a", "picky-b"],
+            "{units:?}"
+        );
+        assert!(!runs[0].outcome.is_success() || runs[0].unit == "picky-b");
+        assert!(runs.last().is_some_and(|r| r.outcome.is_success()));
+        for r in &runs {
+            assert_eq!(r.policy, "first_success");
+            assert!(
+                r.propensity > 0.0 && r.propensity <= 1.0,
+                "{}",
+                r.propensity
+            );
+        }
+        let emitted: Vec<_> = done
+            .iter()
+            .filter(|s| s.kind == "task.done" && s.payload["n"] == task.payload["n"])
+            .collect();
+        assert_eq!(emitted.len(), 1, "one success, one emit");
+        assert_eq!(emitted[0].payload["by"], "picky-b");
+    }
+    // picky-a fails every task: the ranker learns to try picky-b first.
+    let firsts: Vec<String> = tasks[20..36]
+        .iter()
+        .map(|t| of(&records, t)[0].unit.clone())
+        .collect();
+    let b_first = firsts.iter().filter(|u| *u == "picky-b").count();
+    assert!(
+        b_first >= 12,
+        "picky-b first in {b_first} of 16 late tasks: {firsts:?}"
+    );
+
+    // Both fail: each is tried once, then a dead letter names both.
+    let dead: Vec<DeadLetter> = swarm
+        .signals(&dead_letter_stream(&stream))
+        .await
+        .into_iter()
+        .map(|s| serde_json::from_value(s.payload).expect("a dead letter"))
+        .collect();
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    for (letter, task) in dead.iter().zip(&tasks[36..]) {
+        assert_eq!(of(&records, task).len(), 2);
+        assert!(
+            letter.reason.contains("picky-a") && letter.reason.contains("picky-b"),
+            "{}",
+            letter.reason
+        );
+        assert!(
+            letter.reason.contains("is broken") && letter.reason.contains("is hopeless"),
+            "{}",
+            letter.reason
+        );
+    }
+    reactor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_failing_one_family_is_ranked_down_for_that_family_only() {
+    // picky-a fails every refund and nothing else; picky-b fails every odd task of any topic.
+    let swarm = picky_swarm(json!({"fail_topic": "refund"}), json!({"fail_odd": true}));
+    let (reactor, _) = swarm.start().await;
+    let stream = swarm.config.stream.clone();
+    let mut tasks = Vec::new();
+    for n in 0..240u64 {
+        let topic = if n % 2 == 0 { "refund" } else { "delivery" };
+        let task = Signal::new("task", json!({"n": n, "topic": topic}));
+        swarm.mesh.publish(&stream, &task).await.expect("publish");
+        tasks.push(task);
+        if n % 16 == 15 {
+            assert!(swarm.settled(WAIT).await);
+        }
+    }
+    assert!(swarm.settled(WAIT).await);
+    let records = swarm.memory.all();
+    let late = &tasks[120..];
+    let first_of = |topic: &str, unit: &str| {
+        let of_topic: Vec<_> = late
+            .iter()
+            .filter(|t| t.payload["topic"] == topic)
+            .collect();
+        let hits = of_topic
+            .iter()
+            .filter(|t| of(&records, t).first().is_some_and(|r| r.unit == unit))
+            .count();
+        hits as f64 / of_topic.len() as f64
+    };
+    let b_on_refunds = first_of("refund", "picky-b");
+    let a_on_deliveries = first_of("delivery", "picky-a");
+    assert!(
+        b_on_refunds >= 0.85,
+        "refunds go to picky-b first: {b_on_refunds}"
+    );
+    assert!(
+        a_on_deliveries >= 0.85,
+        "deliveries still go to picky-a first: {a_on_deliveries}"
+    );
+    reactor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_opens_skips_the_unit_and_recovers() {
+    let mut swarm = picky_swarm(json!({"fail_flag": "broken"}), json!({}));
+    swarm.config.dispatch = vec![(
+        KindPattern::parse("task").expect("pattern"),
+        DispatchPolicy::FanOut,
+    )];
+    swarm.config.max_attempts = 1;
+    swarm.config.ranker.breaker.failures = 3;
+    swarm.config.ranker.breaker.open_for = Duration::from_millis(500);
+    let (reactor, _) = swarm.start().await;
+    let stream = swarm.config.stream.clone();
+    let send = |payload: serde_json::Value| {
+        let mesh = std::sync::Arc::clone(&swarm.mesh);
+        let stream = stream.clone();
+        async move {
+            let task = Signal::new("task", payload);
+            mesh.publish(&stream, &task).await.expect("publish");
+            task
+        }
+    };
+    for n in 0..3 {
+        send(json!({"n": n, "broken": true})).await;
+        assert!(swarm.settled(WAIT).await);
+    }
+    assert_eq!(
+        reactor.ranker().breaker_state("picky-a"),
+        BreakerState::Open
+    );
+    // While open, picky-a is skipped (the signal is kept as a dead letter for it); picky-b runs.
+    let skipped = send(json!({"n": 3})).await;
+    assert!(swarm.settled(WAIT).await);
+    let runs = of(&swarm.memory.all(), &skipped);
+    assert_eq!(
+        runs.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>(),
+        ["picky-b"]
+    );
+    let dead: Vec<DeadLetter> = swarm
+        .signals(&dead_letter_stream(&stream))
+        .await
+        .into_iter()
+        .map(|s| serde_json::from_value(s.payload).expect("a dead letter"))
+        .collect();
+    assert!(
+        dead.iter().any(|d| d.unit.as_deref() == Some("picky-a")
+            && d.reason.contains("circuit breaker is open")),
+        "{dead:?}"
+    );
+    // After open_for, one probe goes through; it succeeds and the breaker closes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let probe = send(json!({"n": 4})).await;
+    assert!(swarm.settled(WAIT).await);
+    let runs = of(&swarm.memory.all(), &probe);
+    assert!(
+        runs.iter()
+            .any(|r| r.unit == "picky-a" && r.outcome.is_success()),
+        "{runs:?}"
+    );
+    assert_eq!(
+        reactor.ranker().breaker_state("picky-a"),
+        BreakerState::Closed
+    );
+    reactor.stop().await;
+}
