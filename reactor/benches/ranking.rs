@@ -1,8 +1,12 @@
 //! Ranking benchmark on a seeded synthetic workload where the best unit is known.
 //!
-//! 20 clusters of signals (four kinds, five topics each, three phrasings per topic: 60 signal
-//! shapes, embedded by the real MiniLM model into a real in-process memory), four competing
-//! units with a known success probability and latency per cluster, dispatched first-success.
+//! 20 clusters of signals (four kinds, five topics each), four competing units with a known
+//! success probability and latency per cluster, dispatched first-success; the signals'
+//! shapes are embedded by the real MiniLM model into a real in-process memory. Two workloads:
+//! each cluster's signals share one shape (they differ in ids and amounts, which shapes mask),
+//! and each cluster has three phrasings (60 shapes; with this model, phrasings of one topic are
+//! barely nearer each other than other topics of the same kind, so little is shared across
+//! them).
 //! Halfway through, in every cluster, the best unit and the worst swap their success
 //! probabilities. Printed:
 //!
@@ -12,14 +16,16 @@
 //!   the ranker and for random, round-robin and a context-free ε-greedy per kind (ε = 0.1,
 //!   recency-weighted means) run on the same signals;
 //! - recovery: signals after the change until the top-1 accuracy over the last 100 signals is
-//!   back to 90% of what it was over the 1,000 signals before the change;
+//!   back to 90% of what it was over the 1,000 signals before the change; and per cluster, its
+//!   own signals until its last 10 are back to 90% of its rate before the change;
 //! - the ranking cost per signal on the hot path (`Ranker::rank`), p50/p99, and `observe`.
 //!
 //! Goals: top-1 ≥ 90% after 2k signals; regret ≤ 25% of ε-greedy's; recovery ≤ 300 signals;
 //! ranking ≤ 20 µs p99.
 //!
 //! Run with: ops/fetch-model && cargo bench -p swarm-reactor --bench ranking
-//! Knobs: BENCH_SIGNALS (default 10000), BENCH_SEEDS (default "1,2,3"), BENCH_RANKER (ranker
+//! Knobs: BENCH_SIGNALS (default 10000), BENCH_SEEDS (default "1,2,3"), BENCH_VARIANTS
+//! (phrasings per cluster, default "1,3"), BENCH_RANKER (ranker
 //! settings to try instead of the defaults, such as `exploration=0.05,max_evidence=20`).
 
 use std::sync::Arc;
@@ -333,6 +339,9 @@ struct Summary {
     top1_after: f64,
     regret: [f64; 4],
     recovery: Option<usize>,
+    /// Signals of one cluster until that cluster recovered: median and worst over clusters.
+    per_cluster_median: usize,
+    per_cluster_max: usize,
     executions: usize,
     /// Signals for which some unit's circuit breaker was open.
     skipped: usize,
@@ -341,6 +350,7 @@ struct Summary {
 async fn run(
     seed: u64,
     signals: usize,
+    variants: usize,
     memory_embedder: Arc<dyn swarm_memory::Embedder>,
 ) -> (Summary, Ranker, Vec<Signal>) {
     let config = ranker_config(seed);
@@ -354,6 +364,9 @@ async fn run(
     let change_at = signals / 2;
 
     let mut hits = Vec::with_capacity(signals);
+    // Per cluster: whether each of its signals had the best unit first, and where the change was.
+    let mut by_cluster: Vec<Vec<bool>> = vec![Vec::new(); CLUSTERS.len()];
+    let mut change_index = vec![0usize; CLUSTERS.len()];
     let mut regret = [0.0f64; 4]; // ranker, random, round robin, ε-greedy
     let mut round_robin = std::collections::HashMap::<&str, usize>::new();
     let mut greedy = EpsilonGreedy {
@@ -368,11 +381,14 @@ async fn run(
     for i in 0..signals {
         if i == change_at {
             world.change(&config);
+            for (c, seen) in by_cluster.iter().enumerate() {
+                change_index[c] = seen.len();
+            }
         }
         let now = start + tick * i32::try_from(i).unwrap_or(i32::MAX);
         let c = rng.random_range(0..CLUSTERS.len());
         let (kind, phrasings) = CLUSTERS[c];
-        let phrase = phrasings[rng.random_range(0..phrasings.len())];
+        let phrase = phrasings[rng.random_range(0..phrasings.len().min(variants))];
         let signal = Signal::new(
             kind,
             json!({ "text": phrase, "ref": format!("r-{i}"), "amount": rng.random_range(1..500) }),
@@ -389,6 +405,7 @@ async fn run(
             .first()
             .and_then(|ch| units.iter().position(|u| *u == ch.unit));
         hits.push(first == Some(best));
+        by_cluster[c].push(first == Some(best));
         regret[0] += best_reward - first.map_or(0.0, |u| world.expected(c, u, &config));
         if !order.skipped.is_empty() {
             skipped += 1;
@@ -446,12 +463,31 @@ async fn run(
         .find(|&t| rate(t - WINDOW, t) >= 0.9 * before)
         .map(|t| t - change_at);
     let after_from = change_at + recovery.unwrap_or(signals - change_at);
+    // Per cluster: its own signals after the change until the top-1 rate of its last 10 is back
+    // to 90% of its rate over its 50 signals before the change.
+    let mut per_cluster: Vec<usize> = by_cluster
+        .iter()
+        .zip(&change_index)
+        .map(|(seen, &at)| {
+            let before = &seen[at.saturating_sub(50)..at];
+            let level = before.iter().filter(|h| **h).count() as f64 / before.len().max(1) as f64;
+            let after = &seen[at..];
+            (10..=after.len())
+                .find(|&j| {
+                    after[j - 10..j].iter().filter(|h| **h).count() as f64 / 10.0 >= 0.9 * level
+                })
+                .unwrap_or(after.len())
+        })
+        .collect();
+    per_cluster.sort_unstable();
     (
         Summary {
             top1_before: rate(PRE_WARM, change_at),
             top1_after: rate(after_from, signals),
             regret,
             recovery,
+            per_cluster_median: per_cluster[per_cluster.len() / 2],
+            per_cluster_max: per_cluster.last().copied().unwrap_or(0),
             executions,
             skipped,
         },
@@ -514,17 +550,28 @@ async fn main() {
         signals / 2
     );
     let mut last = None;
-    for seed in seeds {
+    let variants: Vec<usize> = std::env::var("BENCH_VARIANTS")
+        .unwrap_or_else(|_| "1,3".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for (variants, seed) in variants
+        .iter()
+        .flat_map(|v| seeds.iter().map(move |s| (*v, *s)))
+    {
         let started = Instant::now();
-        let (o, ranker, samples) = run(seed, signals, Arc::clone(&embedder)).await;
+        let (o, ranker, samples) = run(seed, signals, variants, Arc::clone(&embedder)).await;
         let [ours, random, rr, greedy] = o.regret;
         println!(
-            "seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals; \
+            "{variants} phrasing(s) per cluster, seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals \
+             (per cluster: median {}, worst {} of its own signals); \
              regret: ranker {ours:.1}, random {random:.1}, round-robin {rr:.1}, e-greedy per kind {greedy:.1} \
              (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected; {:.1?}",
             o.top1_before,
             o.top1_after,
             o.recovery.map_or("never".to_owned(), |r| r.to_string()),
+            o.per_cluster_median,
+            o.per_cluster_max,
             ours / greedy,
             o.executions,
             o.skipped,

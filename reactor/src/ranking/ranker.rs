@@ -70,9 +70,9 @@ impl Default for RankerConfig {
         Self {
             weighing: Weighing::default(),
             neighbours: 100,
-            per_shape: 25,
+            per_shape: 50,
             prior_strength: 2.0,
-            max_evidence: 40.0,
+            max_evidence: 100.0,
             exploration: 0.02,
             change_threshold: 4.0,
             change_delta: 0.4,
