@@ -37,6 +37,8 @@ enum Command {
     Units(UnitsArgs),
     /// Search and summarise the executions remembered in PostgreSQL.
     Memory(crate::memory_cli::MemoryCommand),
+    /// Why an execution's unit was chosen: its neighbours in memory, their outcomes, the scores.
+    Explain(crate::memory_cli::ExplainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +166,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Emit(args) => emit(args).await,
         Command::Units(args) => units(args),
         Command::Memory(args) => crate::memory_cli::run(args).await,
+        Command::Explain(args) => crate::memory_cli::explain(args).await,
     }
 }
 

@@ -248,54 +248,7 @@ impl Dispatcher {
                     },
                 )),
                 Ok(signal) => {
-                    let candidates = self.registry.candidates(&signal.kind);
-                    for group in groups(&signal.kind, candidates, &c.dispatch) {
-                        let names: Vec<Arc<str>> =
-                            group.units.iter().map(|s| Arc::from(s.name())).collect();
-                        let order = self.ranker.rank(&signal, &names, group.policy, now);
-                        let slot_of = |unit: &Arc<str>| {
-                            group.units.iter().find(|s| s.name() == unit.as_ref()).cloned()
-                        };
-                        let nobody = order.ranked.is_empty();
-                        for unit in &order.skipped {
-                            // A skipped fan-out unit, or a competing group with nobody left:
-                            // the signal is kept as a dead letter, not dropped.
-                            if group.policy == DispatchPolicy::FanOut || nobody {
-                                entry.dead.push(dead_letter(
-                                    Some(&signal),
-                                    DeadLetter {
-                                        reason: format!("unit `{unit}` was skipped: its circuit breaker is open"),
-                                        unit: Some(unit.to_string()),
-                                        attempts: 0,
-                                        entry_id: id.to_string(),
-                                        original: serde_json::to_value(&signal).unwrap_or_default(),
-                                    },
-                                ));
-                            }
-                        }
-                        let wave = order.first_wave().len();
-                        let fallbacks: Vec<(Arc<UnitSlot>, f64)> = if group.policy == DispatchPolicy::FirstSuccess {
-                            order.ranked[wave..]
-                                .iter()
-                                .filter_map(|choice| slot_of(&choice.unit).map(|s| (s, choice.propensity)))
-                                .collect()
-                        } else {
-                            Vec::new()
-                        };
-                        for choice in order.first_wave() {
-                            let Some(slot) = slot_of(&choice.unit) else { continue };
-                            if let Some(generation) = slot.current() {
-                                attempts.push(Attempt {
-                                    generation,
-                                    unit: Arc::clone(&choice.unit),
-                                    signal: signal.clone(),
-                                    policy: group.policy.name(),
-                                    propensity: choice.propensity,
-                                });
-                                owners.push(Owner { entry: index, slot, fallbacks: fallbacks.clone() });
-                            }
-                        }
-                    }
+                    self.plan(&signal, index, now, &mut entry, &mut attempts, &mut owners);
                     entry.signal = Some(signal);
                 }
             }
@@ -402,6 +355,77 @@ impl Dispatcher {
         }
         for id in ids {
             self.in_flight.remove(&id);
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Adds the first tries of `signal` (entry `index`) to the batch: the candidate units
+    /// grouped by policy, each group in the ranker's order. Units skipped by their circuit
+    /// breaker leave a dead letter (for a competing group, only when none is left).
+    fn plan(
+        &self,
+        signal: &Signal,
+        index: usize,
+        now: chrono::DateTime<chrono::Utc>,
+        entry: &mut Work,
+        attempts: &mut Vec<Attempt>,
+        owners: &mut Vec<Owner>,
+    ) {
+        let candidates = self.registry.candidates(&signal.kind);
+        for group in groups(&signal.kind, candidates, &self.config.dispatch) {
+            let names: Vec<Arc<str>> = group.units.iter().map(|s| Arc::from(s.name())).collect();
+            let order = self.ranker.rank(signal, &names, group.policy, now);
+            let slot_of = |unit: &Arc<str>| {
+                group
+                    .units
+                    .iter()
+                    .find(|s| s.name() == unit.as_ref())
+                    .cloned()
+            };
+            if group.policy == DispatchPolicy::FanOut || order.ranked.is_empty() {
+                for unit in &order.skipped {
+                    entry.dead.push(dead_letter(
+                        Some(signal),
+                        DeadLetter {
+                            reason: format!(
+                                "unit `{unit}` was skipped: its circuit breaker is open"
+                            ),
+                            unit: Some(unit.to_string()),
+                            attempts: 0,
+                            entry_id: entry.id.to_string(),
+                            original: serde_json::to_value(signal).unwrap_or_default(),
+                        },
+                    ));
+                }
+            }
+            let wave = order.first_wave().len();
+            let fallbacks: Vec<(Arc<UnitSlot>, f64)> = match group.policy {
+                DispatchPolicy::FirstSuccess => order.ranked[wave..]
+                    .iter()
+                    .filter_map(|choice| slot_of(&choice.unit).map(|s| (s, choice.propensity)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for choice in order.first_wave() {
+                let Some(slot) = slot_of(&choice.unit) else {
+                    continue;
+                };
+                if let Some(generation) = slot.current() {
+                    attempts.push(Attempt {
+                        generation,
+                        unit: Arc::clone(&choice.unit),
+                        signal: signal.clone(),
+                        policy: group.policy.name(),
+                        propensity: choice.propensity,
+                    });
+                    owners.push(Owner {
+                        entry: index,
+                        slot,
+                        fallbacks: fallbacks.clone(),
+                    });
+                }
+            }
         }
     }
 }

@@ -99,6 +99,60 @@ async fn up_remembers_executions_and_memory_search_finds_them() {
         "{hits:#?}"
     );
 
+    // `swarm explain` on the best hit: the logged policy, the signal's executions, standings.
+    let id = hits[0]["record"]["id"].as_str().expect("an execution id");
+    let unit = hits[0]["record"]["unit"].as_str().expect("a unit");
+    let explain = |args: &[&str]| {
+        Command::new(swarm_binary())
+            .arg("explain")
+            .args(args)
+            .args(["--postgres", &url, "--models"])
+            .arg(models_dir())
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("swarm runs")
+    };
+    let output = explain(&[id]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains(&format!("execution {id} of `{unit}`")),
+        "{text}"
+    );
+    assert!(
+        text.contains("chosen by policy fan_out with propensity 1.000"),
+        "{text}"
+    );
+    assert!(text.contains("nearest past executions"), "{text}");
+    let output = explain(&[id, "--json"]);
+    let why: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(why["execution"]["id"], id);
+    assert!(
+        why["standings"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["unit"] == unit)),
+        "{why:#}"
+    );
+    for (arg, expected) in [
+        (
+            "not-an-id",
+            "error: `not-an-id` is not an execution id (a UUID)",
+        ),
+        (
+            "0190a0a0-0000-7000-8000-000000000000",
+            "error: no execution 0190a0a0-0000-7000-8000-000000000000 in memory",
+        ),
+    ] {
+        let output = explain(&[arg]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.starts_with(expected), "{stderr}");
+    }
+
     let output = memory(
         &[
             "search",

@@ -4,15 +4,18 @@
 //! - `ranker.rs` — [`Ranker`]: evidence per (kind, shape), Thompson sampling, refresh from memory.
 //! - `change.rs` — the change detector that lets a ranking recover when a unit's quality moves.
 //! - `propensity.rs` — the probability of each choice, logged with every execution.
+//! - `explain.rs` — why a unit was chosen, recomputed from memory (`swarm explain`).
 //! - `breaker.rs` — a circuit breaker per unit; an open unit is skipped by every policy.
 
 mod breaker;
 mod change;
 mod evidence;
+mod explain;
 mod propensity;
 mod ranker;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use evidence::{Evidence, Weighed, Weighing, weigh};
+pub use explain::{Explanation, Neighbour, Standing};
 pub use propensity::top_k;
 pub use ranker::{Choice, Order, Ranker, RankerConfig, Refreshed};

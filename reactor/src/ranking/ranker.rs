@@ -433,14 +433,19 @@ impl Ranker {
         }
     }
 
-    /// Learns from one execution this process ran: the unit's breaker, its global rate, and
-    /// the evidence of the signal's context (with change detection).
+    /// Learns from one execution this process ran: the unit's breaker and, when the unit was
+    /// chosen among competitors, its global rate and the evidence of the signal's context (with
+    /// change detection).
     pub fn observe(&self, record: &ExecutionRecord) {
         let unit: Arc<str> = Arc::from(record.unit.as_str());
         let now = record.started_at;
         let success = record.outcome.is_success();
         if let Some(state) = self.breaker(&unit).record(success, now) {
             tracing::info!(unit = %unit, state = ?state, "circuit breaker");
+        }
+        if record.policy == DispatchPolicy::FanOut.name() {
+            // Nothing competed: only the breaker needs to know.
+            return;
         }
         let w = &self.config.weighing;
         let reward = w.reward(success, record.latency_us);

@@ -1,0 +1,126 @@
+//! The ranker with a real in-process memory and the real embedding model: evidence reaches
+//! signals of a shape never seen before through similar shapes, and `explain` recomputes a
+//! choice from memory.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use swarm_memory::testkit::{embedder, record};
+use swarm_memory::{InProcMemory, Memory};
+use swarm_reactor::ranking::{Ranker, RankerConfig};
+use swarm_schemas::{DispatchPolicy, Signal};
+
+fn task(text: &str) -> Signal {
+    Signal::new("support.ticket", json!({ "text": text, "ticket": "T-1" }))
+}
+
+/// `refunds` fails every refund ticket and handles deliveries; `couriers` the other way round.
+async fn memory_of_two_families() -> InProcMemory {
+    let memory = InProcMemory::new().with_embedder(embedder());
+    let refunds = [
+        "I want my money back for the broken kettle",
+        "please refund my order",
+        "refund the double charge on my card",
+    ];
+    let deliveries = [
+        "my parcel has not arrived",
+        "the courier lost my package",
+        "delivery is three days late",
+    ];
+    let mut records = Vec::new();
+    for round in 0..6 {
+        for text in refunds {
+            let mut r = record(&task(text), "couriers", false, 600 - round * 10);
+            r.latency_us = 20_000;
+            records.push(r);
+            records.push(record(&task(text), "refunds", true, 600 - round * 10));
+        }
+        for text in deliveries {
+            records.push(record(&task(text), "couriers", true, 600 - round * 10));
+            records.push(record(&task(text), "refunds", false, 600 - round * 10));
+        }
+    }
+    memory.record(&records).await.expect("record");
+    memory
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_signals_rank_a_shape_never_seen_before() {
+    let memory = memory_of_two_families().await;
+    let ranker = Ranker::new(RankerConfig {
+        exploration: 0.0,
+        ..RankerConfig::default()
+    });
+    let units: Vec<Arc<str>> = vec![Arc::from("couriers"), Arc::from("refunds")];
+    let now = Utc::now();
+    for (text, best) in [
+        ("can I get a refund for the damaged toaster", "refunds"),
+        ("the package delivery never came", "couriers"),
+    ] {
+        let signal = task(text);
+        // First sight of this shape: no evidence yet, then a refresh from memory.
+        ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
+        let done = ranker.refresh(&memory, now, 16).await.expect("refresh");
+        assert!(done.contexts >= 1);
+        let mut first = 0;
+        for _ in 0..100 {
+            let order = ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
+            if order.ranked[0].unit.as_ref() == best {
+                first += 1;
+                assert!(order.ranked[0].propensity > 0.5, "{order:?}");
+            }
+        }
+        assert!(first >= 90, "{best} first for `{text}` in {first} of 100");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_recomputes_a_choice_from_memory() {
+    let memory = memory_of_two_families().await;
+    let signal = task("refund my order please, the kettle broke");
+    let mut chosen = record(&signal, "refunds", true, 0);
+    chosen.policy = "first_success".into();
+    chosen.propensity = 0.93;
+    let mut earlier = record(&signal, "couriers", false, 1);
+    earlier.started_at = chosen.started_at - Duration::milliseconds(5);
+    memory
+        .record(&[earlier, chosen.clone()])
+        .await
+        .expect("record");
+    let ranker = Ranker::new(RankerConfig::default());
+    let why = ranker
+        .explain(&memory, chosen.id)
+        .await
+        .expect("explain")
+        .expect("found");
+    assert_eq!(why.execution, chosen);
+    assert_eq!(why.siblings.len(), 2, "both executions of the signal");
+    let units: Vec<&str> = why.standings.iter().map(|s| s.unit.as_str()).collect();
+    assert_eq!(
+        units,
+        ["refunds", "couriers"],
+        "refunds stood first: {:?}",
+        why.standings
+    );
+    assert!(why.standings[0].p_first > 0.8, "{:?}", why.standings);
+    assert!(!why.neighbours.is_empty());
+    assert!(
+        why.neighbours
+            .iter()
+            .all(|n| n.started_at < chosen.started_at),
+        "only what came before"
+    );
+    assert!(
+        why.neighbours
+            .windows(2)
+            .all(|w| w[0].similarity >= w[1].similarity)
+    );
+    assert!(
+        ranker
+            .explain(&memory, uuid::Uuid::now_v7())
+            .await
+            .expect("explain")
+            .is_none()
+    );
+}
