@@ -194,6 +194,21 @@ pub(crate) struct UnitRun {
     pub dead_letter: Option<Signal>,
 }
 
+/// Makes one more call of a run on the blocking pool and adds its record to the run; on
+/// success its signals become the run's. `None` when the call could not run (shutdown).
+async fn try_once(run: &mut UnitRun, call: Attempt) -> Option<Result<(), String>> {
+    let done = call_all(vec![call], 1).await.pop().flatten()?;
+    let outcome = match done.error() {
+        None => Ok(()),
+        Some(error) => Err(error.to_owned()),
+    };
+    if outcome.is_ok() {
+        run.emitted = done.emitted;
+    }
+    run.records.push(done.record);
+    Some(outcome)
+}
+
 /// Continues after a failed first attempt: retries up to `max_attempts` in all, each time on
 /// the generation serving then (a retry after a swap runs the new code), with backoff. Dead-
 /// letters the signal for this unit if every attempt fails.
@@ -229,19 +244,10 @@ pub(crate) async fn retry(
             policy: policy_name(&policy),
             propensity,
         };
-        let Some(Some(done)) = call_all(vec![call], 1).await.pop() else {
-            return run;
-        };
-        match done.error() {
-            None => {
-                run.emitted = done.emitted;
-                run.records.push(done.record);
-                return run;
-            }
-            Some(error) => {
-                last_error = error.to_owned();
-                run.records.push(done.record);
-            }
+        match try_once(&mut run, call).await {
+            Some(Err(error)) => last_error = error,
+            // Succeeded, or could not run (shutdown).
+            _ => return run,
         }
     }
     let attempts = max_attempts.max(1);
@@ -301,19 +307,9 @@ pub(crate) async fn fall_back(
             policy: "first_success",
             propensity,
         };
-        let Some(Some(done)) = call_all(vec![call], 1).await.pop() else {
-            return run;
-        };
-        match done.error() {
-            None => {
-                run.emitted = done.emitted;
-                run.records.push(done.record);
-                return run;
-            }
-            Some(error) => {
-                errors.push(format!("`{}`: {error}", slot.name()));
-                run.records.push(done.record);
-            }
+        match try_once(&mut run, call).await {
+            Some(Err(error)) => errors.push(format!("`{}`: {error}", slot.name())),
+            _ => return run,
         }
     }
     let attempts = u32::try_from(run.records.len()).unwrap_or(u32::MAX);

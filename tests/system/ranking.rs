@@ -21,6 +21,23 @@ fn picky_swarm(a: serde_json::Value, b: serde_json::Value) -> TestSwarm {
     swarm
 }
 
+/// Publishes `signals`, letting the swarm settle after every `wave` of them, as signals trickle
+/// in in a running swarm (signals read in one batch are ranked together, before any of their
+/// outcomes is known).
+async fn feed(swarm: &TestSwarm, signals: &[Signal], wave: usize) {
+    for (n, signal) in signals.iter().enumerate() {
+        swarm
+            .mesh
+            .publish(&swarm.config.stream, signal)
+            .await
+            .expect("publish");
+        if n % wave == wave - 1 {
+            assert!(swarm.settled(WAIT).await);
+        }
+    }
+    assert!(swarm.settled(WAIT).await);
+}
+
 fn of(records: &[ExecutionRecord], signal: &Signal) -> Vec<ExecutionRecord> {
     let mut mine: Vec<_> = records
         .iter()
@@ -40,18 +57,10 @@ async fn first_success_falls_back_to_the_next_unit_and_dead_letters_when_all_fai
     let (reactor, report) = swarm.start().await;
     assert!(report.failures.is_empty(), "{report:?}");
     let stream = swarm.config.stream.clone();
-    let mut tasks = Vec::new();
-    for n in 0..40 {
-        let task = Signal::new("task", json!({"n": n, "broken": true, "hopeless": n >= 36}));
-        swarm.mesh.publish(&stream, &task).await.expect("publish");
-        tasks.push(task);
-        if n % 4 == 3 {
-            // Let outcomes come back, as signals trickle in in a running swarm (signals read
-            // in one batch are ranked together, before any of their outcomes is known).
-            assert!(swarm.settled(WAIT).await);
-        }
-    }
-    assert!(swarm.settled(WAIT).await);
+    let tasks: Vec<Signal> = (0..40)
+        .map(|n| Signal::new("task", json!({"n": n, "broken": true, "hopeless": n >= 36})))
+        .collect();
+    feed(&swarm, &tasks, 4).await;
     let records = swarm.memory.all();
     let done = swarm.signals(&stream).await;
     for task in &tasks[..36] {
@@ -115,21 +124,17 @@ async fn first_success_falls_back_to_the_next_unit_and_dead_letters_when_all_fai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_failing_one_family_is_ranked_down_for_that_family_only() {
-    // picky-a fails every refund and nothing else; picky-b fails every odd task of any topic.
+    // picky-a fails every refund and nothing else; picky-b fails every odd task, half of each
+    // topic.
     let swarm = picky_swarm(json!({"fail_topic": "refund"}), json!({"fail_odd": true}));
     let (reactor, _) = swarm.start().await;
-    let stream = swarm.config.stream.clone();
-    let mut tasks = Vec::new();
-    for n in 0..240u64 {
-        let topic = if n % 2 == 0 { "refund" } else { "delivery" };
-        let task = Signal::new("task", json!({"n": n, "topic": topic}));
-        swarm.mesh.publish(&stream, &task).await.expect("publish");
-        tasks.push(task);
-        if n % 16 == 15 {
-            assert!(swarm.settled(WAIT).await);
-        }
-    }
-    assert!(swarm.settled(WAIT).await);
+    let tasks: Vec<Signal> = (0..240u64)
+        .map(|n| {
+            let topic = if n % 4 < 2 { "refund" } else { "delivery" };
+            Signal::new("task", json!({"n": n, "topic": topic}))
+        })
+        .collect();
+    feed(&swarm, &tasks, 16).await;
     let records = swarm.memory.all();
     let late = &tasks[120..];
     let first_of = |topic: &str, unit: &str| {
