@@ -53,13 +53,22 @@ async fn what_one_unit_emits_reaches_the_next_with_lineage() {
             "order.placed",
             "order.validated",
             "order.priced",
-            "order.fulfilled",
             "order.fulfilled"
         ]
     );
     let records = swarm.memory.all();
-    assert_eq!(records.len(), 4, "one execution per unit: {records:#?}");
+    assert_eq!(
+        records.len(),
+        3,
+        "validate, price, and the one fulfilment unit ranked first (both take a small order): {records:#?}"
+    );
     assert!(records.iter().all(|r| r.outcome == Outcome::Success));
+    let shipped = records
+        .iter()
+        .find(|r| r.unit.starts_with("fulfil-"))
+        .expect("a fulfilment");
+    assert_eq!(shipped.policy, "first_success");
+    assert!(shipped.propensity > 0.0 && shipped.propensity <= 1.0);
 
     // Each emitted signal names the execution that emitted it and keeps the trace.
     for signal in &signals[1..] {
@@ -76,13 +85,11 @@ async fn what_one_unit_emits_reaches_the_next_with_lineage() {
     }
     let priced = &signals[2];
     assert_eq!(priced.payload["total_cents"], 900);
-    let carriers: Vec<&str> = signals[3..]
-        .iter()
-        .filter_map(|s| s.payload["carrier"].as_str())
-        .collect();
-    assert!(
-        carriers.contains(&"express") && carriers.contains(&"standard"),
-        "{carriers:?}"
+    let carrier = signals[3].payload["carrier"].as_str();
+    assert_eq!(
+        carrier,
+        Some(&shipped.unit["fulfil-".len()..]),
+        "{signals:#?}"
     );
 }
 
@@ -191,4 +198,57 @@ async fn a_disabled_unit_takes_no_signals_until_enabled_and_a_removed_one_unload
     assert!(gone.is_some(), "the unit unloads when its file is removed");
     assert!(registry.status().is_empty());
     reactor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_order_express_refuses_falls_back_to_standard() {
+    let swarm = TestSwarm::new();
+    deploy_order_flow(swarm.units.path());
+    let (reactor, _) = swarm.start().await;
+    let orders: Vec<Signal> = (0..8)
+        .map(|id| {
+            Signal::new(
+                "order.placed",
+                json!({"id": id, "items": [{"sku": "piano", "qty": 1}]}),
+            )
+        })
+        .collect();
+    for order in &orders {
+        swarm
+            .mesh
+            .publish(&swarm.config.stream, order)
+            .await
+            .expect("publish");
+        assert!(swarm.settled(SETTLE).await, "the swarm settles");
+    }
+    reactor.stop().await;
+    let fulfilled: Vec<Signal> = swarm
+        .signals(&swarm.config.stream)
+        .await
+        .into_iter()
+        .filter(|s| s.kind == "order.fulfilled")
+        .collect();
+    assert_eq!(fulfilled.len(), orders.len(), "every order shipped once");
+    assert!(
+        fulfilled.iter().all(|s| s.payload["carrier"] == "standard"),
+        "{fulfilled:#?}"
+    );
+    let records = swarm.memory.all();
+    let express: Vec<_> = records
+        .iter()
+        .filter(|r| r.unit == "fulfil-express")
+        .collect();
+    assert!(
+        express.iter().all(|r| !r.outcome.is_success()),
+        "express refuses every one"
+    );
+    assert!(
+        express.len() < orders.len(),
+        "and is tried first less often as the ranker learns: {}",
+        express.len()
+    );
+    let dead = swarm
+        .signals(&swarm_mesh::dead_letter_stream(&swarm.config.stream))
+        .await;
+    assert!(dead.is_empty(), "{dead:#?}");
 }

@@ -1,7 +1,7 @@
 //! Ships priced orders by express courier; the courier refuses orders over 500.00.
 
 use serde_json::{Value, json};
-use swarm_sdk::{Emit, Manifest, Signal, Unit, UnitError, export_unit};
+use swarm_sdk::{DispatchPolicy, Emit, Manifest, Signal, Unit, UnitError, export_unit};
 
 /// The unit.
 pub struct FulfilExpress;
@@ -11,6 +11,9 @@ impl Unit for FulfilExpress {
         Manifest::new("fulfil-express", env!("CARGO_PKG_VERSION"))
             .subscribes(["order.priced"])
             .emits(["order.fulfilled"])
+            // Competes with the other fulfilment unit: one of them ships each order, the one
+            // ranked first, and the other only if it fails.
+            .dispatch(DispatchPolicy::FirstSuccess)
     }
 
     fn new(_config: &Value) -> Result<Self, UnitError> {

@@ -1,7 +1,7 @@
 //! Ships priced orders by standard post: slower, takes anything.
 
 use serde_json::{Value, json};
-use swarm_sdk::{Emit, Manifest, Signal, Unit, UnitError, export_unit};
+use swarm_sdk::{DispatchPolicy, Emit, Manifest, Signal, Unit, UnitError, export_unit};
 
 /// The unit.
 pub struct FulfilStandard;
@@ -11,6 +11,9 @@ impl Unit for FulfilStandard {
         Manifest::new("fulfil-standard", env!("CARGO_PKG_VERSION"))
             .subscribes(["order.priced"])
             .emits(["order.fulfilled"])
+            // Competes with the other fulfilment unit: one of them ships each order, the one
+            // ranked first, and the other only if it fails.
+            .dispatch(DispatchPolicy::FirstSuccess)
     }
 
     fn new(_config: &Value) -> Result<Self, UnitError> {
