@@ -203,6 +203,9 @@ async fn try_once(run: &mut UnitRun, call: Attempt) -> Option<Result<(), String>
         Some(error) => Err(error.to_owned()),
     };
     if outcome.is_ok() {
+        let r = &done.record;
+        tracing::debug!(unit = %r.unit, kind = %r.signal.kind, signal = %r.signal.id, attempt = r.attempt,
+            policy = %r.policy, latency_us = r.latency_us, "executed after a failure");
         run.emitted = done.emitted;
     }
     run.records.push(done.record);
