@@ -53,7 +53,9 @@ pub struct RankerConfig {
     pub change_delta: f64,
     /// Evidence a unit needs in a context before its outcomes there are watched for change.
     pub change_evidence: f64,
-    /// A context with new outcomes is refreshed from memory at most this often.
+    /// A context with new outcomes is refreshed from memory at most this often (each refresh
+    /// is one similarity search per competing unit; between refreshes the ranker learns from
+    /// this process's own outcomes).
     pub refresh_every: Duration,
     /// This process's recent outcomes kept per context (until memory has them).
     pub local_window: usize,
@@ -77,7 +79,7 @@ impl Default for RankerConfig {
             change_threshold: 4.0,
             change_delta: 0.4,
             change_evidence: 10.0,
-            refresh_every: Duration::from_secs(1),
+            refresh_every: Duration::from_secs(5),
             local_window: 256,
             max_contexts: 100_000,
             breaker: BreakerConfig::default(),
