@@ -37,7 +37,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use swarm_memory::{InProcMemory, Memory};
 use swarm_reactor::ranking::{Ranker, RankerConfig};
-use swarm_schemas::{DispatchPolicy, ExecutionRecord, FailureKind, Outcome, Signal};
+use swarm_schemas::{DispatchPolicy, ExecutionRecord, Signal};
 
 const UNITS: usize = 4;
 const PRE_WARM: usize = 2_000;
@@ -287,27 +287,12 @@ fn record(
     at: DateTime<Utc>,
     propensity: f64,
 ) -> ExecutionRecord {
-    ExecutionRecord {
-        id: uuid::Uuid::now_v7(),
-        signal: signal.clone(),
-        unit: format!("unit-{unit}"),
-        unit_version: semver::Version::new(1, 0, 0),
-        generation: 1,
-        attempt: 0,
-        outcome: if success {
-            Outcome::Success
-        } else {
-            Outcome::Failure {
-                kind: FailureKind::Error,
-                error: "simulated failure".into(),
-            }
-        },
-        started_at: at,
-        latency_us: latency,
-        emitted: vec![],
-        policy: "first_success".into(),
-        propensity,
-    }
+    let mut record = swarm_memory::testkit::record(signal, &format!("unit-{unit}"), success, 0);
+    record.started_at = at;
+    record.latency_us = latency;
+    record.policy = "first_success".into();
+    record.propensity = propensity;
+    record
 }
 
 /// A context-free ε-greedy learner per kind, with recency-weighted means.

@@ -227,6 +227,15 @@ impl TestSwarm {
         }
     }
 
+    /// The dead letters of the reactor's stream.
+    pub async fn dead_letters(&self) -> Vec<swarm_schemas::DeadLetter> {
+        self.signals(&swarm_mesh::dead_letter_stream(&self.config.stream))
+            .await
+            .into_iter()
+            .map(|s| serde_json::from_value(s.payload).expect("a dead letter"))
+            .collect()
+    }
+
     /// Every signal on the stream.
     pub async fn signals(&self, stream: &str) -> Vec<swarm_schemas::Signal> {
         let entries = self

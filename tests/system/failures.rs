@@ -5,18 +5,11 @@
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_mesh::{Mesh, StartAt, dead_letter_stream};
-use swarm_schemas::{DeadLetter, FailureKind, Outcome, Signal};
+use swarm_mesh::{Mesh, StartAt};
+use swarm_schemas::{FailureKind, Outcome, Signal};
 use swarm_tests::TestSwarm;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn letters(signals: Vec<Signal>) -> Vec<DeadLetter> {
-    signals
-        .into_iter()
-        .map(|s| serde_json::from_value(s.payload).expect("a dead letter"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_unit_is_retried_recorded_and_dead_lettered() {
@@ -56,7 +49,7 @@ async fn a_panicking_unit_is_retried_recorded_and_dead_lettered() {
             assert_eq!(of_job[0].outcome, Outcome::Success);
         }
     }
-    let dead = letters(swarm.signals(&dead_letter_stream(&stream)).await);
+    let dead = swarm.dead_letters().await;
     assert_eq!(dead.len(), 4);
     for letter in &dead {
         assert_eq!(letter.unit.as_deref(), Some("flaky"));
@@ -94,7 +87,7 @@ async fn an_entry_that_is_not_a_signal_is_dead_lettered_with_its_raw_text() {
     let tick = Signal::new("tick", json!({}));
     swarm.mesh.publish(&stream, &tick).await.expect("publish");
     assert!(swarm.settled(WAIT).await);
-    let dead = letters(swarm.signals(&dead_letter_stream(&stream)).await);
+    let dead = swarm.dead_letters().await;
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.starts_with("entry is not a signal: "),
@@ -166,11 +159,7 @@ async fn entries_delivered_too_often_are_dead_lettered_unhandled() {
     let (reactor, _) = swarm.start().await;
     assert!(swarm.settled(WAIT).await);
     assert!(swarm.memory.is_empty(), "no unit ran them");
-    let dead = letters(
-        swarm
-            .signals(&dead_letter_stream(&swarm.config.stream))
-            .await,
-    );
+    let dead = swarm.dead_letters().await;
     assert_eq!(dead.len(), 2);
     for letter in &dead {
         assert_eq!(

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_mesh::{Mesh, dead_letter_stream};
+use swarm_mesh::Mesh;
 use swarm_reactor::ranking::BreakerState;
-use swarm_schemas::{DeadLetter, DispatchPolicy, ExecutionRecord, KindPattern, Signal};
+use swarm_schemas::{DispatchPolicy, ExecutionRecord, KindPattern, Signal};
 use swarm_tests::TestSwarm;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -99,12 +99,7 @@ async fn first_success_falls_back_to_the_next_unit_and_dead_letters_when_all_fai
     );
 
     // Both fail: each is tried once, then a dead letter names both.
-    let dead: Vec<DeadLetter> = swarm
-        .signals(&dead_letter_stream(&stream))
-        .await
-        .into_iter()
-        .map(|s| serde_json::from_value(s.payload).expect("a dead letter"))
-        .collect();
+    let dead = swarm.dead_letters().await;
     assert_eq!(dead.len(), 4, "{dead:?}");
     for (letter, task) in dead.iter().zip(&tasks[36..]) {
         assert_eq!(of(&records, task).len(), 2);
@@ -198,12 +193,7 @@ async fn a_circuit_breaker_opens_skips_the_unit_and_recovers() {
         runs.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>(),
         ["picky-b"]
     );
-    let dead: Vec<DeadLetter> = swarm
-        .signals(&dead_letter_stream(&stream))
-        .await
-        .into_iter()
-        .map(|s| serde_json::from_value(s.payload).expect("a dead letter"))
-        .collect();
+    let dead = swarm.dead_letters().await;
     assert!(
         dead.iter().any(|d| d.unit.as_deref() == Some("picky-a")
             && d.reason.contains("circuit breaker is open")),
