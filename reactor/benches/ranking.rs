@@ -503,6 +503,7 @@ fn ranker_config(seed: u64) -> RankerConfig {
             "change_threshold" => config.change_threshold = value,
             "change_delta" => config.change_delta = value,
             "change_evidence" => config.change_evidence = value,
+            "change_keep" => config.change_keep = value,
             "temperature" => config.weighing.temperature = value,
             "neighbours" => config.neighbours = value as usize,
             "per_shape" => config.per_shape = value as usize,

@@ -124,3 +124,52 @@ async fn explain_recomputes_a_choice_from_memory() {
             .is_none()
     );
 }
+
+#[test]
+fn a_unit_that_starts_failing_is_detected_and_ranked_down() {
+    let ranker = Ranker::new(RankerConfig {
+        exploration: 0.0,
+        ..RankerConfig::default()
+    });
+    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("fading")];
+    let signal = task("my parcel has not arrived");
+    let now = Utc::now();
+    let outcome = |unit: &str, success: bool| {
+        let mut r = record(&signal, unit, success, 0);
+        r.policy = "first_success".into();
+        ranker.observe(&r);
+    };
+    let firsts = |unit: &str| {
+        (0..200)
+            .filter(|_| {
+                ranker
+                    .rank(&signal, &units, DispatchPolicy::FirstSuccess, now)
+                    .ranked[0]
+                    .unit
+                    .as_ref()
+                    == unit
+            })
+            .count()
+    };
+    // `fading` never fails at first; `steady` succeeds two times in three.
+    for n in 0..60 {
+        outcome("fading", true);
+        outcome("steady", n % 3 != 0);
+    }
+    assert!(firsts("fading") >= 180, "fading first while it never fails");
+    assert_eq!(
+        ranker.changes(),
+        0,
+        "no change while outcomes match the evidence"
+    );
+    // Then it fails every time: a few failures are a change, not noise.
+    for _ in 0..4 {
+        outcome("fading", false);
+    }
+    assert_eq!(ranker.changes(), 1);
+    for n in 0..12 {
+        outcome("fading", false);
+        outcome("steady", n % 3 != 0);
+    }
+    assert!(firsts("steady") >= 180, "steady first after the change");
+}

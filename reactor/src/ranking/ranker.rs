@@ -46,13 +46,16 @@ pub struct RankerConfig {
     /// never switches off, however sure the posteriors are).
     pub exploration: f64,
     /// Change detector threshold (log-likelihood ratio); 0 turns detection off. A change of
-    /// any unit in a context drops the context's older evidence of every unit: what made one
-    /// unit change has likely changed the others' odds too, and the units are explored afresh.
+    /// any unit in a context drops that unit's older evidence there and all but `change_keep`
+    /// of the others': what made one unit change has likely changed the others' odds too.
     pub change_threshold: f64,
     /// Smallest change of success rate the detector looks for.
     pub change_delta: f64,
     /// Evidence a unit needs in a context before its outcomes there are watched for change.
     pub change_evidence: f64,
+    /// Share of the other units' evidence kept when a change is detected (the changed unit's
+    /// is dropped); 0 explores every unit afresh.
+    pub change_keep: f64,
     /// A context with new outcomes is refreshed from memory at most this often (each refresh
     /// is one similarity search per competing unit; between refreshes the ranker learns from
     /// this process's own outcomes).
@@ -79,6 +82,7 @@ impl Default for RankerConfig {
             change_threshold: 4.0,
             change_delta: 0.4,
             change_evidence: 10.0,
+            change_keep: 0.0,
             refresh_every: Duration::from_secs(5),
             local_window: 256,
             max_contexts: 100_000,
@@ -139,8 +143,10 @@ struct ContextState {
     at: Option<DateTime<Utc>>,
     evidence: HashMap<Arc<str>, Evidence>,
     local: VecDeque<Observed>,
-    /// Evidence older than this is ignored (a change was detected then).
+    /// Evidence older than this is ignored (a change was detected then)...
     cutoff: Option<DateTime<Utc>>,
+    /// ...but for this share of the other units' evidence at that moment, kept as of `cutoff`.
+    carried: HashMap<Arc<str>, Evidence>,
     detectors: HashMap<Arc<str>, Cusum>,
     refreshed: Option<DateTime<Utc>>,
     dirty: bool,
@@ -499,7 +505,15 @@ impl Ranker {
                 tracing::debug!(unit = %unit, kind = %record.signal.kind, expected, "change detected: older evidence dropped");
                 self.changes.fetch_add(1, Ordering::Relaxed);
                 state.cutoff = Some(now);
-                state.evidence.clear();
+                let keep = self.config.change_keep;
+                state.evidence.remove(&unit);
+                state.carried = state
+                    .evidence
+                    .drain()
+                    .map(|(u, e)| (u, e.scaled(keep)))
+                    .filter(|(_, e)| e.weight() > 0.0)
+                    .collect();
+                state.evidence = state.carried.clone();
                 state.local.clear();
                 state.detectors.clear();
             }
@@ -619,6 +633,14 @@ impl Ranker {
                 evidence.entry(unit).or_default().add(n.reward, n.weight);
             }
             let w = &self.config.weighing;
+            if let Some(cut) = state.cutoff {
+                for (unit, e) in &state.carried {
+                    evidence
+                        .entry(Arc::clone(unit))
+                        .or_default()
+                        .merge(e.scaled(w.recency(cut, now)));
+                }
+            }
             for o in state.local.iter().filter(|o| !seen.contains(&o.id)) {
                 evidence
                     .entry(Arc::clone(&o.unit))
