@@ -18,6 +18,9 @@ pub enum Probe {
     Text(String),
     /// A signal, embedded by its shape.
     Signal(Box<Signal>),
+    /// A signal's shape already taken ([`crate::Shape::of`]); what a caller keeps instead of
+    /// the whole signal.
+    Shape(crate::Shape),
     /// A vector already embedded (by the same model as the memory's).
     Vector(Vec<f32>),
 }
@@ -58,6 +61,11 @@ impl SearchQuery {
     /// A search for free text, no filters, 10 results.
     pub fn text(text: impl Into<String>) -> Self {
         Self::new(Probe::Text(text.into()))
+    }
+
+    /// A search for signals of `shape`, no filters, 10 results.
+    pub fn shape(shape: crate::Shape) -> Self {
+        Self::new(Probe::Shape(shape))
     }
 
     /// A search for signals shaped like `signal`, no filters, 10 results.

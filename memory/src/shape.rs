@@ -180,16 +180,19 @@ impl ShapeEmbedder {
     pub async fn probe(&self, probe: &Probe) -> Result<Vec<f32>, MemoryError> {
         match probe {
             Probe::Text(text) => self.text(text).await,
-            Probe::Signal(signal) => {
-                let shape = Shape::of(signal);
-                let found = self.vectors([&shape]).await?;
-                found
-                    .get(&shape.id)
-                    .map(|v| v.to_vec())
-                    .ok_or_else(|| MemoryError::Embed("no vector".into()))
-            }
+            Probe::Signal(signal) => self.shape(&Shape::of(signal)).await,
+            Probe::Shape(shape) => self.shape(shape).await,
             Probe::Vector(vector) => Ok(vector.clone()),
         }
+    }
+
+    /// The vector of one shape (cached).
+    async fn shape(&self, shape: &Shape) -> Result<Vec<f32>, MemoryError> {
+        let found = self.vectors([shape]).await?;
+        found
+            .get(&shape.id)
+            .map(|v| v.to_vec())
+            .ok_or_else(|| MemoryError::Embed("no vector".into()))
     }
 
     /// The vector of one free text.

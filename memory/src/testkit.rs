@@ -234,7 +234,9 @@ macro_rules! memory_behaviour_suite {
                 memory.record(&placed).await.expect("record");
                 memory.record(std::slice::from_ref(&other)).await.expect("record");
                 let probe = Signal::new("order.placed", json!({"order": "ord-12345", "tier": "gold"}));
+                let by_shape = memory.search(&SearchQuery::shape(swarm_memory::Shape::of(&probe)).k(5)).await.expect("search");
                 let hits = memory.search(&SearchQuery::signal(probe).k(5)).await.expect("search");
+                assert_eq!(hits, by_shape, "a signal and its shape find the same");
                 assert_eq!(hits.len(), 5);
                 assert!(hits.iter().all(|h| h.record.signal.payload["tier"] == "gold"));
                 assert!(hits.iter().all(|h| h.similarity > 0.99), "{:?}", hits.iter().map(|h| h.similarity).collect::<Vec<_>>());

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use swarm_memory::{Memory, MemoryError};
+use swarm_memory::{Memory, MemoryError, Shape};
 use swarm_schemas::{ExecutionId, ExecutionRecord};
 
 use super::evidence::{Evidence, Weighed};
@@ -87,7 +87,7 @@ impl Ranker {
         }
         let at = execution.started_at;
         let weighed: Vec<Weighed> = self
-            .neighbours(memory, &execution.signal, &units, Some(at), at)
+            .neighbours(memory, &Shape::of(&execution.signal), &units, Some(at), at)
             .await?;
         let config = self.config();
         let mut evidence: BTreeMap<String, (usize, Evidence)> = units

@@ -168,8 +168,8 @@ struct Cached {
 /// A (kind, shape) the ranker has seen.
 #[derive(Debug)]
 struct Context {
-    /// A signal of this shape: the probe of refreshes.
-    sample: Signal,
+    /// The shape (bounded in size, unlike a signal): the probe of refreshes.
+    shape: Shape,
     state: Mutex<ContextState>,
 }
 
@@ -247,7 +247,7 @@ impl Ranker {
 
     fn context(&self, signal: &Signal, now: DateTime<Utc>) -> Arc<Context> {
         let shape = Shape::of(signal);
-        let key = (shape.kind, shape.id);
+        let key = (shape.kind.clone(), shape.id);
         if let Some(found) = self.contexts.get(&key) {
             return Arc::clone(found.value());
         }
@@ -259,7 +259,7 @@ impl Ranker {
                 .entry(key)
                 .or_insert_with(|| {
                     Arc::new(Context {
-                        sample: signal.clone(),
+                        shape,
                         state: Mutex::new(ContextState {
                             dirty: true,
                             used: Some(now),
@@ -554,7 +554,7 @@ impl Ranker {
         due
     }
 
-    /// The past executions that speak for `units` on signals like `sample`, weighed: for each
+    /// The past executions that speak for `units` on signals of `shape`, weighed: for each
     /// unit, its nearest executions on signals of the same kind (at most `per_shape` from one
     /// shape), started before `until` if given. Closeness is relative to the nearest of all of
     /// them, so a unit known only from less similar signals weighs less. With no units, the
@@ -562,13 +562,13 @@ impl Ranker {
     pub async fn neighbours(
         &self,
         memory: &dyn Memory,
-        sample: &Signal,
+        shape: &Shape,
         units: &[Arc<str>],
         until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Weighed>, MemoryError> {
-        let query = SearchQuery::signal(sample.clone())
-            .kind(sample.kind.clone())
+        let query = SearchQuery::shape(shape.clone())
+            .kind(shape.kind.clone())
             .k(self.config.neighbours)
             .per_shape(self.config.per_shape)
             .between(None, until);
@@ -612,7 +612,7 @@ impl Ranker {
                 units
             };
             let weighed = match self
-                .neighbours(memory, &context.sample, &units, None, now)
+                .neighbours(memory, &context.shape, &units, None, now)
                 .await
             {
                 Ok(weighed) => weighed,
@@ -653,7 +653,7 @@ impl Ranker {
             state.at = Some(now);
             state.refreshed = Some(now);
             state.dirty = false;
-            self.recache(&context.sample.kind, &mut state, now);
+            self.recache(&context.shape.kind, &mut state, now);
             done += 1;
         }
         Ok(Refreshed {
