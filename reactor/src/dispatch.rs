@@ -28,6 +28,7 @@ use crate::slot::UnitSlot;
 struct Owner {
     entry: usize,
     slot: Arc<UnitSlot>,
+    policy: DispatchPolicy,
     fallbacks: Vec<(Arc<UnitSlot>, f64)>,
 }
 
@@ -262,6 +263,7 @@ impl Dispatcher {
             let Owner {
                 entry: index,
                 slot,
+                policy,
                 fallbacks,
             } = owner;
             let entry = &mut work[index];
@@ -288,7 +290,7 @@ impl Dispatcher {
             outstanding[index] += 1;
             let entry_id = entry.id.to_string();
             let (max_attempts, backoff) = (c.max_attempts, c.retry_backoff);
-            if done.record.policy == DispatchPolicy::FirstSuccess.name() {
+            if policy == DispatchPolicy::FirstSuccess {
                 retries.spawn(async move {
                     (index, fall_back(signal, done, fallbacks, entry_id).await)
                 });
@@ -296,7 +298,16 @@ impl Dispatcher {
                 retries.spawn(async move {
                     (
                         index,
-                        retry(slot, signal, done, entry_id, max_attempts, backoff).await,
+                        retry(
+                            slot,
+                            signal,
+                            done,
+                            policy.name(),
+                            entry_id,
+                            max_attempts,
+                            backoff,
+                        )
+                        .await,
                     )
                 });
             }
@@ -422,6 +433,7 @@ impl Dispatcher {
                     owners.push(Owner {
                         entry: index,
                         slot,
+                        policy: group.policy,
                         fallbacks: fallbacks.clone(),
                     });
                 }

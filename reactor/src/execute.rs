@@ -219,11 +219,12 @@ pub(crate) async fn retry(
     slot: Arc<UnitSlot>,
     signal: Signal,
     first: Attempted,
+    policy: &'static str,
     entry_id: String,
     max_attempts: u32,
     backoff: Duration,
 ) -> UnitRun {
-    let (policy, propensity) = (first.record.policy.clone(), first.record.propensity);
+    let propensity = first.record.propensity;
     let mut last_error = first.error().unwrap_or_default().to_owned();
     let mut run = UnitRun {
         records: vec![first.record],
@@ -244,7 +245,7 @@ pub(crate) async fn retry(
             generation,
             unit: Arc::from(slot.name()),
             signal: seen,
-            policy: policy_name(&policy),
+            policy,
             propensity,
         };
         match try_once(&mut run, call).await {
@@ -269,15 +270,6 @@ pub(crate) async fn retry(
         },
     ));
     run
-}
-
-/// The static name of a recorded policy name.
-fn policy_name(name: &str) -> &'static str {
-    match name {
-        "first_success" => "first_success",
-        "top_k" => "top_k",
-        _ => "fan_out",
-    }
 }
 
 /// Continues first-success dispatch after the first unit failed: the next units in rank order,

@@ -49,7 +49,8 @@ pub struct Standing {
     pub wins: f64,
     /// Weighted failures.
     pub losses: f64,
-    /// Posterior mean of its reward, with a neutral prior.
+    /// Posterior mean of its reward, with this ranker's prior (neutral in a ranker that has seen
+    /// nothing, as in `swarm explain`).
     pub mean: f64,
     /// Probability that Thompson sampling would have put it first.
     pub p_first: f64,
@@ -89,7 +90,6 @@ impl Ranker {
         let weighed: Vec<Weighed> = self
             .neighbours(memory, &Shape::of(&execution.signal), &units, Some(at), at)
             .await?;
-        let config = self.config();
         let mut evidence: BTreeMap<String, (usize, Evidence)> = units
             .iter()
             .map(|u| (u.to_string(), (0, Evidence::default())))
@@ -99,12 +99,13 @@ impl Ranker {
             entry.0 += 1;
             entry.1.add(n.reward, n.weight);
         }
-        let prior = config.prior_strength / 2.0;
+        let kind = &execution.signal.kind;
         let posteriors: Vec<(String, usize, Evidence, f64, f64)> = evidence
             .into_iter()
             .map(|(unit, (count, e))| {
-                let e = e.capped(config.max_evidence);
-                (unit, count, e, prior + e.wins, prior + e.losses)
+                let e = e.capped(self.config().max_evidence);
+                let (a, b) = self.posterior(kind, &Arc::from(unit.as_str()), e, at);
+                (unit, count, e, a, b)
             })
             .collect();
         let moments: Vec<(f64, f64)> = posteriors

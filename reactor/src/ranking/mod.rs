@@ -17,5 +17,4 @@ mod ranker;
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use evidence::{Evidence, Weighed, Weighing, weigh};
 pub use explain::{Explanation, Neighbour, Standing};
-pub use propensity::top_k;
 pub use ranker::{Choice, Order, Ranker, RankerConfig, Refreshed};

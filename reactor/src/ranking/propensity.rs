@@ -85,7 +85,8 @@ pub fn matrix(moments: &[(f64, f64)]) -> Vec<Vec<f64>> {
 }
 
 /// P(unit i is among the first `k`) for each unit; see [`matrix`].
-pub fn top_k(moments: &[(f64, f64)], k: usize) -> Vec<f64> {
+#[cfg(test)]
+fn top_k(moments: &[(f64, f64)], k: usize) -> Vec<f64> {
     match k {
         0 => vec![0.0; moments.len()],
         k if k >= moments.len() => vec![1.0; moments.len()],

@@ -313,17 +313,24 @@ impl Ranker {
         units
             .iter()
             .map(|unit| {
-                let (pa, pb) = self.prior(kind, unit, now);
-                let e = state
-                    .evidence
-                    .get(unit)
-                    .copied()
-                    .unwrap_or_default()
-                    .scaled(decay)
-                    .capped(self.config.max_evidence);
-                (pa + e.wins, pb + e.losses)
+                let e = state.evidence.get(unit).copied().unwrap_or_default();
+                self.posterior(kind, unit, e.scaled(decay), now)
             })
             .collect()
+    }
+
+    /// Posterior (a, b) of `unit` with `evidence` (as of `now`): the prior plus the evidence,
+    /// capped.
+    pub(super) fn posterior(
+        &self,
+        kind: &str,
+        unit: &Arc<str>,
+        evidence: Evidence,
+        now: DateTime<Utc>,
+    ) -> (f64, f64) {
+        let (pa, pb) = self.prior(kind, unit, now);
+        let e = evidence.capped(self.config.max_evidence);
+        (pa + e.wins, pb + e.losses)
     }
 
     /// Posteriors and propensities of `units` in a context, at `now`.
@@ -469,8 +476,8 @@ impl Ranker {
         }
         let context = self.context(&record.signal, now);
         let mut state = context.lock();
-        let known = state.evidence.get(&unit).map_or(0.0, Evidence::weight)
-            * state.at.map_or(1.0, |at| w.recency(at, now));
+        let decay = state.at.map_or(1.0, |at| w.recency(at, now));
+        let known = state.evidence.get(&unit).map_or(0.0, Evidence::weight) * decay;
         let expected = {
             let (a, b) = self.posteriors(
                 &record.signal.kind,
@@ -481,7 +488,6 @@ impl Ranker {
             a / (a + b)
         };
         // Bring the sums to now, then add.
-        let decay = state.at.map_or(1.0, |at| w.recency(at, now));
         if decay != 1.0 {
             for e in state.evidence.values_mut() {
                 *e = e.scaled(decay);
