@@ -394,6 +394,39 @@ impl Mesh for InProcMesh {
             .map_or(0, |s| s.entries.len() as u64))
     }
 
+    async fn last_id(&self, stream: &str) -> Result<EntryId, MeshError> {
+        Ok(self
+            .lock()
+            .streams
+            .get(stream)
+            .and_then(|s| s.entries.keys().next_back().copied())
+            .unwrap_or(EntryId::ZERO))
+    }
+
+    async fn tail(
+        &self,
+        stream: &str,
+        after: EntryId,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>, MeshError> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let added = Arc::clone(&self.lock().stream(stream).added);
+            // Register interest before looking (as `read` does).
+            let notified = added.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let out = self.range(stream, Some(after), count.max(1)).await?;
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
     async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
         let mut state = self.lock();
         let Some(s) = state.streams.get_mut(stream) else {

@@ -246,6 +246,20 @@ pub trait Mesh: Send + Sync + 'static {
     /// Number of entries in the stream (0 if it does not exist).
     async fn len(&self, stream: &str) -> Result<u64, MeshError>;
 
+    /// Id of the newest entry of the stream ([`EntryId::ZERO`] if it is empty or does not
+    /// exist): where a [`tail`](Mesh::tail) that wants only what comes next starts.
+    async fn last_id(&self, stream: &str) -> Result<EntryId, MeshError>;
+
+    /// Up to `count` entries with ids after `after`, outside any group, waiting up to `block`
+    /// for the first when there are none yet (XREAD BLOCK): for watching a stream live.
+    async fn tail(
+        &self,
+        stream: &str,
+        after: EntryId,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>, MeshError>;
+
     /// Removes entries that every group of the stream has delivered and acknowledged; never an
     /// entry still pending or not yet delivered. Returns how many were removed.
     async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError>;

@@ -328,6 +328,52 @@ pub async fn blocked_read_wakes_on_publish(mesh: &dyn Mesh, stream: &str) {
     );
 }
 
+/// A tail sees what comes after its start, outside any group: nothing before it, entries added
+/// while it waits, and nothing twice when it moves on from the last id it saw.
+pub async fn tail_follows_the_stream(mesh: &dyn Mesh, stream: &str) {
+    assert_eq!(mesh.last_id(stream).await.expect("last id"), EntryId::ZERO);
+    let before = publish_n(mesh, stream, 2).await;
+    let start = mesh.last_id(stream).await.expect("last id");
+    assert_eq!(start, before[1]);
+    assert!(
+        mesh.tail(stream, start, 10, NO_WAIT)
+            .await
+            .expect("tail")
+            .is_empty()
+    );
+    let waiting = mesh.tail(stream, start, 10, Duration::from_secs(10));
+    let writer = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        mesh.publish(stream, &signal(7)).await.expect("publish")
+    };
+    let (got, added) = tokio::join!(waiting, writer);
+    let got = got.expect("tail");
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), vec![added]);
+    assert_eq!(n_of(&got[0].body), 7);
+    publish_n(mesh, stream, 3).await;
+    let next = mesh.tail(stream, added, 2, NO_WAIT).await.expect("tail");
+    assert_eq!(
+        next.iter().map(|e| n_of(&e.body)).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    let rest = mesh
+        .tail(stream, next[1].id, 10, NO_WAIT)
+        .await
+        .expect("tail");
+    assert_eq!(
+        rest.iter().map(|e| n_of(&e.body)).collect::<Vec<_>>(),
+        vec![2]
+    );
+    // A tail from the start of the stream reads it all, like a range.
+    assert_eq!(
+        mesh.tail(stream, EntryId::ZERO, 100, NO_WAIT)
+            .await
+            .expect("tail")
+            .len(),
+        6
+    );
+}
+
 /// Generates one `#[tokio::test]` per behaviour case. `$make` is an async expression that
 /// yields a value implementing [`Mesh`]; `$prefix` makes stream names unique per run.
 #[macro_export]
@@ -337,7 +383,7 @@ macro_rules! mesh_behaviour_suite {
             delivers_in_order_once, pending_until_acked, groups_share_and_consumers_split,
             group_start_positions, missing_group_is_an_error, own_pending_is_redelivered,
             idle_entries_are_claimed, settle_emits_and_acks, settle_batch_emits_and_acks_all, dead_letters_are_kept,
-            trimming_keeps_unacknowledged, blocked_read_wakes_on_publish);
+            trimming_keeps_unacknowledged, blocked_read_wakes_on_publish, tail_follows_the_stream);
     };
     (@cases $make:expr, $prefix:expr; $($case:ident),*) => {
         $(

@@ -140,6 +140,19 @@ impl RedisMesh {
         format!("{{{}}}:{stream}", self.config.key_prefix)
     }
 
+    /// The Redis server's version (from `INFO server`).
+    pub async fn server_version(&self) -> Result<String, MeshError> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(|v| v.trim().to_owned())
+            .ok_or_else(|| MeshError::Unavailable("INFO server has no redis_version".into()))
+    }
+
     fn conn(&self) -> ConnectionManager {
         self.commands.clone()
     }
@@ -159,6 +172,34 @@ impl RedisMesh {
             .await
             .map_err(unavailable),
         }
+    }
+
+    /// Finishes an XREAD or XREADGROUP `cmd` with `[BLOCK ms] STREAMS key id` and runs it: at
+    /// once on the command connection, or, when it may block, on a blocking connection of its
+    /// own whose response timeout outlasts the block.
+    async fn stream_read(
+        &self,
+        mut cmd: redis::Cmd,
+        block: Duration,
+        stream: &str,
+        id: &str,
+        on_error: impl Fn(RedisError) -> MeshError,
+    ) -> Result<Value, MeshError> {
+        if block.is_zero() {
+            cmd.arg("STREAMS").arg(self.key(stream)).arg(id);
+            return cmd.query_async(&mut self.conn()).await.map_err(on_error);
+        }
+        // BLOCK 0 would wait forever: anything below a millisecond waits one.
+        let block = millis(block.min(self.config.max_block)).max(1);
+        cmd.arg("BLOCK")
+            .arg(block)
+            .arg("STREAMS")
+            .arg(self.key(stream))
+            .arg(id);
+        let mut conn = self.blocking_conn().await?;
+        let reply = cmd.query_async(&mut conn).await.map_err(on_error)?;
+        self.return_blocking(conn);
+        Ok(reply)
     }
 
     fn return_blocking(&self, conn: ConnectionManager) {
@@ -287,27 +328,9 @@ impl Mesh for RedisMesh {
             .arg(consumer)
             .arg("COUNT")
             .arg(count.max(1));
-        let reply: Value = if block.is_zero() {
-            cmd.arg("STREAMS").arg(self.key(stream)).arg(">");
-            cmd.query_async(&mut self.conn())
-                .await
-                .map_err(|e| error(stream, group, e))?
-        } else {
-            // BLOCK 0 would wait forever: anything below a millisecond waits one.
-            let block = millis(block.min(self.config.max_block)).max(1);
-            cmd.arg("BLOCK")
-                .arg(block)
-                .arg("STREAMS")
-                .arg(self.key(stream))
-                .arg(">");
-            let mut conn = self.blocking_conn().await?;
-            let reply = cmd
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| error(stream, group, e))?;
-            self.return_blocking(conn);
-            reply
-        };
+        let reply = self
+            .stream_read(cmd, block, stream, ">", |e| error(stream, group, e))
+            .await?;
         let entries = read_reply(&reply)?;
         Ok(entries
             .into_iter()
@@ -535,6 +558,39 @@ impl Mesh for RedisMesh {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)
+    }
+
+    async fn last_id(&self, stream: &str) -> Result<EntryId, MeshError> {
+        let reply: Value = redis::cmd("XREVRANGE")
+            .arg(self.key(stream))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(reply::entries(&reply)?
+            .first()
+            .map_or(EntryId::ZERO, |(id, _)| *id))
+    }
+
+    async fn tail(
+        &self,
+        stream: &str,
+        after: EntryId,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>, MeshError> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(count.max(1));
+        let reply = self
+            .stream_read(cmd, block, stream, &after.to_string(), unavailable)
+            .await?;
+        Ok(read_reply(&reply)?
+            .into_iter()
+            .map(|(id, body)| Entry { id, body })
+            .collect())
     }
 
     async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
