@@ -21,7 +21,7 @@ mod writer;
 
 pub use embed::{EmbedError, Embedder, cosine};
 pub use inproc::InProcMemory;
-pub use pg::{PgMemory, PgMemoryConfig};
+pub use pg::{PgMemory, PgMemoryConfig, PgProbe};
 pub use query::{
     Compaction, MAX_K, OutcomeFilter, Probe, Retention, SearchHit, SearchQuery, UnitStats,
 };

@@ -86,7 +86,47 @@ fn pg_text(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
 }
 
+/// What a PostgreSQL server offers memory, found without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgProbe {
+    /// The server's version (`SHOW server_version`).
+    pub server_version: String,
+    /// The version of pgvector the server can install, if any.
+    pub vector_available: Option<String>,
+    /// The version of pgvector installed in the database, if it is.
+    pub vector_installed: Option<String>,
+}
+
 impl PgMemory {
+    /// Connects once (within `timeout`) and reports the server's version and pgvector, without
+    /// applying migrations or changing anything: for `swarm doctor`.
+    pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<PgProbe, MemoryError> {
+        use sqlx::Connection;
+        let connect = sqlx::PgConnection::connect(url);
+        let mut conn = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| {
+                MemoryError::Unavailable(format!("no answer within {} s", timeout.as_secs_f64()))
+            })?
+            .map_err(unavailable)?;
+        let server_version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let vector: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT default_version, installed_version FROM pg_available_extensions WHERE name = 'vector'",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(unavailable)?;
+        let _ = conn.close().await;
+        Ok(PgProbe {
+            server_version,
+            vector_available: vector.as_ref().map(|(v, _)| v.clone()),
+            vector_installed: vector.and_then(|(_, installed)| installed),
+        })
+    }
+
     /// Connects, applies the migrations (serialised across processes by an advisory lock) and
     /// checks that the embedder's vectors fit the table.
     pub async fn connect(

@@ -30,7 +30,10 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the reactor on a units directory until interrupted.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
+    /// Run the reactor like `up`, and rebuild and swap in each unit crate of the workspace
+    /// when its source is saved.
+    Dev(Box<DevArgs>),
     /// Emit one signal through the units and print what happened.
     Emit(EmitArgs),
     /// List the units a directory holds and whether they load.
@@ -39,20 +42,26 @@ enum Command {
     Memory(crate::memory_cli::MemoryCommand),
     /// Why an execution's unit was chosen: its neighbours in memory, their outcomes, the scores.
     Explain(crate::memory_cli::ExplainArgs),
+    /// Check what `swarm up` needs: configuration, units, Redis, PostgreSQL + pgvector, the
+    /// model, the inspector's address. Exits 1 if anything is wrong.
+    Doctor(Box<crate::doctor_cli::DoctorArgs>),
+    /// Create something new: `swarm new unit NAME`.
+    #[command(subcommand)]
+    New(crate::new_cli::NewCommand),
 }
 
 #[derive(Debug, Args)]
-struct UnitsDir {
+pub(crate) struct UnitsDir {
     /// Directory of unit libraries.
     #[arg(long = "units", env = "SWARM_UNITS_DIR", default_value = "units")]
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
-struct MeshArgs {
+pub(crate) struct MeshArgs {
     /// Redis URL of a shared mesh (`redis://host:port/db`); without it the mesh is in-process.
     #[arg(long = "redis", env = "SWARM_REDIS_URL")]
-    redis_url: Option<String>,
+    pub(crate) redis_url: Option<String>,
     /// Hash tag shared by every Redis key of this mesh.
     #[arg(long, env = "SWARM_REDIS_PREFIX", default_value = "swarm")]
     redis_prefix: String,
@@ -113,6 +122,14 @@ struct UpArgs {
     /// ranked one (exploration that never switches off).
     #[arg(long, default_value_t = 0.02, value_parser = parse_probability)]
     exploration: f64,
+    /// JSON file of unit configuration: {"UNIT-NAME": {...}, ...}. Each unit's constructor gets
+    /// its section (checked against the config schema in its manifest, if it has one).
+    #[arg(long, env = "SWARM_UNIT_CONFIG")]
+    unit_config: Option<PathBuf>,
+    /// Seconds a SIGTERM or Ctrl-C waits for running signals to finish and settle; what has
+    /// not settled by then stays pending and is delivered again later.
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_timeout: f64,
     /// Consecutive failures that open a unit's circuit breaker (0: never).
     #[arg(long, default_value_t = 20)]
     breaker_failures: u32,
@@ -122,6 +139,21 @@ struct UpArgs {
     memory: crate::memory_cli::MemoryArgs,
     #[command(flatten)]
     record: crate::memory_cli::RecordArgs,
+    #[command(flatten)]
+    http: crate::serve_cli::HttpArgs,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    #[command(flatten)]
+    up: UpArgs,
+    /// The workspace whose unit crates are built and watched (default: the nearest one above
+    /// the current directory).
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// Build the units with the release profile (default: the dev profile, quicker to build).
+    #[arg(long)]
+    release: bool,
 }
 
 #[derive(Debug, Args)]
@@ -162,11 +194,14 @@ impl Cli {
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Up(args) => up(args).await,
+        Command::Up(args) => up(*args, None).await,
+        Command::Dev(args) => dev(*args).await,
         Command::Emit(args) => emit(args).await,
         Command::Units(args) => units(args),
         Command::Memory(args) => crate::memory_cli::run(args).await,
         Command::Explain(args) => crate::memory_cli::explain(args).await,
+        Command::New(command) => crate::new_cli::run(command),
+        Command::Doctor(args) => crate::doctor_cli::run(*args).await,
     }
 }
 
@@ -228,7 +263,23 @@ fn parse_probability(text: &str) -> Result<f64, String> {
     }
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let workspace = match args.workspace {
+        Some(dir) => dir,
+        None => crate::new_cli::find_workspace(
+            &std::env::current_dir().context("no current directory")?,
+        )?,
+    };
+    std::fs::create_dir_all(&args.up.units.dir)
+        .with_context(|| format!("cannot create {}", args.up.units.dir.display()))?;
+    let dev = crate::dev_cli::DevLoop::new(workspace, args.up.units.dir.clone(), args.release)?;
+    dev.build_all().await?;
+    let mut up_args = args.up;
+    up_args.no_watch = false;
+    up(up_args, Some(dev)).await
+}
+
+async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Result<ExitCode> {
     check_dir(&args.units.dir)?;
     let private = private_dir()?;
     let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
@@ -238,12 +289,29 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         bail!("--claim-idle must be at least 0.01 seconds");
     }
     config.claim_idle = Duration::from_secs_f64(args.claim_idle);
+    if let Some(path) = &args.unit_config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        config.unit_config = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a JSON object of unit configurations by unit name",
+                path.display()
+            )
+        })?;
+    }
+    if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
+        bail!("--shutdown-timeout must be a number of seconds, 0 or more");
+    }
+    let shutdown_timeout = Duration::from_secs_f64(args.shutdown_timeout);
     config.max_attempts = args.max_attempts;
     config.concurrency = args.concurrency as usize;
     config.dispatch = args.dispatch;
     config.ranker.exploration = args.exploration;
     config.ranker.breaker.failures = args.breaker_failures;
     let stream = config.stream.clone();
+    let inspector_config = args.http.config(&stream, &config.group)?;
+    let metrics = swarm_inspector::install_metrics_recorder()
+        .context("cannot install the metrics recorder")?;
 
     // Read the whole feed file before starting, so a bad line refuses the run, not half of it.
     let feed: Vec<Signal> = match &args.feed {
@@ -273,10 +341,17 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(recording) => Arc::clone(&recording.writer) as Arc<dyn Memory>,
         None => Arc::new(InProcMemory::bounded(100_000)),
     };
-    let (reactor, report) = Reactor::start(config, Arc::clone(&mesh), memory).await?;
+    let (reactor, report) = Reactor::start(config, Arc::clone(&mesh), Arc::clone(&memory)).await?;
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
     }
+    let inspector = match inspector_config {
+        Some(config) => Some(
+            crate::serve_cli::start(config, reactor.handle(), Arc::clone(&mesh), memory, metrics)
+                .await?,
+        ),
+        None => None,
+    };
     for unit in reactor.registry().status() {
         let subscribes: Vec<&str> = unit.subscribes.iter().map(|p| p.as_str()).collect();
         eprintln!(
@@ -324,8 +399,28 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         "reactor up on {} with {mesh_name} and {memory_name} (Ctrl-C to stop)",
         args.units.dir.display()
     );
+    let dev = dev.map(|dev| {
+        let handle = reactor.handle();
+        tokio::spawn(async move {
+            if let Err(error) = dev.run(handle).await {
+                eprintln!("error: the dev loop stopped: {error:#}");
+            }
+        })
+    });
     wait_for_stop_signal().await?;
-    reactor.stop().await;
+    if let Some(dev) = dev {
+        dev.abort();
+    }
+    if let Some(inspector) = inspector {
+        inspector.stop().await;
+    }
+    eprintln!("stopping: no new signals are read; waiting for the running ones to settle");
+    if !reactor.stop_within(shutdown_timeout).await {
+        eprintln!(
+            "signals still running after {} s stay pending and will be delivered again",
+            shutdown_timeout.as_secs_f64()
+        );
+    }
     if let Some(recording) = recording {
         recording.close().await;
     }

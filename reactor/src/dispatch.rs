@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashSet;
+use dashmap::DashMap;
 use swarm_memory::Memory;
 use swarm_mesh::{Delivery, EntryId, Mesh, Settlement, StartAt, dead_letter_stream};
 use swarm_schemas::{DeadLetter, DispatchPolicy, ExecutionRecord, Signal};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::ReactorConfig;
@@ -38,7 +38,10 @@ pub(crate) struct Dispatcher {
     pub registry: Arc<Registry>,
     pub ranker: Arc<Ranker>,
     pub config: Arc<ReactorConfig>,
-    pub in_flight: DashSet<EntryId>,
+    /// Entries read and not yet settled, with their signal's kind (empty when undecodable).
+    pub in_flight: Arc<DashMap<EntryId, Arc<str>>>,
+    /// Every execution record, once recorded, for whoever watches (the inspector).
+    pub executions: broadcast::Sender<Arc<ExecutionRecord>>,
 }
 
 impl Dispatcher {
@@ -166,7 +169,7 @@ impl Dispatcher {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = keep_alive.tick() => {
-                    let ids: Vec<EntryId> = self.in_flight.iter().map(|id| *id).collect();
+                    let ids: Vec<EntryId> = self.in_flight.iter().map(|e| *e.key()).collect();
                     if !ids.is_empty() {
                         if let Err(error) = self.mesh.keep_alive(&c.stream, &c.group, &c.consumer, &ids).await {
                             tracing::warn!(%error, "keep-alive failed");
@@ -211,10 +214,14 @@ impl Dispatcher {
             deliveries,
         } in deliveries
         {
-            if !self.in_flight.insert(id) {
+            let kind: Arc<str> = body
+                .as_ref()
+                .map_or_else(|_| Arc::from(""), |s| Arc::from(s.kind.as_str()));
+            if self.in_flight.insert(id, Arc::clone(&kind)).is_some() {
                 // Already running here (claimed back while in flight): leave it to that run.
                 continue;
             }
+            metrics::counter!("swarm_signals_in_total").increment(1);
             let index = work.len();
             let mut entry = Work {
                 id,
@@ -331,18 +338,28 @@ impl Dispatcher {
             .collect();
         for record in &records {
             self.ranker.observe(record);
+            count_execution(record);
         }
         if !records.is_empty() {
             if let Err(error) = self.memory.record(&records).await {
                 tracing::warn!(%error, count = records.len(), "execution records not stored");
             }
         }
+        if self.executions.receiver_count() > 0 {
+            for record in records {
+                // Nobody left watching is not an error.
+                let _ = self.executions.send(Arc::new(record));
+            }
+        }
         let dead_stream = dead_letter_stream(&c.stream);
         let mut settlements = Vec::with_capacity(work.len());
         let mut ids = Vec::with_capacity(work.len());
+        let (mut out, mut dead) = (0u64, 0u64);
         for (entry, outstanding) in work.into_iter().zip(outstanding) {
             ids.push(entry.id);
             if entry.complete && outstanding == 0 {
+                out += entry.emitted.len() as u64;
+                dead += entry.dead.len() as u64;
                 let emits = entry
                     .emitted
                     .into_iter()
@@ -357,17 +374,40 @@ impl Dispatcher {
                 tracing::warn!(entry = %entry.id, "not every unit ran; the entry stays pending and will be redelivered");
             }
         }
-        if let Err(error) = self
+        match self
             .mesh
             .settle_batch(&c.stream, &c.group, &settlements)
             .await
         {
-            tracing::warn!(%error, entries = settlements.len(), "settle failed; the entries stay pending and will be redelivered");
+            Ok(_) => {
+                metrics::counter!("swarm_signals_out_total").increment(out);
+                metrics::counter!("swarm_dead_letters_total").increment(dead);
+                metrics::counter!("swarm_signals_settled_total")
+                    .increment(settlements.len() as u64);
+            }
+            Err(error) => {
+                metrics::counter!("swarm_settle_failures_total").increment(1);
+                tracing::warn!(%error, entries = settlements.len(), "settle failed; the entries stay pending and will be redelivered");
+            }
         }
         for id in ids {
             self.in_flight.remove(&id);
         }
+        metrics::gauge!("swarm_in_flight").set(self.in_flight.len() as f64);
     }
+}
+
+/// Per-unit execution counts and latency, in the process's metrics recorder.
+fn count_execution(record: &ExecutionRecord) {
+    let outcome = if record.outcome.is_success() {
+        "success"
+    } else {
+        "failure"
+    };
+    metrics::counter!("swarm_executions_total", "unit" => record.unit.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("swarm_unit_latency_seconds", "unit" => record.unit.clone())
+        .record(record.latency_us as f64 / 1e6);
 }
 
 impl Dispatcher {

@@ -110,6 +110,22 @@ pub enum LoadError {
         /// The units in the cycle, the first repeated at the end.
         cycle: Vec<String>,
     },
+    /// The unit's configuration breaks the JSON Schema its manifest declares.
+    #[error("unit `{unit}`: its configuration breaks its config schema: {}", problems.join("; "))]
+    Config {
+        /// The unit.
+        unit: String,
+        /// Each problem, with the JSON pointer of the offending field.
+        problems: Vec<String>,
+    },
+    /// The config schema the manifest declares is not a valid JSON Schema.
+    #[error("unit `{unit}`: its config schema is not a valid JSON Schema: {message}")]
+    ConfigSchema {
+        /// The unit.
+        unit: String,
+        /// Why.
+        message: String,
+    },
     /// The unit's constructor returned an error or panicked.
     #[error("unit `{unit}`: constructor {what}: {message}")]
     Create {

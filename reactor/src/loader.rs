@@ -259,8 +259,12 @@ fn call_manifest(vtable: &UnitVTable) -> CallResult {
 
 impl Opened {
     /// Creates the unit's instance with its configuration.
-    pub(crate) fn instantiate(self, config: &serde_json::Value) -> Result<Loaded, LoadError> {
-        let config = serde_json::to_vec(config).unwrap_or_else(|_| b"null".to_vec());
+    pub(crate) fn instantiate(
+        self,
+        config: Option<&serde_json::Value>,
+    ) -> Result<Loaded, LoadError> {
+        let config = self.checked_config(config)?;
+        let config = serde_json::to_vec(&config).unwrap_or_else(|_| b"null".to_vec());
         let mut out = Buf::EMPTY;
         let mut instance: *mut c_void = std::ptr::null_mut();
         // SAFETY: the config buffer and out-parameters are valid for the call.
@@ -282,6 +286,42 @@ impl Opened {
             },
             message: String::from_utf8_lossy(&bytes).into_owned(),
         })
+    }
+}
+
+impl Opened {
+    /// The configuration the constructor gets: the unit's section, or, for a unit whose
+    /// manifest declares a config schema, `{}` when it has none; checked against that schema.
+    fn checked_config(
+        &self,
+        config: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, LoadError> {
+        let unit = &self.manifest.name;
+        let Some(schema) = &self.manifest.config_schema else {
+            return Ok(config.cloned().unwrap_or(serde_json::Value::Null));
+        };
+        let config = config
+            .cloned()
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        let validator = jsonschema::validator_for(schema).map_err(|e| LoadError::ConfigSchema {
+            unit: unit.clone(),
+            message: e.to_string(),
+        })?;
+        let problems: Vec<String> = validator
+            .iter_errors(&config)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                format!("{}: {e}", if path.is_empty() { "/" } else { &path })
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(LoadError::Config {
+                unit: unit.clone(),
+                problems,
+            })
+        }
     }
 }
 

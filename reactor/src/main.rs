@@ -1,7 +1,11 @@
 //! The `swarm` command: run a reactor, emit signals, list units, search memory.
 
 mod cli;
+mod dev_cli;
+mod doctor_cli;
 mod memory_cli;
+mod new_cli;
+mod serve_cli;
 
 use std::process::ExitCode;
 

@@ -1,11 +1,15 @@
 //! A running reactor: the registry, the directory watch and the dispatch loop together.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use dashmap::DashSet;
+use std::collections::BTreeMap;
+
+use dashmap::DashMap;
 use swarm_memory::Memory;
 use swarm_mesh::Mesh;
-use tokio::sync::watch;
+use swarm_schemas::ExecutionRecord;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::dispatch::Dispatcher;
@@ -30,9 +34,75 @@ pub enum StartError {
     Watch(#[from] notify::Error),
 }
 
+/// Executions kept for watchers that fall behind before they lose the oldest.
+const EXECUTIONS_BUFFER: usize = 4096;
+
+/// What can be watched and changed of a running reactor from elsewhere (the inspector): its
+/// units, their executions as they happen, its signals in flight. Cheap to clone.
+#[derive(Clone)]
+pub struct ReactorHandle {
+    registry: Arc<Registry>,
+    in_flight: Arc<DashMap<swarm_mesh::EntryId, Arc<str>>>,
+    executions: broadcast::Sender<Arc<ExecutionRecord>>,
+}
+
+impl ReactorHandle {
+    /// The registry of loaded units.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Every execution from now on, once recorded. A receiver that falls behind loses the
+    /// oldest.
+    pub fn executions(&self) -> broadcast::Receiver<Arc<ExecutionRecord>> {
+        self.executions.subscribe()
+    }
+
+    /// Signals read and not yet settled, by kind.
+    pub fn in_flight(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for entry in self.in_flight.iter() {
+            *out.entry(entry.value().to_string()).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// What the inspector shows and changes of this reactor.
+impl swarm_inspector::Runtime for ReactorHandle {
+    fn units(&self) -> Vec<swarm_schemas::UnitStatus> {
+        self.registry.status()
+    }
+
+    fn set_enabled(
+        &self,
+        unit: &str,
+        enabled: bool,
+    ) -> Result<swarm_schemas::UnitStatus, swarm_inspector::NoSuchUnit> {
+        let unknown = || swarm_inspector::NoSuchUnit(unit.to_owned());
+        self.registry
+            .set_enabled(unit, enabled)
+            .map_err(|_| unknown())?;
+        self.registry
+            .status()
+            .into_iter()
+            .find(|u| u.name == unit)
+            .ok_or_else(unknown)
+    }
+
+    fn executions(&self) -> broadcast::Receiver<Arc<ExecutionRecord>> {
+        ReactorHandle::executions(self)
+    }
+
+    fn in_flight(&self) -> BTreeMap<String, u64> {
+        ReactorHandle::in_flight(self)
+    }
+}
+
 /// A running reactor. Stop it with [`Reactor::stop`].
 pub struct Reactor {
     registry: Arc<Registry>,
+    handle: ReactorHandle,
     ranker: Arc<Ranker>,
     shutdown: watch::Sender<bool>,
     dispatch: JoinHandle<()>,
@@ -47,10 +117,20 @@ impl Reactor {
     /// Returns the running reactor and what the initial load did; units that fail to load are
     /// reported there and do not stop the others.
     pub async fn start(
-        config: ReactorConfig,
+        mut config: ReactorConfig,
         mesh: Arc<dyn Mesh>,
         memory: Arc<dyn Memory>,
     ) -> Result<(Self, LoadReport), StartError> {
+        // The watcher reports absolute paths: the initial load must name files the same way, or
+        // a relative `units` directory would hold every unit twice (and refuse the second).
+        config.units_dir =
+            config
+                .units_dir
+                .canonicalize()
+                .map_err(|source| StartError::UnitsDir {
+                    path: config.units_dir.clone(),
+                    source,
+                })?;
         let registry = Arc::new(Registry::new(
             config.private_dir.clone(),
             config.unit_config.clone(),
@@ -79,18 +159,25 @@ impl Reactor {
             None
         };
         let ranker = Arc::new(Ranker::new(config.ranker.clone()));
+        let handle = ReactorHandle {
+            registry: Arc::clone(&registry),
+            in_flight: Arc::new(DashMap::new()),
+            executions: broadcast::channel(EXECUTIONS_BUFFER).0,
+        };
         let dispatcher = Arc::new(Dispatcher {
             mesh,
             memory,
             registry: Arc::clone(&registry),
             ranker: Arc::clone(&ranker),
             config: Arc::new(config),
-            in_flight: DashSet::new(),
+            in_flight: Arc::clone(&handle.in_flight),
+            executions: handle.executions.clone(),
         });
         let dispatch = tokio::spawn(dispatcher.run(shutdown_rx));
         Ok((
             Self {
                 registry,
+                handle,
                 ranker,
                 shutdown,
                 dispatch,
@@ -105,6 +192,11 @@ impl Reactor {
         &self.registry
     }
 
+    /// A handle for watching this reactor from elsewhere.
+    pub fn handle(&self) -> ReactorHandle {
+        self.handle.clone()
+    }
+
     /// The ranker: how competing units are ordered, and their circuit breakers.
     pub fn ranker(&self) -> &Arc<Ranker> {
         &self.ranker
@@ -112,13 +204,42 @@ impl Reactor {
 
     /// Stops reading signals, waits for the running ones to settle, stops watching.
     pub async fn stop(self) {
+        self.stop_within(Duration::MAX).await;
+    }
+
+    /// Like [`stop`](Self::stop), but waits at most `deadline` for the running signals. Those
+    /// that have not settled by then are abandoned unacknowledged: they stay pending in the
+    /// mesh and are delivered again (to this consumer when it restarts, or to another after
+    /// `claim_idle`); nothing is lost. Returns whether everything settled in time.
+    pub async fn stop_within(mut self, deadline: Duration) -> bool {
         let _ = self.shutdown.send(true);
-        if let Err(error) = self.dispatch.await {
-            tracing::error!(%error, "dispatch loop ended abnormally");
-        }
+        let waited = async {
+            if deadline == Duration::MAX {
+                Ok((&mut self.dispatch).await)
+            } else {
+                tokio::time::timeout(deadline, &mut self.dispatch).await
+            }
+        };
+        let drained = match waited.await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "dispatch loop ended abnormally");
+                true
+            }
+            Err(_) => {
+                let left = self.handle.in_flight.len();
+                tracing::warn!(
+                    left,
+                    "shutdown deadline passed: {left} signals in flight stay pending and will be delivered again"
+                );
+                self.dispatch.abort();
+                false
+            }
+        };
         if let Some((debouncer, task)) = self.watch {
             drop(debouncer);
             let _ = task.await;
         }
+        drained
     }
 }

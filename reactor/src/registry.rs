@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::Utc;
 use dashmap::DashMap;
-use swarm_schemas::UnitManifest;
+use swarm_schemas::{UnitManifest, UnitState, UnitStatus};
 
 use crate::LoadError;
 use crate::loader::{self, Loaded, Opened};
 use crate::resolve::resolve;
 use crate::slot::{Generation, UnitSlot};
-use crate::status::{Change, FileFailure, LoadReport, UnitStatus};
+use crate::status::{Change, FileFailure, LoadReport};
 
 /// Asked for a unit that is not loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,6 +167,7 @@ impl Registry {
         self.install(opened, &mut report, started);
         for (path, error) in &report.failures {
             tracing::warn!(file = %path.display(), %error, "unit refused; any previous version keeps serving");
+            metrics::counter!("swarm_unit_load_failures_total").increment(1);
             self.failures.insert(path.clone(), error.clone());
             if let Some(name) = self.files.get(path) {
                 if let Some(slot) = self.slots.get(name.as_str()) {
@@ -244,13 +245,9 @@ impl Registry {
                 continue;
             };
             let source = unit.source.clone();
-            let config = self
-                .unit_config
-                .get(&name)
-                .cloned()
-                .unwrap_or(serde_json::Value::Null);
+            let config = self.unit_config.get(&name);
             let hash = unit.hash;
-            match unit.instantiate(&config) {
+            match unit.instantiate(config) {
                 Ok(loaded) => report
                     .changes
                     .push((source.clone(), self.swap_in(&source, loaded, started))),
@@ -298,10 +295,12 @@ impl Registry {
         match previous {
             None => {
                 tracing::info!(unit = %name, %version, generation = number, file = %source.display(), took_ms, "unit loaded");
+                metrics::counter!("swarm_unit_loads_total", "unit" => name.clone()).increment(1);
                 Change::Loaded { name }
             }
             Some(old) => {
                 tracing::info!(unit = %name, %version, generation = number, from = old.number, took_ms, "unit swapped");
+                metrics::counter!("swarm_unit_swaps_total", "unit" => name.clone()).increment(1);
                 Change::Swapped {
                     name,
                     generation: number,
@@ -386,18 +385,20 @@ impl Registry {
             .iter()
             .filter_map(|slot| {
                 let generation = slot.current()?;
-                let file = generation.loaded.source().to_owned();
+                let manifest = generation.manifest();
                 Some(UnitStatus {
                     name: slot.name.clone(),
-                    version: generation.manifest().version.to_string(),
+                    version: manifest.version.to_string(),
                     generation: generation.number,
                     state: if slot.is_enabled() {
-                        "ready"
+                        UnitState::Ready
                     } else {
-                        "disabled"
+                        UnitState::Disabled
                     },
-                    subscribes: generation.manifest().subscribes.clone(),
-                    file,
+                    subscribes: manifest.subscribes.clone(),
+                    emits: manifest.emits.clone(),
+                    dispatch: manifest.dispatch,
+                    file: generation.loaded.source().display().to_string(),
                     last_error: lock(&slot.last_error).clone(),
                 })
             })

@@ -2,28 +2,7 @@
 
 use std::path::PathBuf;
 
-use swarm_schemas::KindPattern;
-
 use crate::LoadError;
-
-/// What a unit looks like from outside, for `swarm units` and the API.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct UnitStatus {
-    /// Manifest name.
-    pub name: String,
-    /// Version serving.
-    pub version: String,
-    /// Generation serving.
-    pub generation: u64,
-    /// `ready` or `disabled`.
-    pub state: &'static str,
-    /// Subscription patterns.
-    pub subscribes: Vec<KindPattern>,
-    /// The file it was loaded from.
-    pub file: PathBuf,
-    /// The last load of a new version that failed, if the last attempt failed.
-    pub last_error: Option<String>,
-}
 
 /// A unit file that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -12,6 +12,7 @@ pub const DEAD_LETTER_KIND: &str = "swarm.dead_letter";
 /// Why a signal was given up on, and the signal itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetter {
     /// Readable reason.
     pub reason: String,

@@ -12,6 +12,7 @@ pub type ExecutionId = Uuid;
 /// Why an execution failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The unit returned an error.
@@ -27,6 +28,7 @@ pub enum FailureKind {
 /// The result of one execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// The unit handled the signal.
@@ -50,14 +52,17 @@ impl Outcome {
 /// One unit handling one signal once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionRecord {
     /// Id of this execution; emitted signals name it as their parent.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: ExecutionId,
     /// The signal handled, as the unit saw it (`attempt` included).
     pub signal: Signal,
     /// The unit's manifest name.
     pub unit: String,
     /// The unit's manifest version.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub unit_version: semver::Version,
     /// Which load of the unit's file ran (1 for the first, +1 on every swap).
     pub generation: u64,
@@ -71,6 +76,7 @@ pub struct ExecutionRecord {
     pub latency_us: u64,
     /// Ids of the signals this execution emitted.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub emitted: Vec<SignalId>,
     /// Name of the dispatch policy that chose this unit.
     pub policy: String,

@@ -3,13 +3,15 @@
 //! Everything that crosses a boundary — the mesh, the unit ABI, memory, the HTTP API — is one of
 //! these types, serialised as JSON. This crate is plain data: serde derives, pure validation
 //! functions, no I/O. With the `schema` feature each type also derives a JSON Schema; the files
-//! in `schemas/json/` are generated from them and a test fails when they are stale.
+//! in `schemas/json/` are generated from them and a test fails when they are stale. With the `openapi`
+//! feature they derive OpenAPI schemas (utoipa) for the HTTP API's document.
 
 mod dead_letter;
 mod execution;
 mod kind;
 mod manifest;
 mod signal;
+mod unit;
 
 pub use dead_letter::{DEAD_LETTER_KIND, DeadLetter};
 pub use execution::{ExecutionId, ExecutionRecord, FailureKind, Outcome};
@@ -17,4 +19,5 @@ pub use kind::{KindError, KindPattern, validate_kind};
 pub use manifest::{
     Dependency, DispatchPolicy, ManifestError, PatternDispatch, UnitManifest, validate_unit_name,
 };
-pub use signal::{Emit, Signal, SignalId, UnitReply};
+pub use signal::{Emit, PostSignal, Signal, SignalId, UnitReply};
+pub use unit::{UnitState, UnitStatus};

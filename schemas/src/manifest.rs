@@ -7,6 +7,7 @@ use crate::{KindError, KindPattern};
 /// How the reactor picks among several units subscribed to the same signal.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "policy", rename_all = "snake_case")]
 pub enum DispatchPolicy {
     /// Every matching unit fires.

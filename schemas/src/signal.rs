@@ -16,9 +16,11 @@ pub type SignalId = Uuid;
 /// execution handled. A root signal is its own correlation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Signal {
     /// Unique id of this signal.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: SignalId,
     /// Dot-separated kind, such as `order.placed`.
     pub kind: String,
@@ -28,6 +30,7 @@ pub struct Signal {
     pub correlation_id: Uuid,
     /// The execution that emitted this signal; absent for signals from outside the swarm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub parent_execution: Option<ExecutionId>,
     /// Shared by every signal descended from one root signal.
     pub trace_id: Uuid,
@@ -66,6 +69,43 @@ impl Signal {
             attempt: 0,
             created_at: Utc::now(),
         }
+    }
+}
+
+/// A signal posted to the swarm from outside (the HTTP API): the host gives it an id and a
+/// time. Without `correlation_id` it starts a conversation of its own; with one it joins that
+/// conversation, and replies to it carry the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PostSignal {
+    /// Dot-separated kind, such as `order.placed`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 255)))]
+    pub kind: String,
+    /// The signal's data: a JSON object.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    /// The conversation this signal belongs to (default: its own id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The trace this signal belongs to (default: a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<Uuid>,
+}
+
+impl PostSignal {
+    /// The root signal this post asks for (the kind is not checked here; see
+    /// [`validate_kind`](crate::validate_kind)).
+    pub fn into_signal(self) -> Signal {
+        let mut signal = Signal::new(self.kind, serde_json::Value::Object(self.payload));
+        if let Some(correlation) = self.correlation_id {
+            signal.correlation_id = correlation;
+        }
+        if let Some(trace) = self.trace_id {
+            signal.trace_id = trace;
+        }
+        signal
     }
 }
 

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use schemars::{JsonSchema, schema_for};
-use swarm_schemas::{DeadLetter, ExecutionRecord, Outcome, Signal, UnitManifest, UnitReply};
+use swarm_schemas::{
+    DeadLetter, ExecutionRecord, Outcome, PostSignal, Signal, UnitManifest, UnitReply, UnitStatus,
+};
 
 fn check<T: JsonSchema>(file: &str, stale: &mut Vec<String>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +31,8 @@ fn json_schema_files_are_fresh() {
     check::<Outcome>("outcome.schema.json", &mut stale);
     check::<ExecutionRecord>("execution-record.schema.json", &mut stale);
     check::<DeadLetter>("dead-letter.schema.json", &mut stale);
+    check::<PostSignal>("post-signal.schema.json", &mut stale);
+    check::<UnitStatus>("unit-status.schema.json", &mut stale);
     assert!(
         stale.is_empty(),
         "stale schema files were regenerated, commit them: {stale:?}"

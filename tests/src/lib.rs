@@ -5,7 +5,9 @@
 
 mod process;
 
-pub use process::{OwnPostgres, OwnRedis, ReactorProcess, ReactorSpec, redis_url};
+pub use process::{
+    KillOnDrop, OwnPostgres, OwnRedis, ReactorProcess, ReactorSpec, free_port, redis_url,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,7 +50,7 @@ pub const UNIT_PACKAGES: &[&str] = &[
 /// never waits on the build lock of the test run itself. Returns the release output directory.
 fn cargo_build(args: &[&str]) -> PathBuf {
     let root = workspace_root();
-    let target = root.join("target").join("unit-builds");
+    let target = cargo_target_for_units();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
         .current_dir(&root)
@@ -59,6 +61,32 @@ fn cargo_build(args: &[&str]) -> PathBuf {
         .expect("cargo runs");
     assert!(status.success(), "cargo build {args:?} failed: {status}");
     target.join("release")
+}
+
+/// The target directory unit builds share (the tests' own, apart from the test run's).
+pub fn cargo_target_for_units() -> PathBuf {
+    workspace_root().join("target").join("unit-builds")
+}
+
+/// A workspace like a unit author's: the repository's SDK as a path dependency and
+/// serde_json, no members yet, the repository's lock file (the same dependency versions).
+pub fn user_workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("workspace dir");
+    let sdk = workspace_root().join("units/sdk");
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        format!(
+            "[workspace]\nresolver = \"3\"\nmembers = []\n\n[workspace.dependencies]\nserde_json = \"1\"\nswarm-sdk = {{ path = {:?} }}\n",
+            sdk.display().to_string()
+        ),
+    )
+    .expect("write Cargo.toml");
+    std::fs::copy(
+        workspace_root().join("Cargo.lock"),
+        dir.path().join("Cargo.lock"),
+    )
+    .expect("copy Cargo.lock");
+    dir
 }
 
 /// Builds every unit package once per test process, in release mode. Returns the directory

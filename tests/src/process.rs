@@ -63,6 +63,8 @@ impl ReactorSpec {
                 &self.redis,
                 "--redis-prefix",
                 &self.prefix,
+                "--http",
+                "127.0.0.1:0",
             ])
             .arg("--claim-idle")
             .arg(self.claim_idle.to_string())
@@ -111,7 +113,7 @@ impl ReactorProcess {
 }
 
 /// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -256,5 +258,15 @@ impl Drop for OwnPostgres {
         if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
             self.stop();
         }
+    }
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -131,3 +131,46 @@ async fn broken_new_files_are_reported_without_touching_loaded_units() {
     );
     reactor.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_breaks_the_units_config_schema_refuses_the_load_with_the_field() {
+    let mut swarm = TestSwarm::new();
+    swarm.config.unit_config.insert(
+        "picky-a".into(),
+        json!({"fail_topic": 5, "fail_odd": true, "surprise": 1}),
+    );
+    swarm
+        .config
+        .unit_config
+        .insert("picky-b".into(), json!({"fail_topic": "refund"}));
+    swarm.deploy("fixture-picky-a", "picky-a.so");
+    swarm.deploy("fixture-picky-b", "picky-b.so");
+    let (reactor, report) = swarm.start().await;
+    let names: Vec<String> = reactor
+        .registry()
+        .status()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["picky-b"], "a valid config loads");
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    let error = report.failures[0].1.to_string();
+    assert!(
+        error.contains("unit `picky-a`: its configuration breaks its config schema"),
+        "{error}"
+    );
+    assert!(
+        error.contains("/fail_topic: 5 is not of type \"string\""),
+        "{error}"
+    );
+    assert!(error.contains("surprise"), "{error}");
+    reactor.stop().await;
+
+    // Without a section, a unit with a config schema gets `{}`, which this schema accepts.
+    let swarm = TestSwarm::new();
+    swarm.deploy("fixture-picky-a", "picky-a.so");
+    let (reactor, report) = swarm.start().await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(reactor.registry().status().len(), 1);
+    reactor.stop().await;
+}

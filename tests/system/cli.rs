@@ -156,6 +156,49 @@ fn bad_arguments_and_files_get_one_clear_line() {
     let feed_arg = feed.to_string_lossy().into_owned();
     let output = swarm(&["up", "--feed", &feed_arg], dir.path());
     assert_one_clear_line(&output, "feed.jsonl:2: kind `BAD`");
+    // Unit configuration that is not an object of sections.
+    let unit_config = dir.path().join("units.json");
+    std::fs::write(&unit_config, "[1, 2]").expect("write");
+    assert_one_clear_line(
+        &swarm(
+            &["up", "--unit-config", &unit_config.to_string_lossy()],
+            dir.path(),
+        ),
+        "is not a JSON object of unit configurations by unit name",
+    );
+    // The inspector's files: tokens and payload schemas.
+    let tokens = dir.path().join("tokens.json");
+    std::fs::write(
+        &tokens,
+        r#"[{"name": "ci", "token": "short", "scopes": ["read"]}]"#,
+    )
+    .expect("write");
+    let tokens_arg = tokens.to_string_lossy().into_owned();
+    assert_one_clear_line(
+        &swarm(&["up", "--api-tokens", &tokens_arg], dir.path()),
+        "token `ci` is shorter than 16 characters",
+    );
+    std::fs::write(&tokens, "[{\"name\": \"ci\"}]").expect("write");
+    assert_one_clear_line(
+        &swarm(&["up", "--api-tokens", &tokens_arg], dir.path()),
+        "tokens file is not a JSON list",
+    );
+    let schemas = tempfile::tempdir().expect("schemas dir");
+    std::fs::write(
+        schemas.path().join("order.placed.schema.json"),
+        r#"{"type": "no such type"}"#,
+    )
+    .expect("write");
+    let schemas_arg = schemas.path().to_string_lossy().into_owned();
+    assert_one_clear_line(
+        &swarm(&["up", "--payload-schemas", &schemas_arg], dir.path()),
+        "payload schema of `order.placed` is not a valid JSON Schema",
+    );
+    std::fs::write(schemas.path().join("Bad Kind.schema.json"), "{}").expect("write");
+    assert_one_clear_line(
+        &swarm(&["up", "--payload-schemas", &schemas_arg], dir.path()),
+        "not named after a kind",
+    );
     // clap's own errors: a usage message, exit code 2, no backtrace.
     let output = swarm(&["emit"], dir.path());
     assert_eq!(output.status.code(), Some(2));
@@ -169,7 +212,7 @@ fn up_runs_the_swarm_until_sigterm_and_exits_cleanly() {
     std::fs::write(&feed, "{\"kind\": \"order.placed\", \"payload\": {\"id\": 1, \"items\": [{\"sku\": \"tea\", \"qty\": 1}]}}\n")
         .expect("write");
     let child = Command::new(swarm_binary())
-        .args(["up", "--feed"])
+        .args(["up", "--http", "127.0.0.1:0", "--feed"])
         .arg(&feed)
         .env("SWARM_UNITS_DIR", dir.path())
         .env("RUST_LOG", "info,swarm_reactor::execute=debug")
@@ -191,4 +234,8 @@ fn up_runs_the_swarm_until_sigterm_and_exits_cleanly() {
         "{stderr}"
     );
     assert!(stderr.contains("reactor up on"), "{stderr}");
+    assert!(
+        stderr.contains("inspector on http://127.0.0.1:"),
+        "{stderr}"
+    );
 }

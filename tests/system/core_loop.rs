@@ -175,7 +175,10 @@ async fn a_disabled_unit_takes_no_signals_until_enabled_and_a_removed_one_unload
     let stream = &swarm.config.stream;
 
     registry.set_enabled("counter", false).expect("known unit");
-    assert_eq!(registry.status()[0].state, "disabled");
+    assert_eq!(
+        registry.status()[0].state,
+        swarm_reactor::UnitState::Disabled
+    );
     let ignored = Signal::new("tick", json!({}));
     swarm.mesh.publish(stream, &ignored).await.expect("publish");
     assert!(swarm.settled(SETTLE).await);

@@ -27,7 +27,15 @@ async fn up_remembers_executions_and_memory_search_finds_them() {
     let spool = tempfile::tempdir().expect("spool dir");
     let feed = swarm_tests::workspace_root().join("examples/order-flow/signals.jsonl");
     let mut child = Command::new(swarm_binary())
-        .args(["up", "--no-watch", "--postgres", &url, "--models"])
+        .args([
+            "up",
+            "--no-watch",
+            "--http",
+            "127.0.0.1:0",
+            "--postgres",
+            &url,
+            "--models",
+        ])
         .arg(models_dir())
         .arg("--spool")
         .arg(spool.path())

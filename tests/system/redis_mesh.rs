@@ -318,3 +318,56 @@ async fn a_long_execution_keeps_its_entry_claimed() {
     );
     assert_eq!(tocks(&s.mesh).await.get(&slow.id).map(Vec::len), Some(1));
 }
+
+/// SIGTERM while signals are running: the process stops reading, lets what it started finish
+/// and settle, and exits 0. Nothing it started is left pending; what it had not read is handled
+/// by the next process, each signal exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_started_signals_settle_and_loses_nothing() {
+    let s = setup(redis_url(), 30.0).await;
+    let a = s.spec.start("a");
+    wait_for_group(&s.mesh).await;
+    let mut ids = Vec::new();
+    // More than the two batches (2 × 256) a reactor takes in before its first finishes.
+    for _ in 0..1_500 {
+        let signal = Signal::new("tick", json!({"sleep_ms": 5}));
+        s.mesh.publish(STREAM, &signal).await.expect("publish");
+        ids.push(signal.id);
+    }
+    // Let it get going, then ask it to stop while executions are running.
+    let started = Instant::now();
+    while executions(&s.spec.counter_log()).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the reactor started work"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.stop(), "exits 0 on SIGTERM");
+    let info = s.mesh.group_info(STREAM, GROUP).await.expect("group info");
+    assert_eq!(info.pending, 0, "nothing it started is left pending");
+    let ran = executions(&s.spec.counter_log());
+    assert!(
+        !ran.is_empty() && ran.len() < ids.len(),
+        "stopped part way: {} of {}",
+        ran.len(),
+        ids.len()
+    );
+    // Every execution it ran was settled: its tock is on the stream.
+    let emitted = tocks(&s.mesh).await;
+    for id in ran.keys() {
+        assert_eq!(emitted.get(id).map(Vec::len), Some(1), "tock of {id}");
+    }
+    // The next process handles the rest; every tick ran exactly once in all.
+    let b = s.spec.start("b");
+    assert!(
+        settled(&s.mesh, Duration::from_secs(60)).await,
+        "the rest is handled"
+    );
+    assert!(b.stop(), "exits 0 on SIGTERM");
+    let ran = executions(&s.spec.counter_log());
+    for id in &ids {
+        assert_eq!(ran.get(id).map(Vec::len), Some(1), "tick {id} ran once");
+    }
+}

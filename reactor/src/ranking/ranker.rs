@@ -457,6 +457,16 @@ impl Ranker {
         let success = record.outcome.is_success();
         if let Some(state) = self.breaker(&unit).record(success, now) {
             tracing::info!(unit = %unit, state = ?state, "circuit breaker");
+            let open = if state == BreakerState::Open {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!("swarm_breaker_open", "unit" => unit.to_string()).set(open);
+            if state == BreakerState::Open {
+                metrics::counter!("swarm_breaker_opened_total", "unit" => unit.to_string())
+                    .increment(1);
+            }
         }
         if record.policy == DispatchPolicy::FanOut.name() {
             // Nothing competed: only the breaker needs to know.
@@ -510,6 +520,7 @@ impl Ranker {
             if changed {
                 tracing::debug!(unit = %unit, kind = %record.signal.kind, expected, "change detected: older evidence dropped");
                 self.changes.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("swarm_ranker_changes_total").increment(1);
                 state.cutoff = Some(now);
                 let keep = self.config.change_keep;
                 state.evidence.remove(&unit);

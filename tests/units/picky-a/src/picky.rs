@@ -19,6 +19,15 @@ impl Unit for Picky {
             .subscribes(["task"])
             .emits(["task.done"])
             .dispatch(DispatchPolicy::FirstSuccess)
+            .config_schema(json!({
+                "type": "object",
+                "properties": {
+                    "fail_topic": {"type": "string"},
+                    "fail_flag": {"type": "string"},
+                    "fail_odd": {"type": "boolean"}
+                },
+                "additionalProperties": false
+            }))
     }
     fn new(config: &Value) -> Result<Self, UnitError> {
         Ok(Self {

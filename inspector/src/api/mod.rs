@@ -1,0 +1,173 @@
+//! The HTTP API: state, routes by scope, the OpenAPI document.
+
+mod executions;
+mod live;
+mod ops;
+mod signals;
+mod units;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::PrometheusHandle;
+use swarm_memory::Memory;
+use swarm_mesh::Mesh;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use executions::SimilarHit;
+pub use ops::Health;
+pub(crate) use signals::SignalSchemas;
+pub use signals::{BadSchema, PayloadSchemas, Posted, Replied};
+
+use crate::auth::{Scope, Tokens, require};
+use crate::error::{ApiError, ErrorBody};
+use crate::guard::{RateLimiter, rate_limit};
+use crate::live::{Hub, LiveEvent};
+use crate::{Limits, Runtime, page};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub mesh: Arc<dyn Mesh>,
+    pub memory: Arc<dyn Memory>,
+    pub runtime: Arc<dyn Runtime>,
+    pub hub: Arc<Hub>,
+    pub stream: String,
+    pub group: String,
+    pub schemas: Arc<SignalSchemas>,
+    pub metrics: Option<PrometheusHandle>,
+    pub tokens: Tokens,
+    pub limits: Arc<Limits>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "swarm",
+        description = "Drive a swarm with signals, watch its mesh live, search what its units did. \
+            Every error is a JSON `ErrorBody`. With API tokens configured, each endpoint needs a \
+            bearer token with the scope it names (`read`, `emit`, `admin`)."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(LiveEvent, ErrorBody)),
+    tags(
+        (name = "signals", description = "Post signals onto the mesh"),
+        (name = "units", description = "The loaded units"),
+        (name = "executions", description = "What units did, from memory"),
+        (name = "mesh", description = "The live mesh, metrics, health"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+fn scoped(
+    router: OpenApiRouter<AppState>,
+    tokens: &Tokens,
+    scope: Scope,
+) -> OpenApiRouter<AppState> {
+    router.route_layer(from_fn_with_state((tokens.clone(), scope), require))
+}
+
+/// The whole application: API, OpenAPI document, page, guards.
+pub(crate) fn app(state: AppState, limiter: Arc<RateLimiter>) -> Router {
+    let tokens = state.tokens.clone();
+    let read = OpenApiRouter::new()
+        .routes(routes!(units::list_units))
+        .routes(routes!(executions::similar, executions::similar_post))
+        .routes(routes!(executions::get_execution))
+        .routes(routes!(ops::topology))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(live::live));
+    let emit = OpenApiRouter::new().routes(routes!(signals::post_signal));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(units::enable_unit))
+        .routes(routes!(units::disable_unit));
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(scoped(read, &tokens, Scope::Read))
+        .merge(scoped(emit, &tokens, Scope::Emit))
+        .merge(scoped(admin, &tokens, Scope::Admin))
+        .routes(routes!(ops::health))
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    let body_limit = state.limits.body_limit;
+    api.route(
+        "/v1/openapi.json",
+        axum::routing::get(move || {
+            let openapi = Arc::clone(&openapi);
+            async move { axum::Json(openapi) }
+        }),
+    )
+    .merge(page::routes())
+    .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        )
+    })
+    .with_state(state)
+    .layer(DefaultBodyLimit::max(body_limit))
+    .layer(CatchPanicLayer::custom(
+        |_panic: Box<dyn std::any::Any + Send>| {
+            // A bug, not bad input: the client gets a JSON 500 and the server keeps serving.
+            tracing::error!("an API handler panicked");
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the server failed to answer this request",
+            )
+            .into_response()
+        },
+    ))
+    .layer(from_fn_with_state(limiter, rate_limit))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; \
+             script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ))
+}

@@ -1,0 +1,251 @@
+//! Posting signals, with or without waiting for the reply.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use swarm_schemas::{PostSignal, Signal, validate_kind};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::error::{ApiError, ErrorBody, Json, Query};
+
+/// Options of a post.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostOptions {
+    /// Wait up to this many seconds for the first signal that carries the post's correlation
+    /// id (the reply, or a dead letter if the swarm gave up on it) and answer with it.
+    wait: Option<f64>,
+}
+
+/// A signal accepted onto the mesh.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Posted {
+    /// The signal's id.
+    pub id: Uuid,
+    /// Its conversation; replies carry it.
+    pub correlation_id: Uuid,
+    /// Its mesh entry id.
+    pub entry: String,
+}
+
+/// A signal accepted onto the mesh, and the first signal of its conversation that followed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Replied {
+    /// The posted signal's id.
+    pub id: Uuid,
+    /// Its conversation.
+    pub correlation_id: Uuid,
+    /// Its mesh entry id.
+    pub entry: String,
+    /// The reply.
+    pub reply: Signal,
+}
+
+/// Post a signal onto the mesh.
+///
+/// The body is checked against the post-signal JSON Schema (`schemas/json/post-signal.schema.json`)
+/// and, when one is configured for the kind, the kind's payload schema. With `wait`, the
+/// answer is the first signal of the conversation that follows (request/reply).
+#[utoipa::path(
+    post,
+    path = "/v1/signals",
+    tag = "signals",
+    params(PostOptions),
+    request_body = PostSignal,
+    responses(
+        (status = 202, description = "Accepted onto the mesh", body = Posted),
+        (status = 200, description = "Accepted, and this reply followed", body = Replied),
+        (status = 400, description = "Malformed JSON or options", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "The signal breaks a schema", body = ErrorBody),
+        (status = 503, description = "The mesh cannot be reached", body = ErrorBody),
+        (status = 504, description = "Posted, but no reply came in time", body = ErrorBody),
+    ),
+    security(("bearer" = ["emit"]))
+)]
+pub(crate) async fn post_signal(
+    State(state): State<AppState>,
+    Query(options): Query<PostOptions>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let wait = match options.wait {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 && s <= state.limits.max_wait.as_secs_f64() => {
+            Some(Duration::from_secs_f64(s))
+        }
+        Some(s) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!(
+                    "wait must be more than 0 and at most {} seconds, not {s}",
+                    state.limits.max_wait.as_secs_f64()
+                ),
+            ));
+        }
+    };
+    let signal = state.schemas.check(body)?;
+    let correlation_id = signal.correlation_id;
+    let mut reply = wait.map(|_| state.hub.await_reply(correlation_id, signal.id));
+    let entry = state
+        .mesh
+        .publish(&state.stream, &signal)
+        .await
+        .map_err(|e| ApiError::unavailable("mesh_unavailable", e.to_string()).retry_after(1))?;
+    tracing::debug!(kind = %signal.kind, id = %signal.id, %entry, "signal posted");
+    let (Some(reply), Some(wait)) = (reply.as_mut(), wait) else {
+        let posted = Posted {
+            id: signal.id,
+            correlation_id,
+            entry: entry.to_string(),
+        };
+        return Ok((StatusCode::ACCEPTED, Json(posted)).into_response());
+    };
+    match reply.wait(wait).await {
+        Some(answer) => Ok(Json(Replied {
+            id: signal.id,
+            correlation_id,
+            entry: entry.to_string(),
+            reply: answer,
+        })
+        .into_response()),
+        None => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "no_reply",
+            format!(
+                "signal {} was posted (entry {entry}) but nothing replied within {} s",
+                signal.id,
+                wait.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+/// JSON Schemas of signal payloads by kind, compiled: posts of those kinds must pass them.
+#[derive(Clone, Default)]
+pub struct PayloadSchemas {
+    by_kind: Arc<BTreeMap<String, jsonschema::Validator>>,
+}
+
+impl std::fmt::Debug for PayloadSchemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.by_kind.keys()).finish()
+    }
+}
+
+impl PayloadSchemas {
+    /// Compiles a schema per kind; the error names the kind whose schema is not valid.
+    pub fn new(schemas: BTreeMap<String, serde_json::Value>) -> Result<Self, BadSchema> {
+        let by_kind = schemas
+            .into_iter()
+            .map(|(kind, schema)| {
+                let validator = compile(&kind, &schema)?;
+                Ok((kind, validator))
+            })
+            .collect::<Result<_, BadSchema>>()?;
+        Ok(Self {
+            by_kind: Arc::new(by_kind),
+        })
+    }
+
+    /// The kinds that have a schema.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.by_kind.keys().map(String::as_str)
+    }
+}
+
+/// The schemas a posted signal must pass.
+pub(crate) struct SignalSchemas {
+    post: jsonschema::Validator,
+    payloads: PayloadSchemas,
+}
+
+/// The post-signal schema, generated from `PostSignal` by the schemas crate.
+const POST_SIGNAL_SCHEMA: &str = include_str!("../../../schemas/json/post-signal.schema.json");
+
+/// Why a payload schema was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("payload schema of `{kind}` is not a valid JSON Schema: {error}")]
+pub struct BadSchema {
+    /// The kind it was for.
+    pub kind: String,
+    /// Why.
+    pub error: String,
+}
+
+fn compile(kind: &str, schema: &serde_json::Value) -> Result<jsonschema::Validator, BadSchema> {
+    jsonschema::validator_for(schema).map_err(|e| BadSchema {
+        kind: kind.to_owned(),
+        error: e.to_string(),
+    })
+}
+
+fn violations(validator: &jsonschema::Validator, instance: &serde_json::Value) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let at = if path.is_empty() { "/" } else { path.as_str() };
+            format!("{at}: {e}")
+        })
+        .collect()
+}
+
+impl SignalSchemas {
+    /// The post-signal schema and the payload schemas.
+    pub(crate) fn new(payloads: PayloadSchemas) -> Result<Self, BadSchema> {
+        let post: serde_json::Value =
+            serde_json::from_str(POST_SIGNAL_SCHEMA).map_err(|e| BadSchema {
+                kind: "(post-signal)".into(),
+                error: e.to_string(),
+            })?;
+        Ok(Self {
+            post: compile("(post-signal)", &post)?,
+            payloads,
+        })
+    }
+
+    /// The signal a posted body asks for, or every way it breaks the schemas.
+    pub(crate) fn check(&self, body: serde_json::Value) -> Result<Signal, ApiError> {
+        let unprocessable = |code, message: String, details| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_details(details)
+        };
+        let found = violations(&self.post, &body);
+        if !found.is_empty() {
+            return Err(unprocessable(
+                "schema_violation",
+                "the body breaks the post-signal schema".into(),
+                found,
+            ));
+        }
+        let post: PostSignal = serde_json::from_value(body).map_err(|e| {
+            unprocessable(
+                "schema_violation",
+                format!("the body is not a signal: {e}"),
+                Vec::new(),
+            )
+        })?;
+        validate_kind(&post.kind).map_err(|e| {
+            unprocessable("bad_kind", format!("kind `{}` {e}", post.kind), Vec::new())
+        })?;
+        if let Some(schema) = self.payloads.by_kind.get(&post.kind) {
+            let payload = serde_json::Value::Object(post.payload.clone());
+            let found = violations(schema, &payload);
+            if !found.is_empty() {
+                return Err(unprocessable(
+                    "payload_schema_violation",
+                    format!("the payload breaks the schema of `{}`", post.kind),
+                    found,
+                ));
+            }
+        }
+        Ok(post.into_signal())
+    }
+}

@@ -1,0 +1,225 @@
+//! The live side: what the mesh carries and what the units do, as it happens. One task tails
+//! the signal stream and one its dead letters (outside any consumer group, so watching takes
+//! nothing from the reactors); one forwards the runtime's executions. Each event updates the
+//! traffic counts, answers request/reply waiters, and goes to every websocket on a broadcast
+//! channel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use swarm_mesh::{EntryId, Mesh, dead_letter_stream};
+use swarm_schemas::{ExecutionRecord, Signal, SignalId};
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinSet;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::Runtime;
+use crate::topology::Traffic;
+
+/// Events kept for websockets that fall behind before they lose the oldest.
+const EVENT_BUFFER: usize = 4096;
+/// Entries read per tail call.
+const TAIL_BATCH: usize = 512;
+
+/// One thing that happened on the mesh, as sent on `/v1/live`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LiveEvent {
+    /// A signal appended to the mesh (or to its dead letters).
+    Signal {
+        /// Its mesh entry id.
+        entry: String,
+        /// Whether it is a dead letter.
+        dead_letter: bool,
+        /// The signal.
+        signal: Box<Signal>,
+    },
+    /// A unit handled a signal.
+    Execution {
+        /// The execution.
+        #[schema(value_type = ExecutionRecord)]
+        execution: Arc<ExecutionRecord>,
+    },
+    /// This watcher fell behind and missed events.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+struct Waiter {
+    request: SignalId,
+    reply: oneshot::Sender<Signal>,
+}
+
+/// The live hub of one inspector.
+pub(crate) struct Hub {
+    events: broadcast::Sender<Arc<LiveEvent>>,
+    waiters: Mutex<HashMap<Uuid, Vec<Waiter>>>,
+    traffic: Mutex<Traffic>,
+}
+
+impl Hub {
+    /// Starts watching `stream` (and its dead letters) from their current ends, and the
+    /// runtime's executions. The tasks run until `tasks` is dropped or aborted.
+    pub(crate) async fn start(
+        mesh: Arc<dyn Mesh>,
+        stream: &str,
+        runtime: Arc<dyn Runtime>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Arc<Self>, swarm_mesh::MeshError> {
+        let hub = Arc::new(Self {
+            events: broadcast::channel(EVENT_BUFFER).0,
+            waiters: Mutex::new(HashMap::new()),
+            traffic: Mutex::new(Traffic::default()),
+        });
+        for (name, dead) in [
+            (stream.to_owned(), false),
+            (dead_letter_stream(stream), true),
+        ] {
+            // From the current end, known before the server answers anything: a signal posted
+            // through the API is always seen.
+            let after = mesh.last_id(&name).await?;
+            tasks.spawn(Arc::clone(&hub).tail(Arc::clone(&mesh), name, dead, after));
+        }
+        tasks.spawn(Arc::clone(&hub).forward(runtime.executions()));
+        Ok(hub)
+    }
+
+    /// A new subscriber to every event from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn traffic(&self) -> MutexGuard<'_, Traffic> {
+        self.traffic.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn waiters(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<Waiter>>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the first signal other than `request` itself that carries `correlation`.
+    /// Register before publishing the request, so the reply cannot slip past.
+    pub(crate) fn await_reply(&self, correlation: Uuid, request: SignalId) -> Reply<'_> {
+        let (reply, receiver) = oneshot::channel();
+        self.waiters()
+            .entry(correlation)
+            .or_default()
+            .push(Waiter { request, reply });
+        Reply {
+            hub: self,
+            correlation,
+            receiver,
+        }
+    }
+
+    fn answer(&self, signal: &Signal) {
+        let mut waiters = self.waiters();
+        let Some(list) = waiters.get_mut(&signal.correlation_id) else {
+            return;
+        };
+        let (answered, rest): (Vec<Waiter>, Vec<Waiter>) =
+            list.drain(..).partition(|w| w.request != signal.id);
+        for waiter in answered {
+            let _ = waiter.reply.send(signal.clone());
+        }
+        if rest.is_empty() {
+            waiters.remove(&signal.correlation_id);
+        } else {
+            *list = rest;
+        }
+    }
+
+    fn publish(&self, event: LiveEvent) {
+        // No receivers is not an error: nobody is watching.
+        let _ = self.events.send(Arc::new(event));
+    }
+
+    async fn tail(
+        self: Arc<Self>,
+        mesh: Arc<dyn Mesh>,
+        stream: String,
+        dead: bool,
+        mut after: EntryId,
+    ) {
+        let mut failing = false;
+        loop {
+            match mesh
+                .tail(&stream, after, TAIL_BATCH, Duration::from_secs(1))
+                .await
+            {
+                Ok(entries) => {
+                    failing = false;
+                    for entry in entries {
+                        after = entry.id;
+                        let Ok(signal) = entry.body else { continue };
+                        self.traffic().signal(&signal, dead);
+                        self.answer(&signal);
+                        self.publish(LiveEvent::Signal {
+                            entry: entry.id.to_string(),
+                            dead_letter: dead,
+                            signal: Box::new(signal),
+                        });
+                    }
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, %stream, "the live view cannot read the mesh; retrying");
+                        failing = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn forward(self: Arc<Self>, mut executions: broadcast::Receiver<Arc<ExecutionRecord>>) {
+        loop {
+            match executions.recv().await {
+                Ok(record) => {
+                    self.traffic().execution(&record);
+                    self.publish(LiveEvent::Execution { execution: record });
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "the live view fell behind the executions");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// A pending request/reply wait; forgets itself when dropped.
+pub(crate) struct Reply<'a> {
+    hub: &'a Hub,
+    correlation: Uuid,
+    receiver: oneshot::Receiver<Signal>,
+}
+
+impl Reply<'_> {
+    /// The reply, or `None` after `timeout`.
+    pub(crate) async fn wait(&mut self, timeout: Duration) -> Option<Signal> {
+        tokio::time::timeout(timeout, &mut self.receiver)
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+impl Drop for Reply<'_> {
+    fn drop(&mut self) {
+        // Closed first, so this waiter's sender reads as closed below.
+        self.receiver.close();
+        let mut waiters = self.hub.waiters();
+        if let Some(list) = waiters.get_mut(&self.correlation) {
+            list.retain(|w| !w.reply.is_closed());
+            if list.is_empty() {
+                waiters.remove(&self.correlation);
+            }
+        }
+    }
+}

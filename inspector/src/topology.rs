@@ -1,0 +1,518 @@
+//! The mesh as a graph: units and signal kinds, with edges from each kind to the units that
+//! take it and from each unit to the kinds it emits, each with its rate, failures and pending
+//! signals over the last minute. Static edges come from the units' manifests; rates from what
+//! the live hub saw.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use swarm_schemas::{
+    DEAD_LETTER_KIND, ExecutionRecord, KindPattern, Signal, UnitState, UnitStatus,
+};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Seconds the rates are measured over.
+pub const WINDOW_SECONDS: u64 = 60;
+/// Signal kinds tracked at most (kinds come from outside; the rest are counted as `other`).
+const MAX_KINDS: usize = 1_000;
+/// Recent executions remembered to attribute emitted signals to their unit.
+const RECENT_EXECUTIONS: usize = 65_536;
+
+/// Counts per second over the last [`WINDOW_SECONDS`].
+#[derive(Debug, Clone)]
+struct Rate {
+    seconds: [i64; WINDOW_SECONDS as usize],
+    counts: [u64; WINDOW_SECONDS as usize],
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self {
+            seconds: [i64::MIN; WINDOW_SECONDS as usize],
+            counts: [0; WINDOW_SECONDS as usize],
+        }
+    }
+}
+
+impl Rate {
+    fn add(&mut self, now: i64, n: u64) {
+        let slot = now.rem_euclid(WINDOW_SECONDS as i64) as usize;
+        if self.seconds[slot] != now {
+            self.seconds[slot] = now;
+            self.counts[slot] = 0;
+        }
+        self.counts[slot] += n;
+    }
+
+    /// Events in the window that ends at `now`.
+    fn sum(&self, now: i64) -> u64 {
+        self.seconds
+            .iter()
+            .zip(&self.counts)
+            .filter(|(s, _)| **s <= now && **s > now - WINDOW_SECONDS as i64)
+            .map(|(_, c)| c)
+            .sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Handled {
+    executions: Rate,
+    failures: Rate,
+}
+
+/// What the live hub has seen, per kind and per edge.
+#[derive(Default)]
+pub(crate) struct Traffic {
+    signals: HashMap<String, Rate>,
+    dead_letters: HashMap<String, Rate>,
+    handled: HashMap<(String, String), Handled>,
+    emitted: HashMap<(String, String), Rate>,
+    /// Unit of each recent execution, to attribute the signals it emitted.
+    recent: Option<quick_cache::unsync::Cache<Uuid, Arc<str>>>,
+    /// Kinds (and seconds) of signals whose emitting execution has not been seen yet: the
+    /// mesh and the executions are watched by separate tasks, so either may come first.
+    unattributed: Option<quick_cache::unsync::Cache<Uuid, Vec<(String, i64)>>>,
+}
+
+fn now_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Traffic {
+    fn kind_key(&self, kind: &str) -> String {
+        if self.signals.contains_key(kind) || self.signals.len() < MAX_KINDS {
+            kind.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    /// A signal appeared on the mesh (`dead`: on its dead letters).
+    pub(crate) fn signal(&mut self, signal: &Signal, dead: bool) {
+        let now = now_seconds();
+        if dead {
+            let original = signal.payload["original"]["kind"]
+                .as_str()
+                .unwrap_or(DEAD_LETTER_KIND);
+            let key = self.kind_key(original);
+            self.dead_letters.entry(key).or_default().add(now, 1);
+            return;
+        }
+        let key = self.kind_key(&signal.kind);
+        self.signals.entry(key.clone()).or_default().add(now, 1);
+        if let Some(parent) = signal.parent_execution {
+            let unit = self.recent.as_mut().and_then(|r| r.get(&parent).cloned());
+            match unit {
+                Some(unit) => self.emitted(&unit, key, now),
+                None => {
+                    let waiting = self
+                        .unattributed
+                        .get_or_insert_with(|| quick_cache::unsync::Cache::new(RECENT_EXECUTIONS));
+                    match waiting.get_mut(&parent) {
+                        Some(mut kinds) => kinds.push((key, now)),
+                        None => waiting.insert(parent, vec![(key, now)]),
+                    }
+                }
+            }
+        }
+    }
+
+    fn emitted(&mut self, unit: &str, kind: String, second: i64) {
+        self.emitted
+            .entry((unit.to_owned(), kind))
+            .or_default()
+            .add(second, 1);
+    }
+
+    /// A unit handled a signal.
+    pub(crate) fn execution(&mut self, record: &ExecutionRecord) {
+        let now = now_seconds();
+        let key = self.kind_key(&record.signal.kind);
+        let edge = self.handled.entry((key, record.unit.clone())).or_default();
+        edge.executions.add(now, 1);
+        if !record.outcome.is_success() {
+            edge.failures.add(now, 1);
+        }
+        self.recent
+            .get_or_insert_with(|| quick_cache::unsync::Cache::new(RECENT_EXECUTIONS))
+            .insert(record.id, Arc::from(record.unit.as_str()));
+        let waiting = self
+            .unattributed
+            .as_mut()
+            .and_then(|w| w.remove(&record.id));
+        for (kind, second) in waiting.map(|(_, kinds)| kinds).unwrap_or_default() {
+            self.emitted(&record.unit, kind, second);
+        }
+    }
+
+    /// Forgets counters with nothing in the window.
+    fn prune(&mut self, now: i64) {
+        self.signals.retain(|_, r| r.sum(now) > 0);
+        self.dead_letters.retain(|_, r| r.sum(now) > 0);
+        self.handled.retain(|_, h| h.executions.sum(now) > 0);
+        self.emitted.retain(|_, r| r.sum(now) > 0);
+    }
+}
+
+/// Which way an edge goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    /// A kind's signals go to a unit.
+    Takes,
+    /// A unit emits signals of a kind.
+    Emits,
+}
+
+/// A unit in the graph.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnitNode {
+    /// Node id: `unit:NAME`.
+    pub id: String,
+    /// The unit's name.
+    pub name: String,
+    /// Version serving.
+    pub version: String,
+    /// Generation serving.
+    pub generation: u64,
+    /// Whether it takes signals.
+    pub state: UnitState,
+    /// Executions in the window.
+    pub executions: u64,
+    /// Failed executions in the window.
+    pub failures: u64,
+}
+
+/// A signal kind (or, for a subscription no seen kind matches yet, a pattern) in the graph.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KindNode {
+    /// Node id: `kind:KIND`.
+    pub id: String,
+    /// The kind, or the pattern.
+    pub kind: String,
+    /// Whether this is a pattern (`order.*`) rather than a kind.
+    pub pattern: bool,
+    /// Signals of this kind on the mesh in the window.
+    pub signals: u64,
+    /// Signals per second over the window.
+    pub rate: f64,
+    /// Signals of this kind read by this reactor and not yet settled.
+    pub pending: u64,
+    /// Dead letters of signals of this kind in the window.
+    pub dead_letters: u64,
+}
+
+/// An edge of the graph.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Edge {
+    /// Node id it starts at.
+    pub source: String,
+    /// Node id it ends at.
+    pub target: String,
+    /// A kind taken by a unit, or a kind emitted by a unit.
+    pub relation: Relation,
+    /// Signals along it in the window (executions for `takes`, emitted signals for `emits`).
+    pub count: u64,
+    /// Per second over the window.
+    pub rate: f64,
+    /// Failed executions in the window (`takes` only).
+    pub failures: u64,
+    /// Signals of the kind read and not yet settled (`takes` only).
+    pub pending: u64,
+}
+
+/// The mesh as a graph.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Topology {
+    /// Seconds the counts and rates cover.
+    pub window_seconds: u64,
+    /// Entries of the stream delivered to the reactor group and not yet acknowledged.
+    pub pending: Option<u64>,
+    /// Entries of the stream not yet delivered to the reactor group.
+    pub lag: Option<u64>,
+    /// Units.
+    pub units: Vec<UnitNode>,
+    /// Signal kinds.
+    pub kinds: Vec<KindNode>,
+    /// Edges.
+    pub edges: Vec<Edge>,
+}
+
+fn is_concrete(pattern: &KindPattern) -> bool {
+    !pattern.as_str().contains(['*', '>'])
+}
+
+fn kind_id(kind: &str) -> String {
+    format!("kind:{kind}")
+}
+
+fn unit_id(unit: &str) -> String {
+    format!("unit:{unit}")
+}
+
+fn per_second(count: u64) -> f64 {
+    count as f64 / WINDOW_SECONDS as f64
+}
+
+impl Traffic {
+    /// The graph of `units` with what was seen, and `in_flight` signals per kind.
+    pub(crate) fn topology(
+        &mut self,
+        units: &[UnitStatus],
+        in_flight: &BTreeMap<String, u64>,
+    ) -> Topology {
+        let now = now_seconds();
+        self.prune(now);
+        // Concrete kinds: seen on the mesh, handled, emitted, in flight, or named exactly by
+        // a manifest.
+        let mut kinds: BTreeSet<String> = self.signals.keys().cloned().collect();
+        kinds.extend(self.handled.keys().map(|(k, _)| k.clone()));
+        kinds.extend(self.emitted.keys().map(|(_, k)| k.clone()));
+        kinds.extend(self.dead_letters.keys().cloned());
+        kinds.extend(in_flight.keys().cloned());
+        for unit in units {
+            for pattern in unit.subscribes.iter().chain(&unit.emits) {
+                if is_concrete(pattern) {
+                    kinds.insert(pattern.as_str().to_owned());
+                }
+            }
+        }
+        let mut patterns: BTreeSet<String> = BTreeSet::new();
+        let mut edges = Vec::new();
+        let mut unit_nodes = Vec::new();
+        for unit in units {
+            let (mut executions, mut failures) = (0, 0);
+            for pattern in &unit.subscribes {
+                let matched: Vec<&String> = kinds.iter().filter(|k| pattern.matches(k)).collect();
+                if matched.is_empty() {
+                    patterns.insert(pattern.as_str().to_owned());
+                    edges.push(Edge {
+                        source: kind_id(pattern.as_str()),
+                        target: unit_id(&unit.name),
+                        relation: Relation::Takes,
+                        count: 0,
+                        rate: 0.0,
+                        failures: 0,
+                        pending: 0,
+                    });
+                }
+                for kind in matched {
+                    let handled = self.handled.get(&(kind.clone(), unit.name.clone()));
+                    let count = handled.map_or(0, |h| h.executions.sum(now));
+                    let failed = handled.map_or(0, |h| h.failures.sum(now));
+                    executions += count;
+                    failures += failed;
+                    edges.push(Edge {
+                        source: kind_id(kind),
+                        target: unit_id(&unit.name),
+                        relation: Relation::Takes,
+                        count,
+                        rate: per_second(count),
+                        failures: failed,
+                        pending: in_flight.get(kind).copied().unwrap_or(0),
+                    });
+                }
+            }
+            for pattern in &unit.emits {
+                let emitted: Vec<(&String, u64)> = self
+                    .emitted
+                    .iter()
+                    .filter(|((u, k), _)| *u == unit.name && pattern.matches(k))
+                    .map(|((_, k), r)| (k, r.sum(now)))
+                    .collect();
+                let mut targets: BTreeMap<String, u64> =
+                    emitted.into_iter().map(|(k, n)| (k.clone(), n)).collect();
+                if is_concrete(pattern) {
+                    targets.entry(pattern.as_str().to_owned()).or_insert(0);
+                }
+                if targets.is_empty() {
+                    patterns.insert(pattern.as_str().to_owned());
+                    targets.insert(pattern.as_str().to_owned(), 0);
+                }
+                for (kind, count) in targets {
+                    edges.push(Edge {
+                        source: unit_id(&unit.name),
+                        target: kind_id(&kind),
+                        relation: Relation::Emits,
+                        count,
+                        rate: per_second(count),
+                        failures: 0,
+                        pending: 0,
+                    });
+                }
+            }
+            unit_nodes.push(UnitNode {
+                id: unit_id(&unit.name),
+                name: unit.name.clone(),
+                version: unit.version.clone(),
+                generation: unit.generation,
+                state: unit.state,
+                executions,
+                failures,
+            });
+        }
+        // Edges of one unit to one kind through several patterns are one edge.
+        edges.sort_by(|a, b| (&a.source, &a.target).cmp(&(&b.source, &b.target)));
+        edges.dedup_by(|a, b| a.source == b.source && a.target == b.target);
+        let kind_nodes = kinds
+            .iter()
+            .map(|k| (k, false))
+            .chain(
+                patterns
+                    .iter()
+                    .filter(|p| !kinds.contains(*p))
+                    .map(|p| (p, true)),
+            )
+            .map(|(kind, pattern)| {
+                let signals = self.signals.get(kind).map_or(0, |r| r.sum(now));
+                KindNode {
+                    id: kind_id(kind),
+                    kind: kind.clone(),
+                    pattern,
+                    signals,
+                    rate: per_second(signals),
+                    pending: in_flight.get(kind).copied().unwrap_or(0),
+                    dead_letters: self.dead_letters.get(kind).map_or(0, |r| r.sum(now)),
+                }
+            })
+            .collect();
+        Topology {
+            window_seconds: WINDOW_SECONDS,
+            pending: None,
+            lag: None,
+            units: unit_nodes,
+            kinds: kind_nodes,
+            edges,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use swarm_schemas::{DispatchPolicy, Outcome};
+
+    fn unit(name: &str, subscribes: &[&str], emits: &[&str]) -> UnitStatus {
+        let patterns = |p: &[&str]| {
+            p.iter()
+                .map(|p| KindPattern::parse(p).expect("pattern"))
+                .collect()
+        };
+        UnitStatus {
+            name: name.into(),
+            version: "1.0.0".into(),
+            generation: 1,
+            state: UnitState::Ready,
+            subscribes: patterns(subscribes),
+            emits: patterns(emits),
+            dispatch: DispatchPolicy::FanOut,
+            file: format!("{name}.so"),
+            last_error: None,
+        }
+    }
+
+    fn record(signal: &Signal, unit: &str, ok: bool) -> ExecutionRecord {
+        ExecutionRecord {
+            id: Uuid::now_v7(),
+            signal: signal.clone(),
+            unit: unit.into(),
+            unit_version: semver::Version::new(1, 0, 0),
+            generation: 1,
+            attempt: 0,
+            outcome: if ok {
+                Outcome::Success
+            } else {
+                Outcome::Failure {
+                    kind: swarm_schemas::FailureKind::Error,
+                    error: "no".into(),
+                }
+            },
+            started_at: chrono::Utc::now(),
+            latency_us: 10,
+            emitted: Vec::new(),
+            policy: "fan_out".into(),
+            propensity: 1.0,
+        }
+    }
+
+    #[test]
+    fn edges_carry_what_was_seen() {
+        let units = [
+            unit(
+                "validate",
+                &["order.placed"],
+                &["order.valid", "order.invalid"],
+            ),
+            unit("audit", &["order.*"], &[]),
+            unit("ship", &["order.valid"], &["shipment.>"]),
+        ];
+        let mut traffic = Traffic::default();
+        let placed = Signal::new("order.placed", json!({}));
+        traffic.signal(&placed, false);
+        let run = record(&placed, "validate", true);
+        traffic.execution(&run);
+        traffic.execution(&record(&placed, "audit", false));
+        let valid = placed.child(run.id, swarm_schemas::Emit::new("order.valid", json!({})));
+        traffic.signal(&valid, false);
+        // An emitted signal seen before the execution that emitted it is attributed too.
+        let late = record(&placed, "validate", true);
+        let early = placed.child(late.id, swarm_schemas::Emit::new("order.valid", json!({})));
+        traffic.signal(&early, false);
+        traffic.execution(&late);
+        let topology = traffic.topology(&units, &BTreeMap::from([("order.placed".into(), 2)]));
+
+        let edge = |s: &str, t: &str| {
+            topology
+                .edges
+                .iter()
+                .find(|e| e.source == s && e.target == t)
+                .unwrap_or_else(|| panic!("no edge {s} -> {t}: {:?}", topology.edges))
+        };
+        let takes = edge("kind:order.placed", "unit:validate");
+        assert_eq!((takes.count, takes.failures, takes.pending), (2, 0, 2));
+        let audit = edge("kind:order.placed", "unit:audit");
+        assert_eq!((audit.count, audit.failures), (1, 1));
+        // order.* matches every concrete order kind known, including emitted ones.
+        edge("kind:order.valid", "unit:audit");
+        edge("kind:order.invalid", "unit:audit");
+        assert_eq!(edge("unit:validate", "kind:order.valid").count, 2);
+        assert_eq!(edge("unit:validate", "kind:order.invalid").count, 0);
+        // A wildcard emit pattern nothing matched yet stays a pattern node.
+        edge("unit:ship", "kind:shipment.>");
+        let pattern = topology
+            .kinds
+            .iter()
+            .find(|k| k.kind == "shipment.>")
+            .expect("pattern node");
+        assert!(pattern.pattern);
+        let placed_node = topology
+            .kinds
+            .iter()
+            .find(|k| k.kind == "order.placed")
+            .expect("kind node");
+        assert_eq!((placed_node.signals, placed_node.pending), (1, 2));
+        let audit_node = topology
+            .units
+            .iter()
+            .find(|u| u.name == "audit")
+            .expect("unit");
+        assert_eq!((audit_node.executions, audit_node.failures), (1, 1));
+    }
+
+    #[test]
+    fn rates_forget_what_left_the_window() {
+        let mut rate = Rate::default();
+        rate.add(1_000, 3);
+        rate.add(1_030, 2);
+        assert_eq!(rate.sum(1_030), 5);
+        assert_eq!(rate.sum(1_059), 5);
+        assert_eq!(rate.sum(1_060), 2);
+        rate.add(1_060, 1); // reuses the slot of second 1_000
+        assert_eq!(rate.sum(1_060), 3);
+        assert_eq!(rate.sum(1_200), 0);
+    }
+}

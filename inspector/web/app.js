@@ -1,0 +1,335 @@
+// The inspector page: the mesh as a graph (cytoscape), rates (uPlot), units, memory search,
+// posting signals, and the live feed, all from the HTTP API and the /v1/live websocket.
+"use strict";
+
+const state = {
+  token: sessionStorage.getItem("swarm-token") || "",
+  cy: null,
+  chart: null,
+  // Per-second counts for the chart: [seconds[], signals[], executions[], failures[]].
+  series: [[], [], [], []],
+  feed: [],
+};
+
+const $ = (selector) => document.querySelector(selector);
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (state.token) h["Authorization"] = "Bearer " + state.token;
+  return h;
+}
+
+async function api(path, options) {
+  const opts = Object.assign({}, options || {});
+  opts.headers = headers(opts.headers);
+  const response = await fetch(path, opts);
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : response.statusText;
+    const error = new Error(message);
+    error.status = response.status;
+    if (response.status === 401) $("#token-form").hidden = false;
+    throw error;
+  }
+  return body;
+}
+
+function text(value) {
+  return document.createTextNode(value === undefined || value === null ? "" : String(value));
+}
+
+function cell(row, value, className) {
+  const td = document.createElement("td");
+  td.appendChild(text(value));
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+// ---- graph ----------------------------------------------------------------------------------
+
+function edgeLabel(e) {
+  if (e.relation === "emits") return e.count ? e.rate.toFixed(2) + "/s" : "";
+  const parts = [e.rate.toFixed(2) + "/s"];
+  if (e.failures) parts.push(e.failures + " failed");
+  if (e.pending) parts.push(e.pending + " pending");
+  return e.count || e.pending ? parts.join(" · ") : "";
+}
+
+function graphElements(topology) {
+  const nodes = [];
+  for (const u of topology.units) {
+    nodes.push({ data: { id: u.id, label: u.name + "\nv" + u.version + " · gen " + u.generation,
+      kind: "unit", disabled: u.state === "disabled" ? 1 : 0, failing: u.failures > 0 ? 1 : 0 } });
+  }
+  for (const k of topology.kinds) {
+    let label = k.kind;
+    if (k.pending) label += "\n" + k.pending + " pending";
+    if (k.dead_letters) label += "\n" + k.dead_letters + " dead";
+    nodes.push({ data: { id: k.id, label: label, kind: k.pattern ? "pattern" : "kind",
+      dead: k.dead_letters > 0 ? 1 : 0 } });
+  }
+  const ids = new Set(nodes.map((n) => n.data.id));
+  const edges = topology.edges
+    .filter((e) => ids.has(e.source) && ids.has(e.target))
+    .map((e) => ({ data: { id: e.source + "->" + e.target, source: e.source, target: e.target,
+      label: edgeLabel(e), width: Math.min(1.5 + Math.log1p(e.count) * 1.2, 10),
+      failing: e.failures > 0 ? 1 : 0, idle: e.count === 0 ? 1 : 0 } }));
+  return { nodes, edges };
+}
+
+function graphStyle() {
+  return [
+    { selector: "node", style: { "label": "data(label)", "text-wrap": "wrap", "font-size": 11,
+      "text-valign": "center", "text-halign": "center", "color": "#1d232b" } },
+    { selector: "node[kind = 'unit']", style: { "shape": "round-rectangle", "background-color": "#bee3f8",
+      "border-width": 2, "border-color": "#2b6cb0", "width": 150, "height": 44 } },
+    { selector: "node[kind = 'unit'][disabled = 1]", style: { "background-color": "#e2e8f0",
+      "border-style": "dashed", "border-color": "#718096" } },
+    { selector: "node[kind = 'unit'][failing = 1]", style: { "border-color": "#c53030" } },
+    { selector: "node[kind = 'kind'], node[kind = 'pattern']", style: { "shape": "ellipse",
+      "background-color": "#fefcbf", "border-width": 1, "border-color": "#b7791f", "width": 130, "height": 36 } },
+    { selector: "node[kind = 'pattern']", style: { "border-style": "dashed" } },
+    { selector: "node[dead = 1]", style: { "border-color": "#c53030", "border-width": 3 } },
+    { selector: "edge", style: { "curve-style": "bezier", "target-arrow-shape": "triangle",
+      "width": "data(width)", "line-color": "#4a5568", "target-arrow-color": "#4a5568",
+      "label": "data(label)", "font-size": 10, "text-background-color": "#fff",
+      "text-background-opacity": 0.85, "text-background-padding": 2 } },
+    { selector: "edge[idle = 1]", style: { "line-style": "dashed", "line-color": "#a0aec0",
+      "target-arrow-color": "#a0aec0" } },
+    { selector: "edge[failing = 1]", style: { "line-color": "#c53030", "target-arrow-color": "#c53030" } },
+  ];
+}
+
+function drawGraph(topology) {
+  const { nodes, edges } = graphElements(topology);
+  const container = $("#graph");
+  const shape = nodes.map((n) => n.data.id).sort().join(",") + "|" +
+    edges.map((e) => e.data.id).sort().join(",");
+  if (!state.cy) {
+    state.cy = cytoscape({ container, elements: [], style: graphStyle(), wheelSensitivity: 0.3 });
+  }
+  const cy = state.cy;
+  if (state.graphShape !== shape) {
+    // New nodes or edges: lay the graph out again (left to right, by flow).
+    cy.elements().remove();
+    cy.add(nodes);
+    cy.add(edges);
+    cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.1, padding: 20,
+      roots: nodes.filter((n) => !edges.some((e) => e.data.target === n.data.id)).map((n) => n.data.id),
+      transform: (_node, p) => ({ x: p.y, y: p.x }) }).run();
+    state.graphShape = shape;
+  } else {
+    // Same graph: only the numbers change.
+    for (const n of nodes) cy.getElementById(n.data.id).data(n.data);
+    for (const e of edges) cy.getElementById(e.data.id).data(e.data);
+  }
+  container.dataset.nodes = nodes.map((n) => n.data.id).sort().join(" ");
+  container.dataset.edges = edges.filter((e) => !e.data.idle).map((e) => e.data.id).sort().join(" ");
+  const backlog = [];
+  if (topology.pending !== null && topology.pending !== undefined) backlog.push(topology.pending + " pending");
+  if (topology.lag !== null && topology.lag !== undefined) backlog.push(topology.lag + " waiting");
+  $("#backlog").textContent = backlog.join(" · ");
+}
+
+async function refreshTopology() {
+  try { drawGraph(await api("/v1/mesh/topology")); } catch (e) { console.warn("topology", e); }
+}
+
+// ---- rates chart ----------------------------------------------------------------------------
+
+const WINDOW = 120;
+
+function bump(index) {
+  const now = Math.floor(Date.now() / 1000);
+  const [xs] = state.series;
+  if (!xs.length || xs[xs.length - 1] !== now) {
+    const last = xs.length ? xs[xs.length - 1] : now - 1;
+    for (let t = Math.max(last + 1, now - WINDOW); t <= now; t++) {
+      xs.push(t);
+      for (let s = 1; s < state.series.length; s++) state.series[s].push(0);
+    }
+    while (xs.length > WINDOW) for (const s of state.series) s.shift();
+  }
+  if (index) state.series[index][state.series[index].length - 1] += 1;
+}
+
+function drawChart() {
+  bump(0);
+  const el = $("#chart");
+  if (!state.chart) {
+    state.chart = new uPlot({
+      width: Math.max(el.clientWidth, 300), height: 200,
+      series: [{}, { label: "signals", stroke: "#2b6cb0" }, { label: "executions", stroke: "#2f855a" },
+        { label: "failures", stroke: "#c53030" }],
+      axes: [{}, { size: 40 }],
+    }, state.series, el);
+  } else {
+    state.chart.setData(state.series);
+  }
+}
+
+// ---- units ----------------------------------------------------------------------------------
+
+async function refreshUnits() {
+  let units;
+  try { units = await api("/v1/units"); } catch (e) { console.warn("units", e); return; }
+  const body = $("#units tbody");
+  body.replaceChildren();
+  for (const u of units) {
+    const row = document.createElement("tr");
+    row.dataset.unit = u.name;
+    cell(row, u.name);
+    cell(row, u.version);
+    cell(row, u.generation);
+    cell(row, u.state, "state-" + u.state);
+    const action = u.state === "ready" ? "disable" : "enable";
+    const button = document.createElement("button");
+    button.className = "secondary";
+    button.textContent = action;
+    button.addEventListener("click", async () => {
+      try { await api("/v1/units/" + encodeURIComponent(u.name) + "/" + action, { method: "POST" }); }
+      catch (e) { alert(action + " " + u.name + ": " + e.message); }
+      refreshUnits();
+      refreshTopology();
+    });
+    row.appendChild(document.createElement("td")).appendChild(button);
+    body.appendChild(row);
+  }
+}
+
+// ---- memory search --------------------------------------------------------------------------
+
+async function search(event) {
+  event.preventDefault();
+  const params = new URLSearchParams({ text: $("#search-text").value, k: "20" });
+  const kind = $("#search-kind").value.trim();
+  if (kind) params.set("kind", kind);
+  const status = $("#search-status");
+  status.textContent = "searching…";
+  const body = $("#search-results tbody");
+  try {
+    const hits = await api("/v1/executions/similar?" + params.toString());
+    body.replaceChildren();
+    for (const hit of hits) {
+      const e = hit.execution;
+      const row = document.createElement("tr");
+      row.title = JSON.stringify(e.signal.payload);
+      cell(row, hit.similarity.toFixed(3));
+      cell(row, e.unit);
+      cell(row, e.signal.kind);
+      const failed = e.outcome.status !== "success";
+      cell(row, failed ? e.outcome.error : "success", failed ? "failure wrap" : "");
+      cell(row, new Date(e.started_at).toLocaleTimeString());
+      body.appendChild(row);
+    }
+    status.textContent = hits.length + " executions";
+  } catch (e) {
+    body.replaceChildren();
+    status.textContent = "search failed: " + e.message;
+  }
+}
+
+// ---- posting --------------------------------------------------------------------------------
+
+async function post(event) {
+  event.preventDefault();
+  const status = $("#post-status");
+  let payload;
+  try { payload = JSON.parse($("#post-payload").value); } catch (e) {
+    status.textContent = "payload is not JSON: " + e.message;
+    return;
+  }
+  try {
+    const posted = await api("/v1/signals", { method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ kind: $("#post-kind").value.trim(), payload }) });
+    status.textContent = "posted " + posted.id;
+  } catch (e) {
+    status.textContent = "refused: " + e.message;
+  }
+}
+
+// ---- live feed ------------------------------------------------------------------------------
+
+function addFeed(event) {
+  const li = document.createElement("li");
+  const time = new Date().toLocaleTimeString();
+  if (event.type === "signal") {
+    bump(1);
+    const s = event.signal;
+    li.className = event.dead_letter ? "dead" : "";
+    li.appendChild(text(time + "  " + (event.dead_letter ? "dead letter " : "signal ") + s.kind + "  " +
+      JSON.stringify(s.payload).slice(0, 160)));
+  } else if (event.type === "execution") {
+    bump(2);
+    const e = event.execution;
+    const failed = e.outcome.status !== "success";
+    if (failed) bump(3);
+    li.className = failed ? "failure" : "";
+    li.appendChild(text(time + "  " + e.unit + "@" + e.unit_version + " ← " + e.signal.kind + "  " +
+      (failed ? e.outcome.error : "ok") + "  " + (e.latency_us / 1000).toFixed(2) + " ms  [" + e.policy + "]"));
+  } else if (event.type === "lagged") {
+    li.className = "failure";
+    li.appendChild(text(time + "  missed " + event.missed + " events (too many to show)"));
+  } else {
+    return;
+  }
+  const feed = $("#feed");
+  feed.insertBefore(li, feed.firstChild);
+  while (feed.children.length > 200) feed.removeChild(feed.lastChild);
+}
+
+let topologyTimer = null;
+function soonTopology() {
+  if (topologyTimer) return;
+  topologyTimer = setTimeout(() => { topologyTimer = null; refreshTopology(); }, 500);
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  let url = scheme + "//" + location.host + "/v1/live";
+  if (state.token) url += "?access_token=" + encodeURIComponent(state.token);
+  const socket = new WebSocket(url);
+  const badge = $("#connection");
+  socket.addEventListener("open", () => { badge.textContent = "live"; badge.className = "badge on"; });
+  socket.addEventListener("message", (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch (_) { return; }
+    addFeed(event);
+    soonTopology();
+  });
+  socket.addEventListener("close", () => {
+    badge.textContent = "offline";
+    badge.className = "badge off";
+    setTimeout(connect, 2000);
+  });
+}
+
+// ---- start ----------------------------------------------------------------------------------
+
+async function start() {
+  $("#search-form").addEventListener("submit", search);
+  $("#post-form").addEventListener("submit", post);
+  $("#token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.token = $("#token").value.trim();
+    sessionStorage.setItem("swarm-token", state.token);
+    $("#token-form").hidden = true;
+    location.reload();
+  });
+  try {
+    const health = await api("/v1/health");
+    if (health.tokens && !state.token) $("#token-form").hidden = false;
+  } catch (_) { /* shown by the badge */ }
+  drawChart();
+  await Promise.all([refreshTopology(), refreshUnits()]);
+  connect();
+  setInterval(drawChart, 1000);
+  setInterval(refreshTopology, 5000);
+  setInterval(refreshUnits, 10000);
+}
+
+start();

@@ -1,0 +1,62 @@
+//! What a loaded unit looks like from outside: `swarm units`, the HTTP API, the inspector.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DispatchPolicy, KindPattern};
+
+/// Whether a loaded unit takes signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum UnitState {
+    /// Loaded and enabled: it gets the signals it subscribes to.
+    Ready,
+    /// Loaded but disabled: it gets nothing until enabled again.
+    Disabled,
+}
+
+impl UnitState {
+    /// The state's name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+impl std::fmt::Display for UnitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A loaded unit: what serves, since when, and the last load that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitStatus {
+    /// Manifest name.
+    pub name: String,
+    /// Version serving.
+    pub version: String,
+    /// Generation serving: 1 for the first load of the unit, +1 on every swap.
+    pub generation: u64,
+    /// Whether it takes signals.
+    pub state: UnitState,
+    /// Kind patterns of the signals it reacts to.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub subscribes: Vec<KindPattern>,
+    /// Kind patterns of the signals it may emit.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub emits: Vec<KindPattern>,
+    /// Its manifest's default dispatch policy.
+    pub dispatch: DispatchPolicy,
+    /// The file it was loaded from.
+    pub file: String,
+    /// Why the last attempt to load a new version of it failed, if it did (the previous
+    /// version keeps serving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
