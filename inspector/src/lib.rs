@@ -32,7 +32,7 @@ pub use api::{BadSchema, Health, PayloadSchemas, Posted, Replied, SimilarHit};
 pub use auth::{MIN_TOKEN_LEN, Scope, TokenSpec, Tokens, TokensError};
 pub use error::{ErrorBody, ErrorDetail};
 pub use live::LiveEvent;
-pub use runtime::{NoSuchUnit, Runtime};
+pub use runtime::{EnableError, Runtime};
 pub use topology::{Edge, KindNode, Relation, Topology, UnitNode, WINDOW_SECONDS};
 
 /// Limits that protect the server.

@@ -7,18 +7,25 @@ use std::sync::Arc;
 use swarm_schemas::{ExecutionRecord, UnitStatus};
 use tokio::sync::broadcast;
 
-/// A unit name that no loaded unit has.
+/// Why a unit could not be enabled or disabled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no unit named `{0}` is loaded")]
-pub struct NoSuchUnit(pub String);
+pub enum EnableError {
+    /// No loaded unit has that name.
+    #[error("no unit named `{0}` is loaded")]
+    NoSuchUnit(String),
+    /// The unit refused to be enabled (its `on_enable` failed); it stays disabled.
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// The units of a running reactor, and what they do as it happens.
 pub trait Runtime: Send + Sync + 'static {
     /// Every loaded unit, by name.
     fn units(&self) -> Vec<UnitStatus>;
 
-    /// Enables or disables a unit; returns its status after the change.
-    fn set_enabled(&self, unit: &str, enabled: bool) -> Result<UnitStatus, NoSuchUnit>;
+    /// Enables or disables a unit; returns its status after the change. Blocking: it runs the
+    /// unit's `on_enable` or `on_disable`.
+    fn set_enabled(&self, unit: &str, enabled: bool) -> Result<UnitStatus, EnableError>;
 
     /// Every execution from now on, as soon as it is recorded. A receiver that falls behind
     /// loses the oldest (and is told how many).

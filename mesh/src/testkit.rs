@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_schemas::Signal;
+use swarm_schemas::{Encoding, Signal};
 
 use crate::{EntryId, Mesh, MeshError, Settlement, StartAt, dead_letter_stream};
 
@@ -210,6 +210,47 @@ pub async fn settle_emits_and_acks(mesh: &dyn Mesh, stream: &str) {
     assert_eq!(mesh.len(&out).await.expect("len"), 2);
 }
 
+/// A signal keeps its encoding and its data through publish, read, settle, range and tail,
+/// whichever encoding it travels in.
+pub async fn encodings_round_trip(mesh: &dyn Mesh, stream: &str) {
+    let out = format!("{stream}:out");
+    mesh.create_group(stream, G, StartAt::Beginning)
+        .await
+        .expect("group");
+    let payload =
+        json!({ "n": 1, "text": "é ✓", "f": -2.5, "big": u64::MAX, "nested": [{}, [null, true]] });
+    let packed = Signal::new("test.signal", payload.clone()).with_encoding(Encoding::MessagePack);
+    let plain = Signal::new("test.signal", payload);
+    mesh.publish(stream, &packed).await.expect("publish");
+    mesh.publish(stream, &plain).await.expect("publish");
+    let got = mesh.read(stream, G, "c", 10, NO_WAIT).await.expect("read");
+    let bodies: Vec<Signal> = got
+        .iter()
+        .map(|d| d.body.clone().expect("decodes"))
+        .collect();
+    assert_eq!(bodies, [packed.clone(), plain.clone()]);
+    // Any id stands for the execution that emitted it.
+    let child = packed.child(
+        packed.id,
+        swarm_schemas::Emit::new("test.out", json!({"k": 1})),
+    );
+    assert_eq!(
+        child.encoding,
+        Encoding::MessagePack,
+        "children travel as their parent"
+    );
+    mesh.settle(stream, G, got[0].id, &[(out.clone(), child.clone())])
+        .await
+        .expect("settle");
+    let entries = mesh.range(&out, None, 10).await.expect("range");
+    assert_eq!(entries[0].body, Ok(child.clone()));
+    let tailed = mesh
+        .tail(&out, EntryId::ZERO, 10, NO_WAIT)
+        .await
+        .expect("tail");
+    assert_eq!(tailed[0].body, Ok(child));
+}
+
 /// Settling a batch adds every entry's emits and acknowledges every entry together.
 pub async fn settle_batch_emits_and_acks_all(mesh: &dyn Mesh, stream: &str) {
     let out = format!("{stream}:out");
@@ -383,7 +424,8 @@ macro_rules! mesh_behaviour_suite {
             delivers_in_order_once, pending_until_acked, groups_share_and_consumers_split,
             group_start_positions, missing_group_is_an_error, own_pending_is_redelivered,
             idle_entries_are_claimed, settle_emits_and_acks, settle_batch_emits_and_acks_all, dead_letters_are_kept,
-            trimming_keeps_unacknowledged, blocked_read_wakes_on_publish, tail_follows_the_stream);
+            trimming_keeps_unacknowledged, blocked_read_wakes_on_publish, tail_follows_the_stream,
+            encodings_round_trip);
     };
     (@cases $make:expr, $prefix:expr; $($case:ident),*) => {
         $(

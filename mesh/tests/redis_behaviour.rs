@@ -48,15 +48,32 @@ async fn entries_written_by_other_tools_are_delivered_as_undecodable_data() {
         .query_async(&mut conn)
         .await
         .expect("xadd");
+    let _: String = redis::cmd("XADD")
+        .arg(mesh.key("s"))
+        .arg("*")
+        .arg("m")
+        .arg(&b"\xc1not msgpack"[..])
+        .query_async(&mut conn)
+        .await
+        .expect("xadd");
     let got = mesh
         .read("s", "g", "c", 10, Duration::from_millis(1))
         .await
         .expect("read");
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3);
     let first = got[0].body.clone().expect_err("undecodable");
     assert_eq!(first.raw, "{not json");
     let second = got[1].body.clone().expect_err("undecodable");
-    assert_eq!(second.error, "entry has no `s` field");
+    assert_eq!(
+        second.error,
+        "entry has no `s` (JSON) or `m` (MessagePack) field"
+    );
+    let third = got[2].body.clone().expect_err("undecodable");
+    assert!(
+        third.error.starts_with("not a signal: MessagePack"),
+        "{}",
+        third.error
+    );
 }
 
 #[tokio::test]

@@ -123,7 +123,8 @@ struct UpArgs {
     #[arg(long, default_value_t = 0.02, value_parser = parse_probability)]
     exploration: f64,
     /// JSON file of unit configuration: {"UNIT-NAME": {...}, ...}. Each unit's constructor gets
-    /// its section (checked against the config schema in its manifest, if it has one).
+    /// its section (checked against the config schema in its manifest, if it has one). The
+    /// file is watched: saving it reloads the units whose sections changed.
     #[arg(long, env = "SWARM_UNIT_CONFIG")]
     unit_config: Option<PathBuf>,
     /// Seconds a SIGTERM or Ctrl-C waits for running signals to finish and settle; what has
@@ -290,14 +291,7 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     }
     config.claim_idle = Duration::from_secs_f64(args.claim_idle);
     if let Some(path) = &args.unit_config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        config.unit_config = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not a JSON object of unit configurations by unit name",
-                path.display()
-            )
-        })?;
+        config.unit_config = crate::unit_config_cli::read(path)?;
     }
     if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
         bail!("--shutdown-timeout must be a number of seconds, 0 or more");
@@ -351,6 +345,14 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
                 .await?,
         ),
         None => None,
+    };
+    // Saving the unit config file reconfigures the units whose sections changed.
+    let _config_watch = match &args.unit_config {
+        Some(path) if !args.no_watch => Some(crate::unit_config_cli::watch(
+            path.clone(),
+            Arc::clone(reactor.registry()),
+        )?),
+        _ => None,
     };
     for unit in reactor.registry().status() {
         let subscribes: Vec<&str> = unit.subscribes.iter().map(|p| p.as_str()).collect();

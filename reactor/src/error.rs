@@ -136,9 +136,35 @@ pub enum LoadError {
         /// The error or panic text.
         message: String,
     },
+    /// A lifecycle hook of the new instance (`on_load`, `on_upgrade`), or the state hand-over
+    /// of a swap (`snapshot` on the old instance, `restore` on the new one), returned an error
+    /// or panicked. Any older version keeps serving.
+    #[error("unit `{unit}`: {hook} {what}: {message}")]
+    Hook {
+        /// The unit.
+        unit: String,
+        /// "on_load", "on_upgrade", "snapshot" or "restore".
+        hook: &'static str,
+        /// "failed" or "panicked".
+        what: &'static str,
+        /// The error or panic text.
+        message: String,
+    },
 }
 
 impl LoadError {
+    /// The unit the refusal is about, when it got as far as reading the manifest's name and
+    /// the refusal is about that unit's own configuration, constructor or hooks.
+    pub fn unit(&self) -> Option<&str> {
+        match self {
+            Self::Config { unit, .. }
+            | Self::ConfigSchema { unit, .. }
+            | Self::Create { unit, .. }
+            | Self::Hook { unit, .. } => Some(unit),
+            _ => None,
+        }
+    }
+
     /// Whether the refusal is about other units (a dependency, a cycle, a name taken) rather
     /// than the file itself, so that it may load once the other units change.
     pub fn depends_on_other_units(&self) -> bool {

@@ -104,11 +104,16 @@ fn attempt_blocking(attempt: Attempt) -> Attempted {
     // To the microsecond: what every store keeps.
     let started_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
     let started = Instant::now();
+    // The generation that runs the call: a unit that carries state may have been swapped while
+    // the call waited, and then its successor runs it.
+    let mut generation = generation;
     let result = match serde_json::to_vec(&signal) {
         Ok(bytes) => {
             // The unit catches its own panics; this guards the host-side checks around it.
             catch_unwind(AssertUnwindSafe(|| {
-                interpret(&generation, generation.call(&bytes))
+                let (ran_on, result) = generation.call(&bytes);
+                generation = ran_on;
+                interpret(&generation, result)
             }))
             .unwrap_or_else(|_| {
                 Err((

@@ -24,7 +24,7 @@ pub use config::ReactorConfig;
 pub use error::LoadError;
 pub use private::private_dir;
 pub use reactor::{Reactor, ReactorHandle, StartError};
-pub use registry::{Registry, UnknownUnit, is_unit_file};
+pub use registry::{EnableError, Registry, STATE_DRAIN_TIMEOUT, is_unit_file};
 pub use slot::{Generation, UnitSlot};
 pub use status::{Change, FileFailure, LoadReport};
 pub use swarm_schemas::{UnitState, UnitStatus};

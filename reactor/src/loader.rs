@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW, Symbol};
 use swarm_abi::{
-    ABI_VERSION, Buf, ENTRY_SYMBOL, ENTRY_SYMBOL_NAME, EntryFn, STATUS_OK, STATUS_PANIC, Status,
-    UnitVTable, VTABLE_SIZE, VTableHeader,
+    ABI_VERSION, Buf, ENTRY_SYMBOL, ENTRY_SYMBOL_NAME, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE,
+    EntryFn, Event, STATUS_OK, STATUS_PANIC, Status, UnitVTable, VTABLE_SIZE, VTABLE_SIZE_1_0,
+    VTableHeader,
 };
 use swarm_schemas::UnitManifest;
 
@@ -46,6 +47,27 @@ pub(crate) struct Opened {
 pub(crate) struct Loaded {
     opened: Opened,
     instance: *mut c_void,
+    /// Whether `on_load` succeeded: only then is `on_unload` sent before destroying it.
+    hooked: bool,
+}
+
+/// A lifecycle call the unit refused: what it said, and whether it panicked.
+pub(crate) struct Refusal {
+    pub what: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn of(result: CallResult) -> Self {
+        Self {
+            what: if result.status == STATUS_PANIC {
+                "panicked"
+            } else {
+                "failed"
+            },
+            message: String::from_utf8_lossy(&result.bytes).into_owned(),
+        }
+    }
 }
 
 // SAFETY: the SDK requires `Unit: Send + Sync`; the instance pointer is only used through the
@@ -198,15 +220,14 @@ fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opene
             expected: ABI_VERSION,
         });
     }
-    if header.vtable_size < VTABLE_SIZE {
+    if header.vtable_size < VTABLE_SIZE_1_0 {
         return Err(LoadError::VTableTooSmall {
             path: path(),
             found: header.vtable_size,
-            expected: VTABLE_SIZE,
+            expected: VTABLE_SIZE_1_0,
         });
     }
-    // SAFETY: version and size checked: the pointer is to a `UnitVTable` at least this large.
-    let vtable = unsafe { *header_ptr.cast::<UnitVTable>() };
+    let vtable = read_vtable(header_ptr, header.vtable_size);
 
     let result = call_manifest(&vtable);
     let manifest = if result.status == STATUS_OK {
@@ -234,6 +255,25 @@ fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opene
     })
 }
 
+/// Reads the unit's table: as much of it as the unit has (`size`, at least the 1.0 part) and
+/// this host knows; entries the unit's table ends before stay `None`.
+fn read_vtable(header_ptr: *const VTableHeader, size: u32) -> UnitVTable {
+    let mut vtable = std::mem::MaybeUninit::<UnitVTable>::zeroed();
+    let len = (size.min(VTABLE_SIZE)) as usize;
+    // SAFETY: the unit's table is at least `size` bytes (its header says so) and `len` is no
+    // more than that or than `UnitVTable`. The 1.0 entries (non-null function pointers) are
+    // inside the copied bytes, because `size >= VTABLE_SIZE_1_0`; every later entry is an
+    // `Option` of a function pointer, for which all-zero bytes are `None`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            header_ptr.cast::<u8>(),
+            vtable.as_mut_ptr().cast::<u8>(),
+            len,
+        );
+        vtable.assume_init()
+    }
+}
+
 /// Copies the bytes out of a unit's buffer and hands the buffer back to the unit to free.
 fn take(vtable: &UnitVTable, buf: Buf) -> Vec<u8> {
     let bytes = if buf.ptr.is_null() || buf.len == 0 {
@@ -245,6 +285,20 @@ fn take(vtable: &UnitVTable, buf: Buf) -> Vec<u8> {
     // SAFETY: the buffer came from this unit and goes back exactly once.
     unsafe { (vtable.free_buf)(buf) };
     bytes
+}
+
+/// What a call that answers with a status and a buffer said: the bytes on `STATUS_OK`, else
+/// the refusal. The buffer goes back to the unit either way.
+fn answer(vtable: &UnitVTable, status: Status, out: Buf) -> Result<Vec<u8>, Refusal> {
+    let result = CallResult {
+        status,
+        bytes: take(vtable, out),
+    };
+    if result.status == STATUS_OK {
+        Ok(result.bytes)
+    } else {
+        Err(Refusal::of(result))
+    }
 }
 
 fn call_manifest(vtable: &UnitVTable) -> CallResult {
@@ -275,6 +329,7 @@ impl Opened {
             return Ok(Loaded {
                 opened: self,
                 instance,
+                hooked: false,
             });
         }
         Err(LoadError::Create {
@@ -347,6 +402,69 @@ impl Loaded {
         &self.opened.source
     }
 
+    /// Sends a lifecycle event; a unit built before lifecycle events accepts every one.
+    fn event(&self, event: Event, arg: &[u8]) -> Result<(), Refusal> {
+        let vtable = &self.opened.vtable;
+        let Some(lifecycle) = vtable.lifecycle else {
+            return Ok(());
+        };
+        let mut out = Buf::EMPTY;
+        // SAFETY: the instance is alive while `self` is; the argument and out-parameter are
+        // valid for the call; the unit catches its own panics.
+        let status = unsafe { lifecycle(self.instance, event, arg.as_ptr(), arg.len(), &mut out) };
+        answer(vtable, status, out).map(drop)
+    }
+
+    /// Runs `on_load`: from now on the instance gets `on_unload` before it is destroyed.
+    pub(crate) fn on_load(&mut self) -> Result<(), Refusal> {
+        self.event(EVENT_LOAD, b"")?;
+        self.hooked = true;
+        Ok(())
+    }
+
+    /// Runs `on_upgrade` from the version it replaces.
+    pub(crate) fn on_upgrade(&self, from: &semver::Version) -> Result<(), Refusal> {
+        self.event(EVENT_UPGRADE, from.to_string().as_bytes())
+    }
+
+    /// Runs `on_enable` or `on_disable`.
+    pub(crate) fn on_enabled(&self, enabled: bool) -> Result<(), Refusal> {
+        self.event(
+            if enabled {
+                swarm_abi::EVENT_ENABLE
+            } else {
+                swarm_abi::EVENT_DISABLE
+            },
+            b"",
+        )
+    }
+
+    /// The state to hand to the next version. The caller makes sure no call is running.
+    pub(crate) fn snapshot(&self) -> Result<Vec<u8>, Refusal> {
+        let vtable = &self.opened.vtable;
+        let Some(snapshot) = vtable.snapshot else {
+            return Ok(Vec::new());
+        };
+        let mut out = Buf::EMPTY;
+        // SAFETY: the instance is alive while `self` is; the out-parameter is valid.
+        let status = unsafe { snapshot(self.instance, &mut out) };
+        answer(vtable, status, out)
+    }
+
+    /// Hands the previous version's state to this instance, which nothing else can call yet
+    /// (`&mut self`: it is not shared).
+    pub(crate) fn restore(&mut self, state: &[u8]) -> Result<(), Refusal> {
+        let vtable = &self.opened.vtable;
+        let Some(restore) = vtable.restore else {
+            return Ok(());
+        };
+        let mut out = Buf::EMPTY;
+        // SAFETY: the instance is alive and not shared; the state buffer and out-parameter
+        // are valid for the call.
+        let status = unsafe { restore(self.instance, state.as_ptr(), state.len(), &mut out) };
+        answer(vtable, status, out).map(drop)
+    }
+
     /// Hands a JSON signal to the unit. Blocking: call it off the async worker threads.
     pub(crate) fn call(&self, signal: &[u8]) -> CallResult {
         let mut out = Buf::EMPTY;
@@ -363,6 +481,12 @@ impl Loaded {
 
 impl Drop for Loaded {
     fn drop(&mut self) {
+        if self.hooked {
+            if let Err(refusal) = self.event(EVENT_UNLOAD, b"") {
+                tracing::warn!(unit = %self.opened.manifest.name, what = refusal.what,
+                    error = %refusal.message, "on_unload failed");
+            }
+        }
         // SAFETY: the instance came from this vtable's `create`; no call is running (calls hold
         // an `Arc` of the generation that owns `self`), and it is destroyed once. The library
         // is closed after this, when `opened` drops.

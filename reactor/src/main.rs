@@ -6,6 +6,7 @@ mod doctor_cli;
 mod memory_cli;
 mod new_cli;
 mod serve_cli;
+mod unit_config_cli;
 
 use std::process::ExitCode;
 
@@ -29,11 +30,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let code = match runtime.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A unit call still running past the shutdown deadline sits on a blocking thread that
+    // cannot be interrupted; dropping the runtime would wait for it. Its signal stays pending
+    // in the mesh and is delivered again, so the process leaves it behind.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }

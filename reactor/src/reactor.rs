@@ -78,11 +78,17 @@ impl swarm_inspector::Runtime for ReactorHandle {
         &self,
         unit: &str,
         enabled: bool,
-    ) -> Result<swarm_schemas::UnitStatus, swarm_inspector::NoSuchUnit> {
-        let unknown = || swarm_inspector::NoSuchUnit(unit.to_owned());
+    ) -> Result<swarm_schemas::UnitStatus, swarm_inspector::EnableError> {
+        use swarm_inspector::EnableError as Refused;
+        let unknown = || Refused::NoSuchUnit(unit.to_owned());
         self.registry
             .set_enabled(unit, enabled)
-            .map_err(|_| unknown())?;
+            .map_err(|e| match e {
+                crate::EnableError::UnknownUnit(_) => unknown(),
+                refused @ crate::EnableError::Refused { .. } => {
+                    Refused::Refused(refused.to_string())
+                }
+            })?;
         self.registry
             .status()
             .into_iter()

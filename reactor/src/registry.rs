@@ -17,15 +17,33 @@ use dashmap::DashMap;
 use swarm_schemas::{UnitManifest, UnitState, UnitStatus};
 
 use crate::LoadError;
-use crate::loader::{self, Loaded, Opened};
+use crate::loader::{self, Loaded, Opened, Refusal};
 use crate::resolve::resolve;
-use crate::slot::{Generation, UnitSlot};
+use crate::slot::{Generation, Life, UnitSlot};
 use crate::status::{Change, FileFailure, LoadReport};
 
-/// Asked for a unit that is not loaded.
+/// How long a swap of a unit that carries state waits for the calls running on the old
+/// version to return before it takes the snapshot. A call still running after that (a hung
+/// unit) keeps the old state: the new version starts without it, and a warning says so.
+pub const STATE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a unit could not be enabled or disabled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no unit named `{0}` is loaded")]
-pub struct UnknownUnit(pub String);
+pub enum EnableError {
+    /// No unit of that name is loaded.
+    #[error("no unit named `{0}` is loaded")]
+    UnknownUnit(String),
+    /// The unit's `on_enable` returned an error or panicked: it stays disabled.
+    #[error("unit `{unit}` refused to be enabled: on_enable {what}: {message}")]
+    Refused {
+        /// The unit.
+        unit: String,
+        /// "failed" or "panicked".
+        what: &'static str,
+        /// The error or panic text.
+        message: String,
+    },
+}
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -36,7 +54,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Loaded units, by name, with their files.
 pub struct Registry {
     private_dir: PathBuf,
-    unit_config: BTreeMap<String, serde_json::Value>,
+    unit_config: Mutex<BTreeMap<String, serde_json::Value>>,
     slots: DashMap<String, Arc<UnitSlot>>,
     files: DashMap<PathBuf, String>,
     failures: DashMap<PathBuf, LoadError>,
@@ -60,7 +78,7 @@ impl Registry {
     pub fn new(private_dir: PathBuf, unit_config: BTreeMap<String, serde_json::Value>) -> Self {
         Self {
             private_dir,
-            unit_config,
+            unit_config: Mutex::new(unit_config),
             slots: DashMap::new(),
             files: DashMap::new(),
             failures: DashMap::new(),
@@ -87,7 +105,45 @@ impl Registry {
     /// mismatched dependency, a cycle, a duplicate name) are tried again.
     pub fn apply(&self, paths: Vec<PathBuf>) -> LoadReport {
         let _changing = lock(&self.changing);
-        let mut report = self.apply_locked(paths);
+        let report = self.apply_locked(paths, &BTreeSet::new());
+        self.retry_dependents(report)
+    }
+
+    /// Replaces the units' configuration (a config file changed). Each loaded unit whose
+    /// section changed is loaded again from its file with the new section — a swap, with its
+    /// hooks and its state — and each file refused for its configuration is tried again. A
+    /// section its unit's config schema refuses refuses that load, with the offending fields,
+    /// and the unit keeps serving with the configuration it has.
+    pub fn set_unit_config(&self, config: BTreeMap<String, serde_json::Value>) -> LoadReport {
+        let _changing = lock(&self.changing);
+        let old = std::mem::replace(&mut *lock(&self.unit_config), config.clone());
+        let changed = |unit: &str| old.get(unit) != config.get(unit);
+        let mut reload: BTreeSet<PathBuf> = self
+            .files
+            .iter()
+            .filter(|f| changed(f.value()))
+            .map(|f| f.key().clone())
+            .collect();
+        reload.extend(
+            self.failures
+                .iter()
+                .filter(|f| f.value().unit().is_some_and(changed))
+                .map(|f| f.key().clone()),
+        );
+        if reload.is_empty() {
+            return LoadReport::default();
+        }
+        tracing::info!(
+            files = reload.len(),
+            "unit configuration changed: reloading"
+        );
+        let report = self.apply_locked(reload.iter().cloned().collect(), &reload);
+        self.retry_dependents(report)
+    }
+
+    /// After `report`, tries again the files refused only because of other units, as long as
+    /// something changes.
+    fn retry_dependents(&self, mut report: LoadReport) -> LoadReport {
         let mut tried: BTreeSet<PathBuf> = BTreeSet::new();
         loop {
             let progressed = report
@@ -108,7 +164,7 @@ impl Registry {
                 break;
             }
             tried.extend(retry.iter().cloned());
-            let again = self.apply_locked(retry);
+            let again = self.apply_locked(retry, &BTreeSet::new());
             let retried: BTreeSet<&PathBuf> = again
                 .changes
                 .iter()
@@ -123,7 +179,9 @@ impl Registry {
         report
     }
 
-    fn apply_locked(&self, paths: Vec<PathBuf>) -> LoadReport {
+    /// Loads `paths`; those in `force` are loaded again even when their bytes are those serving
+    /// or those refused last (their configuration changed).
+    fn apply_locked(&self, paths: Vec<PathBuf>, force: &BTreeSet<PathBuf>) -> LoadReport {
         let started = std::time::Instant::now();
         let mut report = LoadReport::default();
         let mut opened: Vec<Opened> = Vec::new();
@@ -141,15 +199,17 @@ impl Registry {
                     continue;
                 }
             };
-            if self.serving_hash(&path) == Some(file.hash) {
+            let forced = force.contains(&path);
+            if !forced && self.serving_hash(&path) == Some(file.hash) {
                 self.failures.remove(&path);
                 report.changes.push((path, Change::Unchanged));
                 continue;
             }
-            if self
-                .failed_hashes
-                .get(&path)
-                .is_some_and(|h| *h == file.hash)
+            if !forced
+                && self
+                    .failed_hashes
+                    .get(&path)
+                    .is_some_and(|h| *h == file.hash)
             {
                 // Already refused, with the reason on record.
                 continue;
@@ -245,12 +305,13 @@ impl Registry {
                 continue;
             };
             let source = unit.source.clone();
-            let config = self.unit_config.get(&name);
+            let config = lock(&self.unit_config).get(&name).cloned();
             let hash = unit.hash;
-            match unit.instantiate(config) {
-                Ok(loaded) => report
-                    .changes
-                    .push((source.clone(), self.swap_in(&source, loaded, started))),
+            match unit
+                .instantiate(config.as_ref())
+                .and_then(|loaded| self.swap_in(&source, loaded, started))
+            {
+                Ok(change) => report.changes.push((source.clone(), change)),
                 Err(error) => {
                     self.failed_hashes.insert(source.clone(), hash);
                     report.failures.push((source, error));
@@ -259,7 +320,71 @@ impl Registry {
         }
     }
 
-    fn swap_in(&self, source: &Path, loaded: Loaded, started: std::time::Instant) -> Change {
+    /// Makes `loaded` the unit's serving generation, after its hooks: `on_load` and, when it
+    /// replaces an older generation, `on_upgrade` — and, when the old one carries state, the
+    /// hand-over of that state while no call runs on either. A refusal leaves the old
+    /// generation serving.
+    fn swap_in(
+        &self,
+        source: &Path,
+        mut loaded: Loaded,
+        started: std::time::Instant,
+    ) -> Result<Change, LoadError> {
+        let name = loaded.manifest().name.clone();
+        let hook = |hook: &'static str| {
+            let unit = name.clone();
+            move |refusal: Refusal| LoadError::Hook {
+                unit,
+                hook,
+                what: refusal.what,
+                message: refusal.message,
+            }
+        };
+        let old = self.slots.get(&name).and_then(|slot| slot.current());
+        let Some(old) = old else {
+            loaded.on_load().map_err(hook("on_load"))?;
+            return Ok(self.publish(source, loaded, None, started));
+        };
+        let from = old.manifest().version.clone();
+        if !old.manifest().carries_state {
+            loaded.on_load().map_err(hook("on_load"))?;
+            loaded.on_upgrade(&from).map_err(hook("on_upgrade"))?;
+            return Ok(self.publish(source, loaded, Some(&old), started));
+        }
+        // Calls on the old generation hold `life` shared: taking it exclusively waits for the
+        // running ones, and holds back new ones until they can go to the new generation.
+        let Some(mut life) = old.life.try_write_for(STATE_DRAIN_TIMEOUT) else {
+            tracing::warn!(unit = %name, timeout_s = STATE_DRAIN_TIMEOUT.as_secs(),
+                "a call on the old version still runs: swapping without carrying its state");
+            loaded.on_load().map_err(hook("on_load"))?;
+            loaded.on_upgrade(&from).map_err(hook("on_upgrade"))?;
+            return Ok(self.publish(source, loaded, Some(&old), started));
+        };
+        let state = old.loaded.snapshot().map_err(hook("snapshot"))?;
+        if loaded.manifest().carries_state {
+            loaded.restore(&state).map_err(hook("restore"))?;
+        } else {
+            tracing::warn!(unit = %name, bytes = state.len(),
+                "the new version does not carry state: the old version's state is dropped");
+        }
+        loaded.on_load().map_err(hook("on_load"))?;
+        loaded.on_upgrade(&from).map_err(hook("on_upgrade"))?;
+        let change = self.publish(source, loaded, Some(&old), started);
+        if let Some(new) = self.slots.get(&name).and_then(|slot| slot.current()) {
+            *life = Life::Retired(new);
+        }
+        tracing::info!(unit = %name, bytes = state.len(), "state carried to the new version");
+        Ok(change)
+    }
+
+    /// Stores `loaded` as the unit's new generation and records the change.
+    fn publish(
+        &self,
+        source: &Path,
+        loaded: Loaded,
+        old: Option<&Generation>,
+        started: std::time::Instant,
+    ) -> Change {
         let took_ms = started.elapsed().as_secs_f64() * 1000.0;
         let name = loaded.manifest().name.clone();
         // The file may have held another unit before.
@@ -289,10 +414,11 @@ impl Registry {
             number,
             loaded,
             loaded_at: Utc::now(),
+            life: parking_lot::RwLock::new(Life::Serving),
         });
-        let previous = slot.current.swap(Some(generation));
+        slot.current.store(Some(generation));
         slot.set_error(None);
-        match previous {
+        match old {
             None => {
                 tracing::info!(unit = %name, %version, generation = number, file = %source.display(), took_ms, "unit loaded");
                 metrics::counter!("swarm_unit_loads_total", "unit" => name.clone()).increment(1);
@@ -361,13 +487,43 @@ impl Registry {
             .collect()
     }
 
-    /// Enables or disables a unit without touching its file. Survives swaps.
-    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), UnknownUnit> {
+    /// Enables or disables a unit without touching its file; the state survives swaps. The
+    /// unit's `on_enable` runs before it takes signals again, and a refusal keeps it disabled;
+    /// `on_disable` runs after it stops taking them, and cannot keep it enabled (a refusal is
+    /// logged and shown as the unit's last error). Blocking: runs unit code.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), EnableError> {
+        let _changing = lock(&self.changing);
         let slot = self
-            .slots
-            .get(name)
-            .ok_or_else(|| UnknownUnit(name.to_owned()))?;
+            .unit(name)
+            .ok_or_else(|| EnableError::UnknownUnit(name.to_owned()))?;
+        let was = slot.enabled.load(Ordering::Acquire);
+        let generation = slot.current();
+        if enabled && !was {
+            if let Some(generation) = &generation {
+                generation.loaded.on_enabled(true).map_err(|refusal| {
+                    tracing::warn!(unit = %name, what = refusal.what, error = %refusal.message,
+                        "on_enable refused: the unit stays disabled");
+                    EnableError::Refused {
+                        unit: name.to_owned(),
+                        what: refusal.what,
+                        message: refusal.message,
+                    }
+                })?;
+            }
+        }
         slot.enabled.store(enabled, Ordering::Release);
+        if !enabled && was {
+            if let Some(generation) = &generation {
+                if let Err(refusal) = generation.loaded.on_enabled(false) {
+                    tracing::warn!(unit = %name, what = refusal.what, error = %refusal.message,
+                        "on_disable failed; the unit is disabled anyway");
+                    slot.set_error(Some(format!(
+                        "on_disable {}: {}",
+                        refusal.what, refusal.message
+                    )));
+                }
+            }
+        }
         tracing::info!(unit = %name, enabled, "unit {}", if enabled { "enabled" } else { "disabled" });
         Ok(())
     }

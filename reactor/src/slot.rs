@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
 use swarm_schemas::UnitManifest;
 
 use crate::loader::{CallResult, Loaded};
@@ -16,6 +17,18 @@ pub struct Generation {
     pub(crate) number: u64,
     pub(crate) loaded: Loaded,
     pub(crate) loaded_at: DateTime<Utc>,
+    /// For a unit that carries state: calls hold it shared; a swap holds it exclusively while
+    /// it takes the snapshot, then marks the generation retired, and calls that were waiting
+    /// run on the successor. Units without state never touch it.
+    pub(crate) life: RwLock<Life>,
+}
+
+/// Whether a generation still takes calls.
+pub(crate) enum Life {
+    /// It serves.
+    Serving,
+    /// Its state went to this successor, which takes its calls.
+    Retired(Arc<Generation>),
 }
 
 impl Generation {
@@ -34,8 +47,21 @@ impl Generation {
         self.loaded_at
     }
 
-    pub(crate) fn call(&self, signal: &[u8]) -> CallResult {
-        self.loaded.call(signal)
+    /// Hands a JSON signal to the unit, on this generation or, when it was retired while the
+    /// call waited, on its successor. Returns the generation that ran it. Blocking.
+    pub(crate) fn call(self: &Arc<Self>, signal: &[u8]) -> (Arc<Generation>, CallResult) {
+        if !self.manifest().carries_state {
+            return (Arc::clone(self), self.loaded.call(signal));
+        }
+        let life = self.life.read();
+        match &*life {
+            Life::Serving => (Arc::clone(self), self.loaded.call(signal)),
+            Life::Retired(next) => {
+                let next = Arc::clone(next);
+                drop(life);
+                next.call(signal)
+            }
+        }
     }
 }
 

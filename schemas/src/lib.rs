@@ -19,5 +19,8 @@ pub use kind::{KindError, KindPattern, validate_kind};
 pub use manifest::{
     Dependency, DispatchPolicy, ManifestError, PatternDispatch, UnitManifest, validate_unit_name,
 };
-pub use signal::{Emit, PostSignal, Signal, SignalId, UnitReply};
+pub use signal::{Emit, Encoding, PostSignal, Signal, SignalId, UnitReply};
 pub use unit::{UnitState, UnitStatus};
+
+/// The semver crate, whose `Version` unit manifests carry.
+pub use semver;

@@ -87,6 +87,10 @@ pub struct UnitManifest {
     /// Policies for some kinds, overriding `dispatch` (the first pattern that matches wins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dispatch_for: Vec<PatternDispatch>,
+    /// Whether the unit carries state across a swap: the host drains the old version, takes
+    /// its snapshot and restores it into the new one before the new one takes a signal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carries_state: bool,
 }
 
 /// Why a manifest was refused.

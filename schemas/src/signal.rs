@@ -39,6 +39,26 @@ pub struct Signal {
     pub attempt: u32,
     /// When the signal was created.
     pub created_at: DateTime<Utc>,
+    /// How the signal travels on the mesh. Not part of the signal's JSON: the mesh records it
+    /// in how it stores the entry, and sets it when it reads one back. Signals emitted while
+    /// handling a signal travel as it did. Units never see it: they always get JSON.
+    #[serde(skip)]
+    pub encoding: Encoding,
+}
+
+/// How a signal is encoded on the mesh: JSON (the default) or MessagePack (smaller and quicker
+/// to decode for large payloads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Encoding {
+    /// JSON text.
+    #[default]
+    #[serde(rename = "json")]
+    Json,
+    /// MessagePack, with fields by name.
+    #[serde(rename = "msgpack")]
+    MessagePack,
 }
 
 impl Signal {
@@ -54,7 +74,14 @@ impl Signal {
             trace_id: Uuid::now_v7(),
             attempt: 0,
             created_at: Utc::now(),
+            encoding: Encoding::Json,
         }
+    }
+
+    /// The same signal, travelling with `encoding`.
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// A signal emitted by `execution` while it handled `self`: lineage carried over.
@@ -68,6 +95,7 @@ impl Signal {
             trace_id: self.trace_id,
             attempt: 0,
             created_at: Utc::now(),
+            encoding: self.encoding,
         }
     }
 }
@@ -92,6 +120,9 @@ pub struct PostSignal {
     /// The trace this signal belongs to (default: a new one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<Uuid>,
+    /// How the signal travels on the mesh (default: `json`); what it emits travels the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
 }
 
 impl PostSignal {
@@ -104,6 +135,9 @@ impl PostSignal {
         }
         if let Some(trace) = self.trace_id {
             signal.trace_id = trace;
+        }
+        if let Some(encoding) = self.encoding {
+            signal.encoding = encoding;
         }
         signal
     }

@@ -239,3 +239,95 @@ fn up_runs_the_swarm_until_sigterm_and_exits_cleanly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn saving_the_unit_config_file_reconfigures_the_units_it_changes() {
+    let dir = tempfile::tempdir().expect("units dir");
+    swarm_tests::deploy(dir.path(), "fixture-tally-v1", "tally.so");
+    let work = tempfile::tempdir().expect("work dir");
+    let journal = work.path().join("journal");
+    let config = work.path().join("units.json");
+    let write_config = |text: String| {
+        // Saved as editors do: a new file renamed over the old one.
+        let tmp = work.path().join("units.json.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &config).expect("rename");
+    };
+    let section = |extra: &str| format!("{{\"tally\": {{\"journal\": {journal:?}{extra}}}}}");
+    write_config(section(""));
+    let stderr_path = work.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let child = Command::new(swarm_binary())
+        .args(["up", "--no-http", "--unit-config"])
+        .arg(&config)
+        .env("SWARM_UNITS_DIR", dir.path())
+        .env_remove("RUST_LOG")
+        .stderr(stderr)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("swarm up starts");
+    let mut child = swarm_tests::KillOnDrop(child);
+    let lines = || {
+        std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let stderr_text = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}; journal {:?}; stderr:\n{}",
+                lines(),
+                stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("tally loads", &|| lines() == ["1.0.0 on_load"]);
+
+    // A changed section: the unit is loaded again with it (a swap: state and hooks).
+    write_config(section(", \"refuse\": [\"9.9.9:on_load\"]"));
+    wait("the new section swaps tally", &|| {
+        lines().contains(&"1.0.0 on_upgrade 1.0.0".to_owned())
+            && stderr_text().contains("reconfigured tally (generation 2)")
+    });
+    assert_eq!(
+        lines(),
+        [
+            "1.0.0 on_load",
+            "1.0.0 snapshot 0",
+            "1.0.0 restore 0",
+            "1.0.0 on_load",
+            "1.0.0 on_upgrade 1.0.0",
+            "1.0.0 on_unload",
+        ]
+    );
+
+    // A section its schema refuses: refused, naming the field; tally serves on as it was.
+    write_config(section(", \"surprise\": 1"));
+    wait("the bad section is refused", &|| {
+        stderr_text().contains("its configuration breaks its config schema")
+    });
+    assert!(stderr_text().contains("surprise"), "{}", stderr_text());
+    // A file that is not JSON changes nothing.
+    std::fs::write(&config, "{oops").expect("write");
+    wait("the broken file is reported", &|| {
+        stderr_text().contains("unit config not applied")
+    });
+    assert_eq!(lines().len(), 6, "nothing reloaded: {:?}", lines());
+
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = child.0.wait().expect("exits");
+    assert!(status.success(), "{}", stderr_text());
+}

@@ -332,6 +332,36 @@ async fn a_post_can_wait_for_its_reply() {
     assert_eq!(replied.correlation_id, conversation);
     assert_eq!(replied.reply.correlation_id, conversation);
 
+    // Asked to travel in MessagePack: the signal and its reply do; the units answer as ever.
+    let mut packed = order(9);
+    packed["encoding"] = json!("msgpack");
+    let replied: Replied = served
+        .post("/v1/signals?wait=10", EMIT)
+        .json(&packed)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("replied");
+    assert_eq!(replied.reply.kind, "order.validated");
+    let on_mesh = served.swarm.signals(&served.swarm.config.stream).await;
+    let encoding_of = |id: uuid::Uuid| {
+        on_mesh
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.encoding)
+            .expect("on the mesh")
+    };
+    assert_eq!(
+        encoding_of(replied.id),
+        swarm_schemas::Encoding::MessagePack
+    );
+    assert_eq!(
+        encoding_of(replied.reply.id),
+        swarm_schemas::Encoding::MessagePack
+    );
+
     // Nobody takes this kind: the post times out with the signal's id, and is on the mesh.
     let body = expect_error(
         served
@@ -413,6 +443,20 @@ async fn bad_posts_get_clear_json_errors_and_the_server_keeps_serving() {
         "schema_violation",
     )
     .await;
+    let body = expect_error(
+        post().json(&json!({"kind": "blob.put", "payload": {}, "encoding": "xml"})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "schema_violation",
+    )
+    .await;
+    assert!(
+        body.error
+            .details
+            .iter()
+            .any(|d| d.starts_with("/encoding")),
+        "{:?}",
+        body.error.details
+    );
     expect_error(
         post().json(&json!({"kind": "Order Placed!", "payload": {}})),
         StatusCode::UNPROCESSABLE_ENTITY,

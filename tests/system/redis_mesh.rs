@@ -371,3 +371,122 @@ async fn sigterm_lets_started_signals_settle_and_loses_nothing() {
         assert_eq!(ran.get(id).map(Vec::len), Some(1), "tick {id} ran once");
     }
 }
+
+/// SIGTERM while a call runs longer than the shutdown deadline: the process exits 0 when the
+/// deadline passes, without waiting for the call; the signal stays pending, and the process
+/// that comes back under the same consumer name handles it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_deadline_leaves_the_running_signal_pending_for_the_next_process() {
+    let mut s = setup(redis_url(), 30.0).await;
+    s.spec.extra_args = vec!["--shutdown-timeout".into(), "0.5".into()];
+    let a = s.spec.start("a");
+    wait_for_group(&s.mesh).await;
+    let slow = Signal::new("tick", json!({ "sleep_ms": 6_000 }));
+    s.mesh.publish(STREAM, &slow).await.expect("publish");
+    let started = Instant::now();
+    loop {
+        let info = s.mesh.group_info(STREAM, GROUP).await.expect("group info");
+        if info.pending == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the call starts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = a.log.clone();
+    let stopping = Instant::now();
+    assert!(a.stop(), "exits 0 on SIGTERM");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "it did not wait for the 6 s call: {:?}",
+        stopping.elapsed()
+    );
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        stderr.contains("stay pending and will be delivered again"),
+        "{stderr}"
+    );
+    assert!(
+        executions(&s.spec.counter_log()).is_empty(),
+        "the call did not finish"
+    );
+    let info = s.mesh.group_info(STREAM, GROUP).await.expect("group info");
+    assert_eq!(info.pending, 1, "the signal is left pending, not lost");
+
+    let again = s.spec.start("a");
+    assert!(
+        settled(&s.mesh, Duration::from_secs(30)).await,
+        "the restarted process handles it"
+    );
+    assert!(again.stop());
+    let ran = executions(&s.spec.counter_log());
+    assert_eq!(ran.get(&slow.id).map(Vec::len), Some(1), "handled once");
+    assert_eq!(tocks(&s.mesh).await.get(&slow.id).map(Vec::len), Some(1));
+}
+
+/// A signal published in MessagePack is stored as MessagePack (field `m`), handled by a unit
+/// that only ever sees JSON, and what the unit emits travels in MessagePack too; a JSON signal
+/// beside it stays JSON (field `s`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messagepack_signals_pass_through_units_that_see_json() {
+    let s = setup(redis_url(), 30.0).await;
+    let a = s.spec.start("a");
+    wait_for_group(&s.mesh).await;
+    let packed = Signal::new("tick", json!({ "note": "packed" }))
+        .with_encoding(swarm_schemas::Encoding::MessagePack);
+    let plain = Signal::new("tick", json!({ "note": "plain" }));
+    s.mesh.publish(STREAM, &packed).await.expect("publish");
+    s.mesh.publish(STREAM, &plain).await.expect("publish");
+    assert!(settled(&s.mesh, Duration::from_secs(30)).await);
+    assert!(a.stop());
+
+    // What Redis holds: one field per entry, named for its encoding.
+    let client = redis::Client::open(redis_url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    // (entry id, [(field, bytes)]) per entry.
+    type RawEntry = (String, Vec<(String, Vec<u8>)>);
+    let raw: Vec<RawEntry> = redis::cmd("XRANGE")
+        .arg(s.mesh.key(STREAM))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    let mut fields_by_kind: Vec<(String, String)> = Vec::new();
+    for (_, fields) in &raw {
+        let (field, bytes) = &fields[0];
+        let signal: Signal = if field == "m" {
+            rmp_serde::from_slice(bytes).expect("MessagePack")
+        } else {
+            serde_json::from_slice(bytes).expect("JSON")
+        };
+        let note = if signal.id == packed.id
+            || signal.payload["of"].as_str() == Some(&packed.id.to_string())
+        {
+            "packed"
+        } else {
+            "plain"
+        };
+        fields_by_kind.push((format!("{} {note}", signal.kind), field.clone()));
+    }
+    fields_by_kind.sort();
+    assert_eq!(
+        fields_by_kind,
+        [
+            ("tick packed".to_owned(), "m".to_owned()),
+            ("tick plain".to_owned(), "s".to_owned()),
+            ("tock packed".to_owned(), "m".to_owned()),
+            ("tock plain".to_owned(), "s".to_owned()),
+        ]
+    );
+    // The unit saw the payload the sender packed.
+    let ran = executions(&s.spec.counter_log());
+    assert_eq!(ran.get(&packed.id).map(Vec::len), Some(1));
+    let tocks = tocks(&s.mesh).await;
+    assert_eq!(tocks.get(&packed.id).map(Vec::len), Some(1));
+}

@@ -3,7 +3,8 @@
 //! Layout: a mesh stream `S` is the Redis stream `{P}:S`, where `P` is the configured key
 //! prefix; every key of a mesh shares the hash tag `{P}`, so the MULTI/EXEC of a settle (emits
 //! to `{P}:S` and `{P}:S:dead`, and the XACK) stays in one Redis Cluster slot. Each entry has
-//! one field, `s`, holding the signal's JSON. A consumer group per reactor role; one consumer
+//! one field: `s` holding the signal's JSON, or `m` holding it in MessagePack (fields by name),
+//! as the signal's `encoding` says; reading sets `encoding` from the field. A consumer group per reactor role; one consumer
 //! name per process, stable across restarts.
 //!
 //! Connections: one auto-reconnecting connection for ordinary commands, and for blocking reads
@@ -19,12 +20,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
-use swarm_schemas::Signal;
+use swarm_schemas::{Encoding, Signal};
 
 use crate::{
     ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt,
 };
-use reply::{SIGNAL_FIELD, array, entry_id, field, int, read_reply, text, unexpected};
+use reply::{array, entry_id, field, field_for, int, read_reply, text, unexpected};
 
 /// Typed configuration of a [`RedisMesh`].
 #[derive(Debug, Clone)]
@@ -89,8 +90,14 @@ fn unavailable(e: RedisError) -> MeshError {
     MeshError::Unavailable(e.to_string())
 }
 
-fn encode(signal: &Signal) -> Result<Vec<u8>, MeshError> {
-    serde_json::to_vec(signal).map_err(|e| MeshError::Encode(e.to_string()))
+/// The entry field and bytes of `signal`, in its encoding: JSON in `s`, MessagePack in `m`.
+fn encode(signal: &Signal) -> Result<(&'static str, Vec<u8>), MeshError> {
+    let encoded = match signal.encoding {
+        Encoding::Json => serde_json::to_vec(signal).map_err(|e| e.to_string()),
+        Encoding::MessagePack => rmp_serde::to_vec_named(signal).map_err(|e| e.to_string()),
+    };
+    let bytes = encoded.map_err(MeshError::Encode)?;
+    Ok((field_for(signal.encoding), bytes))
 }
 
 /// An entry id Redis returned; anything else means the reply was not what XADD answers.
@@ -281,7 +288,6 @@ impl Mesh for RedisMesh {
         let id: String = redis::cmd("XADD")
             .arg(self.key(stream))
             .arg("*")
-            .arg(SIGNAL_FIELD)
             .arg(encode(signal)?)
             .query_async(&mut self.conn())
             .await
@@ -398,7 +404,6 @@ impl Mesh for RedisMesh {
                 pipe.cmd("XADD")
                     .arg(self.key(target))
                     .arg("*")
-                    .arg(SIGNAL_FIELD)
                     .arg(encode(signal)?);
             }
         }

@@ -2,11 +2,22 @@
 //! the shape of a reply: anything unexpected becomes an error or an undecodable entry.
 
 use redis::Value;
+use swarm_schemas::{Encoding, Signal};
 
 use crate::{Body, EntryId, MeshError, Undecodable};
 
-/// The one field a signal entry has: its JSON.
-pub(crate) const SIGNAL_FIELD: &str = "s";
+/// The field of a signal entry that holds its JSON.
+pub(crate) const JSON_FIELD: &str = "s";
+/// The field of a signal entry that holds it in MessagePack.
+pub(crate) const MSGPACK_FIELD: &str = "m";
+
+/// The field a signal of `encoding` is stored in.
+pub(crate) fn field_for(encoding: Encoding) -> &'static str {
+    match encoding {
+        Encoding::Json => JSON_FIELD,
+        Encoding::MessagePack => MSGPACK_FIELD,
+    }
+}
 
 pub(crate) fn unexpected(what: &str, value: &Value) -> MeshError {
     MeshError::Unavailable(format!("unexpected reply to {what}: {value:?}"))
@@ -64,21 +75,27 @@ pub(crate) fn body(fields: &Value) -> Body {
             error: "entry data was trimmed".into(),
         });
     }
-    match field(fields, SIGNAL_FIELD) {
-        Some(Value::BulkString(bytes)) => serde_json::from_slice(bytes).map_err(|e| Undecodable {
-            raw: String::from_utf8_lossy(bytes).into_owned(),
-            error: format!("not a signal: {e}"),
-        }),
-        _ => {
-            let raw = array(fields)
-                .map(|items| items.iter().filter_map(text).collect::<Vec<_>>().join(" "))
-                .unwrap_or_default();
-            Err(Undecodable {
-                raw,
-                error: format!("entry has no `{SIGNAL_FIELD}` field"),
-            })
-        }
+    let not_a_signal = |bytes: &[u8], e: String| Undecodable {
+        raw: String::from_utf8_lossy(bytes).into_owned(),
+        error: format!("not a signal: {e}"),
+    };
+    if let Some(Value::BulkString(bytes)) = field(fields, JSON_FIELD) {
+        return serde_json::from_slice(bytes).map_err(|e| not_a_signal(bytes, e.to_string()));
     }
+    if let Some(Value::BulkString(bytes)) = field(fields, MSGPACK_FIELD) {
+        return rmp_serde::from_slice::<Signal>(bytes)
+            .map(|signal| signal.with_encoding(Encoding::MessagePack))
+            .map_err(|e| not_a_signal(bytes, format!("MessagePack: {e}")));
+    }
+    let raw = array(fields)
+        .map(|items| items.iter().filter_map(text).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    Err(Undecodable {
+        raw,
+        error: format!(
+            "entry has no `{JSON_FIELD}` (JSON) or `{MSGPACK_FIELD}` (MessagePack) field"
+        ),
+    })
 }
 
 /// `[[id, fields]…]` into entries.
@@ -146,10 +163,41 @@ mod tests {
             .iter()
             .map(|(_, b)| b.clone().expect_err("undecodable").error)
             .collect();
-        assert_eq!(errors[0], "entry has no `s` field");
+        assert_eq!(
+            errors[0],
+            "entry has no `s` (JSON) or `m` (MessagePack) field"
+        );
         assert!(errors[1].starts_with("not a signal"));
         assert_eq!(errors[2], "entry data was trimmed");
         assert_eq!(got[1].1.clone().expect_err("undecodable").raw, "{oops");
+    }
+
+    #[test]
+    fn messagepack_entries_decode_with_their_encoding_and_garbage_is_undecodable() {
+        let signal = Signal::new(
+            "order.placed",
+            serde_json::json!({"id": 7, "items": [1.5, "x"]}),
+        )
+        .with_encoding(Encoding::MessagePack);
+        let bytes = rmp_serde::to_vec_named(&signal).expect("encodes");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).is_err(),
+            "MessagePack, not JSON"
+        );
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("m"), Value::BulkString(bytes)]),
+            ]),
+            Value::Array(vec![
+                bulk("1-1"),
+                Value::Array(vec![bulk("m"), Value::BulkString(vec![0xc1, 0xff, 0x00])]),
+            ]),
+        ]);
+        let got = entries(&reply).expect("parsed");
+        assert_eq!(got[0].1, Ok(signal));
+        let error = got[1].1.clone().expect_err("undecodable").error;
+        assert!(error.starts_with("not a signal: MessagePack"), "{error}");
     }
 
     #[test]

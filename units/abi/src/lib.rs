@@ -9,6 +9,9 @@
 //! [`VTableHeader`], never change between ABI versions: the host reads them, checks
 //! `abi_version == ABI_VERSION` and `vtable_size >= size_of::<UnitVTable>()`, and only then reads
 //! the rest. New entry points are appended; `vtable_size` tells the host which ones exist.
+//! The five entry points of ABI 1.0 are required ([`VTABLE_SIZE_1_0`] is the smallest table a
+//! host accepts); those appended since are `Option`s, and the host treats an entry beyond the
+//! unit's `vtable_size`, or a `None`, as absent.
 //!
 //! Data crosses as JSON in byte buffers. Input buffers belong to the host and are only borrowed
 //! for the call. Output buffers ([`Buf`]) are allocated by the unit and every one of them is
@@ -99,6 +102,49 @@ pub type DestroyFn = unsafe extern "C" fn(instance: *mut c_void);
 /// Frees a buffer the unit wrote into an out-parameter.
 pub type FreeBufFn = unsafe extern "C" fn(buf: Buf);
 
+/// A lifecycle event the host tells an instance about (see [`LifecycleFn`]).
+pub type Event = u32;
+/// The instance was made and is about to serve: after `create` (and `restore`), before the
+/// first signal. Sent to every new instance, on a first load and on every swap.
+pub const EVENT_LOAD: Event = 1;
+/// The instance is about to replace an older version of the unit; the argument is the old
+/// version's semver text. Sent after [`EVENT_LOAD`] (and after `restore`), before it serves.
+pub const EVENT_UPGRADE: Event = 2;
+/// The unit was enabled: it takes signals again.
+pub const EVENT_ENABLE: Event = 3;
+/// The unit was disabled: it gets no more signals until enabled.
+pub const EVENT_DISABLE: Event = 4;
+/// The instance will be destroyed: its last call has returned. Sent only to instances whose
+/// [`EVENT_LOAD`] succeeded. Its status is only logged.
+pub const EVENT_UNLOAD: Event = 5;
+
+/// Tells the instance about a lifecycle event, with an argument (UTF-8; empty for most events).
+/// `STATUS_OK` accepts it; any other status, with the error text in `out`, refuses it: a
+/// refused load or upgrade leaves the old version serving, a refused enable leaves the unit
+/// disabled. A unit returns `STATUS_OK` for events it does not know.
+pub type LifecycleFn = unsafe extern "C" fn(
+    instance: *const c_void,
+    event: Event,
+    arg: *const u8,
+    arg_len: usize,
+    out: *mut Buf,
+) -> Status;
+
+/// Writes the instance's state to `out`, to be handed to the next version's `restore` across a
+/// swap. The host calls it only for units whose manifest says `carries_state`, after the last
+/// call on this instance has returned and before the next version takes any signal.
+pub type SnapshotFn = unsafe extern "C" fn(instance: *const c_void, out: *mut Buf) -> Status;
+
+/// Gives a new instance the state the previous version's `snapshot` wrote. Called once, after
+/// `create` and before any other call; the instance is not shared yet, hence `*mut`. A status
+/// other than `STATUS_OK` refuses the swap (the old version keeps serving).
+pub type RestoreFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    state: *const u8,
+    state_len: usize,
+    out: *mut Buf,
+) -> Status;
+
 /// The table of entry points a unit exports.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +161,13 @@ pub struct UnitVTable {
     pub destroy: DestroyFn,
     /// See [`FreeBufFn`].
     pub free_buf: FreeBufFn,
+    // Appended in ABI 1.1: optional.
+    /// See [`LifecycleFn`].
+    pub lifecycle: Option<LifecycleFn>,
+    /// See [`SnapshotFn`].
+    pub snapshot: Option<SnapshotFn>,
+    /// See [`RestoreFn`].
+    pub restore: Option<RestoreFn>,
 }
 
 /// Type of the entry symbol: returns the unit's static vtable.
@@ -122,3 +175,7 @@ pub type EntryFn = unsafe extern "C" fn() -> *const VTableHeader;
 
 /// `size_of::<UnitVTable>()` as a `u32`, for the header.
 pub const VTABLE_SIZE: u32 = core::mem::size_of::<UnitVTable>() as u32;
+
+/// Size of the ABI 1.0 table (the required entry points): the smallest `vtable_size` a host
+/// accepts.
+pub const VTABLE_SIZE_1_0: u32 = core::mem::offset_of!(UnitVTable, lifecycle) as u32;

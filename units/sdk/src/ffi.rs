@@ -15,8 +15,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
 use swarm_abi::{
-    ABI_VERSION, Buf, STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC, Status, UnitVTable,
-    VTABLE_SIZE, VTableHeader,
+    ABI_VERSION, Buf, EVENT_DISABLE, EVENT_ENABLE, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE, Event,
+    STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC, Status, UnitVTable, VTABLE_SIZE,
+    VTableHeader,
 };
 use swarm_schemas::{Signal, UnitReply};
 
@@ -34,6 +35,9 @@ pub const fn vtable<T: Unit>() -> UnitVTable {
         handle: handle::<T>,
         destroy: destroy::<T>,
         free_buf,
+        lifecycle: Some(lifecycle::<T>),
+        snapshot: Some(snapshot::<T>),
+        restore: Some(restore::<T>),
     }
 }
 
@@ -197,6 +201,73 @@ unsafe extern "C" fn handle<T: Unit>(
     }
 }
 
+fn unit_result(result: Result<(), crate::UnitError>) -> (Status, Vec<u8>) {
+    match result {
+        Ok(()) => (STATUS_OK, Vec::new()),
+        Err(e) => (STATUS_ERROR, e.message().as_bytes().to_vec()),
+    }
+}
+
+unsafe extern "C" fn lifecycle<T: Unit>(
+    instance: *const c_void,
+    event: Event,
+    arg: *const u8,
+    arg_len: usize,
+    out: *mut Buf,
+) -> Status {
+    // SAFETY: `instance` came from `create::<T>` and is alive; the argument buffer is valid.
+    unsafe {
+        let unit = &*instance.cast::<T>();
+        let arg = borrowed(arg, arg_len);
+        guarded(out, || match event {
+            EVENT_LOAD => unit_result(unit.on_load()),
+            EVENT_UPGRADE => {
+                let from = std::str::from_utf8(arg)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| crate::Version::parse(text).map_err(|e| e.to_string()));
+                match from {
+                    Ok(from) => unit_result(unit.on_upgrade(&from)),
+                    Err(e) => (
+                        STATUS_BAD_INPUT,
+                        format!("the old version is not semver: {e}").into_bytes(),
+                    ),
+                }
+            }
+            EVENT_ENABLE => unit_result(unit.on_enable()),
+            EVENT_DISABLE => unit_result(unit.on_disable()),
+            EVENT_UNLOAD => unit_result(unit.on_unload()),
+            // An event of a later ABI: nothing to do.
+            _ => (STATUS_OK, Vec::new()),
+        })
+    }
+}
+
+unsafe extern "C" fn snapshot<T: Unit>(instance: *const c_void, out: *mut Buf) -> Status {
+    // SAFETY: `instance` came from `create::<T>` and is alive; `out` is valid for writes.
+    unsafe {
+        let unit = &*instance.cast::<T>();
+        guarded(out, || match unit.snapshot() {
+            Ok(state) => (STATUS_OK, state),
+            Err(e) => (STATUS_ERROR, e.message().as_bytes().to_vec()),
+        })
+    }
+}
+
+unsafe extern "C" fn restore<T: Unit>(
+    instance: *mut c_void,
+    state: *const u8,
+    state_len: usize,
+    out: *mut Buf,
+) -> Status {
+    // SAFETY: `instance` came from `create::<T>` and nothing else uses it during the call (the
+    // host restores before sharing it); the state buffer is valid for `state_len` bytes.
+    unsafe {
+        let unit = &mut *instance.cast::<T>();
+        let state = borrowed(state, state_len);
+        guarded(out, || unit_result(unit.restore(state)))
+    }
+}
+
 unsafe extern "C" fn destroy<T: Unit>(instance: *mut c_void) {
     if instance.is_null() {
         return;
@@ -273,4 +344,48 @@ pub(crate) fn call_handle(vtable: &UnitVTable, instance: *mut c_void, signal: &[
 pub(crate) fn call_destroy(vtable: &UnitVTable, instance: *mut c_void) {
     // SAFETY: `instance` came from this vtable's `create` and is destroyed once.
     unsafe { (vtable.destroy)(instance) };
+}
+
+pub(crate) fn call_lifecycle(
+    vtable: &UnitVTable,
+    instance: *mut c_void,
+    event: Event,
+    arg: &[u8],
+) -> CallResult {
+    let mut out = Buf::EMPTY;
+    let status = match vtable.lifecycle {
+        // SAFETY: `instance` is alive (the harness owns it) and the buffers are valid.
+        Some(lifecycle) => unsafe { lifecycle(instance, event, arg.as_ptr(), arg.len(), &mut out) },
+        None => STATUS_OK,
+    };
+    CallResult {
+        status,
+        bytes: take(vtable, out),
+    }
+}
+
+pub(crate) fn call_snapshot(vtable: &UnitVTable, instance: *mut c_void) -> CallResult {
+    let mut out = Buf::EMPTY;
+    let status = match vtable.snapshot {
+        // SAFETY: `instance` is alive and no other call runs on it.
+        Some(snapshot) => unsafe { snapshot(instance, &mut out) },
+        None => STATUS_OK,
+    };
+    CallResult {
+        status,
+        bytes: take(vtable, out),
+    }
+}
+
+pub(crate) fn call_restore(vtable: &UnitVTable, instance: *mut c_void, state: &[u8]) -> CallResult {
+    let mut out = Buf::EMPTY;
+    let status = match vtable.restore {
+        // SAFETY: `instance` is alive and not yet shared; the state buffer is valid.
+        Some(restore) => unsafe { restore(instance, state.as_ptr(), state.len(), &mut out) },
+        None => STATUS_OK,
+    };
+    CallResult {
+        status,
+        bytes: take(vtable, out),
+    }
 }

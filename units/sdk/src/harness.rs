@@ -1,10 +1,15 @@
 //! An in-process harness for unit authors' tests: it calls a unit through the same ABI entry
-//! points, buffers and checks the host uses, without loading a library.
+//! points, buffers and checks the host uses, without loading a library, and drives its
+//! lifecycle (load, enable and disable, a swap to another version with its state, unload) in
+//! the host's order.
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
 
-use swarm_abi::{STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC, UnitVTable};
+use swarm_abi::{
+    EVENT_DISABLE, EVENT_ENABLE, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE, STATUS_BAD_INPUT,
+    STATUS_ERROR, STATUS_OK, STATUS_PANIC, UnitVTable,
+};
 use swarm_schemas::{Emit, Signal, UnitManifest, UnitReply};
 
 use crate::Unit;
@@ -54,22 +59,69 @@ pub struct Harness<T: Unit> {
     vtable: UnitVTable,
     instance: *mut c_void,
     manifest: UnitManifest,
+    /// Whether `on_load` succeeded: only then does dropping run `on_unload`.
+    loaded: bool,
     _unit: PhantomData<T>,
 }
 
+impl<T: Unit> std::fmt::Debug for Harness<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("unit", &self.manifest.name)
+            .field("version", &self.manifest.version.to_string())
+            .field("loaded", &self.loaded)
+            .finish()
+    }
+}
+
+/// A swap the new version refused ([`Harness::upgrade`]): why, and the old version, which
+/// keeps serving.
+pub struct UpgradeRefused<T: Unit> {
+    /// Why the swap was refused.
+    pub error: HarnessError,
+    /// The old version, unchanged.
+    pub old: Harness<T>,
+}
+
+impl<T: Unit> std::fmt::Debug for UpgradeRefused<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upgrade refused: {}", self.error)
+    }
+}
+
+/// The vtable of `T` and its manifest, checked as the host checks it.
+fn checked<T: Unit>() -> Result<(UnitVTable, UnitManifest), HarnessError> {
+    let vtable = ffi::vtable::<T>();
+    let result = ffi::call_manifest(&vtable);
+    if result.status != STATUS_OK {
+        return Err(failure(result));
+    }
+    let manifest: UnitManifest = serde_json::from_slice(&result.bytes)
+        .map_err(|e| HarnessError::BadManifest(e.to_string()))?;
+    manifest
+        .validate()
+        .map_err(|e| HarnessError::BadManifest(e.to_string()))?;
+    Ok((vtable, manifest))
+}
+
 impl<T: Unit> Harness<T> {
-    /// Reads and checks the manifest, then creates an instance with `config`.
+    /// Reads and checks the manifest, creates an instance with `config`, and runs its
+    /// [`on_load`](Unit::on_load), as a first load in the host does.
     pub fn new(config: serde_json::Value) -> Result<Self, HarnessError> {
-        let vtable = ffi::vtable::<T>();
-        let result = ffi::call_manifest(&vtable);
-        if result.status != STATUS_OK {
-            return Err(failure(result));
-        }
-        let manifest: UnitManifest = serde_json::from_slice(&result.bytes)
-            .map_err(|e| HarnessError::BadManifest(e.to_string()))?;
-        manifest
-            .validate()
-            .map_err(|e| HarnessError::BadManifest(e.to_string()))?;
+        let mut harness = Self::created(config)?;
+        harness.load()?;
+        Ok(harness)
+    }
+
+    fn load(&mut self) -> Result<(), HarnessError> {
+        self.event(EVENT_LOAD, b"")?;
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// An instance that has not had `on_load` yet.
+    fn created(config: serde_json::Value) -> Result<Self, HarnessError> {
+        let (vtable, manifest) = checked::<T>()?;
         let config =
             serde_json::to_vec(&config).map_err(|e| HarnessError::BadInput(e.to_string()))?;
         let instance = ffi::call_create(&vtable, &config).map_err(failure)?;
@@ -77,8 +129,65 @@ impl<T: Unit> Harness<T> {
             vtable,
             instance,
             manifest,
+            loaded: false,
             _unit: PhantomData,
         })
+    }
+
+    fn event(&self, event: u32, arg: &[u8]) -> Result<(), HarnessError> {
+        let result = ffi::call_lifecycle(&self.vtable, self.instance, event, arg);
+        if result.status == STATUS_OK {
+            Ok(())
+        } else {
+            Err(failure(result))
+        }
+    }
+
+    /// Disables the unit: runs [`on_disable`](Unit::on_disable). The host disables the unit
+    /// whatever it returns and logs an error.
+    pub fn disable(&self) -> Result<(), HarnessError> {
+        self.event(EVENT_DISABLE, b"")
+    }
+
+    /// Enables the unit again: runs [`on_enable`](Unit::on_enable); on an error the host keeps
+    /// the unit disabled.
+    pub fn enable(&self) -> Result<(), HarnessError> {
+        self.event(EVENT_ENABLE, b"")
+    }
+
+    /// Swaps this version for a new instance of `U` with `config`, in the host's order: create;
+    /// when this version carries state, its [`snapshot`](Unit::snapshot) and, when `U` carries
+    /// state too, `U`'s [`restore`](Unit::restore); `U`'s [`on_load`](Unit::on_load), then its
+    /// [`on_upgrade`](Unit::on_upgrade) from this version. Any refusal returns this version,
+    /// which keeps serving; on success this version's `on_unload` runs.
+    pub fn upgrade<U: Unit>(
+        self,
+        config: serde_json::Value,
+    ) -> Result<Harness<U>, Box<UpgradeRefused<T>>> {
+        let mut new = match Harness::<U>::created(config) {
+            Ok(new) => new,
+            Err(error) => return Err(Box::new(UpgradeRefused { error, old: self })),
+        };
+        let swapped = (|| {
+            if self.manifest.carries_state {
+                let state = ffi::call_snapshot(&self.vtable, self.instance);
+                if state.status != STATUS_OK {
+                    return Err(failure(state));
+                }
+                if new.manifest.carries_state {
+                    let restored = ffi::call_restore(&new.vtable, new.instance, &state.bytes);
+                    if restored.status != STATUS_OK {
+                        return Err(failure(restored));
+                    }
+                }
+            }
+            new.load()?;
+            new.event(EVENT_UPGRADE, self.manifest.version.to_string().as_bytes())
+        })();
+        match swapped {
+            Ok(()) => Ok(new),
+            Err(error) => Err(Box::new(UpgradeRefused { error, old: self })),
+        }
     }
 
     /// The checked manifest.
@@ -115,6 +224,9 @@ impl<T: Unit> Harness<T> {
 
 impl<T: Unit> Drop for Harness<T> {
     fn drop(&mut self) {
+        if self.loaded {
+            let _ = self.event(EVENT_UNLOAD, b"");
+        }
         ffi::call_destroy(&self.vtable, self.instance);
     }
 }

@@ -46,8 +46,10 @@ mod harness;
 mod manifest;
 
 pub use error::UnitError;
-pub use harness::{Harness, HarnessError};
+pub use harness::{Harness, HarnessError, UpgradeRefused};
 pub use manifest::Manifest;
+/// Versions of units, as [`Unit::on_upgrade`] gets them.
+pub use swarm_schemas::semver::Version;
 pub use swarm_schemas::{DispatchPolicy, Emit, Signal, UnitManifest, UnitReply};
 
 /// The ABI types, for the export macro.
@@ -69,6 +71,54 @@ pub trait Unit: Send + Sync + Sized + 'static {
     /// Handles one signal, returning the signals to emit. An `Err` or a panic is recorded as a
     /// failure and the signal is retried, then dead-lettered.
     fn handle(&self, signal: &Signal) -> Result<Vec<Emit>, UnitError>;
+
+    /// Called once the instance exists, before its first signal, on a first load and on every
+    /// swap. An `Err` or a panic refuses the load: an older version, if any, keeps serving.
+    fn on_load(&self) -> Result<(), UnitError> {
+        Ok(())
+    }
+
+    /// Called when this instance replaces `from`, an older (or the same) version of the unit,
+    /// after [`on_load`](Unit::on_load) and [`restore`](Unit::restore) and before its first
+    /// signal. An `Err` or a panic refuses the swap: the old version keeps serving.
+    fn on_upgrade(&self, from: &Version) -> Result<(), UnitError> {
+        let _ = from;
+        Ok(())
+    }
+
+    /// Called when the unit is enabled again after being disabled. An `Err` or a panic keeps
+    /// it disabled.
+    fn on_enable(&self) -> Result<(), UnitError> {
+        Ok(())
+    }
+
+    /// Called when the unit is disabled. It is disabled whatever this returns; an error is
+    /// logged.
+    fn on_disable(&self) -> Result<(), UnitError> {
+        Ok(())
+    }
+
+    /// Called before the instance is destroyed, after its last call has returned (the unit was
+    /// swapped out, removed, or the reactor is stopping). An error is logged.
+    fn on_unload(&self) -> Result<(), UnitError> {
+        Ok(())
+    }
+
+    /// The state to hand to the next version across a swap, as bytes of the unit's choosing
+    /// (serialise with serde). Called only when the manifest says
+    /// [`carries_state`](Manifest::carries_state), once no call is running on this instance.
+    /// An `Err` or a panic refuses the swap: this version keeps serving.
+    fn snapshot(&self) -> Result<Vec<u8>, UnitError> {
+        Ok(Vec::new())
+    }
+
+    /// Takes the state the previous version's [`snapshot`](Unit::snapshot) returned, before
+    /// the first signal. Called only when both versions carry state. An `Err` or a panic
+    /// refuses the swap: the old version keeps serving.
+    fn restore(&mut self, state: &[u8]) -> Result<(), UnitError> {
+        let _ = state;
+        Ok(())
+    }
 }
 
 /// Exports a [`Unit`] type as this library's unit: defines the ABI entry symbol.

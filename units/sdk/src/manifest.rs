@@ -18,6 +18,7 @@ pub struct Manifest {
     config_schema: Option<Value>,
     dispatch: DispatchPolicy,
     dispatch_for: Vec<(String, DispatchPolicy)>,
+    carries_state: bool,
 }
 
 impl Manifest {
@@ -33,6 +34,7 @@ impl Manifest {
             config_schema: None,
             dispatch: DispatchPolicy::FanOut,
             dispatch_for: Vec::new(),
+            carries_state: false,
         }
     }
 
@@ -74,6 +76,17 @@ impl Manifest {
         self
     }
 
+    /// The unit carries state across a swap: the host calls [`Unit::snapshot`] on the old
+    /// version once its last call has returned, and [`Unit::restore`] on the new one before
+    /// it takes a signal. Without this, neither is called.
+    ///
+    /// [`Unit::snapshot`]: crate::Unit::snapshot
+    /// [`Unit::restore`]: crate::Unit::restore
+    pub fn carries_state(mut self) -> Self {
+        self.carries_state = true;
+        self
+    }
+
     /// The manifest as the JSON the host reads.
     pub fn to_json(&self) -> Value {
         let mut value = json!({
@@ -95,6 +108,9 @@ impl Manifest {
                 .iter()
                 .map(|(pattern, dispatch)| json!({"pattern": pattern, "dispatch": dispatch}))
                 .collect();
+        }
+        if self.carries_state {
+            value["carries_state"] = Value::Bool(true);
         }
         value
     }

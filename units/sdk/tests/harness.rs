@@ -119,7 +119,7 @@ impl Unit for BadName {
 
 #[test]
 fn a_bad_manifest_is_refused_before_the_unit_is_created() {
-    let err = Harness::<BadName>::new(Value::Null).err().expect("refused");
+    let err = Harness::<BadName>::new(Value::Null).expect_err("refused");
     assert!(
         matches!(&err, HarnessError::BadManifest(m) if m.contains("Bad Name")),
         "{err}"

@@ -1,0 +1,3 @@
+//! Test fixture: `tally` version 1.
+
+mod tally;
