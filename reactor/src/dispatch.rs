@@ -126,6 +126,10 @@ impl Dispatcher {
         while tasks.join_next().await.is_some() {}
         housekeeping.abort();
         refresh.abort();
+        // Gone before `run` returns: they hold the registry, and the units unload (on_unload)
+        // when it is dropped.
+        let _ = housekeeping.await;
+        let _ = refresh.await;
     }
 
     /// Keeps the ranker's rankings fresh from memory, off the dispatch path.

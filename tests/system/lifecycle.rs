@@ -214,7 +214,14 @@ async fn a_refused_hook_or_state_hand_over_leaves_the_old_version_serving() {
             !lines.contains(&"1.0.0 on_unload".to_owned()),
             "{config}: {lines:?}"
         );
+        // Stopping the reactor unloads what serves.
         reactor.stop().await;
+        let lines = journal(&path);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("1.0.0 on_unload"),
+            "{config}: {lines:?}"
+        );
     }
 }
 
