@@ -42,6 +42,8 @@ pub(crate) fn watch(
     };
     let name = path.file_name().map(ToOwned::to_owned);
     let runtime = tokio::runtime::Handle::current();
+    let (first_path, first_registry) = (path.clone(), Arc::clone(&registry));
+    let on_save = runtime.clone();
     let mut debouncer = new_debouncer(
         Duration::from_millis(100),
         move |result: DebounceEventResult| {
@@ -58,7 +60,7 @@ pub(crate) fn watch(
             let path = path.clone();
             let registry = Arc::clone(&registry);
             // Reloading runs unit code: blocking work, off the watcher's thread.
-            runtime.spawn_blocking(move || reconfigure(&path, &registry));
+            on_save.spawn_blocking(move || reconfigure(&path, &registry));
         },
     )
     .context("cannot watch the unit config file")?;
@@ -66,6 +68,9 @@ pub(crate) fn watch(
         .watcher()
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
+    // A save between the first read and the start of the watch would go unseen: read once more
+    // now (nothing reloads if nothing changed).
+    runtime.spawn_blocking(move || reconfigure(&first_path, &first_registry));
     Ok(debouncer)
 }
 
