@@ -80,7 +80,8 @@ fn unit_crates(workspace: &Path) -> anyhow::Result<Vec<UnitCrate>> {
 
 /// How a build went: the libraries it made, by package, or the compiler's errors.
 enum Built {
-    Libraries(BTreeMap<String, PathBuf>),
+    /// The library of each package built, and whether cargo found it up to date (`fresh`).
+    Libraries(BTreeMap<String, (PathBuf, bool)>),
     Failed(String),
 }
 
@@ -151,8 +152,10 @@ impl DevLoop {
                     if let Some(library) = library {
                         let package = self.crates.iter().find(|c| c.id == artifact.package_id);
                         if let Some(krate) = package {
-                            libraries
-                                .insert(krate.package.clone(), library.as_std_path().to_owned());
+                            libraries.insert(
+                                krate.package.clone(),
+                                (library.as_std_path().to_owned(), artifact.fresh),
+                            );
                         }
                     }
                 }
@@ -201,7 +204,7 @@ impl DevLoop {
         eprintln!("building {}", packages.join(", "));
         match self.build(&packages).await? {
             Built::Libraries(libraries) => {
-                for (package, library) in &libraries {
+                for (package, (library, _)) in &libraries {
                     self.deploy(package, library)?;
                 }
                 Ok(())
@@ -298,10 +301,16 @@ impl DevLoop {
             }
             Built::Libraries(mut libraries) => libraries.remove(&krate.package),
         };
-        let Some(library) = library else {
+        let Some((library, fresh)) = library else {
             eprintln!("{}: cargo built no library for it", krate.package);
             return;
         };
+        // Nothing rebuilt (an event that changed nothing, such as an editor's temporary file),
+        // or rebuilt to the same bytes (a save that changed nothing): the library serving is
+        // this one, and no new generation will come.
+        if fresh || std::fs::read(&library).ok() == std::fs::read(&file).ok() {
+            return;
+        }
         if let Err(error) = self.deploy(&krate.package, &library) {
             eprintln!("{}: {error:#}", krate.package);
             return;

@@ -110,7 +110,21 @@ async fn an_edit_is_rebuilt_and_swapped_in_and_a_syntax_error_keeps_the_old_vers
     let second = greet(&http, &base).await;
     assert_eq!(second["version"], 2, "{second}");
 
-    // A syntax error: the compiler's error is shown and version 2 keeps serving.
+    // A save that changes nothing swaps nothing and holds nothing back: the next edit is
+    // built and served, and no save is reported as not swapped in.
+    std::fs::write(&source, &edited).expect("save");
+    std::thread::sleep(Duration::from_millis(300));
+    let edited = edited.replace("\"version\": 2}", "\"version\": 3}");
+    std::fs::write(&source, &edited).expect("save");
+    let (_, between) = wait_line(&lines, "generation 3 serving", Duration::from_secs(120));
+    assert!(
+        between.iter().all(|l| !l.contains("not swapped in")),
+        "{between:#?}"
+    );
+    let third = greet(&http, &base).await;
+    assert_eq!(third["version"], 3, "{third}");
+
+    // A syntax error: the compiler's error is shown and version 3 keeps serving.
     std::fs::write(&source, format!("{edited}\nfn broken( {{\n")).expect("save");
     let (failed, before) = wait_line(
         &lines,
@@ -122,6 +136,6 @@ async fn an_edit_is_rebuilt_and_swapped_in_and_a_syntax_error_keeps_the_old_vers
         before.iter().any(|l| l.contains("error")) && before.iter().any(|l| l.contains("lib.rs")),
         "the compiler's error is printed: {before:#?}"
     );
-    let third = greet(&http, &base).await;
-    assert_eq!(third["version"], 2, "{third}");
+    let fourth = greet(&http, &base).await;
+    assert_eq!(fourth["version"], 3, "{fourth}");
 }
