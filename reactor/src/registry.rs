@@ -341,50 +341,49 @@ impl Registry {
             }
         };
         let old = self.slots.get(&name).and_then(|slot| slot.current());
-        let Some(old) = old else {
-            loaded.on_load().map_err(hook("on_load"))?;
-            return Ok(self.publish(source, loaded, None, started));
-        };
-        let from = old.manifest().version.clone();
-        if !old.manifest().carries_state {
-            loaded.on_load().map_err(hook("on_load"))?;
-            loaded.on_upgrade(&from).map_err(hook("on_upgrade"))?;
-            return Ok(self.publish(source, loaded, Some(&old), started));
-        }
-        // Calls on the old generation hold `life` shared: taking it exclusively waits for the
-        // running ones, and holds back new ones until they can go to the new generation.
-        let Some(mut life) = old.life.try_write_for(STATE_DRAIN_TIMEOUT) else {
-            tracing::warn!(unit = %name, timeout_s = STATE_DRAIN_TIMEOUT.as_secs(),
-                "a call on the old version still runs: swapping without carrying its state");
-            loaded.on_load().map_err(hook("on_load"))?;
-            loaded.on_upgrade(&from).map_err(hook("on_upgrade"))?;
-            return Ok(self.publish(source, loaded, Some(&old), started));
-        };
-        let state = old.loaded.snapshot().map_err(hook("snapshot"))?;
-        if loaded.manifest().carries_state {
-            loaded.restore(&state).map_err(hook("restore"))?;
-        } else {
-            tracing::warn!(unit = %name, bytes = state.len(),
-                "the new version does not carry state: the old version's state is dropped");
+        // A unit that carries state: its old generation's calls hold `life` shared, so taking it
+        // exclusively waits for the running ones and holds back new ones until they can go to
+        // the new generation; meanwhile the state moves.
+        let mut drained = None;
+        if let Some(old) = old.as_ref().filter(|g| g.manifest().carries_state) {
+            match old.life.try_write_for(STATE_DRAIN_TIMEOUT) {
+                Some(life) => {
+                    let state = old.loaded.snapshot().map_err(hook("snapshot"))?;
+                    if loaded.manifest().carries_state {
+                        loaded.restore(&state).map_err(hook("restore"))?;
+                    } else {
+                        tracing::warn!(unit = %name, bytes = state.len(),
+                            "the new version does not carry state: the old version's state is dropped");
+                    }
+                    drained = Some((life, state.len()));
+                }
+                None => tracing::warn!(unit = %name, timeout_s = STATE_DRAIN_TIMEOUT.as_secs(),
+                    "a call on the old version still runs: swapping without carrying its state"),
+            }
         }
         loaded.on_load().map_err(hook("on_load"))?;
-        loaded.on_upgrade(&from).map_err(hook("on_upgrade"))?;
-        let change = self.publish(source, loaded, Some(&old), started);
-        if let Some(new) = self.slots.get(&name).and_then(|slot| slot.current()) {
-            *life = Life::Retired(new);
+        if let Some(old) = &old {
+            loaded
+                .on_upgrade(&old.manifest().version)
+                .map_err(hook("on_upgrade"))?;
         }
-        tracing::info!(unit = %name, bytes = state.len(), "state carried to the new version");
+        let (change, generation) = self.publish(source, loaded, old.as_deref(), started);
+        if let Some((mut life, bytes)) = drained {
+            *life = Life::Retired(generation);
+            tracing::info!(unit = %name, bytes, "state carried to the new version");
+        }
         Ok(change)
     }
 
-    /// Stores `loaded` as the unit's new generation and records the change.
+    /// Stores `loaded` as the unit's new generation and records the change; returns the
+    /// change and the generation.
     fn publish(
         &self,
         source: &Path,
         loaded: Loaded,
         old: Option<&Generation>,
         started: std::time::Instant,
-    ) -> Change {
+    ) -> (Change, Arc<Generation>) {
         let took_ms = started.elapsed().as_secs_f64() * 1000.0;
         let name = loaded.manifest().name.clone();
         // The file may have held another unit before.
@@ -416,9 +415,9 @@ impl Registry {
             loaded_at: Utc::now(),
             life: parking_lot::RwLock::new(Life::Serving),
         });
-        slot.current.store(Some(generation));
+        slot.current.store(Some(Arc::clone(&generation)));
         slot.set_error(None);
-        match old {
+        let change = match old {
             None => {
                 tracing::info!(unit = %name, %version, generation = number, file = %source.display(), took_ms, "unit loaded");
                 metrics::counter!("swarm_unit_loads_total", "unit" => name.clone()).increment(1);
@@ -432,7 +431,8 @@ impl Registry {
                     generation: number,
                 }
             }
-        }
+        };
+        (change, generation)
     }
 
     fn remove_file(&self, path: &Path) -> Option<String> {
