@@ -436,6 +436,7 @@ mod tests {
             emitted: Vec::new(),
             policy: "fan_out".into(),
             propensity: 1.0,
+            host_calls: Vec::new(),
         }
     }
 

@@ -330,16 +330,17 @@ impl PgMemory {
         sqlx::query(
             "INSERT INTO executions (id, signal_id, kind, shape_id, unit, unit_version, generation, attempt,
                  success, failure_kind, error, started_at, latency_us, emitted, parent_execution, policy,
-                 propensity, signal)
+                 propensity, signal, host_calls)
              SELECT id, signal_id, kind, shape_id, unit, unit_version, generation, attempt, success,
                  failure_kind, error, started_at, latency_us, emitted::uuid[], parent_execution, policy,
-                 propensity, signal::json
+                 propensity, signal::json, host_calls::jsonb
              FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                  $7::bigint[], $8::integer[], $9::boolean[], $10::text[], $11::text[], $12::timestamptz[],
-                 $13::bigint[], $14::text[], $15::uuid[], $16::text[], $17::float8[], $18::text[])
+                 $13::bigint[], $14::text[], $15::uuid[], $16::text[], $17::float8[], $18::text[],
+                 $19::text[])
                AS t(id, signal_id, kind, shape_id, unit, unit_version, generation, attempt, success,
                  failure_kind, error, started_at, latency_us, emitted, parent_execution, policy,
-                 propensity, signal)
+                 propensity, signal, host_calls)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(columns.id)
@@ -360,6 +361,7 @@ impl PgMemory {
         .bind(columns.policy)
         .bind(columns.propensity)
         .bind(columns.signal)
+        .bind(columns.host_calls)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?;
@@ -389,6 +391,7 @@ struct Columns {
     policy: Vec<String>,
     propensity: Vec<f64>,
     signal: Vec<String>,
+    host_calls: Vec<String>,
 }
 
 impl Columns {
@@ -426,13 +429,16 @@ impl Columns {
         self.policy.push(pg_text(&r.policy));
         self.propensity.push(r.propensity);
         self.signal.push(signal);
+        self.host_calls.push(
+            serde_json::to_string(&r.host_calls).map_err(|e| MemoryError::Corrupt(e.to_string()))?,
+        );
         Ok(())
     }
 }
 
 /// Columns every read selects from `executions e`.
 const COLUMNS: &str = "e.id, e.signal::text AS signal_text, e.unit, e.unit_version, e.generation, e.attempt, \
-    e.success, e.failure_kind, e.error, e.started_at, e.latency_us, e.emitted, e.policy, e.propensity";
+    e.success, e.failure_kind, e.error, e.started_at, e.latency_us, e.emitted, e.policy, e.propensity, e.host_calls::text AS host_calls_text";
 
 /// The filters of a search, on `executions e` (parameters $3..$6).
 const FILTERS: &str = "($3::text IS NULL OR e.unit = $3) AND ($4::boolean IS NULL OR e.success = $4) \
@@ -476,6 +482,11 @@ fn decode(row: &PgRow) -> Result<ExecutionRecord, MemoryError> {
         emitted: row.try_get("emitted").map_err(corrupt)?,
         policy: row.try_get("policy").map_err(corrupt)?,
         propensity: row.try_get("propensity").map_err(corrupt)?,
+        host_calls: serde_json::from_str(
+            &row.try_get::<String, _>("host_calls_text")
+                .map_err(corrupt)?,
+        )
+        .map_err(|e| MemoryError::Corrupt(format!("host calls: {e}")))?,
     })
 }
 

@@ -31,6 +31,7 @@ pub fn record(signal: &Signal, unit: &str, success: bool, seconds_ago: i64) -> E
         emitted: vec![],
         policy: "fan_out".into(),
         propensity: 1.0,
+        host_calls: Vec::new(),
     }
 }
 
@@ -198,6 +199,10 @@ macro_rules! memory_behaviour_suite {
                 failed.emitted = vec![uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
                 failed.policy = "top_k".into();
                 failed.propensity = 0.25;
+                failed.host_calls = vec![
+                    swarm_schemas::HostCalls { capability: swarm_schemas::Capability::Marks, calls: 3, errors: 1, denied: 0, micros: 412 },
+                    swarm_schemas::HostCalls { capability: swarm_schemas::Capability::Http, calls: 1, errors: 0, denied: 1, micros: 9 },
+                ];
                 memory.record(std::slice::from_ref(&failed)).await.expect("record");
                 assert_eq!(memory.execution(failed.id).await.expect("read"), Some(failed));
             }

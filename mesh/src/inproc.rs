@@ -105,6 +105,8 @@ impl State {
 #[derive(Default, Clone)]
 pub struct InProcMesh {
     state: Arc<Mutex<State>>,
+    field: Arc<Mutex<crate::stores::inproc::Field>>,
+    kv: crate::InProcKv,
 }
 
 impl InProcMesh {
@@ -208,6 +210,14 @@ impl InProcMesh {
 
 #[async_trait]
 impl Mesh for InProcMesh {
+    fn marks(&self, half_life: std::time::Duration) -> Arc<dyn crate::Marks> {
+        Arc::new(crate::InProcMarks::new(Arc::clone(&self.field), half_life))
+    }
+
+    fn kv(&self) -> Arc<dyn crate::Kv> {
+        Arc::new(self.kv.clone())
+    }
+
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
         Ok(self.lock().publish(stream, Ok(signal.clone())))
     }

@@ -13,6 +13,7 @@
 mod entry_id;
 mod inproc;
 mod redis_streams;
+pub mod stores;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -23,7 +24,9 @@ use swarm_schemas::Signal;
 
 pub use entry_id::{BadEntryId, EntryId};
 pub use inproc::InProcMesh;
-pub use redis_streams::{RedisMesh, RedisMeshConfig};
+pub use redis_streams::{RedisKv, RedisMarks, RedisMesh, RedisMeshConfig};
+pub use stores::inproc::{InProcKv, InProcMarks};
+pub use stores::{Kv, Marks, StoreError};
 
 /// Why a mesh operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +127,13 @@ pub fn dead_letter_stream(stream: &str) -> String {
 /// A mesh of streams with consumer groups. See the crate docs for the semantics.
 #[async_trait]
 pub trait Mesh: Send + Sync + 'static {
+    /// The field of marks on this mesh, evaporating with `half_life` (see [`stores`]). Every
+    /// process on one mesh must use the same half-life: the field refuses another.
+    fn marks(&self, half_life: Duration) -> std::sync::Arc<dyn Marks>;
+
+    /// The key-value store on this mesh (see [`stores`]).
+    fn kv(&self) -> std::sync::Arc<dyn Kv>;
+
     /// Appends a signal to a stream, creating the stream if needed.
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError>;
 

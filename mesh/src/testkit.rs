@@ -415,6 +415,189 @@ pub async fn tail_follows_the_stream(mesh: &dyn Mesh, stream: &str) {
     );
 }
 
+/// A deposit adds to what is there; a sense reads it; a batch applies in order, as one step.
+pub async fn marks_deposit_and_sense(mesh: &dyn Mesh, _stream: &str) {
+    use swarm_schemas::MarkOp;
+    let marks = mesh.marks(Duration::from_secs(3600));
+    let deposit = |key: &str, amount: f64| MarkOp::Deposit {
+        key: key.into(),
+        amount,
+    };
+    let sense = |key: &str| MarkOp::Sense { key: key.into() };
+    let first = marks.apply(&[deposit("site.a", 2.0)]).await.expect("deposit");
+    assert_eq!(first.values.len(), 1);
+    assert!((first.values[0] - 2.0).abs() < 1e-9, "{first:?}");
+    let batch = marks
+        .apply(&[
+            deposit("site.a", 3.0),
+            sense("site.a"),
+            deposit("site.a", -1.5),
+            sense("nowhere"),
+        ])
+        .await
+        .expect("batch");
+    let close = |got: f64, want: f64| (got - want).abs() < 1e-6;
+    assert_eq!(batch.values.len(), 4, "{batch:?}");
+    assert!(close(batch.values[0], 5.0), "{batch:?}");
+    assert!(close(batch.values[1], 5.0), "{batch:?}");
+    assert!(close(batch.values[2], 3.5), "{batch:?}");
+    assert_eq!(batch.values[3], 0.0, "an unknown mark reads 0");
+    assert!(batch.at_ms >= first.at_ms, "the clock runs forward");
+    // Another handle on the same mesh sees the same field.
+    let other = mesh.marks(Duration::from_secs(3600));
+    let seen = other.apply(&[sense("site.a")]).await.expect("sense");
+    assert!(close(seen.values[0], 3.5), "{seen:?}");
+}
+
+/// Bad operations are refused whole, with a clear error, and change nothing.
+pub async fn marks_refuse_bad_operations(mesh: &dyn Mesh, _stream: &str) {
+    use crate::StoreError;
+    use swarm_schemas::MarkOp;
+    let marks = mesh.marks(Duration::from_secs(3600));
+    let ok = MarkOp::Deposit {
+        key: "kept".into(),
+        amount: 1.0,
+    };
+    for (bad, says) in [
+        (
+            MarkOp::Deposit {
+                key: "x".into(),
+                amount: f64::NAN,
+            },
+            "finite",
+        ),
+        (
+            MarkOp::Deposit {
+                key: "x".into(),
+                amount: f64::INFINITY,
+            },
+            "finite",
+        ),
+        (MarkOp::Sense { key: String::new() }, "empty"),
+        (
+            MarkOp::Sense {
+                key: "k".repeat(crate::stores::MAX_KEY_BYTES + 1),
+            },
+            "at most",
+        ),
+    ] {
+        match marks.apply(&[ok.clone(), bad]).await {
+            Err(StoreError::Invalid(message)) => assert!(message.contains(says), "{message}"),
+            other => panic!("expected a refusal saying `{says}`, got {other:?}"),
+        }
+    }
+    let kept = marks
+        .apply(&[MarkOp::Sense { key: "kept".into() }])
+        .await
+        .expect("sense");
+    assert_eq!(kept.values, vec![0.0], "a refused batch deposits nothing");
+    // A field set up with one half-life refuses a process configured with another.
+    let other = mesh.marks(Duration::from_secs(60));
+    match other.apply(&[MarkOp::Sense { key: "kept".into() }]).await {
+        Err(StoreError::HalfLife {
+            stored_ms,
+            configured_ms,
+        }) => {
+            assert_eq!(stored_ms, 3_600_000.0);
+            assert_eq!(configured_ms, 60_000.0);
+        }
+        other => panic!("expected a half-life refusal, got {other:?}"),
+    }
+}
+
+/// A mark evaporates exponentially: after one half-life it reads half, exactly as the formula
+/// says for the time the field's own clock saw pass.
+pub async fn marks_evaporate(mesh: &dyn Mesh, _stream: &str) {
+    use swarm_schemas::MarkOp;
+    let half_life = Duration::from_millis(400);
+    let marks = mesh.marks(half_life);
+    let deposited = marks
+        .apply(&[MarkOp::Deposit {
+            key: "trail".into(),
+            amount: 8.0,
+        }])
+        .await
+        .expect("deposit");
+    tokio::time::sleep(half_life).await;
+    let sensed = marks
+        .apply(&[MarkOp::Sense {
+            key: "trail".into(),
+        }])
+        .await
+        .expect("sense");
+    let elapsed_ms = sensed.at_ms - deposited.at_ms;
+    assert!(elapsed_ms >= 400.0, "slept a half-life, the field saw {elapsed_ms} ms");
+    let expected = 8.0 * (-elapsed_ms / 400.0).exp2();
+    let got = sensed.values[0];
+    assert!(
+        (got - expected).abs() < 1e-9 * expected,
+        "after {elapsed_ms} ms: {got}, expected {expected}"
+    );
+    assert!(got <= 4.0 + 1e-9, "at least one half-life: at most half is left ({got})");
+}
+
+/// A prefix read finds the marks whose keys start with the prefix, literally, strongest first.
+pub async fn marks_sense_prefix(mesh: &dyn Mesh, _stream: &str) {
+    use swarm_schemas::MarkOp;
+    let marks = mesh.marks(Duration::from_secs(3600));
+    let deposits: Vec<MarkOp> = [
+        ("site.a", 1.0),
+        ("site.b", 3.0),
+        ("site.c", 2.0),
+        ("sites", 9.0),
+        ("other.x", 10.0),
+        ("a*b", 1.0),
+        ("aXb", 1.0),
+    ]
+    .into_iter()
+    .map(|(key, amount)| MarkOp::Deposit {
+        key: key.into(),
+        amount,
+    })
+    .collect();
+    marks.apply(&deposits).await.expect("deposit");
+    let read = marks.sense_prefix("site.").await.expect("prefix");
+    let keys: Vec<&str> = read.marks.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(keys, ["site.b", "site.c", "site.a"]);
+    assert!((read.marks[0].value - 3.0).abs() < 1e-6, "{read:?}");
+    let literal = marks.sense_prefix("a*").await.expect("prefix");
+    let keys: Vec<&str> = literal.marks.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(keys, ["a*b"], "a prefix is not a pattern");
+    assert!(marks.sense_prefix("none.").await.expect("prefix").marks.is_empty());
+}
+
+/// The key-value store: set, get, delete, namespaces apart, expiry, limits.
+pub async fn kv_set_get_delete(mesh: &dyn Mesh, _stream: &str) {
+    use crate::StoreError;
+    let kv = mesh.kv();
+    let value = json!({"count": 3, "name": "café", "list": [1.5, null]});
+    assert_eq!(kv.get("unit-a", "k").await, Ok(None));
+    kv.set("unit-a", "k", &value, None).await.expect("set");
+    assert_eq!(kv.get("unit-a", "k").await, Ok(Some(value.clone())));
+    assert_eq!(kv.get("unit-b", "k").await, Ok(None), "namespaces are apart");
+    assert_eq!(kv.delete("unit-a", "k").await, Ok(true));
+    assert_eq!(kv.delete("unit-a", "k").await, Ok(false));
+    assert_eq!(kv.get("unit-a", "k").await, Ok(None));
+
+    kv.set("unit-a", "brief", &json!(1), Some(Duration::from_millis(150)))
+        .await
+        .expect("set");
+    assert_eq!(kv.get("unit-a", "brief").await, Ok(Some(json!(1))));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(kv.get("unit-a", "brief").await, Ok(None), "expired");
+
+    let huge = json!("x".repeat(crate::stores::MAX_VALUE_BYTES));
+    assert!(matches!(
+        kv.set("unit-a", "huge", &huge, None).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        kv.get("unit-a", "").await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(kv.get("unit-a", "huge").await, Ok(None));
+}
+
 /// Generates one `#[tokio::test]` per behaviour case. `$make` is an async expression that
 /// yields a value implementing [`Mesh`]; `$prefix` makes stream names unique per run.
 #[macro_export]
@@ -425,7 +608,8 @@ macro_rules! mesh_behaviour_suite {
             group_start_positions, missing_group_is_an_error, own_pending_is_redelivered,
             idle_entries_are_claimed, settle_emits_and_acks, settle_batch_emits_and_acks_all, dead_letters_are_kept,
             trimming_keeps_unacknowledged, blocked_read_wakes_on_publish, tail_follows_the_stream,
-            encodings_round_trip);
+            encodings_round_trip, marks_deposit_and_sense, marks_refuse_bad_operations,
+            marks_evaporate, marks_sense_prefix, kv_set_get_delete);
     };
     (@cases $make:expr, $prefix:expr; $($case:ident),*) => {
         $(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use swarm_schemas::{DispatchPolicy, KindPattern};
 
+use crate::HostConfig;
 use crate::ranking::RankerConfig;
 
 /// Everything the reactor needs to run, already validated.
@@ -53,6 +54,8 @@ pub struct ReactorConfig {
     pub ranker: RankerConfig,
     /// How often the ranker refreshes its rankings from memory.
     pub ranker_refresh: Duration,
+    /// The host capabilities units are granted, and their limits.
+    pub host: HostConfig,
 }
 
 impl ReactorConfig {
@@ -79,6 +82,7 @@ impl ReactorConfig {
             dispatch: Vec::new(),
             ranker: RankerConfig::default(),
             ranker_refresh: Duration::from_millis(250),
+            host: HostConfig::default(),
         }
     }
 }

@@ -107,11 +107,14 @@ fn attempt_blocking(attempt: Attempt) -> Attempted {
     // The generation that runs the call: a unit that carries state may have been swapped while
     // the call waited, and then its successor runs it.
     let mut generation = generation;
+    let mut host_calls = Vec::new();
     let result = match serde_json::to_vec(&signal) {
         Ok(bytes) => {
             // The unit catches its own panics; this guards the host-side checks around it.
             catch_unwind(AssertUnwindSafe(|| {
-                let (ran_on, result) = generation.call(&bytes);
+                let ((ran_on, result), used) =
+                    crate::host::scoped(&signal, || generation.call(&bytes));
+                host_calls = used;
                 generation = ran_on;
                 interpret(&generation, result)
             }))
@@ -154,6 +157,7 @@ fn attempt_blocking(attempt: Attempt) -> Attempted {
             policy: policy.to_owned(),
             propensity,
             signal,
+            host_calls,
         },
         emitted,
     }

@@ -1,7 +1,8 @@
 //! The swarm reactor: loads unit libraries, hot-swaps them when their files change, and
 //! dispatches signals from the mesh to the units that subscribe to them.
 //!
-//! It links the unit ABI (`swarm-abi`), never the SDK. Its only `unsafe` code is in the loader.
+//! It links the unit ABI (`swarm-abi`), never the SDK. Its only `unsafe` code is in the loader and
+//! in the host's capability table (`host::abi`).
 //! It takes typed configuration ([`ReactorConfig`]); only the `swarm` binary reads the
 //! command line, the environment and files.
 
@@ -9,6 +10,7 @@ mod config;
 mod dispatch;
 mod error;
 mod execute;
+mod host;
 mod loader;
 mod policy;
 mod private;
@@ -22,6 +24,7 @@ mod watcher;
 
 pub use config::ReactorConfig;
 pub use error::LoadError;
+pub use host::{HostConfig, HostPattern, HostServices};
 pub use private::private_dir;
 pub use reactor::{Reactor, ReactorHandle, StartError};
 pub use registry::{EnableError, Registry, STATE_DRAIN_TIMEOUT, is_unit_file};

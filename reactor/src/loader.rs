@@ -25,6 +25,7 @@ use swarm_abi::{
 use swarm_schemas::UnitManifest;
 
 use crate::LoadError;
+use crate::host::{HostTable, UnitHost};
 
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
@@ -33,6 +34,8 @@ pub(crate) struct Opened {
     // Dropped after the instance (see `Loaded`'s drop) and before the copy is removed.
     #[allow(dead_code)]
     library: Library,
+    // The capability table the library was given: dropped after the library is closed.
+    host: Option<HostTable>,
     vtable: UnitVTable,
     private_copy: PathBuf,
     /// The manifest, checked.
@@ -247,6 +250,7 @@ fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opene
 
     Ok(Opened {
         library,
+        host: None,
         vtable,
         private_copy: private_copy.to_owned(),
         manifest,
@@ -312,6 +316,19 @@ fn call_manifest(vtable: &UnitVTable) -> CallResult {
 }
 
 impl Opened {
+    /// Hands the library its capability table. A library built before host capabilities has
+    /// no `bind_host` and gets nothing; its instance is then simply never able to call.
+    pub(crate) fn bind_host(&mut self, host: UnitHost) {
+        let Some(bind) = self.vtable.bind_host else {
+            return;
+        };
+        let table = HostTable::new(host);
+        // SAFETY: the table stays valid until the library is closed: `self.host` keeps it and
+        // drops after `self.library` (field order). The unit catches its own panics.
+        unsafe { bind(table.table()) };
+        self.host = Some(table);
+    }
+
     /// Creates the unit's instance with its configuration.
     pub(crate) fn instantiate(
         self,

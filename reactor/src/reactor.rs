@@ -32,6 +32,9 @@ pub enum StartError {
     /// The units directory could not be watched.
     #[error("cannot watch the units directory: {0}")]
     Watch(#[from] notify::Error),
+    /// The host's capabilities could not be set up.
+    #[error("cannot set up host capabilities: {0}")]
+    Host(String),
 }
 
 /// Executions kept for watchers that fall behind before they lose the oldest.
@@ -137,10 +140,12 @@ impl Reactor {
                     path: config.units_dir.clone(),
                     source,
                 })?;
-        let registry = Arc::new(Registry::new(
-            config.private_dir.clone(),
-            config.unit_config.clone(),
-        ));
+        let host = crate::HostServices::new(mesh.as_ref(), config.host.clone())
+            .map_err(StartError::Host)?;
+        let registry = Arc::new(
+            Registry::new(config.private_dir.clone(), config.unit_config.clone())
+                .with_host(Arc::new(host)),
+        );
         let report = {
             let registry = Arc::clone(&registry);
             let dir = config.units_dir.clone();

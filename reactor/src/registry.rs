@@ -54,6 +54,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Loaded units, by name, with their files.
 pub struct Registry {
     private_dir: PathBuf,
+    /// The capabilities each library is bound to; none in a registry without a runtime.
+    host: Option<Arc<crate::HostServices>>,
     unit_config: Mutex<BTreeMap<String, serde_json::Value>>,
     slots: DashMap<String, Arc<UnitSlot>>,
     files: DashMap<PathBuf, String>,
@@ -78,6 +80,7 @@ impl Registry {
     pub fn new(private_dir: PathBuf, unit_config: BTreeMap<String, serde_json::Value>) -> Self {
         Self {
             private_dir,
+            host: None,
             unit_config: Mutex::new(unit_config),
             slots: DashMap::new(),
             files: DashMap::new(),
@@ -86,6 +89,13 @@ impl Registry {
             snapshot: ArcSwap::from_pointee(Vec::new()),
             changing: Mutex::new(()),
         }
+    }
+
+    /// The registry, with every library it opens bound to `host`'s capabilities. Without it,
+    /// units load but every capability call of theirs fails (no host).
+    pub fn with_host(mut self, host: Arc<crate::HostServices>) -> Self {
+        self.host = Some(host);
+        self
     }
 
     /// Loads every unit file in `dir`, in dependency order.
@@ -301,9 +311,12 @@ impl Registry {
             }
         }
         for name in resolution.order {
-            let Some(unit) = by_name.remove(&name) else {
+            let Some(mut unit) = by_name.remove(&name) else {
                 continue;
             };
+            if let Some(host) = &self.host {
+                unit.bind_host(crate::host::UnitHost::new(host, &unit.manifest));
+            }
             let source = unit.source.clone();
             let config = lock(&self.unit_config).get(&name).cloned();
             let hash = unit.hash;

@@ -82,4 +82,7 @@ pub struct ExecutionRecord {
     pub policy: String,
     /// Probability the policy had of choosing this unit (1.0 when every candidate fires).
     pub propensity: f64,
+    /// The host capabilities the call used, one entry per capability used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_calls: Vec<crate::HostCalls>,
 }

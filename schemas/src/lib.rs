@@ -8,6 +8,7 @@
 
 mod dead_letter;
 mod execution;
+mod host;
 mod kind;
 mod manifest;
 mod signal;
@@ -15,6 +16,11 @@ mod unit;
 
 pub use dead_letter::{DEAD_LETTER_KIND, DeadLetter};
 pub use execution::{ExecutionId, ExecutionRecord, FailureKind, Outcome};
+pub use host::{
+    Capabilities, Capability, HostCalls, HttpCapability, HttpRequest, HttpResponse, KvReply,
+    KvRequest, LogLevel, LogRecord, Mark, MarkOp, MarksPrefixReply, MarksPrefixRequest,
+    MarksReply, MarksRequest, validate_host_pattern,
+};
 pub use kind::{KindError, KindPattern, validate_kind};
 pub use manifest::{
     Dependency, DispatchPolicy, ManifestError, PatternDispatch, UnitManifest, validate_unit_name,

@@ -91,6 +91,9 @@ pub struct UnitManifest {
     /// its snapshot and restores it into the new one before the new one takes a signal.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub carries_state: bool,
+    /// Host capabilities the unit uses beyond logging; the reactor's configuration grants them.
+    #[serde(default, skip_serializing_if = "crate::Capabilities::is_empty")]
+    pub capabilities: crate::Capabilities,
 }
 
 /// Why a manifest was refused.
@@ -116,6 +119,14 @@ pub enum ManifestError {
     /// `top_k` with k = 0.
     #[error("unit `{0}`: top_k dispatch needs k >= 1")]
     BadDispatch(String),
+    /// A declared capability is malformed (an HTTP allowlist entry).
+    #[error("unit `{unit}`: capabilities: {message}")]
+    BadCapabilities {
+        /// The unit.
+        unit: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Checks a unit name: 1–64 of `[a-z0-9-]`, starting with a letter, not ending with a dash.
@@ -155,6 +166,12 @@ impl UnitManifest {
         if self.dispatch == zero || self.dispatch_for.iter().any(|d| d.dispatch == zero) {
             return Err(ManifestError::BadDispatch(self.name.clone()));
         }
+        self.capabilities
+            .validate()
+            .map_err(|message| ManifestError::BadCapabilities {
+                unit: self.name.clone(),
+                message,
+            })?;
         Ok(())
     }
 

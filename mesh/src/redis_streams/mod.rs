@@ -13,6 +13,9 @@
 //! crate's default response timeout is shorter than a block.
 
 mod reply;
+mod stores;
+
+pub use stores::{RedisKv, RedisMarks};
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -284,6 +287,18 @@ impl RedisMesh {
 
 #[async_trait]
 impl Mesh for RedisMesh {
+    fn marks(&self, half_life: Duration) -> std::sync::Arc<dyn crate::Marks> {
+        std::sync::Arc::new(RedisMarks::new(
+            self.conn(),
+            &self.config.key_prefix,
+            half_life,
+        ))
+    }
+
+    fn kv(&self) -> std::sync::Arc<dyn crate::Kv> {
+        std::sync::Arc::new(RedisKv::new(self.conn(), &self.config.key_prefix))
+    }
+
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
         let id: String = redis::cmd("XADD")
             .arg(self.key(stream))

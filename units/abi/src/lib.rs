@@ -43,6 +43,8 @@ pub const STATUS_ERROR: Status = 1;
 pub const STATUS_PANIC: Status = 2;
 /// The host passed something the unit could not decode; the buffer says what.
 pub const STATUS_BAD_INPUT: Status = 3;
+/// Host calls only: the unit was not granted the capability; the buffer says which and why.
+pub const STATUS_DENIED: Status = 4;
 
 /// A byte buffer allocated by the unit. Empty buffers have a null `ptr`.
 #[repr(C)]
@@ -168,7 +170,66 @@ pub struct UnitVTable {
     pub snapshot: Option<SnapshotFn>,
     /// See [`RestoreFn`].
     pub restore: Option<RestoreFn>,
+    // Appended in ABI 1.2: optional.
+    /// See [`BindHostFn`].
+    pub bind_host: Option<BindHostFn>,
 }
+
+/// Hands the unit library the host's table of capabilities ([`HostVTable`]). Called once per
+/// opened library, after the manifest is read and before `create`; the table stays valid until
+/// the library is closed. Each load of a unit opens its own copy of the library, so the table
+/// belongs to that load (that unit, that version) alone.
+pub type BindHostFn = unsafe extern "C" fn(host: *const HostVTable);
+
+/// A capability operation a unit asks of the host (see [`HostCallFn`]).
+pub type HostOp = u32;
+/// Structured logging into the host's log. Request: JSON `LogRecord`; reply: empty.
+pub const HOST_LOG: HostOp = 1;
+/// Deposit on and sense marks of the shared field. Request: JSON `MarksRequest`; reply: JSON
+/// `MarksReply`.
+pub const HOST_MARKS: HostOp = 2;
+/// Sense every mark whose key starts with a prefix. Request: JSON `MarksPrefixRequest`; reply:
+/// JSON `MarksPrefixReply`.
+pub const HOST_MARKS_PREFIX: HostOp = 3;
+/// The unit's key-value store. Request: JSON `KvRequest`; reply: JSON `KvReply`.
+pub const HOST_KV: HostOp = 4;
+/// An HTTP request. Request: a JSON `HttpRequest`, a newline, then the body's raw bytes;
+/// reply: a JSON `HttpResponse`, a newline, then the body's raw bytes.
+pub const HOST_HTTP: HostOp = 5;
+
+/// Makes one capability call: `op`, with the request bytes. `STATUS_OK` writes the reply to
+/// `out`; `STATUS_DENIED`, `STATUS_ERROR` or `STATUS_BAD_INPUT` write the error text. The
+/// buffer goes back to the host's `free_buf`. Blocking; callable from any thread, also during
+/// lifecycle hooks. Never unwinds.
+pub type HostCallFn = unsafe extern "C" fn(
+    ctx: *const c_void,
+    op: HostOp,
+    request: *const u8,
+    request_len: usize,
+    out: *mut Buf,
+) -> Status;
+
+/// Frees a buffer the host wrote into an out-parameter of [`HostCallFn`].
+pub type HostFreeFn = unsafe extern "C" fn(buf: Buf);
+
+/// The host's table of capabilities, handed to a unit library by [`BindHostFn`]. Its header
+/// works like the unit's: `vtable_size` tells the unit which entries exist, and entries are
+/// only ever appended.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HostVTable {
+    /// The host's ABI version and the size of this table.
+    pub header: VTableHeader,
+    /// The host's context for this load; passed back on every call.
+    pub ctx: *const c_void,
+    /// See [`HostCallFn`].
+    pub call: HostCallFn,
+    /// See [`HostFreeFn`].
+    pub free_buf: HostFreeFn,
+}
+
+/// `size_of::<HostVTable>()` as a `u32`, for its header.
+pub const HOST_VTABLE_SIZE: u32 = core::mem::size_of::<HostVTable>() as u32;
 
 /// Type of the entry symbol: returns the unit's static vtable.
 pub type EntryFn = unsafe extern "C" fn() -> *const VTableHeader;

@@ -13,11 +13,12 @@ use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use swarm_abi::{
     ABI_VERSION, Buf, EVENT_DISABLE, EVENT_ENABLE, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE, Event,
-    STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC, Status, UnitVTable, VTABLE_SIZE,
-    VTableHeader,
+    HOST_VTABLE_SIZE, HostOp, HostVTable, STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK,
+    STATUS_PANIC, Status, UnitVTable, VTABLE_SIZE, VTableHeader,
 };
 use swarm_schemas::{Signal, UnitReply};
 
@@ -38,6 +39,61 @@ pub const fn vtable<T: Unit>() -> UnitVTable {
         lifecycle: Some(lifecycle::<T>),
         snapshot: Some(snapshot::<T>),
         restore: Some(restore::<T>),
+        bind_host: Some(bind_host),
+    }
+}
+
+/// The host's table of capabilities, once the host has bound it. One per loaded copy of this
+/// library: each load of a unit gets its own copy, and with it its own statics.
+static HOST: AtomicPtr<HostVTable> = AtomicPtr::new(std::ptr::null_mut());
+
+unsafe extern "C" fn bind_host(host: *const HostVTable) {
+    if host.is_null() {
+        return;
+    }
+    // SAFETY: the host passes a table that starts with a header and stays valid until it
+    // closes this library.
+    let header = unsafe { (*host).header };
+    // A table of another ABI, or one without the entries this SDK calls, is not used.
+    if header.abi_version == ABI_VERSION && header.vtable_size >= HOST_VTABLE_SIZE {
+        HOST.store(host.cast_mut(), Ordering::Release);
+    }
+}
+
+/// Why a host call did not answer.
+pub(crate) enum HostFailure {
+    /// No host has bound this library (the unit runs in a test harness or elsewhere).
+    Unbound,
+    /// The host answered with this status and error text.
+    Status(Status, String),
+}
+
+/// Calls the host's capability `op` with `request`; the reply bytes on `STATUS_OK`.
+pub(crate) fn host_call(op: HostOp, request: &[u8]) -> Result<Vec<u8>, HostFailure> {
+    let host = HOST.load(Ordering::Acquire);
+    if host.is_null() {
+        return Err(HostFailure::Unbound);
+    }
+    // SAFETY: `bind_host` stored a table the host keeps valid while this library is loaded.
+    let host = unsafe { &*host };
+    let mut out = Buf::EMPTY;
+    // SAFETY: the request and out-parameter are valid for the call; the host never unwinds.
+    let status = unsafe { (host.call)(host.ctx, op, request.as_ptr(), request.len(), &mut out) };
+    let bytes = if out.ptr.is_null() || out.len == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: the host wrote `len` initialised bytes at `ptr`.
+        unsafe { borrowed(out.ptr, out.len) }.to_vec()
+    };
+    // SAFETY: the buffer came from the host and goes back exactly once.
+    unsafe { (host.free_buf)(out) };
+    if status == STATUS_OK {
+        Ok(bytes)
+    } else {
+        Err(HostFailure::Status(
+            status,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
     }
 }
 

@@ -26,7 +26,10 @@
 //! ```
 //!
 //! What this crate is not: it does no I/O and starts no runtime. A unit has its own copy of std
-//! (and of tokio, if it links it); `tokio::spawn` inside a unit panics. I/O belongs to the host.
+//! (and of tokio, if it links it); `tokio::spawn` inside a unit panics. I/O belongs to the host,
+//! which offers it as capabilities: [`log`], [`marks`] (the shared field units coordinate
+//! through), [`kv`] and [`http`]. A unit declares those it uses in its manifest, and the
+//! reactor's configuration grants them.
 //!
 //! Units must be built with `panic = "unwind"` (the default): a panic is caught at the ABI
 //! boundary and becomes a failure record. With `panic = "abort"` one panic would take the whole
@@ -43,9 +46,15 @@ mod error;
 #[doc(hidden)]
 pub mod ffi;
 mod harness;
+mod host;
 mod manifest;
 
 pub use error::UnitError;
+pub use host::http;
+pub use host::kv;
+pub use host::log;
+pub use host::marks;
+pub use host::{HostError, HostErrorKind};
 pub use harness::{Harness, HarnessError, UpgradeRefused};
 pub use manifest::Manifest;
 /// Versions of units, as [`Unit::on_upgrade`] gets them.

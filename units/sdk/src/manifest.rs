@@ -5,7 +5,7 @@
 //! manifest first).
 
 use serde_json::{Value, json};
-use swarm_schemas::DispatchPolicy;
+use swarm_schemas::{Capabilities, DispatchPolicy, HttpCapability};
 
 /// Builder for a unit's manifest.
 #[derive(Debug, Clone)]
@@ -19,6 +19,7 @@ pub struct Manifest {
     dispatch: DispatchPolicy,
     dispatch_for: Vec<(String, DispatchPolicy)>,
     carries_state: bool,
+    capabilities: Capabilities,
 }
 
 impl Manifest {
@@ -35,6 +36,7 @@ impl Manifest {
             dispatch: DispatchPolicy::FanOut,
             dispatch_for: Vec::new(),
             carries_state: false,
+            capabilities: Capabilities::default(),
         }
     }
 
@@ -87,6 +89,31 @@ impl Manifest {
         self
     }
 
+    /// The unit deposits on and senses the shared field of marks ([`crate::marks`]). The
+    /// reactor's configuration must also grant it.
+    pub fn uses_marks(mut self) -> Self {
+        self.capabilities.marks = true;
+        self
+    }
+
+    /// The unit uses its key-value store ([`crate::kv`]). The reactor's configuration must
+    /// also grant it.
+    pub fn uses_kv(mut self) -> Self {
+        self.capabilities.kv = true;
+        self
+    }
+
+    /// The unit makes HTTP requests ([`crate::http`]) to these hosts and no others: `host`,
+    /// `host:port`, or `*.domain`. The reactor's configuration must also grant it.
+    pub fn uses_http<S: Into<String>>(mut self, allow: impl IntoIterator<Item = S>) -> Self {
+        self.capabilities
+            .http
+            .get_or_insert_with(HttpCapability::default)
+            .allow
+            .extend(allow.into_iter().map(Into::into));
+        self
+    }
+
     /// The manifest as the JSON the host reads.
     pub fn to_json(&self) -> Value {
         let mut value = json!({
@@ -111,6 +138,9 @@ impl Manifest {
         }
         if self.carries_state {
             value["carries_state"] = Value::Bool(true);
+        }
+        if !self.capabilities.is_empty() {
+            value["capabilities"] = serde_json::to_value(&self.capabilities).unwrap_or(Value::Null);
         }
         value
     }
