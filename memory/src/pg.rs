@@ -430,7 +430,8 @@ impl Columns {
         self.propensity.push(r.propensity);
         self.signal.push(signal);
         self.host_calls.push(
-            serde_json::to_string(&r.host_calls).map_err(|e| MemoryError::Corrupt(e.to_string()))?,
+            serde_json::to_string(&r.host_calls)
+                .map_err(|e| MemoryError::Corrupt(e.to_string()))?,
         );
         Ok(())
     }

@@ -424,7 +424,10 @@ pub async fn marks_deposit_and_sense(mesh: &dyn Mesh, _stream: &str) {
         amount,
     };
     let sense = |key: &str| MarkOp::Sense { key: key.into() };
-    let first = marks.apply(&[deposit("site.a", 2.0)]).await.expect("deposit");
+    let first = marks
+        .apply(&[deposit("site.a", 2.0)])
+        .await
+        .expect("deposit");
     assert_eq!(first.values.len(), 1);
     assert!((first.values[0] - 2.0).abs() < 1e-9, "{first:?}");
     let batch = marks
@@ -526,14 +529,20 @@ pub async fn marks_evaporate(mesh: &dyn Mesh, _stream: &str) {
         .await
         .expect("sense");
     let elapsed_ms = sensed.at_ms - deposited.at_ms;
-    assert!(elapsed_ms >= 400.0, "slept a half-life, the field saw {elapsed_ms} ms");
+    assert!(
+        elapsed_ms >= 400.0,
+        "slept a half-life, the field saw {elapsed_ms} ms"
+    );
     let expected = 8.0 * (-elapsed_ms / 400.0).exp2();
     let got = sensed.values[0];
     assert!(
         (got - expected).abs() < 1e-9 * expected,
         "after {elapsed_ms} ms: {got}, expected {expected}"
     );
-    assert!(got <= 4.0 + 1e-9, "at least one half-life: at most half is left ({got})");
+    assert!(
+        got <= 4.0 + 1e-9,
+        "at least one half-life: at most half is left ({got})"
+    );
 }
 
 /// A prefix read finds the marks whose keys start with the prefix, literally, strongest first.
@@ -563,7 +572,14 @@ pub async fn marks_sense_prefix(mesh: &dyn Mesh, _stream: &str) {
     let literal = marks.sense_prefix("a*").await.expect("prefix");
     let keys: Vec<&str> = literal.marks.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(keys, ["a*b"], "a prefix is not a pattern");
-    assert!(marks.sense_prefix("none.").await.expect("prefix").marks.is_empty());
+    assert!(
+        marks
+            .sense_prefix("none.")
+            .await
+            .expect("prefix")
+            .marks
+            .is_empty()
+    );
 }
 
 /// The key-value store: set, get, delete, namespaces apart, expiry, limits.
@@ -574,14 +590,23 @@ pub async fn kv_set_get_delete(mesh: &dyn Mesh, _stream: &str) {
     assert_eq!(kv.get("unit-a", "k").await, Ok(None));
     kv.set("unit-a", "k", &value, None).await.expect("set");
     assert_eq!(kv.get("unit-a", "k").await, Ok(Some(value.clone())));
-    assert_eq!(kv.get("unit-b", "k").await, Ok(None), "namespaces are apart");
+    assert_eq!(
+        kv.get("unit-b", "k").await,
+        Ok(None),
+        "namespaces are apart"
+    );
     assert_eq!(kv.delete("unit-a", "k").await, Ok(true));
     assert_eq!(kv.delete("unit-a", "k").await, Ok(false));
     assert_eq!(kv.get("unit-a", "k").await, Ok(None));
 
-    kv.set("unit-a", "brief", &json!(1), Some(Duration::from_millis(150)))
-        .await
-        .expect("set");
+    kv.set(
+        "unit-a",
+        "brief",
+        &json!(1),
+        Some(Duration::from_millis(150)),
+    )
+    .await
+    .expect("set");
     assert_eq!(kv.get("unit-a", "brief").await, Ok(Some(json!(1))));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(kv.get("unit-a", "brief").await, Ok(None), "expired");

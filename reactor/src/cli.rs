@@ -142,6 +142,8 @@ struct UpArgs {
     record: crate::memory_cli::RecordArgs,
     #[command(flatten)]
     http: crate::serve_cli::HttpArgs,
+    #[command(flatten)]
+    host: crate::host_cli::HostArgs,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +174,8 @@ struct EmitArgs {
     /// Give up waiting for the swarm to settle after this many seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    #[command(flatten)]
+    host: crate::host_cli::HostArgs,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +306,7 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     config.dispatch = args.dispatch;
     config.ranker.exploration = args.exploration;
     config.ranker.breaker.failures = args.breaker_failures;
+    config.host = args.host.config()?;
     let stream = config.stream.clone();
     let inspector_config = args.http.config(&stream, &config.group)?;
     let metrics = swarm_inspector::install_metrics_recorder()
@@ -460,6 +465,7 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
     config.watch = false;
     config.block = Duration::from_millis(20);
+    config.host = args.host.config()?;
     let (stream, group) = (config.stream.clone(), config.group.clone());
     let mesh = Arc::new(InProcMesh::new());
     let memory = Arc::new(InProcMemory::new());

@@ -3,6 +3,7 @@
 mod cli;
 mod dev_cli;
 mod doctor_cli;
+mod host_cli;
 mod memory_cli;
 mod new_cli;
 mod serve_cli;

@@ -311,10 +311,25 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        for good in ["example.com", "127.0.0.1", "localhost:8080", "*.example.com", "*.a-b.io:443"] {
+        for good in [
+            "example.com",
+            "127.0.0.1",
+            "localhost:8080",
+            "*.example.com",
+            "*.a-b.io:443",
+        ] {
             assert_eq!(validate_host_pattern(good), Ok(()), "{good}");
         }
-        for bad in ["", "*.", "Example.com", "a b", "host:port", "host:70000", "http://x", "*"] {
+        for bad in [
+            "",
+            "*.",
+            "Example.com",
+            "a b",
+            "host:port",
+            "host:70000",
+            "http://x",
+            "*",
+        ] {
             assert!(validate_host_pattern(bad).is_err(), "{bad} passed");
         }
     }
@@ -323,7 +338,10 @@ mod tests {
     fn capability_names_round_trip() {
         for c in Capability::ALL {
             assert_eq!(c.name().parse::<Capability>(), Ok(c));
-            assert_eq!(serde_json::to_value(c).ok(), Some(serde_json::json!(c.name())));
+            assert_eq!(
+                serde_json::to_value(c).ok(),
+                Some(serde_json::json!(c.name()))
+            );
         }
         assert!("disk".parse::<Capability>().is_err());
     }

@@ -18,8 +18,8 @@ pub use dead_letter::{DEAD_LETTER_KIND, DeadLetter};
 pub use execution::{ExecutionId, ExecutionRecord, FailureKind, Outcome};
 pub use host::{
     Capabilities, Capability, HostCalls, HttpCapability, HttpRequest, HttpResponse, KvReply,
-    KvRequest, LogLevel, LogRecord, Mark, MarkOp, MarksPrefixReply, MarksPrefixRequest,
-    MarksReply, MarksRequest, validate_host_pattern,
+    KvRequest, LogLevel, LogRecord, Mark, MarkOp, MarksPrefixReply, MarksPrefixRequest, MarksReply,
+    MarksRequest, validate_host_pattern,
 };
 pub use kind::{KindError, KindPattern, validate_kind};
 pub use manifest::{

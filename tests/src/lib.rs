@@ -43,6 +43,7 @@ pub const UNIT_PACKAGES: &[&str] = &[
     "fixture-tally-v1",
     "fixture-tally-v2",
     "fixture-legacy-abi",
+    "fixture-probe",
     ORDER_FLOW[0],
     ORDER_FLOW[1],
     ORDER_FLOW[2],

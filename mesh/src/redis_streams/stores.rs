@@ -121,7 +121,9 @@ impl RedisMarks {
         configured_ms: f64,
     ) -> Result<Vec<String>, StoreError> {
         let mut invocation = script.key(&self.field);
-        invocation.key(&self.half_life_key).arg(configured_ms.to_string());
+        invocation
+            .key(&self.half_life_key)
+            .arg(configured_ms.to_string());
         for arg in args {
             invocation.arg(arg);
         }
@@ -188,10 +190,7 @@ impl Marks for RedisMarks {
             )));
         }
         Ok(MarksReply {
-            values: values
-                .iter()
-                .map(|v| number(v))
-                .collect::<Result<_, _>>()?,
+            values: values.iter().map(|v| number(v)).collect::<Result<_, _>>()?,
             at_ms: number(at)?,
         })
     }

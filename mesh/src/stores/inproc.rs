@@ -191,10 +191,7 @@ mod tests {
     fn manual_clock() -> (Clock, Arc<AtomicU64>) {
         let now = Arc::new(AtomicU64::new(1_000_000));
         let read = Arc::clone(&now);
-        (
-            Arc::new(move || read.load(Ordering::SeqCst) as f64),
-            now,
-        )
+        (Arc::new(move || read.load(Ordering::SeqCst) as f64), now)
     }
 
     #[tokio::test]
@@ -211,13 +208,20 @@ mod tests {
         assert_eq!(marks.apply(&deposit).await.map(|r| r.values), Ok(vec![8.0]));
         for expected in [4.0, 2.0, 1.0] {
             now.fetch_add(10_000, Ordering::SeqCst);
-            assert_eq!(marks.apply(&sense).await.map(|r| r.values), Ok(vec![expected]));
+            assert_eq!(
+                marks.apply(&sense).await.map(|r| r.values),
+                Ok(vec![expected])
+            );
         }
         // A deposit adds to what is left, and restarts the clock of the mark.
         assert_eq!(marks.apply(&deposit).await.map(|r| r.values), Ok(vec![9.0]));
         now.fetch_add(5_000, Ordering::SeqCst);
         let left = marks.apply(&sense).await.map(|r| r.values[0]);
-        assert!(left.as_ref().is_ok_and(|v| (v - 9.0 / 2f64.sqrt()).abs() < 1e-12), "{left:?}");
+        assert!(
+            left.as_ref()
+                .is_ok_and(|v| (v - 9.0 / 2f64.sqrt()).abs() < 1e-12),
+            "{left:?}"
+        );
     }
 
     #[tokio::test]

@@ -99,9 +99,9 @@ pub(super) async fn request(
     if !body.is_empty() {
         builder = builder.body(body.to_vec());
     }
-    let timeout = head
-        .timeout_ms
-        .map_or(limits.timeout, |ms| Duration::from_millis(ms).min(limits.timeout));
+    let timeout = head.timeout_ms.map_or(limits.timeout, |ms| {
+        Duration::from_millis(ms).min(limits.timeout)
+    });
     let exchange = async {
         let mut response = builder
             .send()

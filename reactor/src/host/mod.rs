@@ -159,10 +159,8 @@ impl UnitHost {
             .get(&manifest.name)
             .cloned()
             .unwrap_or_default();
-        let mut granted: BTreeSet<Capability> = declared
-            .intersection(&granted_by_config)
-            .copied()
-            .collect();
+        let mut granted: BTreeSet<Capability> =
+            declared.intersection(&granted_by_config).copied().collect();
         granted.insert(Capability::Log);
         for c in declared.difference(&granted) {
             tracing::info!(unit = %manifest.name, capability = %c,
@@ -205,9 +203,7 @@ impl UnitHost {
             }
         };
         let started = Instant::now();
-        let result = self
-            .check(capability)
-            .and_then(|()| self.run(op, request));
+        let result = self.check(capability).and_then(|()| self.run(op, request));
         account::record(&self.unit, capability, &result, started.elapsed());
         match result {
             Ok(bytes) => (STATUS_OK, bytes),
@@ -347,5 +343,72 @@ impl UnitHost {
             LogLevel::Debug => event!(tracing::Level::DEBUG),
             LogLevel::Trace => event!(tracing::Level::TRACE),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn host(manifest: serde_json::Value, grants: &[Capability]) -> UnitHost {
+        let mut config = HostConfig::default();
+        config
+            .grants
+            .insert("u".into(), grants.iter().copied().collect());
+        let services = HostServices::new(&swarm_mesh::InProcMesh::new(), config).expect("host");
+        let manifest: UnitManifest = serde_json::from_value(manifest).expect("manifest");
+        UnitHost::new(&Arc::new(services), &manifest)
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    // Outside a unit call (as in a lifecycle hook on an async worker) the work runs on a
+    // thread of its own: this test calls from a runtime worker and must not panic.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_refusal_says_why() {
+        let host = host(
+            json!({"name": "u", "version": "1.0.0", "subscribes": ["a"],
+                   "capabilities": {"marks": true, "kv": true}}),
+            &[Capability::Marks, Capability::Http],
+        );
+        let sense = br#"{"ops": [{"op": "sense", "key": "k"}]}"#;
+        let (status, bytes) = host.call(HOST_MARKS, sense);
+        assert_eq!(status, STATUS_OK, "{}", text(&bytes));
+        let reply: swarm_schemas::MarksReply = serde_json::from_slice(&bytes).expect("reply");
+        assert_eq!(reply.values, vec![0.0]);
+
+        let (status, bytes) = host.call(HOST_KV, br#"{"op": "get", "key": "k"}"#);
+        assert_eq!(status, STATUS_DENIED);
+        assert!(text(&bytes).contains("--grant u=kv"), "{}", text(&bytes));
+
+        let http = br#"{"method": "GET", "url": "http://127.0.0.1:9/"}"#;
+        let (status, bytes) = host.call(HOST_HTTP, http);
+        assert_eq!(status, STATUS_DENIED);
+        assert!(
+            text(&bytes).contains("does not declare the `http` capability"),
+            "{}",
+            text(&bytes)
+        );
+
+        let (status, _) = host.call(HOST_LOG, br#"{"level": "info", "message": "hi"}"#);
+        assert_eq!(status, STATUS_OK, "log needs no grant");
+
+        let (status, bytes) = host.call(HOST_MARKS, b"{not json");
+        assert_eq!(status, STATUS_BAD_INPUT);
+        assert!(text(&bytes).contains("a marks request is not valid"));
+        let nan = br#"{"ops": [{"op": "deposit", "key": "k", "amount": 1e999}]}"#;
+        let (status, _) = host.call(HOST_MARKS, nan);
+        assert_eq!(
+            status, STATUS_BAD_INPUT,
+            "an amount out of range is refused"
+        );
+
+        let (status, bytes) = host.call(99, b"");
+        assert_eq!(status, STATUS_BAD_INPUT);
+        assert!(text(&bytes).contains("unknown host operation 99"));
     }
 }

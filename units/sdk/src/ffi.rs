@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use swarm_abi::{
     ABI_VERSION, Buf, EVENT_DISABLE, EVENT_ENABLE, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE, Event,
-    HOST_VTABLE_SIZE, HostOp, HostVTable, STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK,
-    STATUS_PANIC, Status, UnitVTable, VTABLE_SIZE, VTableHeader,
+    HOST_VTABLE_SIZE, HostOp, HostVTable, STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC,
+    Status, UnitVTable, VTABLE_SIZE, VTableHeader,
 };
 use swarm_schemas::{Signal, UnitReply};
 

@@ -50,12 +50,12 @@ mod host;
 mod manifest;
 
 pub use error::UnitError;
+pub use harness::{Harness, HarnessError, UpgradeRefused};
 pub use host::http;
 pub use host::kv;
 pub use host::log;
 pub use host::marks;
 pub use host::{HostError, HostErrorKind};
-pub use harness::{Harness, HarnessError, UpgradeRefused};
 pub use manifest::Manifest;
 /// Versions of units, as [`Unit::on_upgrade`] gets them.
 pub use swarm_schemas::semver::Version;

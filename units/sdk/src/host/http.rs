@@ -73,12 +73,10 @@ impl Request {
         wire.push(b'\n');
         wire.extend_from_slice(&self.body);
         let reply = call_raw(HOST_HTTP, &wire)?;
-        let (head, body) = split(&reply).ok_or_else(|| {
-            HostError::new(HostErrorKind::Failed, "the host's reply has no head")
-        })?;
-        let head: HttpResponse = serde_json::from_slice(head).map_err(|e| {
-            HostError::new(HostErrorKind::Failed, format!("the host's reply: {e}"))
-        })?;
+        let (head, body) = split(&reply)
+            .ok_or_else(|| HostError::new(HostErrorKind::Failed, "the host's reply has no head"))?;
+        let head: HttpResponse = serde_json::from_slice(head)
+            .map_err(|e| HostError::new(HostErrorKind::Failed, format!("the host's reply: {e}")))?;
         Ok(Response {
             status: head.status,
             headers: head.headers,

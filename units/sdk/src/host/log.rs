@@ -29,13 +29,20 @@ pub fn event<K: Into<String>>(
     };
     if let Err(e) = super::call_raw(HOST_LOG, &bytes) {
         if e.kind() == super::HostErrorKind::NoHost {
-            eprintln!("[{:?}] {} {:?}", record.level, record.message, record.fields);
+            eprintln!(
+                "[{:?}] {} {:?}",
+                record.level, record.message, record.fields
+            );
         }
     }
 }
 
 fn plain(level: Level, message: impl Into<String>) {
-    event(level, message, std::iter::empty::<(String, serde_json::Value)>());
+    event(
+        level,
+        message,
+        std::iter::empty::<(String, serde_json::Value)>(),
+    );
 }
 
 /// Logs at error level.
