@@ -375,8 +375,9 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     if args.feed.as_deref().is_some_and(|p| p.as_os_str() == "-") {
         let mesh = Arc::clone(&mesh);
         let stream = stream.clone();
+        // Taken here: the reading thread is not the runtime's and has no current handle.
+        let handle = tokio::runtime::Handle::current();
         std::thread::spawn(move || {
-            let handle = tokio::runtime::Handle::current();
             for (i, line) in std::io::stdin().lock().lines().enumerate() {
                 let Ok(line) = line else { break };
                 if line.trim().is_empty() {

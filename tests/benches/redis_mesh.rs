@@ -6,7 +6,6 @@
 //!
 //! Run with: ops/start-redis && cargo bench -p swarm-tests --bench redis_mesh
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,32 +75,15 @@ async fn cleanup(mesh: &RedisMesh) {
 
 /// `redis-benchmark -P 32` of XADD with a payload the size of one of our signals.
 fn redis_benchmark() -> String {
-    let url = redis_url();
-    let host_port = url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:6390")
-        .to_owned();
-    let (host, port) = host_port.split_once(':').unwrap_or(("127.0.0.1", "6390"));
     let key = format!("bench-xadd-{}", Uuid::now_v7());
     let payload = serde_json::to_string(&noop(0)).unwrap_or_default();
-    let output = Command::new("redis-benchmark")
-        .args([
-            "-h", host, "-p", port, "-n", "200000", "-P", "32", "-q", "XADD", &key, "*", "s",
-            &payload,
-        ])
-        .output();
-    let _ = Command::new("redis-cli")
-        .args(["-h", host, "-p", port, "del", &key])
-        .output();
-    match output {
-        Ok(out) => String::from_utf8_lossy(&out.stdout)
-            .split(['\r', '\n'])
-            .rfind(|l| l.contains("requests per second"))
-            .map(|l| l.trim().to_owned())
-            .unwrap_or_else(|| "no result".to_owned()),
-        Err(e) => format!("could not run redis-benchmark: {e}"),
+    let result = swarm_tests::redis_benchmark(&[
+        "-n", "200000", "-P", "32", "XADD", &key, "*", "s", &payload,
+    ]);
+    let _ = swarm_tests::redis_benchmark(&["-n", "1", "DEL", &key]);
+    match result {
+        Ok(rate) => format!("{rate:.0} requests per second"),
+        Err(e) => e,
     }
 }
 

@@ -44,6 +44,8 @@ pub const UNIT_PACKAGES: &[&str] = &[
     "fixture-tally-v2",
     "fixture-legacy-abi",
     "fixture-probe",
+    "forager",
+    "scout",
     ORDER_FLOW[0],
     ORDER_FLOW[1],
     ORDER_FLOW[2],
@@ -283,4 +285,31 @@ impl Default for TestSwarm {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Runs `redis-benchmark -q` against the tests' Redis with `args` (options, then the command)
+/// and returns its requests per second.
+pub fn redis_benchmark(args: &[&str]) -> Result<f64, String> {
+    let url = process::redis_url();
+    let host_port = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6390")
+        .to_owned();
+    let (host, port) = host_port.split_once(':').unwrap_or(("127.0.0.1", "6390"));
+    let out = Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-q"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("could not run redis-benchmark: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The last progress line ends in `…: 16625.11 requests per second, p50=…`; the command
+    // before it may hold colons of its own.
+    text.split(['\r', '\n'])
+        .filter_map(|l| l.find(" requests per second").map(|at| &l[..at]))
+        .next_back()
+        .and_then(|l| l.split_whitespace().next_back())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("redis-benchmark printed no rate: {text}"))
 }

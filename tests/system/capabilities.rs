@@ -499,3 +499,66 @@ async fn a_mark_evaporates_across_two_reactor_processes() {
     );
     assert!(value <= 4.0 + 1e-9, "at most half is left: {value}");
 }
+
+/// The foraging example: foragers lay trails on `site.*` marks, scouts follow the strongest;
+/// neither unit knows the other, they meet only in the field of marks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foragers_and_scouts_coordinate_through_marks_alone() {
+    let units = tempfile::tempdir().expect("units dir");
+    let private = tempfile::tempdir().expect("private dir");
+    deploy(units.path(), "forager", "forager.so");
+    deploy(units.path(), "scout", "scout.so");
+    let mut config = ReactorConfig::new(units.path().to_owned(), private.path().to_owned());
+    config.watch = false;
+    config.block = Duration::from_millis(50);
+    config.trim_every = Duration::from_secs(3600);
+    config.host.marks_half_life = Duration::from_secs(30 * 86_400);
+    for unit in ["forager", "scout"] {
+        config
+            .host
+            .grants
+            .insert(unit.into(), [Capability::Marks].into());
+    }
+    let mesh: Arc<dyn Mesh> = Arc::new(InProcMesh::new());
+    let memory: Arc<dyn Memory> = Arc::new(InProcMemory::new());
+    let (reactor, report) = Reactor::start(config, Arc::clone(&mesh), memory)
+        .await
+        .expect("reactor starts");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let reply = |kind: &'static str, payload: Value| {
+        let mesh = Arc::clone(&mesh);
+        async move {
+            let signal = Signal::new(kind, payload);
+            mesh.publish(STREAM, &signal).await.expect("publish");
+            wait_for_async(Duration::from_secs(10), || {
+                let mesh = Arc::clone(&mesh);
+                async move {
+                    let entries = mesh.range(STREAM, None, usize::MAX).await.ok()?;
+                    entries
+                        .into_iter()
+                        .filter_map(|e| e.body.ok())
+                        .find(|s| s.correlation_id == signal.correlation_id && s.id != signal.id)
+                }
+            })
+            .await
+            .expect("a reply")
+        }
+    };
+    let idle = reply("scout.tick", json!({})).await;
+    assert_eq!(idle.kind, "scout.idle", "no trail yet");
+    for (site, amount) in [("north", 1.0), ("south", 5.0), ("north", 1.0)] {
+        let laid = reply("food.found", json!({"site": site, "amount": amount})).await;
+        assert_eq!(laid.kind, "trail.laid");
+    }
+    let sent = reply("scout.tick", json!({})).await;
+    assert_eq!(sent.kind, "scout.sent");
+    assert_eq!(sent.payload["site"], "south", "{}", sent.payload);
+    let laid = reply("food.found", json!({"site": "north", "amount": 10.0})).await;
+    assert!(close(&laid.payload["strength"], 12.0), "{}", laid.payload);
+    let sent = reply("scout.tick", json!({})).await;
+    assert_eq!(
+        sent.payload["site"], "north",
+        "the scouts follow the new strongest trail"
+    );
+    reactor.stop().await;
+}

@@ -94,14 +94,30 @@ pub struct RedisMarks {
 
 impl RedisMarks {
     pub(crate) fn new(conn: ConnectionManager, key_prefix: &str, half_life: Duration) -> Self {
+        let (field, half_life_key) = Self::keys_of(key_prefix);
         Self {
             conn,
-            field: format!("{{{key_prefix}}}:marks"),
-            half_life_key: format!("{{{key_prefix}}}:marks:half-life"),
+            field,
+            half_life_key,
             half_life,
-            apply: redis::Script::new(&format!("{PRELUDE}{APPLY}")),
+            apply: redis::Script::new(&Self::apply_script()),
             prefix: redis::Script::new(&format!("{PRELUDE}{PREFIX}")),
         }
+    }
+
+    /// The Lua script behind [`Marks::apply`], for measuring it apart (with `redis-benchmark`,
+    /// say). KEYS: the field, its half-life key; ARGV: the half-life in ms, then (op, key,
+    /// amount) triples, op `d` or `s`.
+    pub fn apply_script() -> String {
+        format!("{PRELUDE}{APPLY}")
+    }
+
+    /// The Redis keys of the field of a mesh with `key_prefix`: the field, its half-life.
+    pub fn keys_of(key_prefix: &str) -> (String, String) {
+        (
+            format!("{{{key_prefix}}}:marks"),
+            format!("{{{key_prefix}}}:marks:half-life"),
+        )
     }
 
     fn half_life_ms(&self) -> Result<f64, StoreError> {

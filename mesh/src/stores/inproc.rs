@@ -60,7 +60,7 @@ impl InProcMarks {
     /// Locks the field, checking its half-life (the first user sets it).
     fn field(&self) -> Result<(MutexGuard<'_, Field>, f64), StoreError> {
         let configured_ms = ms(self.half_life);
-        if !(configured_ms > 0.0) {
+        if configured_ms <= 0.0 {
             return Err(StoreError::Invalid("the half-life must be positive".into()));
         }
         let mut field = lock(&self.field);
@@ -133,10 +133,13 @@ impl Marks for InProcMarks {
     }
 }
 
+/// A value (JSON text) and when it expires, by (namespace, key).
+type Entries = HashMap<(String, String), (String, Option<Instant>)>;
+
 /// The key-value store of an in-process mesh.
 #[derive(Clone, Default)]
 pub struct InProcKv {
-    entries: Arc<Mutex<HashMap<(String, String), (String, Option<Instant>)>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 #[async_trait]
@@ -178,7 +181,7 @@ impl Kv for InProcKv {
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
         let removed = lock(&self.entries).remove(&(namespace.to_owned(), key.to_owned()));
-        Ok(removed.is_some_and(|(_, expires)| !expires.is_some_and(|at| at <= Instant::now())))
+        Ok(removed.is_some_and(|(_, expires)| expires.is_none_or(|at| at > Instant::now())))
     }
 }
 

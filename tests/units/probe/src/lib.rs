@@ -69,6 +69,41 @@ fn run(payload: &Value) -> Result<Result<Value, HostError>, UnitError> {
                 last.map(|v| json!({"last": v}))
             }
         }
+        "load" => {
+            // `n` operations (`deposit` or `sense`) in calls of `batch` operations each, timed
+            // here, in the unit: what a capability call costs the unit that makes it.
+            let n = payload["n"].as_u64().unwrap_or(1);
+            let batch = payload["batch"].as_u64().unwrap_or(1).max(1);
+            let deposit = text(payload, "mode")? == "deposit";
+            let key = text(payload, "key")?;
+            let started = std::time::Instant::now();
+            let mut done = 0;
+            let mut failed = None;
+            while done < n && failed.is_none() {
+                let size = batch.min(n - done);
+                let ops = (0..size)
+                    .map(|_| {
+                        if deposit {
+                            MarkOp::Deposit {
+                                key: key.to_owned(),
+                                amount: 1.0,
+                            }
+                        } else {
+                            MarkOp::Sense {
+                                key: key.to_owned(),
+                            }
+                        }
+                    })
+                    .collect();
+                failed = marks::apply(ops).err();
+                done += size;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(json!({"ops": n, "calls": n.div_ceil(batch), "seconds": seconds})),
+            }
+        }
         "kv_set" => {
             let ttl = payload["ttl_ms"].as_u64().map(Duration::from_millis);
             kv::set(text(payload, "key")?, &payload["value"], ttl).map(|()| json!({}))
