@@ -15,8 +15,9 @@ use super::UnitHost;
 /// A [`UnitHost`] and the table that points at it; boxed so the pointer stays put. It must
 /// outlive the library it is bound to.
 pub(crate) struct HostTable {
-    // `table.ctx` points into `host`; neither moves while the box lives.
-    host: Box<UnitHost>,
+    // Never read: `table.ctx` points into it, and it must live (and not move) as long as the
+    // table.
+    _host: Box<UnitHost>,
     table: Box<HostVTable>,
 }
 
@@ -39,12 +40,11 @@ impl HostTable {
             call: host_call,
             free_buf: host_free,
         });
-        Self { host, table }
+        Self { _host: host, table }
     }
 
     /// The table to hand to the unit's `bind_host`.
     pub(crate) fn table(&self) -> *const HostVTable {
-        let _ = &self.host;
         &*self.table
     }
 }
