@@ -241,6 +241,58 @@ fn up_runs_the_swarm_until_sigterm_and_exits_cleanly() {
 }
 
 #[test]
+fn up_reads_signals_from_stdin_as_they_come_and_grants_capabilities() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("units dir");
+    swarm_tests::deploy(dir.path(), "forager", "forager.so");
+    let mut child = Command::new(swarm_binary())
+        .args([
+            "up",
+            "--http",
+            "127.0.0.1:0",
+            "--feed",
+            "-",
+            "--grant",
+            "forager=marks",
+        ])
+        .env("SWARM_UNITS_DIR", dir.path())
+        .env("RUST_LOG", "warn,swarm::unit=info")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("swarm up starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(
+        stdin,
+        r#"{{"kind": "food.found", "payload": {{"site": "west", "amount": 2}}}}"#
+    )
+    .expect("write");
+    writeln!(stdin, "not a signal").expect("write");
+    stdin.flush().expect("flush");
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    drop(stdin);
+    let output = child.wait_with_output().expect("swarm up exits");
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "clean exit on SIGTERM: {stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("trail laid")
+            && l.contains(r#"unit="forager""#)
+            && l.contains("west")),
+        "the signal from stdin ran, with its marks granted: {stderr}"
+    );
+    assert!(
+        stderr.contains("stdin:2:"),
+        "the bad line is named: {stderr}"
+    );
+}
+
+#[test]
 fn saving_the_unit_config_file_reconfigures_the_units_it_changes() {
     let dir = tempfile::tempdir().expect("units dir");
     swarm_tests::deploy(dir.path(), "fixture-tally-v1", "tally.so");
