@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use swarm_abi::{
     HOST_HTTP, HOST_KV, HOST_LOG, HOST_MARKS, HOST_MARKS_PREFIX, HostOp, STATUS_BAD_INPUT,
-    STATUS_DENIED, STATUS_ERROR, STATUS_OK, Status,
+    STATUS_DENIED, STATUS_ERROR, STATUS_OK, Status, capability_of,
 };
 use swarm_mesh::{Kv, Marks, Mesh, StoreError};
 use swarm_schemas::{
@@ -189,18 +189,12 @@ impl UnitHost {
 
     /// Makes one call: the reply bytes, or the status and error text.
     pub(crate) fn call(&self, op: HostOp, request: &[u8]) -> (Status, Vec<u8>) {
-        let capability = match op {
-            HOST_LOG => Capability::Log,
-            HOST_MARKS | HOST_MARKS_PREFIX => Capability::Marks,
-            HOST_KV => Capability::Kv,
-            HOST_HTTP => Capability::Http,
-            other => {
-                return (
-                    STATUS_BAD_INPUT,
-                    format!("unknown host operation {other}: this host is older than the unit")
-                        .into_bytes(),
-                );
-            }
+        let Some(capability) = capability_of(op).and_then(|c| c.parse::<Capability>().ok()) else {
+            return (
+                STATUS_BAD_INPUT,
+                format!("unknown host operation {op}: this host is older than the unit")
+                    .into_bytes(),
+            );
         };
         let started = Instant::now();
         let result = self.check(capability).and_then(|()| self.run(op, request));

@@ -197,6 +197,18 @@ pub const HOST_KV: HostOp = 4;
 /// reply: a JSON `HttpResponse`, a newline, then the body's raw bytes.
 pub const HOST_HTTP: HostOp = 5;
 
+/// The name of the capability an operation belongs to (`log`, `marks`, `kv`, `http`), the name
+/// manifests declare and configurations grant; `None` for an operation this ABI does not know.
+pub const fn capability_of(op: HostOp) -> Option<&'static str> {
+    match op {
+        HOST_LOG => Some("log"),
+        HOST_MARKS | HOST_MARKS_PREFIX => Some("marks"),
+        HOST_KV => Some("kv"),
+        HOST_HTTP => Some("http"),
+        _ => None,
+    }
+}
+
 /// Makes one capability call: `op`, with the request bytes. `STATUS_OK` writes the reply to
 /// `out`; `STATUS_DENIED`, `STATUS_ERROR` or `STATUS_BAD_INPUT` write the error text. The
 /// buffer goes back to the host's `free_buf`. Blocking; callable from any thread, also during

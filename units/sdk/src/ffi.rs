@@ -60,6 +60,53 @@ unsafe extern "C" fn bind_host(host: *const HostVTable) {
     }
 }
 
+thread_local! {
+    /// A host that takes precedence on this thread: the harness's, while it calls its unit.
+    static LOCAL_HOST: Cell<*const HostVTable> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `f` with `host` as this thread's host (the harness: many harnesses in one test binary
+/// share the library's statics, so each binds its host only around its own calls).
+pub(crate) fn with_local_host<R>(host: &HostVTable, f: impl FnOnce() -> R) -> R {
+    let previous = LOCAL_HOST.with(|h| h.replace(host));
+    let result = f();
+    LOCAL_HOST.with(|h| h.set(previous));
+    result
+}
+
+/// The table of a harness's host.
+pub(crate) fn harness_table(host: &crate::harness_host::HarnessHost) -> HostVTable {
+    let ctx: *const crate::harness_host::HarnessHost = host;
+    HostVTable {
+        header: VTableHeader {
+            abi_version: ABI_VERSION,
+            vtable_size: HOST_VTABLE_SIZE,
+        },
+        ctx: ctx.cast(),
+        call: harness_call,
+        free_buf,
+    }
+}
+
+unsafe extern "C" fn harness_call(
+    ctx: *const c_void,
+    op: HostOp,
+    request: *const u8,
+    request_len: usize,
+    out: *mut Buf,
+) -> Status {
+    // SAFETY: `ctx` is the harness's boxed host, alive while the harness is; the request is
+    // valid for `request_len` bytes; `out` is a valid out-parameter.
+    unsafe {
+        let host = &*ctx.cast::<crate::harness_host::HarnessHost>();
+        let request = borrowed(request, request_len);
+        let (status, bytes) = catch_unwind(AssertUnwindSafe(|| host.call(op, request)))
+            .unwrap_or_else(|_| (STATUS_ERROR, b"the harness's host panicked".to_vec()));
+        out.write(into_buf(bytes));
+        status
+    }
+}
+
 /// Why a host call did not answer.
 pub(crate) enum HostFailure {
     /// No host has bound this library (the unit runs in a test harness or elsewhere).
@@ -70,11 +117,17 @@ pub(crate) enum HostFailure {
 
 /// Calls the host's capability `op` with `request`; the reply bytes on `STATUS_OK`.
 pub(crate) fn host_call(op: HostOp, request: &[u8]) -> Result<Vec<u8>, HostFailure> {
-    let host = HOST.load(Ordering::Acquire);
+    let local = LOCAL_HOST.with(Cell::get);
+    let host = if local.is_null() {
+        HOST.load(Ordering::Acquire).cast_const()
+    } else {
+        local
+    };
     if host.is_null() {
         return Err(HostFailure::Unbound);
     }
-    // SAFETY: `bind_host` stored a table the host keeps valid while this library is loaded.
+    // SAFETY: `bind_host` stored a table the host keeps valid while this library is loaded, or
+    // a harness set one it keeps alive for the call.
     let host = unsafe { &*host };
     let mut out = Buf::EMPTY;
     // SAFETY: the request and out-parameter are valid for the call; the host never unwinds.

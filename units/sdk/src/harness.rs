@@ -5,15 +5,18 @@
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use swarm_abi::{
-    EVENT_DISABLE, EVENT_ENABLE, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE, STATUS_BAD_INPUT,
-    STATUS_ERROR, STATUS_OK, STATUS_PANIC, UnitVTable,
+    EVENT_DISABLE, EVENT_ENABLE, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE, HostVTable,
+    STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC, UnitVTable,
 };
 use swarm_schemas::{Emit, Signal, UnitManifest, UnitReply};
 
 use crate::Unit;
 use crate::ffi::{self, CallResult};
+use crate::harness_host::{HarnessHost, HostState, lock};
 
 /// Why a harness call failed; mirrors the failures the host records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,9 @@ pub struct Harness<T: Unit> {
     manifest: UnitManifest,
     /// Whether `on_load` succeeded: only then does dropping run `on_unload`.
     loaded: bool,
+    /// The host its capability calls reach; the table points into the box.
+    host: Box<HarnessHost>,
+    table: Box<HostVTable>,
     _unit: PhantomData<T>,
 }
 
@@ -107,8 +113,16 @@ fn checked<T: Unit>() -> Result<(UnitVTable, UnitManifest), HarnessError> {
 impl<T: Unit> Harness<T> {
     /// Reads and checks the manifest, creates an instance with `config`, and runs its
     /// [`on_load`](Unit::on_load), as a first load in the host does.
+    ///
+    /// Its capability calls reach a host in memory: `log` records are kept ([`logs`]), marks
+    /// and kv live in this harness (and pass to an [`upgrade`]) on a clock the test moves
+    /// ([`advance`]). What the manifest declares is granted; `http` always fails.
+    ///
+    /// [`logs`]: Harness::logs
+    /// [`upgrade`]: Harness::upgrade
+    /// [`advance`]: Harness::advance
     pub fn new(config: serde_json::Value) -> Result<Self, HarnessError> {
-        let mut harness = Self::created(config)?;
+        let mut harness = Self::created(config, Arc::default())?;
         harness.load()?;
         Ok(harness)
     }
@@ -119,23 +133,64 @@ impl<T: Unit> Harness<T> {
         Ok(())
     }
 
-    /// An instance that has not had `on_load` yet.
-    fn created(config: serde_json::Value) -> Result<Self, HarnessError> {
+    /// An instance that has not had `on_load` yet, on a host with `state`.
+    fn created(
+        config: serde_json::Value,
+        state: Arc<Mutex<HostState>>,
+    ) -> Result<Self, HarnessError> {
         let (vtable, manifest) = checked::<T>()?;
         let config =
             serde_json::to_vec(&config).map_err(|e| HarnessError::BadInput(e.to_string()))?;
-        let instance = ffi::call_create(&vtable, &config).map_err(failure)?;
+        let host = Box::new(HarnessHost {
+            declared: manifest.capabilities.clone(),
+            state,
+        });
+        let table = Box::new(ffi::harness_table(&host));
+        let instance =
+            ffi::with_local_host(&table, || ffi::call_create(&vtable, &config)).map_err(failure)?;
         Ok(Self {
             vtable,
             instance,
             manifest,
             loaded: false,
+            host,
+            table,
             _unit: PhantomData,
         })
     }
 
+    /// Runs `f` with this harness's host as the unit's.
+    fn hosted<R>(&self, f: impl FnOnce() -> R) -> R {
+        ffi::with_local_host(&self.table, f)
+    }
+
+    /// The log records the unit has sent, oldest first.
+    pub fn logs(&self) -> Vec<crate::log::Record> {
+        lock(&self.host.state).logs.clone()
+    }
+
+    /// The value of the mark at `key` now, on the harness's clock.
+    pub fn mark(&self, key: &str) -> f64 {
+        lock(&self.host.state).mark(key)
+    }
+
+    /// The value at `key` in the unit's key-value store, unless it has expired.
+    pub fn kv(&self, key: &str) -> Option<serde_json::Value> {
+        lock(&self.host.state).kv(key).cloned()
+    }
+
+    /// Moves the harness's clock on: marks evaporate, kv entries expire.
+    pub fn advance(&self, by: Duration) {
+        lock(&self.host.state).now_ms += by.as_secs_f64() * 1000.0;
+    }
+
+    /// Sets the half-life marks evaporate with (60 s unless set).
+    pub fn set_half_life(&self, half_life: Duration) {
+        lock(&self.host.state).half_life_ms = (half_life.as_secs_f64() * 1000.0).max(1e-3);
+    }
+
     fn event(&self, event: u32, arg: &[u8]) -> Result<(), HarnessError> {
-        let result = ffi::call_lifecycle(&self.vtable, self.instance, event, arg);
+        let result = self.hosted(|| ffi::call_lifecycle(&self.vtable, self.instance, event, arg));
         if result.status == STATUS_OK {
             Ok(())
         } else {
@@ -164,18 +219,19 @@ impl<T: Unit> Harness<T> {
         self,
         config: serde_json::Value,
     ) -> Result<Harness<U>, Box<UpgradeRefused<T>>> {
-        let mut new = match Harness::<U>::created(config) {
+        let mut new = match Harness::<U>::created(config, Arc::clone(&self.host.state)) {
             Ok(new) => new,
             Err(error) => return Err(Box::new(UpgradeRefused { error, old: self })),
         };
         let swapped = (|| {
             if self.manifest.carries_state {
-                let state = ffi::call_snapshot(&self.vtable, self.instance);
+                let state = self.hosted(|| ffi::call_snapshot(&self.vtable, self.instance));
                 if state.status != STATUS_OK {
                     return Err(failure(state));
                 }
                 if new.manifest.carries_state {
-                    let restored = ffi::call_restore(&new.vtable, new.instance, &state.bytes);
+                    let restored =
+                        new.hosted(|| ffi::call_restore(&new.vtable, new.instance, &state.bytes));
                     if restored.status != STATUS_OK {
                         return Err(failure(restored));
                     }
@@ -199,7 +255,7 @@ impl<T: Unit> Harness<T> {
     pub fn handle(&self, signal: &Signal) -> Result<Vec<Emit>, HarnessError> {
         let bytes =
             serde_json::to_vec(signal).map_err(|e| HarnessError::BadInput(e.to_string()))?;
-        let result = ffi::call_handle(&self.vtable, self.instance, &bytes);
+        let result = self.hosted(|| ffi::call_handle(&self.vtable, self.instance, &bytes));
         if result.status != STATUS_OK {
             return Err(failure(result));
         }
@@ -227,6 +283,6 @@ impl<T: Unit> Drop for Harness<T> {
         if self.loaded {
             let _ = self.event(EVENT_UNLOAD, b"");
         }
-        ffi::call_destroy(&self.vtable, self.instance);
+        self.hosted(|| ffi::call_destroy(&self.vtable, self.instance));
     }
 }

@@ -46,6 +46,7 @@ mod error;
 #[doc(hidden)]
 pub mod ffi;
 mod harness;
+mod harness_host;
 mod host;
 mod manifest;
 

@@ -78,11 +78,18 @@ mod tests {
     }
 
     #[test]
-    fn outside_a_reactor_the_deposit_fails_clearly() {
+    fn food_lays_a_trail_that_evaporates() {
         let unit = swarm_sdk::Harness::<Forager>::new(Value::Null).expect("loads");
-        let error = unit
-            .send("food.found", json!({"site": "north"}))
-            .expect_err("no host in the harness");
-        assert!(format!("{error:?}").contains("no host"), "{error:?}");
+        unit.set_half_life(std::time::Duration::from_secs(60));
+        let out = unit
+            .send("food.found", json!({"site": "north", "amount": 3}))
+            .expect("lays");
+        assert_eq!(out[0].payload, json!({"site": "north", "strength": 3.0}));
+        unit.send("food.found", json!({"site": "north"}))
+            .expect("lays");
+        assert_eq!(unit.mark("site.north"), 4.0);
+        unit.advance(std::time::Duration::from_secs(120));
+        assert_eq!(unit.mark("site.north"), 1.0, "two half-lives later");
+        assert!(unit.send("food.found", json!({"site": "North"})).is_err());
     }
 }

@@ -11,6 +11,8 @@
 
 use swarm_abi::HOST_LOG;
 pub use swarm_schemas::LogLevel as Level;
+/// A log record, as the host gets it ([`Harness::logs`](crate::Harness::logs) returns them).
+pub use swarm_schemas::LogRecord as Record;
 use swarm_schemas::LogRecord;
 
 /// Logs `message` with structured `fields`.
