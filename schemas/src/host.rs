@@ -133,6 +133,78 @@ pub fn validate_host_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest key of a mark or of the key-value store, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value of the key-value store, as JSON text, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Most operations in one [`MarksRequest`].
+pub const MAX_MARK_OPS: usize = 10_000;
+/// Marks that have evaporated below this (in absolute value) count as gone: prefix reads leave
+/// them out.
+pub const EVAPORATED: f64 = 1e-9;
+
+/// Checks a key of a mark or of the key-value store: non-empty, at most [`MAX_KEY_BYTES`].
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("a key may not be empty".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "a key may have at most {MAX_KEY_BYTES} bytes; this one has {}",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a batch of mark operations: its size, each key, each amount.
+pub fn validate_mark_ops(ops: &[MarkOp]) -> Result<(), String> {
+    if ops.len() > MAX_MARK_OPS {
+        return Err(format!(
+            "at most {MAX_MARK_OPS} mark operations at once; got {}",
+            ops.len()
+        ));
+    }
+    for op in ops {
+        match op {
+            MarkOp::Deposit { key, amount } => {
+                validate_key(key)?;
+                if !amount.is_finite() {
+                    return Err(format!(
+                        "a deposit must be a finite number; got {amount} for `{key}`"
+                    ));
+                }
+            }
+            MarkOp::Sense { key } => validate_key(key)?,
+        }
+    }
+    Ok(())
+}
+
+/// The JSON text a key-value store keeps for `value`, checked against [`MAX_VALUE_BYTES`].
+pub fn kv_value_text(value: &serde_json::Value) -> Result<String, String> {
+    let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "a value may have at most {MAX_VALUE_BYTES} bytes of JSON; this one has {}",
+            text.len()
+        ));
+    }
+    Ok(text)
+}
+
+/// A mark's `value` after `elapsed_ms` of evaporation with `half_life_ms`:
+/// `value × 2^(−elapsed/half_life)`. Time running backwards (a clock stepped back) evaporates
+/// nothing.
+pub fn evaporated(value: f64, elapsed_ms: f64, half_life_ms: f64) -> f64 {
+    value * (-(elapsed_ms.max(0.0)) / half_life_ms).exp2()
+}
+
+/// Sorts marks strongest first, ties by key (the order of [`MarksPrefixReply`]).
+pub fn sort_strongest_first(marks: &mut [Mark]) {
+    marks.sort_by(|a, b| b.value.total_cmp(&a.value).then_with(|| a.key.cmp(&b.key)));
+}
+
 /// How loud a unit's log record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

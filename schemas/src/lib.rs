@@ -21,6 +21,11 @@ pub use host::{
     KvRequest, LogLevel, LogRecord, Mark, MarkOp, MarksPrefixReply, MarksPrefixRequest, MarksReply,
     MarksRequest, validate_host_pattern,
 };
+/// The limits and arithmetic of the host's stores, shared by every implementation of them.
+pub use host::{
+    EVAPORATED, MAX_KEY_BYTES, MAX_MARK_OPS, MAX_VALUE_BYTES, evaporated, kv_value_text,
+    sort_strongest_first, validate_key, validate_mark_ops,
+};
 pub use kind::{KindError, KindPattern, validate_kind};
 pub use manifest::{
     Dependency, DispatchPolicy, ManifestError, PatternDispatch, UnitManifest, validate_unit_name,

@@ -9,9 +9,7 @@ use redis::RedisError;
 use redis::aio::ConnectionManager;
 use swarm_schemas::{Mark, MarkOp, MarksPrefixReply, MarksReply};
 
-use crate::stores::{
-    EVAPORATED, Kv, Marks, StoreError, check_key, check_ops, ms, strongest_first, value_text,
-};
+use crate::stores::{EVAPORATED, Kv, Marks, StoreError, check_key, check_ops, ms, value_text};
 
 /// The half-life check and the server's clock, shared by both scripts. Sets `h` (half-life in
 /// ms), `now` (ms since the epoch) and `read(raw)` (a stored mark's value now).
@@ -229,7 +227,7 @@ impl Marks for RedisMarks {
             .into_iter()
             .map(|(key, value)| Mark { key, value })
             .collect();
-        strongest_first(&mut marks);
+        swarm_schemas::sort_strongest_first(&mut marks);
         Ok(MarksPrefixReply {
             marks,
             at_ms: number(at)?,

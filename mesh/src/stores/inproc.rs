@@ -7,10 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use swarm_schemas::{Mark, MarkOp, MarksPrefixReply, MarksReply};
 
-use super::{
-    EVAPORATED, Kv, Marks, StoreError, check_key, check_ops, evaporated, ms, strongest_first,
-    value_text,
-};
+use super::{EVAPORATED, Kv, Marks, StoreError, check_key, check_ops, evaporated, ms, value_text};
 
 /// A clock in milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> f64 + Send + Sync>;
@@ -124,7 +121,7 @@ impl Marks for InProcMarks {
             });
             true
         });
-        strongest_first(&mut marks);
+        swarm_schemas::sort_strongest_first(&mut marks);
         Ok(MarksPrefixReply { marks, at_ms: now })
     }
 

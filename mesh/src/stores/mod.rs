@@ -17,15 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use swarm_schemas::{MarkOp, MarksPrefixReply, MarksReply};
 
-/// Longest key of a mark or of the key-value store, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
-/// Largest value of the key-value store, as JSON text, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-/// Most operations in one [`Marks::apply`].
-pub const MAX_MARK_OPS: usize = 10_000;
-/// Marks that have evaporated below this (in absolute value) are dropped when a prefix read
-/// comes across them.
-pub const EVAPORATED: f64 = 1e-9;
+pub use swarm_schemas::{EVAPORATED, MAX_KEY_BYTES, MAX_MARK_OPS, MAX_VALUE_BYTES, evaporated};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -84,65 +76,19 @@ pub trait Kv: Send + Sync + 'static {
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
 }
 
-/// `value` after `elapsed_ms` of evaporation with `half_life_ms`. Time running backwards (a
-/// clock stepped back) evaporates nothing.
-pub fn evaporated(value: f64, elapsed_ms: f64, half_life_ms: f64) -> f64 {
-    value * (-(elapsed_ms.max(0.0)) / half_life_ms).exp2()
-}
-
-/// Checks a key: non-empty and at most [`MAX_KEY_BYTES`].
+/// Checks a key (see [`swarm_schemas::validate_key`]).
 pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() {
-        return Err(StoreError::Invalid("a key may not be empty".into()));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(StoreError::Invalid(format!(
-            "a key may have at most {MAX_KEY_BYTES} bytes; this one has {}",
-            key.len()
-        )));
-    }
-    Ok(())
+    swarm_schemas::validate_key(key).map_err(StoreError::Invalid)
 }
 
-/// Checks a batch of mark operations: its size, each key, each amount.
+/// Checks a batch of mark operations (see [`swarm_schemas::validate_mark_ops`]).
 pub(crate) fn check_ops(ops: &[MarkOp]) -> Result<(), StoreError> {
-    if ops.len() > MAX_MARK_OPS {
-        return Err(StoreError::Invalid(format!(
-            "at most {MAX_MARK_OPS} mark operations at once; got {}",
-            ops.len()
-        )));
-    }
-    for op in ops {
-        match op {
-            MarkOp::Deposit { key, amount } => {
-                check_key(key)?;
-                if !amount.is_finite() {
-                    return Err(StoreError::Invalid(format!(
-                        "a deposit must be a finite number; got {amount} for `{key}`"
-                    )));
-                }
-            }
-            MarkOp::Sense { key } => check_key(key)?,
-        }
-    }
-    Ok(())
+    swarm_schemas::validate_mark_ops(ops).map_err(StoreError::Invalid)
 }
 
-/// The JSON text of a value, checked against [`MAX_VALUE_BYTES`].
+/// The JSON text of a value, checked (see [`swarm_schemas::kv_value_text`]).
 pub(crate) fn value_text(value: &serde_json::Value) -> Result<String, StoreError> {
-    let text = serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    if text.len() > MAX_VALUE_BYTES {
-        return Err(StoreError::Invalid(format!(
-            "a value may have at most {MAX_VALUE_BYTES} bytes of JSON; this one has {}",
-            text.len()
-        )));
-    }
-    Ok(text)
-}
-
-/// Sorts marks strongest first, ties by key.
-pub(crate) fn strongest_first(marks: &mut [swarm_schemas::Mark]) {
-    marks.sort_by(|a, b| b.value.total_cmp(&a.value).then_with(|| a.key.cmp(&b.key)));
+    swarm_schemas::kv_value_text(value).map_err(StoreError::Invalid)
 }
 
 /// Milliseconds in `duration`, as a float.

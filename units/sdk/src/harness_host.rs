@@ -12,8 +12,9 @@ use swarm_abi::{
     STATUS_ERROR, STATUS_OK, Status, capability_of,
 };
 use swarm_schemas::{
-    Capabilities, Capability, KvReply, KvRequest, LogRecord, Mark, MarkOp, MarksPrefixReply,
-    MarksPrefixRequest, MarksReply, MarksRequest,
+    Capabilities, Capability, EVAPORATED, KvReply, KvRequest, LogRecord, Mark, MarkOp,
+    MarksPrefixReply, MarksPrefixRequest, MarksReply, MarksRequest, evaporated, kv_value_text,
+    sort_strongest_first, validate_key, validate_mark_ops,
 };
 
 /// What the harness's host holds, shared by the versions of a unit across an upgrade.
@@ -45,7 +46,7 @@ impl HostState {
     /// The mark at `key` now.
     pub fn mark(&self, key: &str) -> f64 {
         self.marks.get(key).map_or(0.0, |&(v, at)| {
-            v * (-(self.now_ms - at).max(0.0) / self.half_life_ms).exp2()
+            evaporated(v, self.now_ms - at, self.half_life_ms)
         })
     }
 
@@ -78,12 +79,13 @@ fn json(value: &impl serde::Serialize) -> Answer {
     serde_json::to_vec(value).map_err(|e| (STATUS_ERROR, e.to_string()))
 }
 
+/// A request the reactor's stores would refuse is refused here too, with the same text.
+fn refused(message: String) -> (Status, String) {
+    (STATUS_BAD_INPUT, message)
+}
+
 fn check_key(key: &str) -> Result<(), (Status, String)> {
-    if key.is_empty() {
-        Err((STATUS_BAD_INPUT, "a key may not be empty".into()))
-    } else {
-        Ok(())
-    }
+    validate_key(key).map_err(refused)
 }
 
 impl HarnessHost {
@@ -120,17 +122,7 @@ impl HarnessHost {
             }
             HOST_MARKS => {
                 let request: MarksRequest = serde_json::from_slice(request).map_err(bad)?;
-                for op in &request.ops {
-                    match op {
-                        MarkOp::Deposit { key, amount } => {
-                            check_key(key)?;
-                            if !amount.is_finite() {
-                                return Err(bad(format!("a deposit must be finite, not {amount}")));
-                            }
-                        }
-                        MarkOp::Sense { key } => check_key(key)?,
-                    }
-                }
+                validate_mark_ops(&request.ops).map_err(refused)?;
                 let mut values = Vec::with_capacity(request.ops.len());
                 for op in request.ops {
                     match op {
@@ -158,9 +150,9 @@ impl HarnessHost {
                         key: k.clone(),
                         value: state.mark(k),
                     })
-                    .filter(|m| m.value.abs() >= 1e-9)
+                    .filter(|m| m.value.abs() >= EVAPORATED)
                     .collect();
-                marks.sort_by(|a, b| b.value.total_cmp(&a.value).then_with(|| a.key.cmp(&b.key)));
+                sort_strongest_first(&mut marks);
                 json(&MarksPrefixReply {
                     marks,
                     at_ms: state.now_ms,
@@ -176,6 +168,7 @@ impl HarnessHost {
                 }
                 KvRequest::Set { key, value, ttl_ms } => {
                     check_key(&key)?;
+                    kv_value_text(&value).map_err(refused)?;
                     let expires = ttl_ms.map(|ttl| state.now_ms + ttl as f64);
                     state.kv.insert(key, (value, expires));
                     json(&KvReply::default())
