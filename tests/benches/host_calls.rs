@@ -15,7 +15,7 @@ use swarm_memory::{InProcMemory, Memory};
 use swarm_mesh::{InProcMesh, Mesh, RedisMarks, RedisMesh, RedisMeshConfig};
 use swarm_reactor::{Reactor, ReactorConfig};
 use swarm_schemas::{Capability, Signal};
-use swarm_tests::{deploy, redis_url, wait_for_async};
+use swarm_tests::{deploy, redis_url, request};
 use uuid::Uuid;
 
 const STREAM: &str = "swarm:signals";
@@ -47,19 +47,9 @@ async fn load(mesh: &Arc<dyn Mesh>, mode: &str, batch: u64) -> (f64, f64) {
         "probe.run",
         json!({"do": "load", "mode": mode, "key": "bench", "n": OPS, "batch": batch}),
     );
-    mesh.publish(STREAM, &signal).await.expect("publish");
-    let result = wait_for_async(Duration::from_secs(600), || {
-        let mesh = Arc::clone(mesh);
-        async move {
-            let entries = mesh.range(STREAM, None, usize::MAX).await.ok()?;
-            entries
-                .into_iter()
-                .filter_map(|e| e.body.ok())
-                .find(|s| s.kind == "probe.result" && s.correlation_id == signal.correlation_id)
-        }
-    })
-    .await
-    .expect("the load finished");
+    let result = request(&**mesh, STREAM, &signal, Duration::from_secs(600))
+        .await
+        .expect("the load finished");
     let ok: &Value = &result.payload["ok"];
     let seconds = ok["seconds"]
         .as_f64()

@@ -173,6 +173,25 @@ pub async fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>
     }
 }
 
+/// Publishes `signal` on `stream` and waits up to `timeout` for its reply: the first other
+/// signal of its correlation on that stream. `None` if none came.
+pub async fn request(
+    mesh: &dyn Mesh,
+    stream: &str,
+    signal: &swarm_schemas::Signal,
+    timeout: Duration,
+) -> Option<swarm_schemas::Signal> {
+    mesh.publish(stream, signal).await.expect("publish");
+    wait_for_async(timeout, async || {
+        let entries = mesh.range(stream, None, usize::MAX).await.ok()?;
+        entries
+            .into_iter()
+            .filter_map(|e| e.body.ok())
+            .find(|s| s.correlation_id == signal.correlation_id && s.id != signal.id)
+    })
+    .await
+}
+
 /// Like [`wait_for`], for checks that need to await.
 pub async fn wait_for_async<T>(
     timeout: Duration,

@@ -11,7 +11,7 @@ use swarm_memory::{InProcMemory, Memory};
 use swarm_mesh::{InProcMesh, Mesh, RedisMesh, RedisMeshConfig, StartAt};
 use swarm_reactor::{HostConfig, Reactor, ReactorConfig};
 use swarm_schemas::{Capability, ExecutionRecord, Outcome, Signal};
-use swarm_tests::{ReactorSpec, deploy, redis_url, wait_for_async};
+use swarm_tests::{ReactorSpec, deploy, redis_url, request, wait_for_async};
 use uuid::Uuid;
 
 const STREAM: &str = "swarm:signals";
@@ -69,21 +69,10 @@ impl Probe {
     /// signal's id.
     async fn ask(&self, payload: Value) -> (Value, Signal) {
         let signal = Signal::new("probe.run", payload.clone());
-        self.mesh.publish(STREAM, &signal).await.expect("publish");
-        let mesh = Arc::clone(&self.mesh);
-        let correlation = signal.correlation_id;
-        let result = wait_for_async(Duration::from_secs(10), || {
-            let mesh = Arc::clone(&mesh);
-            async move {
-                let entries = mesh.range(STREAM, None, usize::MAX).await.ok()?;
-                entries
-                    .into_iter()
-                    .filter_map(|e| e.body.ok())
-                    .find(|s| s.kind == "probe.result" && s.correlation_id == correlation)
-            }
-        })
-        .await
-        .unwrap_or_else(|| panic!("no probe.result for {payload}"));
+        let result = request(&*self.mesh, STREAM, &signal, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no probe.result for {payload}"));
+        assert_eq!(result.kind, "probe.result");
         (result.payload, signal)
     }
 
@@ -112,6 +101,15 @@ impl Probe {
 fn ok(result: &Value) -> &Value {
     assert!(result.get("error").is_none(), "the call failed: {result}");
     &result["ok"]
+}
+
+/// Checks that a probe's call failed with the error `kind` and a message saying each of `says`.
+fn refused(result: &Value, kind: &str, says: &[&str]) {
+    assert_eq!(result["kind"], kind, "{result}");
+    let message = result["error"].as_str().unwrap_or_default();
+    for part in says {
+        assert!(message.contains(part), "`{part}` missing from: {result}");
+    }
 }
 
 fn close(got: &Value, want: f64) -> bool {
@@ -198,7 +196,7 @@ async fn kv_through_the_abi(mesh: Arc<dyn Mesh>) {
     let (removed, _) = probe.ask(json!({"do": "kv_delete", "key": "k"})).await;
     assert_eq!(ok(&removed)["removed"], true);
     let (bad, _) = probe.ask(json!({"do": "kv_get", "key": ""})).await;
-    assert_eq!(bad["kind"], "BadRequest", "{bad}");
+    refused(&bad, "BadRequest", &["empty"]);
     probe.stop().await;
 }
 
@@ -211,13 +209,8 @@ async fn denied_capabilities(mesh: Arc<dyn Mesh>) {
         json!({"do": "kv_get", "key": "k"}),
         json!({"do": "http", "url": "http://127.0.0.1:9/"}),
     ] {
-        let (result, signal) = probe.ask(payload.clone()).await;
-        assert_eq!(result["kind"], "Denied", "{payload}: {result}");
-        let message = result["error"].as_str().unwrap_or_default();
-        assert!(
-            message.contains("not granted") && message.contains("--grant probe="),
-            "{message}"
-        );
+        let (result, signal) = probe.ask(payload).await;
+        refused(&result, "Denied", &["not granted", "--grant probe="]);
         let record = &probe.executions(&signal, 1).await[0];
         assert!(record.outcome.is_success());
         assert_eq!(record.host_calls[0].denied, 1, "{:?}", record.host_calls);
@@ -317,28 +310,16 @@ async fn http_allowed_refused_slow_and_huge() {
     assert_eq!(ok(&echo)["body"], "echo: ping");
 
     // The same server by another name is not on the allowlist (`127.0.0.1` is).
-    let (refused, _) = probe
+    let (denied, _) = probe
         .ask(json!({"do": "http", "url": format!("http://localhost:{port}/ok")}))
         .await;
-    assert_eq!(refused["kind"], "Denied", "{refused}");
-    assert!(
-        refused["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("localhost") && e.contains("allowlist")),
-        "{refused}"
-    );
+    refused(&denied, "Denied", &["localhost", "allowlist"]);
 
     let started = Instant::now();
     let (slow, _) = probe
         .ask(json!({"do": "http", "url": format!("http://{address}/slow")}))
         .await;
-    assert_eq!(slow["kind"], "Failed", "{slow}");
-    assert!(
-        slow["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("timed out")),
-        "{slow}"
-    );
+    refused(&slow, "Failed", &["timed out"]);
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the timeout did not cut the wait"
@@ -347,18 +328,12 @@ async fn http_allowed_refused_slow_and_huge() {
     let (huge, _) = probe
         .ask(json!({"do": "http", "url": format!("http://{address}/huge")}))
         .await;
-    assert_eq!(huge["kind"], "Failed", "{huge}");
-    assert!(
-        huge["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("larger than the limit")),
-        "{huge}"
-    );
+    refused(&huge, "Failed", &["larger than the limit"]);
 
     let (bad, _) = probe
         .ask(json!({"do": "http", "url": "ftp://127.0.0.1/x"}))
         .await;
-    assert_eq!(bad["kind"], "BadRequest", "{bad}");
+    refused(&bad, "BadRequest", &["only http:// URLs"]);
 
     // The reactor is healthy: ten requests at once all answer.
     let mut asks = Vec::new();
@@ -432,24 +407,13 @@ async fn a_mark_evaporates_across_two_reactor_processes() {
             half_life.to_string(),
         ],
     };
-    let ask = |payload: Value| {
-        let mesh = Arc::clone(&mesh);
-        async move {
-            let signal = Signal::new("probe.run", payload);
-            mesh.publish(STREAM, &signal).await.expect("publish");
-            wait_for_async(Duration::from_secs(30), || {
-                let mesh = Arc::clone(&mesh);
-                async move {
-                    let entries = mesh.range(STREAM, None, usize::MAX).await.ok()?;
-                    entries.into_iter().filter_map(|e| e.body.ok()).find(|s| {
-                        s.kind == "probe.result" && s.correlation_id == signal.correlation_id
-                    })
-                }
-            })
+    let ask = async |payload: Value| {
+        let signal = Signal::new("probe.run", payload);
+        let result = request(&*mesh, STREAM, &signal, Duration::from_secs(30))
             .await
-            .expect("a probe.result")
-            .payload
-        }
+            .expect("a probe.result");
+        assert_eq!(result.kind, "probe.result");
+        result.payload
     };
 
     let first = spec.start("first");
@@ -525,24 +489,15 @@ async fn foragers_and_scouts_coordinate_through_marks_alone() {
         .await
         .expect("reactor starts");
     assert!(report.failures.is_empty(), "{:?}", report.failures);
-    let reply = |kind: &'static str, payload: Value| {
-        let mesh = Arc::clone(&mesh);
-        async move {
-            let signal = Signal::new(kind, payload);
-            mesh.publish(STREAM, &signal).await.expect("publish");
-            wait_for_async(Duration::from_secs(10), || {
-                let mesh = Arc::clone(&mesh);
-                async move {
-                    let entries = mesh.range(STREAM, None, usize::MAX).await.ok()?;
-                    entries
-                        .into_iter()
-                        .filter_map(|e| e.body.ok())
-                        .find(|s| s.correlation_id == signal.correlation_id && s.id != signal.id)
-                }
-            })
-            .await
-            .expect("a reply")
-        }
+    let reply = async |kind: &str, payload: Value| {
+        request(
+            &*mesh,
+            STREAM,
+            &Signal::new(kind, payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("a reply")
     };
     let idle = reply("scout.tick", json!({})).await;
     assert_eq!(idle.kind, "scout.idle", "no trail yet");
