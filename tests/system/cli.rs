@@ -20,6 +20,20 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Sends SIGTERM to a `swarm up` whose stderr is piped, waits for it, checks that it exited
+/// cleanly, and returns its stderr.
+fn stop_cleanly(child: std::process::Child) -> String {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("swarm up exits");
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "clean exit on SIGTERM: {stderr}");
+    stderr
+}
+
 fn order_flow() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("units dir");
     deploy_order_flow(dir.path());
@@ -221,14 +235,7 @@ fn up_runs_the_swarm_until_sigterm_and_exits_cleanly() {
         .spawn()
         .expect("swarm up starts");
     std::thread::sleep(Duration::from_secs(2));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let output = child.wait_with_output().expect("swarm up exits");
-    let stderr = text(&output.stderr);
-    assert!(output.status.success(), "clean exit on SIGTERM: {stderr}");
+    let stderr = stop_cleanly(child);
     assert!(
         stderr.contains("loaded order-validate 1.0.0 (generation 1) on order.placed"),
         "{stderr}"
@@ -271,15 +278,8 @@ fn up_reads_signals_from_stdin_as_they_come_and_grants_capabilities() {
     writeln!(stdin, "not a signal").expect("write");
     stdin.flush().expect("flush");
     std::thread::sleep(Duration::from_secs(2));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
     drop(stdin);
-    let output = child.wait_with_output().expect("swarm up exits");
-    let stderr = text(&output.stderr);
-    assert!(output.status.success(), "clean exit on SIGTERM: {stderr}");
+    let stderr = stop_cleanly(child);
     assert!(
         stderr.lines().any(|l| l.contains("trail laid")
             && l.contains(r#"unit="forager""#)
