@@ -239,35 +239,31 @@ impl UnitHost {
             HOST_MARKS => {
                 let request: MarksRequest =
                     serde_json::from_slice(request).map_err(bad_json("a marks request"))?;
-                let marks = Arc::clone(&services.marks);
-                let answer = self.block_on(async move { marks.apply(&request.ops).await })?;
+                let answer = self.block_on(services.marks.apply(&request.ops))?;
                 reply(&answer?)
             }
             HOST_MARKS_PREFIX => {
                 let request: MarksPrefixRequest =
                     serde_json::from_slice(request).map_err(bad_json("a marks request"))?;
-                let marks = Arc::clone(&services.marks);
-                let answer =
-                    self.block_on(async move { marks.sense_prefix(&request.prefix).await })?;
+                let answer = self.block_on(services.marks.sense_prefix(&request.prefix))?;
                 reply(&answer?)
             }
             HOST_KV => {
                 let request: KvRequest =
                     serde_json::from_slice(request).map_err(bad_json("a kv request"))?;
-                let kv = Arc::clone(&services.kv);
-                let unit = Arc::clone(&self.unit);
+                let (kv, unit) = (&services.kv, &*self.unit);
                 let answer = self.block_on(async move {
                     match request {
-                        KvRequest::Get { key } => kv.get(&unit, &key).await.map(|value| KvReply {
+                        KvRequest::Get { key } => kv.get(unit, &key).await.map(|value| KvReply {
                             value,
                             removed: false,
                         }),
                         KvRequest::Set { key, value, ttl_ms } => kv
-                            .set(&unit, &key, &value, ttl_ms.map(Duration::from_millis))
+                            .set(unit, &key, &value, ttl_ms.map(Duration::from_millis))
                             .await
                             .map(|()| KvReply::default()),
                         KvRequest::Delete { key } => {
-                            kv.delete(&unit, &key).await.map(|removed| KvReply {
+                            kv.delete(unit, &key).await.map(|removed| KvReply {
                                 value: None,
                                 removed,
                             })
@@ -277,17 +273,17 @@ impl UnitHost {
                 reply(&answer?)
             }
             HOST_HTTP => {
-                let client = services.http.clone();
                 let limits = http::Limits {
                     timeout: services.config.http_timeout,
                     max_bytes: services.config.http_max_bytes,
                 };
-                let allow = self.allow.clone();
-                let unit = Arc::clone(&self.unit);
-                let request = request.to_vec();
-                self.block_on(async move {
-                    http::request(&client, &limits, &allow, &unit, &request).await
-                })?
+                self.block_on(http::request(
+                    &services.http,
+                    &limits,
+                    &self.allow,
+                    &self.unit,
+                    request,
+                ))?
             }
             _ => Err(Failure::BadRequest(format!("unknown host operation {op}"))),
         }
