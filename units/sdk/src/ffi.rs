@@ -410,14 +410,20 @@ fn take(vtable: &UnitVTable, buf: Buf) -> Vec<u8> {
     bytes
 }
 
-pub(crate) fn call_manifest(vtable: &UnitVTable) -> CallResult {
+/// Makes a call that writes into one out-buffer, and collects its status and bytes (the
+/// buffer goes back to the unit).
+fn with_out(vtable: &UnitVTable, call: impl FnOnce(&mut Buf) -> Status) -> CallResult {
     let mut out = Buf::EMPTY;
-    // SAFETY: `out` is a valid out-parameter.
-    let status = unsafe { (vtable.manifest)(&mut out) };
+    let status = call(&mut out);
     CallResult {
         status,
         bytes: take(vtable, out),
     }
+}
+
+pub(crate) fn call_manifest(vtable: &UnitVTable) -> CallResult {
+    // SAFETY: `out` is a valid out-parameter.
+    with_out(vtable, |out| unsafe { (vtable.manifest)(out) })
 }
 
 pub(crate) fn call_create(vtable: &UnitVTable, config: &[u8]) -> Result<*mut c_void, CallResult> {
@@ -441,13 +447,10 @@ pub(crate) fn call_create(vtable: &UnitVTable, config: &[u8]) -> Result<*mut c_v
 }
 
 pub(crate) fn call_handle(vtable: &UnitVTable, instance: *mut c_void, signal: &[u8]) -> CallResult {
-    let mut out = Buf::EMPTY;
     // SAFETY: `instance` is alive (the harness owns it) and the buffers are valid for the call.
-    let status = unsafe { (vtable.handle)(instance, signal.as_ptr(), signal.len(), &mut out) };
-    CallResult {
-        status,
-        bytes: take(vtable, out),
-    }
+    with_out(vtable, |out| unsafe {
+        (vtable.handle)(instance, signal.as_ptr(), signal.len(), out)
+    })
 }
 
 pub(crate) fn call_destroy(vtable: &UnitVTable, instance: *mut c_void) {
@@ -461,40 +464,25 @@ pub(crate) fn call_lifecycle(
     event: Event,
     arg: &[u8],
 ) -> CallResult {
-    let mut out = Buf::EMPTY;
-    let status = match vtable.lifecycle {
+    with_out(vtable, |out| match vtable.lifecycle {
         // SAFETY: `instance` is alive (the harness owns it) and the buffers are valid.
-        Some(lifecycle) => unsafe { lifecycle(instance, event, arg.as_ptr(), arg.len(), &mut out) },
+        Some(lifecycle) => unsafe { lifecycle(instance, event, arg.as_ptr(), arg.len(), out) },
         None => STATUS_OK,
-    };
-    CallResult {
-        status,
-        bytes: take(vtable, out),
-    }
+    })
 }
 
 pub(crate) fn call_snapshot(vtable: &UnitVTable, instance: *mut c_void) -> CallResult {
-    let mut out = Buf::EMPTY;
-    let status = match vtable.snapshot {
+    with_out(vtable, |out| match vtable.snapshot {
         // SAFETY: `instance` is alive and no other call runs on it.
-        Some(snapshot) => unsafe { snapshot(instance, &mut out) },
+        Some(snapshot) => unsafe { snapshot(instance, out) },
         None => STATUS_OK,
-    };
-    CallResult {
-        status,
-        bytes: take(vtable, out),
-    }
+    })
 }
 
 pub(crate) fn call_restore(vtable: &UnitVTable, instance: *mut c_void, state: &[u8]) -> CallResult {
-    let mut out = Buf::EMPTY;
-    let status = match vtable.restore {
+    with_out(vtable, |out| match vtable.restore {
         // SAFETY: `instance` is alive and not yet shared; the state buffer is valid.
-        Some(restore) => unsafe { restore(instance, state.as_ptr(), state.len(), &mut out) },
+        Some(restore) => unsafe { restore(instance, state.as_ptr(), state.len(), out) },
         None => STATUS_OK,
-    };
-    CallResult {
-        status,
-        bytes: take(vtable, out),
-    }
+    })
 }
