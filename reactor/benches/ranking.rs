@@ -18,6 +18,11 @@
 //! - recovery: signals after the change until the top-1 accuracy over the last 100 signals is
 //!   back to 90% of what it was over the 1,000 signals before the change; and per cluster, its
 //!   own signals until its last 10 are back to 90% of its rate before the change;
+//! - the same recovery for two oracles that the ranker cannot be: Thompson sampling per cluster
+//!   (told each signal's true cluster) that is also told the moment of the change and forgets,
+//!   then, everything or only the two units that changed. They show what the workload itself
+//!   demands: every cluster sees one signal in 20, and a cluster must try its units again to
+//!   find its new best, so no learner that keeps evidence per cluster recovers much faster;
 //! - the ranking cost per signal on the hot path (`Ranker::rank`), p50/p99, and `observe`.
 //!
 //! Goals: top-1 ≥ 90% after 2k signals; regret ≤ 25% of ε-greedy's; recovery ≤ 300 signals;
@@ -34,6 +39,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
+use rand_distr::{Beta, Distribution};
 use serde_json::json;
 use swarm_memory::{InProcMemory, Memory};
 use swarm_reactor::ranking::{Ranker, RankerConfig};
@@ -261,7 +267,9 @@ impl World {
     }
 
     /// The change: in every cluster the best and the worst unit swap success probabilities.
-    fn change(&mut self, config: &RankerConfig) {
+    /// Returns the two units that changed, per cluster.
+    fn change(&mut self, config: &RankerConfig) -> Vec<[usize; 2]> {
+        let mut changed = Vec::with_capacity(CLUSTERS.len());
         for c in 0..CLUSTERS.len() {
             let best = self.best(c, config);
             let worst = (0..UNITS)
@@ -271,7 +279,9 @@ impl World {
                 })
                 .unwrap_or(0);
             self.p[c].swap(best, worst);
+            changed.push([best, worst]);
         }
+        changed
     }
 }
 
@@ -319,11 +329,102 @@ impl EpsilonGreedy {
     }
 }
 
+/// A reference the ranker cannot be: Beta–Thompson sampling per cluster, told each signal's
+/// true cluster (no similarity search) and the moment of the change. At the change it forgets
+/// either everything it knew (`Forget::All`) or only what it knew about the two units that
+/// changed (`Forget::Changed`). Same prior, evidence cap and first-success fallback as the
+/// ranker; its recovery shows how many signals the workload itself demands.
+struct Oracle {
+    /// (reward-weighted successes, failures) per cluster and unit.
+    evidence: Vec<[(f64, f64); UNITS]>,
+    forget: Forget,
+    cap: f64,
+    hits: Vec<bool>,
+}
+
+#[derive(Clone, Copy)]
+enum Forget {
+    All,
+    Changed,
+}
+
+impl Oracle {
+    fn new(forget: Forget, config: &RankerConfig) -> Self {
+        Self {
+            evidence: vec![[(0.0, 0.0); UNITS]; CLUSTERS.len()],
+            forget,
+            cap: config.max_evidence,
+            hits: Vec::new(),
+        }
+    }
+
+    fn change(&mut self, changed: &[[usize; 2]]) {
+        for (c, units) in changed.iter().enumerate() {
+            match self.forget {
+                Forget::All => self.evidence[c] = [(0.0, 0.0); UNITS],
+                Forget::Changed => units.iter().for_each(|&u| self.evidence[c][u] = (0.0, 0.0)),
+            }
+        }
+    }
+
+    /// Handles one signal of cluster `c` (first-success down a Thompson-sampled order).
+    fn handle(
+        &mut self,
+        c: usize,
+        world: &World,
+        config: &RankerConfig,
+        rng: &mut SmallRng,
+    ) -> usize {
+        let mut order: Vec<(usize, f64)> = (0..UNITS)
+            .map(|u| {
+                let (w, l) = self.evidence[c][u];
+                let (a, b) = (1.0 + w, 1.0 + l);
+                let score = Beta::new(a, b).map_or(a / (a + b), |d| d.sample(rng));
+                (u, score)
+            })
+            .collect();
+        order.sort_by(|x, y| y.1.total_cmp(&x.1));
+        self.hits.push(order[0].0 == world.best(c, config));
+        for &(u, _) in &order {
+            let success = rng.random::<f64>() < world.p[c][u];
+            let reward = config.weighing.reward(success, world.latency[c][u]);
+            let (w, l) = &mut self.evidence[c][u];
+            *w += reward;
+            *l += 1.0 - reward;
+            let weight = *w + *l;
+            if weight > self.cap {
+                *w *= self.cap / weight;
+                *l *= self.cap / weight;
+            }
+            if success {
+                break;
+            }
+        }
+        order[0].0
+    }
+}
+
+/// Signals after the change until the top-1 accuracy over the last [`WINDOW`] is back to 90% of
+/// what it was over the 1,000 signals before the change.
+fn recovery(hits: &[bool], change_at: usize) -> Option<usize> {
+    let before = rate(hits, change_at.saturating_sub(1_000), change_at);
+    (change_at + WINDOW..=hits.len())
+        .find(|&t| rate(hits, t - WINDOW, t) >= 0.9 * before)
+        .map(|t| t - change_at)
+}
+
+fn rate(hits: &[bool], from: usize, to: usize) -> f64 {
+    let slice = &hits[from.min(to)..to];
+    slice.iter().filter(|h| **h).count() as f64 / slice.len().max(1) as f64
+}
+
 struct Summary {
     top1_before: f64,
     top1_after: f64,
     regret: [f64; 4],
     recovery: Option<usize>,
+    /// Recovery of the oracles that forget everything / only the changed units at the change.
+    oracle_recovery: [Option<usize>; 2],
     /// Signals of one cluster until that cluster recovered: median and worst over clusters.
     per_cluster_median: usize,
     per_cluster_max: usize,
@@ -360,12 +461,18 @@ async fn run(
         step: 0.05,
     };
     let mut pending: Vec<ExecutionRecord> = Vec::new();
+    let mut oracles = [
+        Oracle::new(Forget::All, &config),
+        Oracle::new(Forget::Changed, &config),
+    ];
+    let mut oracle_rng = SmallRng::seed_from_u64(seed ^ 0x0ac1e);
     let mut executions = 0;
     let mut skipped = 0;
     let mut samples = Vec::new();
     for i in 0..signals {
         if i == change_at {
-            world.change(&config);
+            let changed = world.change(&config);
+            oracles.iter_mut().for_each(|o| o.change(&changed));
             for (c, seen) in by_cluster.iter().enumerate() {
                 change_index[c] = seen.len();
             }
@@ -429,6 +536,9 @@ async fn run(
         let rr = round_robin.entry(kind).or_default();
         regret[2] += best_reward - world.expected(c, *rr % UNITS, &config);
         *rr += 1;
+        for oracle in &mut oracles {
+            oracle.handle(c, &world, &config, &mut oracle_rng);
+        }
         let g = greedy.choose(kind, &mut rng);
         regret[3] += best_reward - world.expected(c, g, &config);
         let success = rng.random::<f64>() < world.p[c][g];
@@ -439,15 +549,8 @@ async fn run(
         );
     }
 
-    let rate = |from: usize, to: usize| {
-        let slice = &hits[from.min(to)..to];
-        slice.iter().filter(|h| **h).count() as f64 / slice.len().max(1) as f64
-    };
-    let before = rate(change_at.saturating_sub(1_000), change_at);
-    let recovery = (change_at + WINDOW..=signals)
-        .find(|&t| rate(t - WINDOW, t) >= 0.9 * before)
-        .map(|t| t - change_at);
-    let after_from = change_at + recovery.unwrap_or(signals - change_at);
+    let recovered = recovery(&hits, change_at);
+    let after_from = change_at + recovered.unwrap_or(signals - change_at);
     // Per cluster: its own signals after the change until the top-1 rate of its last 10 is back
     // to 90% of its rate over its 50 signals before the change.
     let mut per_cluster: Vec<usize> = by_cluster
@@ -467,10 +570,11 @@ async fn run(
     per_cluster.sort_unstable();
     (
         Summary {
-            top1_before: rate(PRE_WARM, change_at),
-            top1_after: rate(after_from, signals),
+            top1_before: rate(&hits, PRE_WARM, change_at),
+            top1_after: rate(&hits, after_from, signals),
             regret,
-            recovery,
+            recovery: recovered,
+            oracle_recovery: oracles.map(|o| recovery(&o.hits, change_at)),
             per_cluster_median: per_cluster[per_cluster.len() / 2],
             per_cluster_max: per_cluster.last().copied().unwrap_or(0),
             executions,
@@ -514,6 +618,10 @@ fn ranker_config(seed: u64) -> RankerConfig {
     config
 }
 
+fn show(recovery: Option<usize>) -> String {
+    recovery.map_or("never".to_owned(), |r| r.to_string())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
@@ -550,14 +658,16 @@ async fn main() {
         let [ours, random, rr, greedy] = o.regret;
         println!(
             "{variants} phrasing(s) per cluster, seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals \
-             (per cluster: median {}, worst {} of its own signals); \
+             (per cluster: median {}, worst {} of its own signals; oracle told the change, forgetting all {}, forgetting the changed units {}); \
              regret: ranker {ours:.1}, random {random:.1}, round-robin {rr:.1}, e-greedy per kind {greedy:.1} \
              (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected; {:.1?}",
             o.top1_before,
             o.top1_after,
-            o.recovery.map_or("never".to_owned(), |r| r.to_string()),
+            show(o.recovery),
             o.per_cluster_median,
             o.per_cluster_max,
+            show(o.oracle_recovery[0]),
+            show(o.oracle_recovery[1]),
             ours / greedy,
             o.executions,
             o.skipped,
