@@ -163,9 +163,31 @@ impl PgMemory {
     }
 
     async fn open(url: &str, config: &PgMemoryConfig) -> Result<PgPool, MemoryError> {
+        let scan = [
+            config.ef_search.to_string(),
+            config.max_scan_tuples.to_string(),
+        ];
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // The HNSW scan settings are the session's, set once per connection, so a search is
+            // one statement and one round trip. (Until pgvector's library is loaded in the
+            // backend they are placeholders, which it adopts when it loads.)
+            .after_connect(move |conn, _| {
+                let scan = scan.clone();
+                Box::pin(async move {
+                    sqlx::query(
+                        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), \
+                         set_config('hnsw.ef_search', $1, false), \
+                         set_config('hnsw.max_scan_tuples', $2, false)",
+                    )
+                    .bind(&scan[0])
+                    .bind(&scan[1])
+                    .execute(conn)
+                    .await
+                    .map(drop)
+                })
+            })
             .connect(url)
             .await
             .map_err(unavailable)?;
@@ -202,21 +224,21 @@ impl PgMemory {
     ) -> Result<Vec<SearchHit>, MemoryError> {
         query.validate(DIMENSIONS)?;
         let probe = HalfVector::from_f32_slice(&self.probe_vector(&query.probe).await?);
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // SET LOCAL: these last until the end of this transaction, never on a pooled connection.
-        let settings = if exact {
-            "SELECT set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true), \
-             set_config('hnsw.ef_search', $1, true), set_config('hnsw.max_scan_tuples', $2, true)"
-        } else {
-            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), \
-             set_config('hnsw.ef_search', $1, true), set_config('hnsw.max_scan_tuples', $2, true)"
-        };
-        sqlx::query(settings)
-            .bind(self.config.ef_search.to_string())
-            .bind(self.config.max_scan_tuples.to_string())
+        // The exact search turns the index off for its own transaction (SET LOCAL); the
+        // approximate one runs with the session's scan settings, in one round trip.
+        let mut tx = if exact {
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            sqlx::query(
+                "SELECT set_config('enable_indexscan', 'off', true), \
+                 set_config('enable_bitmapscan', 'off', true)",
+            )
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+            Some(tx)
+        } else {
+            None
+        };
         let success = query.outcome.map(|o| o == OutcomeFilter::Success);
         let k = i64::try_from(query.k).unwrap_or(i64::MAX);
         let per_shape = i64::try_from(query.shape_limit()).unwrap_or(i64::MAX);
@@ -251,11 +273,15 @@ impl PgMemory {
             .bind(query.until)
             .bind(k)
             .bind(shapes)
-            .bind(per_shape)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+            .bind(per_shape);
+        let rows = match tx.as_mut() {
+            Some(tx) => rows.fetch_all(&mut **tx).await,
+            None => rows.fetch_all(&self.pool).await,
+        }
+        .map_err(unavailable)?;
+        if let Some(tx) = tx {
+            tx.commit().await.map_err(unavailable)?;
+        }
         rows.iter()
             .map(|row| {
                 let distance: f64 = row.try_get("distance").map_err(corrupt)?;
