@@ -6,7 +6,8 @@
 mod process;
 
 pub use process::{
-    KillOnDrop, OwnPostgres, OwnRedis, ReactorProcess, ReactorSpec, free_port, redis_url,
+    KillOnDrop, OwnPostgres, OwnRedis, ReactorProcess, ReactorSpec, free_port, redis_url, sigterm,
+    stop_cleanly,
 };
 
 use std::path::{Path, PathBuf};

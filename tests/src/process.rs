@@ -100,9 +100,7 @@ impl ReactorProcess {
 
     /// SIGTERM, then waits; returns whether it exited successfully.
     pub fn stop(mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = sigterm(self.child.id());
         self.child.wait().is_ok_and(|s| s.success())
     }
 
@@ -110,6 +108,24 @@ impl ReactorProcess {
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// Sends SIGTERM to a process; whether `kill` succeeded.
+pub fn sigterm(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Sends SIGTERM to a `swarm up` whose stderr is piped, waits for it, checks that it exited
+/// cleanly, and returns its stderr.
+pub fn stop_cleanly(child: Child) -> String {
+    assert!(sigterm(child.id()), "kill -TERM {}", child.id());
+    let output = child.wait_with_output().expect("swarm up exits");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "clean exit on SIGTERM: {stderr}");
+    stderr
 }
 
 /// A loopback port nothing listens on right now.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use swarm_tests::{deploy_bytes, deploy_order_flow, swarm_binary};
+use swarm_tests::{deploy_bytes, deploy_order_flow, sigterm, stop_cleanly, swarm_binary};
 
 fn swarm(args: &[&str], units: &Path) -> Output {
     Command::new(swarm_binary())
@@ -18,20 +18,6 @@ fn swarm(args: &[&str], units: &Path) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Sends SIGTERM to a `swarm up` whose stderr is piped, waits for it, checks that it exited
-/// cleanly, and returns its stderr.
-fn stop_cleanly(child: std::process::Child) -> String {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let output = child.wait_with_output().expect("swarm up exits");
-    let stderr = text(&output.stderr);
-    assert!(output.status.success(), "clean exit on SIGTERM: {stderr}");
-    stderr
 }
 
 fn order_flow() -> tempfile::TempDir {
@@ -372,14 +358,7 @@ fn saving_the_unit_config_file_reconfigures_the_units_it_changes() {
     });
     assert_eq!(lines().len(), 6, "nothing reloaded: {:?}", lines());
 
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    assert!(sigterm(child.0.id()));
     let status = child.0.wait().expect("exits");
     assert!(status.success(), "{}", stderr_text());
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use swarm_memory::testkit::{database_url, fresh_database, models_dir};
-use swarm_tests::{deploy_order_flow, swarm_binary};
+use swarm_tests::{deploy_order_flow, stop_cleanly, swarm_binary};
 
 fn memory(args: &[&str], url: &str) -> Output {
     Command::new(swarm_binary())
@@ -74,17 +74,7 @@ async fn up_remembers_executions_and_memory_search_finds_them() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let output = child.wait_with_output().expect("swarm up exits");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    stop_cleanly(child);
 
     let output = memory(
         &["search", "a new order was placed", "-k", "3", "--json"],
