@@ -3,11 +3,12 @@
 //! mask, L2 normalisation. Matches onnxruntime to within cosine distance 1e-4 (tested against
 //! committed reference embeddings).
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use quick_cache::sync::Cache;
+
+use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::model::translator::Translate;
@@ -22,9 +23,24 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Longest input, in tokens; longer texts are cut (the model's position table has 512).
 pub const MAX_TOKENS: usize = 256;
 
-/// One text is padded up to a multiple of this many tokens, so that a few plans made concrete
-/// for those lengths serve every text.
-const LENGTH_STEP: usize = 8;
+/// One text runs on a plan made concrete for its length in tokens: its exact length up to this
+/// many tokens, above it the length rounded up to a multiple of [`LONG_STEP`] (padding costs
+/// little next to the text there, and it bounds the number of distinct plans).
+const EXACT_UP_TO: usize = 32;
+const LONG_STEP: usize = 16;
+
+/// Concrete plans kept, the least recently used dropped first. Each holds its own copy of the
+/// weights packed for its shapes (about 22 MB for MiniLM-L3) and takes about 30 ms to make.
+const MAX_PLANS: usize = 12;
+
+/// The length a text of `tokens` tokens is padded to when embedded alone.
+fn padded_length(tokens: usize) -> usize {
+    if tokens <= EXACT_UP_TO {
+        tokens.max(1)
+    } else {
+        tokens.div_ceil(LONG_STEP) * LONG_STEP
+    }
+}
 
 /// A sentence model loaded and optimised for this machine.
 pub struct TractEmbedder {
@@ -35,8 +51,9 @@ pub struct TractEmbedder {
     typed: TypedModel,
     symbols: (Symbol, Symbol),
     /// Plans made concrete for one text of a padded length, optimised for that shape (tract
-    /// picks kernels and drops shape arithmetic when every size is known). Built on first use.
-    single: Mutex<HashMap<usize, Arc<TypedSimplePlan>>>,
+    /// picks kernels and drops shape arithmetic when every size is known). Built on first use,
+    /// at most [`MAX_PLANS`] kept.
+    single: Cache<usize, Arc<TypedSimplePlan>>,
     /// Whether the model takes `token_type_ids` as a third input.
     token_types: bool,
     dimensions: usize,
@@ -116,7 +133,7 @@ impl TractEmbedder {
             plan,
             typed,
             symbols: (batch, sequence),
-            single: Mutex::default(),
+            single: Cache::new(MAX_PLANS),
             token_types: inputs == 3,
             dimensions,
         })
@@ -124,23 +141,19 @@ impl TractEmbedder {
 
     /// The plan for one text padded to `length` tokens.
     fn single_plan(&self, length: usize) -> Result<Arc<TypedSimplePlan>, EmbedError> {
-        let mut plans = self.single.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(plan) = plans.get(&length) {
-            return Ok(Arc::clone(plan));
-        }
-        let run = |e: TractError| EmbedError::Run(format!("{e:?}"));
-        let (batch, sequence) = &self.symbols;
-        let values = SymbolValues::default()
-            .with(batch, 1)
-            .with(sequence, length as i64)
-            .to_dim_map();
-        let concrete = values.translate_model(&self.typed).map_err(run)?;
-        let plan = concrete
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(run)?;
-        plans.insert(length, Arc::clone(&plan));
-        Ok(plan)
+        self.single.get_or_insert_with(&length, || {
+            let run = |e: TractError| EmbedError::Run(format!("{e:?}"));
+            let (batch, sequence) = &self.symbols;
+            let values = SymbolValues::default()
+                .with(batch, 1)
+                .with(sequence, length as i64)
+                .to_dim_map();
+            let concrete = values.translate_model(&self.typed).map_err(run)?;
+            concrete
+                .into_optimized()
+                .and_then(|m| m.into_runnable())
+                .map_err(run)
+        })
     }
 
     /// Loads [`MODEL_FILE`] and [`TOKENIZER_FILE`] from a models directory.
@@ -167,27 +180,45 @@ impl Embedder for TractEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let run = |e: TractError| EmbedError::Run(format!("{e:?}"));
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Run(e.to_string()))?;
-        let (batch, longest) = (
-            encodings.len(),
-            encodings
-                .iter()
-                .map(|e| e.get_ids().len())
-                .max()
-                .unwrap_or(0),
-        );
-        // Pad within the batch only (one text: to the next step, for a concrete plan); padded
-        // positions have mask 0: attention ignores them and they do not count in the mean.
-        let (longest, plan) = if batch == 1 {
-            let padded = longest.div_ceil(LENGTH_STEP).max(1) * LENGTH_STEP;
-            (padded, self.single_plan(padded)?)
+        // Texts of one padded length run together (padding a short text to a long one's length
+        // costs more than it saves); a length with one text runs its concrete plan.
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| padded_length(encodings[i].get_ids().len()));
+        let mut out = vec![Vec::new(); encodings.len()];
+        for group in order.chunk_by(|&a, &b| {
+            padded_length(encodings[a].get_ids().len())
+                == padded_length(encodings[b].get_ids().len())
+        }) {
+            let members: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
+            for (&i, vector) in group.iter().zip(self.run(&members)?) {
+                out[i] = vector;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl TractEmbedder {
+    /// Embeds texts already tokenised, padded to one length.
+    fn run(&self, encodings: &[&Encoding]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let run = |e: TractError| EmbedError::Run(format!("{e:?}"));
+        let batch = encodings.len();
+        let longest = encodings
+            .iter()
+            .map(|e| padded_length(e.get_ids().len()))
+            .max()
+            .unwrap_or(1);
+        let plan = if batch == 1 {
+            self.single_plan(longest)?
         } else {
-            (longest, Arc::clone(&self.plan))
+            Arc::clone(&self.plan)
         };
+        // Padded positions have mask 0: attention ignores them and they do not count in the
+        // mean.
         let mut ids = vec![0i64; batch * longest];
         let mut mask = vec![0i64; batch * longest];
         for (row, encoding) in encodings.iter().enumerate() {

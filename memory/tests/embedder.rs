@@ -93,6 +93,51 @@ fn a_batch_gives_the_same_vectors_as_one_at_a_time() {
 }
 
 #[test]
+fn texts_of_many_lengths_alone_match_the_same_texts_in_a_batch() {
+    // More distinct lengths than the embedder keeps plans for (some are dropped and made
+    // again), past the length where plans stop being exact, each embedded alone twice.
+    let embedder = embedder();
+    let words = [
+        "ants",
+        "lay",
+        "trails",
+        "of",
+        "pheromone",
+        "that",
+        "fade",
+        "unless",
+        "renewed",
+    ];
+    let texts: Vec<String> = (1..=60)
+        .step_by(3)
+        .map(|n| {
+            (0..n)
+                .map(|i| words[i % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let batch = embedder.embed(&refs).expect("embeds");
+    let lengths: std::collections::BTreeSet<usize> = refs
+        .iter()
+        .map(|t| embedder.token_ids(t).expect("tokenises").len())
+        .collect();
+    assert!(lengths.len() >= 20, "{lengths:?}");
+    for _ in 0..2 {
+        for (text, expected) in refs.iter().zip(&batch) {
+            let alone = embedder.embed(&[text]).expect("embeds").remove(0);
+            let distance = 1.0 - cosine(&alone, expected);
+            assert!(
+                distance <= 1e-4,
+                "{} words alone vs in a batch: cosine distance {distance}",
+                text.split(' ').count()
+            );
+        }
+    }
+}
+
+#[test]
 fn semantically_close_sentences_are_closer() {
     let embedder = embedder();
     let v = embedder
