@@ -173,3 +173,179 @@ fn a_unit_that_starts_failing_is_detected_and_ranked_down() {
     }
     assert!(firsts("steady") >= 180, "steady first after the change");
 }
+
+#[test]
+fn a_new_version_is_judged_on_its_own_outcomes_in_every_context() {
+    // Version 1 of `deployed` never fails on two families; `steady` succeeds 2 in 3. Then
+    // version 2 fails twice, on the first family only.
+    let signals = [
+        task("my parcel has not arrived"),
+        task("please refund my order"),
+    ];
+    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("deployed")];
+    let now = Utc::now();
+    let (before, after) = (now - Duration::minutes(10), now - Duration::minutes(5));
+    let rankers = [true, false].map(|per_version| {
+        let ranker = Ranker::new(RankerConfig {
+            exploration: 0.0,
+            per_version,
+            ..RankerConfig::default()
+        });
+        let outcome = |signal: &Signal, unit: &str, version: &str, success: bool, at| {
+            let mut r = record(signal, unit, success, 0);
+            r.policy = "first_success".into();
+            r.unit_version = version.parse().expect("version");
+            r.started_at = at;
+            ranker.observe(&r);
+        };
+        for n in 0..60 {
+            for signal in &signals {
+                outcome(signal, "deployed", "1.0.0", true, before);
+                outcome(signal, "steady", "1.0.0", n % 3 != 0, before);
+            }
+        }
+        outcome(&signals[0], "deployed", "2.0.0", false, after);
+        outcome(&signals[0], "deployed", "2.0.0", false, after);
+        // A late outcome of version 1 (started before version 2 was seen).
+        outcome(&signals[1], "deployed", "1.0.0", true, before);
+        ranker
+    });
+    let firsts = |ranker: &Ranker, signal: &Signal| {
+        (0..200)
+            .filter(|_| {
+                ranker
+                    .rank(signal, &units, DispatchPolicy::FirstSuccess, now)
+                    .ranked[0]
+                    .unit
+                    .as_ref()
+                    == "steady"
+            })
+            .count()
+    };
+    let [per_version, blind] = &rankers;
+    // The second family has not seen version 2, and no longer leans on version 1's record:
+    // only version 2's two failures (through the unit's prior) speak for it.
+    for signal in &signals {
+        let steady = firsts(per_version, signal);
+        assert!(steady >= 150, "steady leads: {steady} of 200");
+    }
+    assert_eq!(per_version.changes(), 0, "no change had to be detected");
+    // Blind to versions, the second family still trusts version 1's 60 successes.
+    let steady = firsts(blind, &signals[1]);
+    assert!(
+        steady <= 20,
+        "without versions, deployed leads: steady {steady} of 200"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_counts_only_executions_of_the_current_version() {
+    let memory = InProcMemory::new().with_embedder(embedder());
+    let ranker = Ranker::new(RankerConfig {
+        exploration: 0.0,
+        ..RankerConfig::default()
+    });
+    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("deployed")];
+    let signal = task("my parcel has not arrived");
+    // Memory remembers version 1 of `deployed` succeeding every time, `steady` 2 in 3.
+    let mut records = Vec::new();
+    for n in 0..40 {
+        let mut r = record(&signal, "deployed", true, 600 - n);
+        r.unit_version = "1.0.0".parse().expect("version");
+        records.push(r);
+        records.push(record(&signal, "steady", n % 3 != 0, 600 - n));
+    }
+    memory.record(&records).await.expect("record");
+    let now = Utc::now();
+    let firsts = || {
+        (0..200)
+            .filter(|_| {
+                ranker
+                    .rank(&signal, &units, DispatchPolicy::FirstSuccess, now)
+                    .ranked[0]
+                    .unit
+                    .as_ref()
+                    == "deployed"
+            })
+            .count()
+    };
+    ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
+    ranker.refresh(&memory, now, 10).await.expect("refresh");
+    assert!(
+        firsts() >= 180,
+        "version 1's record counts while it is current"
+    );
+    // Version 2 runs once and fails: the refresh no longer counts version 1's record.
+    let mut failed = record(&signal, "deployed", false, 1);
+    failed.policy = "first_success".into();
+    failed.unit_version = "2.0.0".parse().expect("version");
+    ranker.observe(&failed);
+    memory.record(&[failed]).await.expect("record");
+    let later = now + Duration::seconds(10);
+    assert_eq!(
+        ranker
+            .refresh(&memory, later, 10)
+            .await
+            .expect("refresh")
+            .contexts,
+        1
+    );
+    let deployed = firsts();
+    assert!(
+        deployed < 100,
+        "version 2 is judged on its one failure, not on version 1's 40 successes: first {deployed} of 200"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_learns_versions_from_memory() {
+    // Another process ran version 1 of `deployed` (always succeeding), then version 2 (always
+    // failing): a ranker that has run nothing yet counts only version 2.
+    let memory = InProcMemory::new().with_embedder(embedder());
+    let signal = task("my parcel has not arrived");
+    let mut records = Vec::new();
+    for n in 0..40 {
+        let mut r = record(&signal, "deployed", true, 600 - n);
+        r.unit_version = "1.0.0".parse().expect("version");
+        records.push(r);
+        records.push(record(&signal, "steady", n % 3 != 0, 600 - n));
+    }
+    for n in 0..3 {
+        let mut r = record(&signal, "deployed", false, 100 - n);
+        r.unit_version = "2.0.0".parse().expect("version");
+        records.push(r);
+    }
+    memory.record(&records).await.expect("record");
+    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("deployed")];
+    let now = Utc::now();
+    for per_version in [true, false] {
+        let ranker = Ranker::new(RankerConfig {
+            exploration: 0.0,
+            per_version,
+            ..RankerConfig::default()
+        });
+        ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
+        ranker.refresh(&memory, now, 10).await.expect("refresh");
+        let steady = (0..200)
+            .filter(|_| {
+                ranker
+                    .rank(&signal, &units, DispatchPolicy::FirstSuccess, now)
+                    .ranked[0]
+                    .unit
+                    .as_ref()
+                    == "steady"
+            })
+            .count();
+        if per_version {
+            assert!(
+                steady >= 150,
+                "version 2's failures decide: steady first {steady} of 200"
+            );
+        } else {
+            assert!(
+                steady <= 50,
+                "blind to versions, 40 successes outweigh 3 failures: steady first {steady} of 200"
+            );
+        }
+    }
+}

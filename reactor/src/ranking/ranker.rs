@@ -56,6 +56,12 @@ pub struct RankerConfig {
     /// Share of the other units' evidence kept when a change is detected (the changed unit's
     /// is dropped); 0 explores every unit afresh.
     pub change_keep: f64,
+    /// A unit's evidence counts only for the version of the unit it was gathered on: when a
+    /// unit's outcomes start coming from another version (a hot swap, a deploy, a rollback),
+    /// what was known of it is dropped everywhere and the new version is judged from its prior
+    /// and its own outcomes. Off, versions are not told apart and only the change detector
+    /// notices.
+    pub per_version: bool,
     /// A context with new outcomes is refreshed from memory at most this often (each refresh
     /// is one similarity search per competing unit; between refreshes the ranker learns from
     /// this process's own outcomes).
@@ -83,6 +89,7 @@ impl Default for RankerConfig {
             change_delta: 0.4,
             change_evidence: 10.0,
             change_keep: 0.0,
+            per_version: true,
             refresh_every: Duration::from_secs(5),
             local_window: 256,
             max_contexts: 100_000,
@@ -198,8 +205,21 @@ pub struct Ranker {
     /// Decayed global evidence per (kind, unit): the prior.
     global: DashMap<(String, Arc<str>), (DateTime<Utc>, Evidence)>,
     breakers: DashMap<Arc<str>, Arc<Breaker>>,
+    /// The version of each unit whose outcomes count, and when its first execution started.
+    versions: DashMap<Arc<str>, (semver::Version, DateTime<Utc>)>,
     rng: Mutex<SmallRng>,
     changes: AtomicU64,
+}
+
+/// Where an execution's unit version stands against the version the ranker judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VersionStanding {
+    /// The version whose outcomes count (or the first one seen).
+    Current,
+    /// Another version, started after the current one was first seen: it replaces it.
+    New,
+    /// Another version, started before: an execution of a replaced version that finished late.
+    Replaced,
 }
 
 impl Ranker {
@@ -211,6 +231,7 @@ impl Ranker {
             contexts: DashMap::new(),
             global: DashMap::new(),
             breakers: DashMap::new(),
+            versions: DashMap::new(),
             rng,
             changes: AtomicU64::new(0),
         }
@@ -472,6 +493,13 @@ impl Ranker {
             // Nothing competed: only the breaker needs to know.
             return;
         }
+        if self.config.per_version {
+            match self.standing(&unit, &record.unit_version, now) {
+                VersionStanding::Current => {}
+                VersionStanding::New => self.forget_unit(&unit, &record.unit_version, now),
+                VersionStanding::Replaced => return,
+            }
+        }
         let w = &self.config.weighing;
         let reward = w.reward(success, record.latency_us);
         {
@@ -551,6 +579,58 @@ impl Ranker {
         }
         state.dirty = true;
         self.recache(&record.signal.kind, &mut state, now);
+    }
+
+    /// Where `version` of `unit`, in an execution started at `started`, stands; a new version
+    /// becomes the current one.
+    fn standing(
+        &self,
+        unit: &Arc<str>,
+        version: &semver::Version,
+        started: DateTime<Utc>,
+    ) -> VersionStanding {
+        let mut entry = self
+            .versions
+            .entry(Arc::clone(unit))
+            .or_insert_with(|| (version.clone(), started));
+        let (current, since) = entry.value_mut();
+        if current == version {
+            *since = (*since).min(started);
+            VersionStanding::Current
+        } else if started >= *since {
+            *current = version.clone();
+            *since = started;
+            VersionStanding::New
+        } else {
+            VersionStanding::Replaced
+        }
+    }
+
+    /// Whether an execution of `unit` at `version` counts: it is of the version the ranker
+    /// judges (or the ranker has not seen the unit yet).
+    fn counts(&self, unit: &str, version: &semver::Version) -> bool {
+        !self.config.per_version
+            || self
+                .versions
+                .get(unit)
+                .is_none_or(|v| &v.value().0 == version)
+    }
+
+    /// Drops what is known of `unit` everywhere: its new `version` starts from its prior.
+    fn forget_unit(&self, unit: &Arc<str>, version: &semver::Version, now: DateTime<Utc>) {
+        tracing::info!(unit = %unit, %version, "new unit version: what was known of the unit is dropped");
+        metrics::counter!("swarm_ranker_new_versions_total").increment(1);
+        self.global.retain(|(_, u), _| u != unit);
+        for entry in &self.contexts {
+            let context = entry.value();
+            let mut state = context.lock();
+            state.evidence.remove(unit);
+            state.carried.remove(unit);
+            state.detectors.remove(unit);
+            state.local.retain(|o| &o.unit != unit);
+            state.dirty = true;
+            self.recache(&context.shape.kind, &mut state, now);
+        }
     }
 
     /// Contexts due for a refresh at `now`.
@@ -638,12 +718,27 @@ impl Ranker {
                     return Err(error);
                 }
             };
+            if self.config.per_version {
+                // Memory may know a unit's versions before this process ran it (another
+                // process, an earlier run): learn them in the order they ran.
+                let mut by_start: Vec<&Weighed> = weighed.iter().collect();
+                by_start.sort_by_key(|n| n.record.started_at);
+                for n in by_start {
+                    let unit: Arc<str> = Arc::from(n.record.unit.as_str());
+                    let version = &n.record.unit_version;
+                    if self.standing(&unit, version, n.record.started_at) == VersionStanding::New {
+                        self.forget_unit(&unit, version, now);
+                    }
+                }
+            }
             let mut state = context.lock();
             let mut evidence: HashMap<Arc<str>, Evidence> = HashMap::new();
             let mut seen = HashSet::with_capacity(weighed.len());
             for n in &weighed {
                 seen.insert(n.record.id);
-                if state.cutoff.is_some_and(|cut| n.record.started_at < cut) {
+                if state.cutoff.is_some_and(|cut| n.record.started_at < cut)
+                    || !self.counts(&n.record.unit, &n.record.unit_version)
+                {
                     continue;
                 }
                 let unit: Arc<str> = Arc::from(n.record.unit.as_str());
