@@ -223,16 +223,23 @@ struct World {
 }
 
 impl World {
-    fn new(rng: &mut SmallRng, ranker: &RankerConfig) -> Self {
+    fn new(rng: &mut SmallRng, ranker: &RankerConfig, change: Change) -> Self {
         let mut p = Vec::new();
         let mut latency = Vec::new();
         for c in 0..CLUSTERS.len() {
             let best = c % UNITS;
+            // Where unit 0 will fail, the unit that takes over is clearly the next best, so
+            // that recovering means finding it rather than a coin flip between near equals.
+            let runner_up = (change != Change::Swap && best == 0).then_some(1);
             let mut row = [0.0; UNITS];
             let mut lat = [0u64; UNITS];
             for u in 0..UNITS {
                 row[u] = if u == best {
                     rng.random_range(0.85..0.95)
+                } else if runner_up == Some(u) {
+                    rng.random_range(0.65..0.72)
+                } else if runner_up.is_some() {
+                    rng.random_range(0.3..0.55)
                 } else {
                     rng.random_range(0.3..0.7)
                 };
@@ -266,9 +273,23 @@ impl World {
             .unwrap_or(0)
     }
 
-    /// The change: in every cluster the best and the worst unit swap success probabilities.
-    /// Returns the two units that changed, per cluster.
-    fn change(&mut self, config: &RankerConfig) -> Vec<[usize; 2]> {
+    /// The change. Returns the units that changed, per cluster.
+    fn change(&mut self, change: Change, config: &RankerConfig) -> Vec<Vec<usize>> {
+        match change {
+            Change::Swap => self.swap(config),
+            Change::Redeploy | Change::Degrade => {
+                // Unit 0, the best of a quarter of the clusters, now succeeds one time in ten
+                // everywhere; the runner-up becomes the best of those clusters.
+                for row in &mut self.p {
+                    row[0] = 0.1;
+                }
+                vec![vec![0]; CLUSTERS.len()]
+            }
+        }
+    }
+
+    /// In every cluster the best and the worst unit swap success probabilities.
+    fn swap(&mut self, config: &RankerConfig) -> Vec<Vec<usize>> {
         let mut changed = Vec::with_capacity(CLUSTERS.len());
         for c in 0..CLUSTERS.len() {
             let best = self.best(c, config);
@@ -279,9 +300,43 @@ impl World {
                 })
                 .unwrap_or(0);
             self.p[c].swap(best, worst);
-            changed.push([best, worst]);
+            changed.push(vec![best, worst]);
         }
         changed
+    }
+}
+
+/// What happens halfway through the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// In every cluster, the best and the worst unit swap success probabilities, silently.
+    Swap,
+    /// A bad deploy: unit 0, the best unit of a quarter of the clusters, is swapped for a new
+    /// version that succeeds one time in ten everywhere; executions carry the new version.
+    Redeploy,
+    /// The same failure without a new version (a dependency of unit 0 broke): the ranker can
+    /// only detect it from outcomes.
+    Degrade,
+}
+
+impl Change {
+    fn parse(name: &str) -> Self {
+        match name {
+            "swap" => Self::Swap,
+            "redeploy" => Self::Redeploy,
+            "degrade" => Self::Degrade,
+            other => panic!("BENCH_CHANGES: unknown change {other} (swap, redeploy, degrade)"),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Swap => "best and worst unit of every cluster swap",
+            Self::Redeploy => {
+                "unit 0 (best in 5 clusters) redeployed as a version that fails 9 in 10"
+            }
+            Self::Degrade => "unit 0 (best in 5 clusters) starts failing 9 in 10, same version",
+        }
     }
 }
 
@@ -292,12 +347,14 @@ fn unit_name(u: usize) -> Arc<str> {
 fn record(
     signal: &Signal,
     unit: usize,
+    version: &semver::Version,
     success: bool,
     latency: u64,
     at: DateTime<Utc>,
     propensity: f64,
 ) -> ExecutionRecord {
     let mut record = swarm_memory::testkit::record(signal, &format!("unit-{unit}"), success, 0);
+    record.unit_version = version.clone();
     record.started_at = at;
     record.latency_us = latency;
     record.policy = "first_success".into();
@@ -358,7 +415,7 @@ impl Oracle {
         }
     }
 
-    fn change(&mut self, changed: &[[usize; 2]]) {
+    fn change(&mut self, changed: &[Vec<usize>]) {
         for (c, units) in changed.iter().enumerate() {
             match self.forget {
                 Forget::All => self.evidence[c] = [(0.0, 0.0); UNITS],
@@ -437,14 +494,16 @@ async fn run(
     seed: u64,
     signals: usize,
     variants: usize,
+    change: Change,
     memory_embedder: Arc<dyn swarm_memory::Embedder>,
 ) -> (Summary, Ranker, Vec<Signal>) {
     let config = ranker_config(seed);
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut world = World::new(&mut rng, &config);
+    let mut world = World::new(&mut rng, &config, change);
     let ranker = Ranker::new(config.clone());
     let memory = InProcMemory::new().with_embedder(memory_embedder);
     let units: Vec<Arc<str>> = (0..UNITS).map(unit_name).collect();
+    let mut versions = vec![semver::Version::new(1, 0, 0); UNITS];
     let start = Utc::now();
     let tick = chrono::Duration::milliseconds(20);
     let change_at = signals / 2;
@@ -471,7 +530,10 @@ async fn run(
     let mut samples = Vec::new();
     for i in 0..signals {
         if i == change_at {
-            let changed = world.change(&config);
+            let changed = world.change(change, &config);
+            if change == Change::Redeploy {
+                versions[0] = semver::Version::new(2, 0, 0);
+            }
             oracles.iter_mut().for_each(|o| o.change(&changed));
             for (c, seen) in by_cluster.iter().enumerate() {
                 change_index[c] = seen.len();
@@ -509,6 +571,7 @@ async fn run(
             let r = record(
                 &signal,
                 u,
+                &versions[u],
                 success,
                 world.latency[c][u],
                 now,
@@ -608,6 +671,7 @@ fn ranker_config(seed: u64) -> RankerConfig {
             "change_delta" => config.change_delta = value,
             "change_evidence" => config.change_evidence = value,
             "change_keep" => config.change_keep = value,
+            "per_version" => config.per_version = value != 0.0,
             "temperature" => config.weighing.temperature = value,
             "neighbours" => config.neighbours = value as usize,
             "per_shape" => config.per_shape = value as usize,
@@ -637,9 +701,14 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let changes: Vec<Change> = std::env::var("BENCH_CHANGES")
+        .unwrap_or_else(|_| "swap,redeploy,degrade".into())
+        .split(',')
+        .map(|s| Change::parse(s.trim()))
+        .collect();
     let embedder = swarm_memory::testkit::embedder();
     println!(
-        "ranking: {} clusters x {UNITS} units, {signals} signals, first-success, best and worst unit swap at signal {}",
+        "ranking: {} clusters x {UNITS} units, {signals} signals, first-success, a change at signal {}",
         CLUSTERS.len(),
         signals / 2
     );
@@ -649,18 +718,22 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    for (variants, seed) in variants
+    let runs: Vec<(Change, usize, u64)> = changes
         .iter()
-        .flat_map(|v| seeds.iter().map(move |s| (*v, *s)))
-    {
+        .flat_map(|c| variants.iter().map(move |v| (*c, *v)))
+        .flat_map(|(c, v)| seeds.iter().map(move |s| (c, v, *s)))
+        .collect();
+    for (change, variants, seed) in runs {
         let started = Instant::now();
-        let (o, ranker, samples) = run(seed, signals, variants, Arc::clone(&embedder)).await;
+        let (o, ranker, samples) =
+            run(seed, signals, variants, change, Arc::clone(&embedder)).await;
         let [ours, random, rr, greedy] = o.regret;
         println!(
-            "{variants} phrasing(s) per cluster, seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals \
+            "{}; {variants} phrasing(s) per cluster, seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals \
              (per cluster: median {}, worst {} of its own signals; oracle told the change, forgetting all {}, forgetting the changed units {}); \
              regret: ranker {ours:.1}, random {random:.1}, round-robin {rr:.1}, e-greedy per kind {greedy:.1} \
              (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected; {:.1?}",
+            change.describe(),
             o.top1_before,
             o.top1_after,
             show(o.recovery),
@@ -697,6 +770,7 @@ async fn main() {
         let r = record(
             &samples[i % samples.len()],
             i % UNITS,
+            &semver::Version::new(1, 0, 0),
             i % 3 != 0,
             10_000,
             now,
