@@ -29,6 +29,8 @@ use swarm_schemas::Signal;
 const DIMENSIONS: usize = 384;
 const CLUSTERS: usize = 2_000;
 const KINDS: usize = 20;
+/// Searches for other points run before any is timed.
+const WARM_UP: usize = 200;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -223,8 +225,11 @@ async fn cases(
 }
 
 async fn search_at(url: &str, corpus: &mut Corpus, size: usize, queries: usize, ef: &[u32]) {
-    // Warm-up probes: other points than the measured ones.
-    let warm_up: Vec<SearchQuery> = (0..16)
+    // Warm-up probes: other points than the measured ones. The first setting measured would
+    // otherwise pay for the caches a memory that has been serving has warm (one run at 1M:
+    // p95 17 ms for the first setting, 5–6 ms for the next ones), so all of them run through
+    // one connection before anything is timed, and some through each pool measured.
+    let warm_up: Vec<SearchQuery> = (0..WARM_UP)
         .map(|_| SearchQuery {
             probe: Probe::Vector(corpus.point().1),
             ..SearchQuery::text("unused")
@@ -233,6 +238,9 @@ async fn search_at(url: &str, corpus: &mut Corpus, size: usize, queries: usize, 
     let exact = PgMemory::connect_without_embedder(url, PgMemoryConfig::default())
         .await
         .expect("connect");
+    for query in &warm_up {
+        exact.search(query).await.expect("warm-up search");
+    }
     for filtered in [false, true] {
         let cases = cases(&exact, corpus, queries, filtered).await;
         for &ef_search in ef {
@@ -245,7 +253,7 @@ async fn search_at(url: &str, corpus: &mut Corpus, size: usize, queries: usize, 
                 .expect("connect");
             // A memory that has been serving has its connections open and pgvector loaded in
             // them: the first search on a new connection pays for both, once.
-            for query in &warm_up {
+            for query in warm_up.iter().take(16) {
                 memory.search(query).await.expect("warm-up search");
             }
             let mut latencies = Vec::with_capacity(queries);
@@ -277,24 +285,41 @@ async fn search_at(url: &str, corpus: &mut Corpus, size: usize, queries: usize, 
 }
 
 /// Loads the shapes table and its indexes into shared buffers, as they are in a memory that has
-/// been serving for a while (`pg_prewarm`, shipped with PostgreSQL).
+/// been serving for a while (`pg_prewarm`, shipped with PostgreSQL). The HNSW index goes last,
+/// so that it is what stays if they do not all fit; their sizes are printed.
 async fn prewarm(pool: &sqlx::PgPool) {
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
         .execute(pool)
         .await
         .expect("pg_prewarm");
+    let mut sizes = Vec::new();
     for relation in [
         "shapes",
-        "shapes_embedding",
         "shapes_pkey",
         "executions_shape",
+        "shapes_embedding",
     ] {
+        let (size,): (String,) =
+            sqlx::query_as("SELECT pg_size_pretty(pg_relation_size($1::regclass))")
+                .bind(relation)
+                .fetch_one(pool)
+                .await
+                .expect("relation size");
         sqlx::query("SELECT pg_prewarm($1)")
             .bind(relation)
             .execute(pool)
             .await
             .expect("prewarm");
+        sizes.push(format!("{relation} {size}"));
     }
+    let (buffers,): (String,) = sqlx::query_as("SHOW shared_buffers")
+        .fetch_one(pool)
+        .await
+        .expect("shared_buffers");
+    println!(
+        "prewarmed into {buffers} of shared buffers: {}",
+        sizes.join(", ")
+    );
 }
 
 /// Builds the HNSW index the migrations define (`definition`), with memory and workers for a
