@@ -7,8 +7,18 @@
 //! and each cluster has three phrasings (60 shapes; with this model, phrasings of one topic are
 //! barely nearer each other than other topics of the same kind, so little is shared across
 //! them).
-//! Halfway through, in every cluster, the best unit and the worst swap their success
-//! probabilities. Printed:
+//! Halfway through, one of three changes (`BENCH_CHANGES`, all by default):
+//!
+//! - `swap`: in every cluster, silently, the best unit and the worst swap their success
+//!   probabilities;
+//! - `redeploy`: a bad deploy: unit 0, the best unit of five clusters, is replaced by a version
+//!   that succeeds one time in ten everywhere, and its executions carry the new version (as
+//!   they do when a unit is hot-swapped). In those five clusters unit 1 is a clear second best
+//!   (0.65–0.72 against 0.3–0.55 for the others), so recovering means finding it;
+//! - `degrade`: the same failure with no new version (say, a dependency of unit 0 broke): only
+//!   the outcomes tell.
+//!
+//! Printed:
 //!
 //! - top-1 accuracy: how often the unit fired first is the cluster's best (highest expected
 //!   reward = p × latency factor), from signal 2,000 to the change, and after recovery;
@@ -20,7 +30,7 @@
 //!   own signals until its last 10 are back to 90% of its rate before the change;
 //! - the same recovery for two oracles that the ranker cannot be: Thompson sampling per cluster
 //!   (told each signal's true cluster) that is also told the moment of the change and forgets,
-//!   then, everything or only the two units that changed. They show what the workload itself
+//!   then, everything or only the units that changed. They show what the workload itself
 //!   demands: every cluster sees one signal in 20, and a cluster must try its units again to
 //!   find its new best, so no learner that keeps evidence per cluster recovers much faster;
 //! - the ranking cost per signal on the hot path (`Ranker::rank`), p50/p99, and `observe`.
@@ -30,7 +40,8 @@
 //!
 //! Run with: ops/fetch-model && cargo bench -p swarm-reactor --bench ranking
 //! Knobs: BENCH_SIGNALS (default 10000), BENCH_SEEDS (default "1,2,3"), BENCH_VARIANTS
-//! (phrasings per cluster, default "1,3"), BENCH_RANKER (ranker
+//! (phrasings per cluster, default "1,3"), BENCH_CHANGES (default "swap,redeploy,degrade"),
+//! BENCH_RANKER (ranker
 //! settings to try instead of the defaults, such as `exploration=0.05,max_evidence=20`).
 
 use std::sync::Arc;
@@ -388,7 +399,7 @@ impl EpsilonGreedy {
 
 /// A reference the ranker cannot be: Beta–Thompson sampling per cluster, told each signal's
 /// true cluster (no similarity search) and the moment of the change. At the change it forgets
-/// either everything it knew (`Forget::All`) or only what it knew about the two units that
+/// either everything it knew (`Forget::All`) or only what it knew about the units that
 /// changed (`Forget::Changed`). Same prior, evidence cap and first-success fallback as the
 /// ranker; its recovery shows how many signals the workload itself demands.
 struct Oracle {
