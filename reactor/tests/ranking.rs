@@ -9,7 +9,7 @@ use serde_json::json;
 use swarm_memory::testkit::{embedder, record};
 use swarm_memory::{InProcMemory, Memory};
 use swarm_reactor::ranking::{Ranker, RankerConfig};
-use swarm_schemas::{DispatchPolicy, Signal};
+use swarm_schemas::{DispatchPolicy, ExecutionRecord, Signal};
 
 fn task(text: &str) -> Signal {
     Signal::new("support.ticket", json!({ "text": text, "ticket": "T-1" }))
@@ -174,6 +174,38 @@ fn a_unit_that_starts_failing_is_detected_and_ranked_down() {
     assert!(firsts("steady") >= 180, "steady first after the change");
 }
 
+/// How many of 200 rankings put `unit` first.
+fn firsts(ranker: &Ranker, signal: &Signal, units: &[Arc<str>], unit: &str) -> usize {
+    let now = Utc::now();
+    (0..200)
+        .filter(|_| {
+            ranker
+                .rank(signal, units, DispatchPolicy::FirstSuccess, now)
+                .ranked[0]
+                .unit
+                .as_ref()
+                == unit
+        })
+        .count()
+}
+
+/// `steady` and `deployed`, with versions in their executions.
+fn competing() -> Vec<Arc<str>> {
+    vec![Arc::from("steady"), Arc::from("deployed")]
+}
+
+/// Version 1 of `deployed` succeeding 40 times, about ten minutes ago; `steady` 2 in 3.
+fn version_one_history(signal: &Signal) -> Vec<ExecutionRecord> {
+    let mut records = Vec::new();
+    for n in 0..40 {
+        let mut r = record(signal, "deployed", true, 600 - n);
+        r.unit_version = "1.0.0".parse().expect("version");
+        records.push(r);
+        records.push(record(signal, "steady", n % 3 != 0, 600 - n));
+    }
+    records
+}
+
 #[test]
 fn a_new_version_is_judged_on_its_own_outcomes_in_every_context() {
     // Version 1 of `deployed` never fails on two families; `steady` succeeds 2 in 3. Then
@@ -182,7 +214,7 @@ fn a_new_version_is_judged_on_its_own_outcomes_in_every_context() {
         task("my parcel has not arrived"),
         task("please refund my order"),
     ];
-    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("deployed")];
+    let units = competing();
     let now = Utc::now();
     let (before, after) = (now - Duration::minutes(10), now - Duration::minutes(5));
     let rankers = [true, false].map(|per_version| {
@@ -210,28 +242,16 @@ fn a_new_version_is_judged_on_its_own_outcomes_in_every_context() {
         outcome(&signals[1], "deployed", "1.0.0", true, before);
         ranker
     });
-    let firsts = |ranker: &Ranker, signal: &Signal| {
-        (0..200)
-            .filter(|_| {
-                ranker
-                    .rank(signal, &units, DispatchPolicy::FirstSuccess, now)
-                    .ranked[0]
-                    .unit
-                    .as_ref()
-                    == "steady"
-            })
-            .count()
-    };
     let [per_version, blind] = &rankers;
     // The second family has not seen version 2, and no longer leans on version 1's record:
     // only version 2's two failures (through the unit's prior) speak for it.
     for signal in &signals {
-        let steady = firsts(per_version, signal);
+        let steady = firsts(per_version, signal, &units, "steady");
         assert!(steady >= 150, "steady leads: {steady} of 200");
     }
     assert_eq!(per_version.changes(), 0, "no change had to be detected");
     // Blind to versions, the second family still trusts version 1's 60 successes.
-    let steady = firsts(blind, &signals[1]);
+    let steady = firsts(blind, &signals[1], &units, "steady");
     assert!(
         steady <= 20,
         "without versions, deployed leads: steady {steady} of 200"
@@ -245,34 +265,17 @@ async fn a_refresh_counts_only_executions_of_the_current_version() {
         exploration: 0.0,
         ..RankerConfig::default()
     });
-    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("deployed")];
+    let units = competing();
     let signal = task("my parcel has not arrived");
-    // Memory remembers version 1 of `deployed` succeeding every time, `steady` 2 in 3.
-    let mut records = Vec::new();
-    for n in 0..40 {
-        let mut r = record(&signal, "deployed", true, 600 - n);
-        r.unit_version = "1.0.0".parse().expect("version");
-        records.push(r);
-        records.push(record(&signal, "steady", n % 3 != 0, 600 - n));
-    }
-    memory.record(&records).await.expect("record");
+    memory
+        .record(&version_one_history(&signal))
+        .await
+        .expect("record");
     let now = Utc::now();
-    let firsts = || {
-        (0..200)
-            .filter(|_| {
-                ranker
-                    .rank(&signal, &units, DispatchPolicy::FirstSuccess, now)
-                    .ranked[0]
-                    .unit
-                    .as_ref()
-                    == "deployed"
-            })
-            .count()
-    };
     ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
     ranker.refresh(&memory, now, 10).await.expect("refresh");
     assert!(
-        firsts() >= 180,
+        firsts(&ranker, &signal, &units, "deployed") >= 180,
         "version 1's record counts while it is current"
     );
     // Version 2 runs once and fails: the refresh no longer counts version 1's record.
@@ -282,15 +285,9 @@ async fn a_refresh_counts_only_executions_of_the_current_version() {
     ranker.observe(&failed);
     memory.record(&[failed]).await.expect("record");
     let later = now + Duration::seconds(10);
-    assert_eq!(
-        ranker
-            .refresh(&memory, later, 10)
-            .await
-            .expect("refresh")
-            .contexts,
-        1
-    );
-    let deployed = firsts();
+    let refreshed = ranker.refresh(&memory, later, 10).await.expect("refresh");
+    assert_eq!(refreshed.contexts, 1);
+    let deployed = firsts(&ranker, &signal, &units, "deployed");
     assert!(
         deployed < 100,
         "version 2 is judged on its one failure, not on version 1's 40 successes: first {deployed} of 200"
@@ -303,20 +300,14 @@ async fn a_new_process_learns_versions_from_memory() {
     // failing): a ranker that has run nothing yet counts only version 2.
     let memory = InProcMemory::new().with_embedder(embedder());
     let signal = task("my parcel has not arrived");
-    let mut records = Vec::new();
-    for n in 0..40 {
-        let mut r = record(&signal, "deployed", true, 600 - n);
-        r.unit_version = "1.0.0".parse().expect("version");
-        records.push(r);
-        records.push(record(&signal, "steady", n % 3 != 0, 600 - n));
-    }
+    let mut records = version_one_history(&signal);
     for n in 0..3 {
         let mut r = record(&signal, "deployed", false, 100 - n);
         r.unit_version = "2.0.0".parse().expect("version");
         records.push(r);
     }
     memory.record(&records).await.expect("record");
-    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("deployed")];
+    let units = competing();
     let now = Utc::now();
     for per_version in [true, false] {
         let ranker = Ranker::new(RankerConfig {
@@ -326,16 +317,7 @@ async fn a_new_process_learns_versions_from_memory() {
         });
         ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
         ranker.refresh(&memory, now, 10).await.expect("refresh");
-        let steady = (0..200)
-            .filter(|_| {
-                ranker
-                    .rank(&signal, &units, DispatchPolicy::FirstSuccess, now)
-                    .ranked[0]
-                    .unit
-                    .as_ref()
-                    == "steady"
-            })
-            .count();
+        let steady = firsts(&ranker, &signal, &units, "steady");
         if per_version {
             assert!(
                 steady >= 150,
