@@ -328,6 +328,9 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
         _ => Vec::new(),
     };
 
+    // Listen before anything starts: a SIGTERM while the reactor is starting (it may already
+    // be running signals) then stops it cleanly instead of killing it.
+    let stop_signals = StopSignals::listen()?;
     let mesh: Arc<dyn Mesh> = match args.mesh.redis().await? {
         Some(redis) => redis,
         None => Arc::new(InProcMesh::new()),
@@ -415,7 +418,7 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
             }
         })
     });
-    wait_for_stop_signal().await?;
+    stop_signals.wait().await;
     if let Some(dev) = dev {
         dev.abort();
     }
@@ -435,14 +438,29 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C")?,
-        _ = terminate.recv() => {}
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment this is made: one that arrives
+/// before [`StopSignals::wait`] is kept, not acted on by the default handler.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+        })
     }
-    Ok(())
+
+    /// Waits for either.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
