@@ -186,15 +186,16 @@ impl Embedder for TractEmbedder {
             .map_err(|e| EmbedError::Run(e.to_string()))?;
         // Texts of one padded length run together (padding a short text to a long one's length
         // costs more than it saves); a length with one text runs its concrete plan.
+        let lengths: Vec<usize> = encodings
+            .iter()
+            .map(|e| padded_length(e.get_ids().len()))
+            .collect();
         let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| padded_length(encodings[i].get_ids().len()));
+        order.sort_by_key(|&i| lengths[i]);
         let mut out = vec![Vec::new(); encodings.len()];
-        for group in order.chunk_by(|&a, &b| {
-            padded_length(encodings[a].get_ids().len())
-                == padded_length(encodings[b].get_ids().len())
-        }) {
+        for group in order.chunk_by(|&a, &b| lengths[a] == lengths[b]) {
             let members: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
-            for (&i, vector) in group.iter().zip(self.run(&members)?) {
+            for (&i, vector) in group.iter().zip(self.run(&members, lengths[group[0]])?) {
                 out[i] = vector;
             }
         }
@@ -203,15 +204,10 @@ impl Embedder for TractEmbedder {
 }
 
 impl TractEmbedder {
-    /// Embeds texts already tokenised, padded to one length.
-    fn run(&self, encodings: &[&Encoding]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Embeds texts already tokenised, padded to `longest` tokens (at least each one's length).
+    fn run(&self, encodings: &[&Encoding], longest: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
         let run = |e: TractError| EmbedError::Run(format!("{e:?}"));
         let batch = encodings.len();
-        let longest = encodings
-            .iter()
-            .map(|e| padded_length(e.get_ids().len()))
-            .max()
-            .unwrap_or(1);
         let plan = if batch == 1 {
             self.single_plan(longest)?
         } else {
