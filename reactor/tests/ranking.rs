@@ -133,30 +133,20 @@ fn a_unit_that_starts_failing_is_detected_and_ranked_down() {
     });
     let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("fading")];
     let signal = task("my parcel has not arrived");
-    let now = Utc::now();
     let outcome = |unit: &str, success: bool| {
         let mut r = record(&signal, unit, success, 0);
         r.policy = "first_success".into();
         ranker.observe(&r);
-    };
-    let firsts = |unit: &str| {
-        (0..200)
-            .filter(|_| {
-                ranker
-                    .rank(&signal, &units, DispatchPolicy::FirstSuccess, now)
-                    .ranked[0]
-                    .unit
-                    .as_ref()
-                    == unit
-            })
-            .count()
     };
     // `fading` never fails at first; `steady` succeeds two times in three.
     for n in 0..60 {
         outcome("fading", true);
         outcome("steady", n % 3 != 0);
     }
-    assert!(firsts("fading") >= 180, "fading first while it never fails");
+    assert!(
+        firsts(&ranker, &signal, &units, "fading") >= 180,
+        "fading first while it never fails"
+    );
     assert_eq!(
         ranker.changes(),
         0,
@@ -171,7 +161,10 @@ fn a_unit_that_starts_failing_is_detected_and_ranked_down() {
         outcome("fading", false);
         outcome("steady", n % 3 != 0);
     }
-    assert!(firsts("steady") >= 180, "steady first after the change");
+    assert!(
+        firsts(&ranker, &signal, &units, "steady") >= 180,
+        "steady first after the change"
+    );
 }
 
 /// How many of 200 rankings put `unit` first.
