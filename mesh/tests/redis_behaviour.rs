@@ -77,6 +77,41 @@ async fn entries_written_by_other_tools_are_delivered_as_undecodable_data() {
 }
 
 #[tokio::test]
+async fn a_value_written_by_another_tool_reads_as_corrupt_and_stays() {
+    use swarm_mesh::{Mesh, StoreError};
+    let mesh = mesh().await;
+    let kv = mesh.kv();
+    let client = redis::Client::open(url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    // The key the kv store keeps `k` of namespace `unit-a` under.
+    let _: () = redis::cmd("SET")
+        .arg(mesh.key("kv:unit-a:k"))
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    for _ in 0..2 {
+        match kv.get("unit-a", "k").await {
+            Err(StoreError::Corrupt(message)) => {
+                assert!(message.contains("`k` is not JSON"), "{message}");
+            }
+            other => panic!("expected a corrupt value, got {other:?}"),
+        }
+    }
+    let raw: String = redis::cmd("GET")
+        .arg(mesh.key("kv:unit-a:k"))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(raw, "{not json", "the value is left as it was");
+    assert_eq!(kv.delete("unit-a", "k").await, Ok(true));
+    assert_eq!(kv.get("unit-a", "k").await, Ok(None));
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error() {
     let err = RedisMesh::connect(RedisMeshConfig::new("redis://127.0.0.1:1/"))
         .await

@@ -272,9 +272,8 @@ impl Kv for RedisKv {
             .await
             .map_err(unavailable)?;
         text.map(|text| {
-            serde_json::from_str(&text).map_err(|e| {
-                StoreError::Unavailable(format!("the value at `{key}` is not JSON: {e}"))
-            })
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("the value at `{key}` is not JSON: {e}")))
         })
         .transpose()
     }

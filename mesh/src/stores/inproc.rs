@@ -158,7 +158,7 @@ impl Kv for InProcKv {
         }
         serde_json::from_str(text)
             .map(Some)
-            .map_err(|e| StoreError::Invalid(e.to_string()))
+            .map_err(|e| StoreError::Corrupt(format!("the value at `{key}` is not JSON: {e}")))
     }
 
     async fn set(

@@ -38,6 +38,10 @@ pub enum StoreError {
     /// The backing service is unreachable or refused the command.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// What the store holds is not what it writes: something else wrote to its keys. The
+    /// value is left where it is.
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// The shared field of marks.
