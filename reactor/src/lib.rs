@@ -27,7 +27,7 @@ pub use error::LoadError;
 pub use host::{HostConfig, HostPattern, HostServices};
 pub use private::private_dir;
 pub use reactor::{Reactor, ReactorHandle, StartError};
-pub use registry::{EnableError, Registry, STATE_DRAIN_TIMEOUT, is_unit_file};
+pub use registry::{EnableError, GenerationListener, Registry, STATE_DRAIN_TIMEOUT, is_unit_file};
 pub use slot::{Generation, UnitSlot};
 pub use status::{Change, FileFailure, LoadReport};
 pub use swarm_schemas::{UnitState, UnitStatus};

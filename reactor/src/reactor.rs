@@ -142,9 +142,16 @@ impl Reactor {
                 })?;
         let host = crate::HostServices::new(mesh.as_ref(), config.host.clone())
             .map_err(StartError::Host)?;
+        let ranker = Arc::new(Ranker::new(config.ranker.clone()));
         let registry = Arc::new(
             Registry::new(config.private_dir.clone(), config.unit_config.clone())
-                .with_host(Arc::new(host)),
+                .with_host(Arc::new(host))
+                .on_generation({
+                    let ranker = Arc::clone(&ranker);
+                    Arc::new(move |unit, version| {
+                        ranker.unit_loaded(unit, version, chrono::Utc::now());
+                    })
+                }),
         );
         let report = {
             let registry = Arc::clone(&registry);
@@ -169,7 +176,6 @@ impl Reactor {
         } else {
             None
         };
-        let ranker = Arc::new(Ranker::new(config.ranker.clone()));
         let handle = ReactorHandle {
             registry: Arc::clone(&registry),
             in_flight: Arc::new(DashMap::new()),

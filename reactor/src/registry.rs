@@ -65,7 +65,12 @@ pub struct Registry {
     failed_hashes: DashMap<PathBuf, [u8; 32]>,
     snapshot: ArcSwap<Vec<Arc<UnitSlot>>>,
     changing: Mutex<()>,
+    /// Told of every new generation just before it starts serving.
+    on_generation: Option<GenerationListener>,
 }
+
+/// Called with a unit's name and version when a new generation of it is about to serve.
+pub type GenerationListener = Arc<dyn Fn(&str, &semver::Version) + Send + Sync>;
 
 /// Whether `path` looks like a unit library (by its file name).
 pub fn is_unit_file(path: &Path) -> bool {
@@ -88,7 +93,16 @@ impl Registry {
             failed_hashes: DashMap::new(),
             snapshot: ArcSwap::from_pointee(Vec::new()),
             changing: Mutex::new(()),
+            on_generation: None,
         }
+    }
+
+    /// The registry, telling `listener` of each new generation (a first load, a swap, a
+    /// reload with a new configuration) just before it starts serving, with the unit's name
+    /// and version. The listener runs while the change is applied: it must be quick.
+    pub fn on_generation(mut self, listener: GenerationListener) -> Self {
+        self.on_generation = Some(listener);
+        self
     }
 
     /// The registry, with every library it opens bound to `host`'s capabilities. Without it,
@@ -428,6 +442,9 @@ impl Registry {
             loaded_at: Utc::now(),
             life: parking_lot::RwLock::new(Life::Serving),
         });
+        if let Some(listener) = &self.on_generation {
+            listener(&name, &generation.manifest().version);
+        }
         slot.current.store(Some(Arc::clone(&generation)));
         slot.set_error(None);
         let change = match old {

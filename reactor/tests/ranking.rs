@@ -324,3 +324,78 @@ async fn a_new_process_learns_versions_from_memory() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_version_is_judged_from_its_load_and_its_breaker_starts_closed() {
+    use swarm_reactor::ranking::BreakerState;
+    let memory = InProcMemory::new().with_embedder(embedder());
+    let signal = task("my parcel has not arrived");
+    memory
+        .record(&version_one_history(&signal))
+        .await
+        .expect("record");
+    let units = competing();
+    let now = Utc::now();
+    let ranker = Ranker::new(RankerConfig {
+        exploration: 0.0,
+        ..RankerConfig::default()
+    });
+    // The reactor loads version 1 at start: its record in memory counts.
+    ranker.unit_loaded("deployed", &"1.0.0".parse().expect("version"), now);
+    ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
+    ranker.refresh(&memory, now, 10).await.expect("refresh");
+    assert!(firsts(&ranker, &signal, &units, "deployed") >= 180);
+    // Version 1 then fails on every call until its breaker opens.
+    let failures = ranker.config().breaker.failures;
+    for n in 0..failures {
+        let mut r = record(&signal, "deployed", false, 0);
+        r.policy = "first_success".into();
+        r.unit_version = "1.0.0".parse().expect("version");
+        r.started_at = now + Duration::milliseconds(i64::from(n));
+        ranker.observe(&r);
+    }
+    assert_eq!(ranker.breaker_state("deployed"), BreakerState::Open);
+    let order = ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
+    assert_eq!(order.skipped.len(), 1, "{order:?}");
+
+    // Version 2 is swapped in: before any of its outcomes, its breaker is closed, and neither
+    // version 1's successes (in memory) nor its failures (observed) speak for it.
+    let swap = now + Duration::seconds(1);
+    ranker.unit_loaded("deployed", &"2.0.0".parse().expect("version"), swap);
+    assert_eq!(ranker.breaker_state("deployed"), BreakerState::Closed);
+    let order = ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, swap);
+    assert!(order.skipped.is_empty(), "{order:?}");
+    assert_eq!(order.ranked.len(), 2);
+    let later = swap + Duration::seconds(10);
+    ranker.refresh(&memory, later, 10).await.expect("refresh");
+    // Version 2 is known only by an even prior now, against steady's record: a coin flip,
+    // where version 1's 40 successes had it first nearly always.
+    let deployed = firsts(&ranker, &signal, &units, "deployed");
+    assert!(
+        (40..=140).contains(&deployed),
+        "version 2 is judged from its prior alone: deployed first {deployed} of 200"
+    );
+    // A late failure of a version 1 call (started before the swap) does not move the breaker.
+    for _ in 0..failures {
+        let mut late = record(&signal, "deployed", false, 0);
+        late.policy = "first_success".into();
+        late.unit_version = "1.0.0".parse().expect("version");
+        late.started_at = now;
+        ranker.observe(&late);
+    }
+    assert_eq!(ranker.breaker_state("deployed"), BreakerState::Closed);
+    // Loading the same version again (a new configuration) keeps what was learnt of it.
+    for n in 0..40 {
+        let mut r = record(&signal, "deployed", true, 0);
+        r.policy = "first_success".into();
+        r.unit_version = "2.0.0".parse().expect("version");
+        r.started_at = swap + Duration::milliseconds(n);
+        ranker.observe(&r);
+    }
+    assert!(firsts(&ranker, &signal, &units, "deployed") >= 180);
+    ranker.unit_loaded("deployed", &"2.0.0".parse().expect("version"), later);
+    assert!(
+        firsts(&ranker, &signal, &units, "deployed") >= 180,
+        "the same version keeps its record"
+    );
+}

@@ -1,6 +1,7 @@
 //! Ranking through the reactor, with real unit libraries: first-success falls back down the
 //! ranked order, a unit that always fails on one family of payloads is ranked down for that
-//! family only, and a unit's circuit breaker opens and recovers.
+//! family only, and a unit's circuit breaker opens and recovers, or closes when the unit is
+//! swapped.
 
 use std::time::Duration;
 
@@ -212,6 +213,71 @@ async fn a_circuit_breaker_opens_skips_the_unit_and_recovers() {
     assert_eq!(
         reactor.ranker().breaker_state("picky-a"),
         BreakerState::Closed
+    );
+    reactor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_closes_the_circuit_breaker_of_the_unit() {
+    let mut swarm = picky_swarm(json!({"fail_flag": "broken"}), json!({}));
+    swarm.config.dispatch = vec![(
+        KindPattern::parse("task").expect("pattern"),
+        DispatchPolicy::FanOut,
+    )];
+    swarm.config.max_attempts = 1;
+    swarm.config.ranker.breaker.failures = 3;
+    // Open far longer than the test: only the swap can close it.
+    swarm.config.ranker.breaker.open_for = Duration::from_secs(600);
+    let (reactor, _) = swarm.start().await;
+    let stream = swarm.config.stream.clone();
+    let send = |payload: serde_json::Value| {
+        let mesh = std::sync::Arc::clone(&swarm.mesh);
+        let stream = stream.clone();
+        async move {
+            let task = Signal::new("task", payload);
+            mesh.publish(&stream, &task).await.expect("publish");
+            task
+        }
+    };
+    for n in 0..3 {
+        send(json!({"n": n, "broken": true})).await;
+        assert!(swarm.settled(WAIT).await);
+    }
+    assert_eq!(
+        reactor.ranker().breaker_state("picky-a"),
+        BreakerState::Open
+    );
+    let skipped = send(json!({"n": 3, "broken": true})).await;
+    assert!(swarm.settled(WAIT).await);
+    let runs = of(&swarm.memory.all(), &skipped);
+    assert_eq!(
+        runs.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>(),
+        ["picky-b"],
+        "picky-a is skipped while its breaker is open"
+    );
+
+    // A new configuration swaps in a new generation of picky-a, which no longer fails.
+    let mut config = swarm.config.unit_config.clone();
+    config.insert("picky-a".into(), json!({}));
+    let report = reactor.registry().set_unit_config(config);
+    assert!(
+        report.changes.iter().any(
+            |(_, c)| matches!(c, swarm_reactor::Change::Swapped { name, .. } if name == "picky-a")
+        ),
+        "{report:?}"
+    );
+    assert_eq!(
+        reactor.ranker().breaker_state("picky-a"),
+        BreakerState::Closed,
+        "the new generation starts with a closed breaker"
+    );
+    let fixed = send(json!({"n": 4, "broken": true})).await;
+    assert!(swarm.settled(WAIT).await);
+    let runs = of(&swarm.memory.all(), &fixed);
+    assert!(
+        runs.iter()
+            .any(|r| r.unit == "picky-a" && r.outcome.is_success()),
+        "the swapped unit runs at once: {runs:?}"
     );
     reactor.stop().await;
 }

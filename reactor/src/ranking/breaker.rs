@@ -1,6 +1,8 @@
 //! A circuit breaker per unit: after `failures` consecutive failures the unit is skipped by
 //! every policy for `open_for`; then one signal at a time probes it (half-open); a success
-//! closes it, a failure opens it again for twice as long (up to `max_open_for`).
+//! closes it, a failure opens it again for twice as long (up to `max_open_for`). A new
+//! generation of the unit (a hot swap, a reconfiguration) closes it: the failures were the old
+//! code's, and outcomes of calls started before the swap no longer count.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -62,7 +64,14 @@ enum State {
 #[derive(Debug)]
 pub struct Breaker {
     config: BreakerConfig,
-    state: Mutex<State>,
+    state: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// Outcomes of calls started before this (the last reset) are not counted.
+    since: Option<DateTime<Utc>>,
 }
 
 impl Breaker {
@@ -70,18 +79,33 @@ impl Breaker {
     pub fn new(config: BreakerConfig) -> Self {
         Self {
             config,
-            state: Mutex::new(State::Closed { consecutive: 0 }),
+            state: Mutex::new(Inner {
+                state: State::Closed { consecutive: 0 },
+                since: None,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the breaker for a new generation of the unit that serves from `now`: its
+    /// consecutive failures start again from zero, and outcomes of calls started before `now`
+    /// are ignored. Returns the new state when it changed.
+    pub fn reset(&self, now: DateTime<Utc>) -> Option<BreakerState> {
+        let mut inner = self.lock();
+        let before = report(&inner.state);
+        inner.state = State::Closed { consecutive: 0 };
+        inner.since = Some(inner.since.map_or(now, |since| since.max(now)));
+        (before != BreakerState::Closed).then_some(BreakerState::Closed)
     }
 
     /// Whether a signal may go to the unit now. In half-open state, true once (the probe) until
     /// that probe's outcome is recorded or `open_for` has passed.
     pub fn admit(&self, now: DateTime<Utc>) -> bool {
-        let mut state = self.lock();
+        let mut inner = self.lock();
+        let state = &mut inner.state;
         match *state {
             State::Closed { .. } => true,
             State::Open { until, open_for } if now >= until => {
@@ -105,10 +129,15 @@ impl Breaker {
         }
     }
 
-    /// Records an outcome of the unit. Returns the new state when it changed.
+    /// Records an outcome of the unit, of a call started at `now`. Returns the new state when
+    /// it changed. The outcome of a call started before the last reset is ignored.
     pub fn record(&self, success: bool, now: DateTime<Utc>) -> Option<BreakerState> {
-        let mut state = self.lock();
-        let before = report(&state);
+        let mut inner = self.lock();
+        if inner.since.is_some_and(|since| now < since) {
+            return None;
+        }
+        let state = &mut inner.state;
+        let before = report(state);
         *state = match (&*state, success) {
             (_, true) => State::Closed { consecutive: 0 },
             (State::Closed { consecutive }, false) => {
@@ -135,13 +164,13 @@ impl Breaker {
                 open_for: *open_for,
             },
         };
-        let after = report(&state);
+        let after = report(state);
         (after != before).then_some(after)
     }
 
     /// The state now.
     pub fn state(&self) -> BreakerState {
-        report(&self.lock())
+        report(&self.lock().state)
     }
 }
 
@@ -205,6 +234,31 @@ mod tests {
         );
         assert_eq!(b.record(true, later), Some(BreakerState::Closed));
         assert!(b.admit(later));
+    }
+
+    #[test]
+    fn a_reset_closes_it_and_ignores_outcomes_of_calls_started_before() {
+        let b = breaker();
+        let t = Utc::now();
+        for _ in 0..3 {
+            b.record(false, t);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        let swap = after(t, Duration::from_secs(1));
+        assert_eq!(b.reset(swap), Some(BreakerState::Closed));
+        assert!(b.admit(swap), "a closed breaker admits at once");
+        // Calls of the old generation that finish late do not count against the new one...
+        for _ in 0..5 {
+            assert_eq!(b.record(false, t), None);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        // ...while the new generation's failures do, from zero.
+        b.record(false, swap);
+        b.record(false, swap);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.record(false, swap), Some(BreakerState::Open));
+        assert_eq!(b.reset(swap), Some(BreakerState::Closed));
+        assert_eq!(b.reset(swap), None, "already closed");
     }
 
     #[test]

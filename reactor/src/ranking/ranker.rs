@@ -266,6 +266,36 @@ impl Ranker {
             .map_or(BreakerState::Closed, |b| b.state())
     }
 
+    /// A new generation of `unit`, at `version`, serves from `now`: loaded, swapped in or
+    /// reconfigured. Its circuit breaker closes, and outcomes of calls started before `now` no
+    /// longer move it: the failures that opened it were the old code's. With `per_version`, a
+    /// version other than the one judged becomes the judged one at once, before any of its
+    /// outcomes arrive, and what was known of the unit is dropped.
+    pub fn unit_loaded(&self, unit: &str, version: &semver::Version, now: DateTime<Utc>) {
+        let unit: Arc<str> = Arc::from(unit);
+        if self.breaker(&unit).reset(now).is_some() {
+            tracing::info!(unit = %unit, %version, "new generation: circuit breaker closed");
+            metrics::gauge!("swarm_breaker_open", "unit" => unit.to_string()).set(0.0);
+        }
+        if !self.config.per_version {
+            return;
+        }
+        let replaced = match self.versions.entry(Arc::clone(&unit)) {
+            dashmap::Entry::Occupied(mut judged) if judged.get().0 != *version => {
+                *judged.get_mut() = (version.clone(), now);
+                true
+            }
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(first) => {
+                first.insert((version.clone(), now));
+                false
+            }
+        };
+        if replaced {
+            self.forget_unit(&unit, version, now);
+        }
+    }
+
     fn context(&self, signal: &Signal, now: DateTime<Utc>) -> Arc<Context> {
         let shape = Shape::of(signal);
         let key = (shape.kind.clone(), shape.id);
