@@ -486,6 +486,17 @@ fn rate(hits: &[bool], from: usize, to: usize) -> f64 {
     slice.iter().filter(|h| **h).count() as f64 / slice.len().max(1) as f64
 }
 
+/// A cluster's first choices from signal 2,000 to the change.
+struct Weak {
+    cluster: usize,
+    /// How often the best unit was first.
+    top1: f64,
+    /// Expected reward of each unit (the best is `cluster % UNITS`).
+    expected: [f64; UNITS],
+    /// How often each unit was first.
+    firsts: [usize; UNITS],
+}
+
 struct Summary {
     top1_before: f64,
     top1_after: f64,
@@ -499,6 +510,10 @@ struct Summary {
     executions: usize,
     /// Signals for which some unit's circuit breaker was open.
     skipped: usize,
+    /// Changes the ranker detected before the change (false alarms).
+    false_alarms: u64,
+    /// The clusters with the lowest top-1 accuracy from signal 2,000 to the change.
+    weakest: Vec<Weak>,
 }
 
 async fn run(
@@ -511,6 +526,7 @@ async fn run(
     let config = ranker_config(seed);
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut world = World::new(&mut rng, &config, change);
+    let initial = world.clone();
     let ranker = Ranker::new(config.clone());
     let memory = InProcMemory::new().with_embedder(memory_embedder);
     let units: Vec<Arc<str>> = (0..UNITS).map(unit_name).collect();
@@ -522,6 +538,8 @@ async fn run(
     let mut hits = Vec::with_capacity(signals);
     // Per cluster: whether each of its signals had the best unit first, and where the change was.
     let mut by_cluster: Vec<Vec<bool>> = vec![Vec::new(); CLUSTERS.len()];
+    // Per cluster: how often each unit was first, from signal 2,000 to the change.
+    let mut settled: Vec<[usize; UNITS]> = vec![[0; UNITS]; CLUSTERS.len()];
     let mut change_index = vec![0usize; CLUSTERS.len()];
     let mut regret = [0.0f64; 4]; // ranker, random, round robin, ε-greedy
     let mut round_robin = std::collections::HashMap::<&str, usize>::new();
@@ -538,9 +556,11 @@ async fn run(
     let mut oracle_rng = SmallRng::seed_from_u64(seed ^ 0x0ac1e);
     let mut executions = 0;
     let mut skipped = 0;
+    let mut false_alarms = 0;
     let mut samples = Vec::new();
     for i in 0..signals {
         if i == change_at {
+            false_alarms = ranker.changes();
             let changed = world.change(change, &config);
             if change == Change::Redeploy {
                 versions[0] = semver::Version::new(2, 0, 0);
@@ -571,6 +591,9 @@ async fn run(
             .and_then(|ch| units.iter().position(|u| *u == ch.unit));
         hits.push(first == Some(best));
         by_cluster[c].push(first == Some(best));
+        if let Some(u) = first.filter(|_| (PRE_WARM..change_at).contains(&i)) {
+            settled[c][u] += 1;
+        }
         regret[0] += best_reward - first.map_or(0.0, |u| world.expected(c, u, &config));
         if !order.skipped.is_empty() {
             skipped += 1;
@@ -642,6 +665,18 @@ async fn run(
         })
         .collect();
     per_cluster.sort_unstable();
+    let mut weakest: Vec<Weak> = settled
+        .iter()
+        .enumerate()
+        .map(|(c, firsts)| Weak {
+            cluster: c,
+            top1: firsts[c % UNITS] as f64 / firsts.iter().sum::<usize>().max(1) as f64,
+            expected: std::array::from_fn(|u| initial.expected(c, u, &config)),
+            firsts: *firsts,
+        })
+        .collect();
+    weakest.sort_by(|a, b| a.top1.total_cmp(&b.top1));
+    weakest.truncate(3);
     (
         Summary {
             top1_before: rate(&hits, PRE_WARM, change_at),
@@ -653,6 +688,8 @@ async fn run(
             per_cluster_max: per_cluster.last().copied().unwrap_or(0),
             executions,
             skipped,
+            false_alarms,
+            weakest,
         },
         ranker,
         samples,
@@ -743,7 +780,7 @@ async fn main() {
             "{}; {variants} phrasing(s) per cluster, seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals \
              (per cluster: median {}, worst {} of its own signals; oracle told the change, forgetting all {}, forgetting the changed units {}); \
              regret: ranker {ours:.1}, random {random:.1}, round-robin {rr:.1}, e-greedy per kind {greedy:.1} \
-             (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected; {:.1?}",
+             (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected ({} before the change); {:.1?}",
             change.describe(),
             o.top1_before,
             o.top1_after,
@@ -756,8 +793,20 @@ async fn main() {
             o.executions,
             o.skipped,
             ranker.changes(),
+            o.false_alarms,
             started.elapsed()
         );
+        for w in &o.weakest {
+            let units: Vec<String> = (0..UNITS)
+                .map(|u| format!("{u}: {:.3} first {}", w.expected[u], w.firsts[u]))
+                .collect();
+            println!(
+                "  weak cluster {} before the change: top-1 {:.2}; expected reward and first choices of units {}",
+                w.cluster,
+                w.top1,
+                units.join(", ")
+            );
+        }
         last = Some((ranker, samples));
     }
 
