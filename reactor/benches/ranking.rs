@@ -12,8 +12,8 @@
 //! - `swap`: in every cluster, silently, the best unit and the worst swap their success
 //!   probabilities;
 //! - `redeploy`: a bad deploy: unit 0, the best unit of five clusters, is replaced by a version
-//!   that succeeds one time in ten everywhere, and its executions carry the new version (as
-//!   they do when a unit is hot-swapped). In those five clusters unit 1 is a clear second best
+//!   that succeeds one time in ten everywhere; the ranker is told of the new version as the
+//!   reactor tells it when it swaps a unit in, and its executions carry it. In those five clusters unit 1 is a clear second best
 //!   (0.65–0.72 against 0.3–0.55 for the others), so recovering means finding it;
 //! - `degrade`: the same failure with no new version (say, a dependency of unit 0 broke): only
 //!   the outcomes tell.
@@ -559,18 +559,20 @@ async fn run(
     let mut false_alarms = 0;
     let mut samples = Vec::new();
     for i in 0..signals {
+        let now = start + tick * i32::try_from(i).unwrap_or(i32::MAX);
         if i == change_at {
             false_alarms = ranker.changes();
             let changed = world.change(change, &config);
             if change == Change::Redeploy {
+                // As the reactor does when it swaps a unit in.
                 versions[0] = semver::Version::new(2, 0, 0);
+                ranker.unit_loaded(&units[0], &versions[0], now);
             }
             oracles.iter_mut().for_each(|o| o.change(&changed));
             for (c, seen) in by_cluster.iter().enumerate() {
                 change_index[c] = seen.len();
             }
         }
-        let now = start + tick * i32::try_from(i).unwrap_or(i32::MAX);
         let c = rng.random_range(0..CLUSTERS.len());
         let (kind, phrasings) = CLUSTERS[c];
         let phrase = phrasings[rng.random_range(0..phrasings.len().min(variants))];
