@@ -157,8 +157,9 @@ async fn a_unit_failing_one_family_is_ranked_down_for_that_family_only() {
     reactor.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_circuit_breaker_opens_skips_the_unit_and_recovers() {
+/// `picky-a` failing tasks flagged `broken` and `picky-b` failing none, both fired once on every
+/// task (fan-out); `picky-a`'s breaker opens after 3 failures in a row, for `open_for`.
+fn breaker_swarm(open_for: Duration) -> TestSwarm {
     let mut swarm = picky_swarm(json!({"fail_flag": "broken"}), json!({}));
     swarm.config.dispatch = vec![(
         KindPattern::parse("task").expect("pattern"),
@@ -166,33 +167,38 @@ async fn a_circuit_breaker_opens_skips_the_unit_and_recovers() {
     )];
     swarm.config.max_attempts = 1;
     swarm.config.ranker.breaker.failures = 3;
-    swarm.config.ranker.breaker.open_for = Duration::from_millis(500);
-    let (reactor, _) = swarm.start().await;
-    let stream = swarm.config.stream.clone();
-    let send = |payload: serde_json::Value| {
-        let mesh = std::sync::Arc::clone(&swarm.mesh);
-        let stream = stream.clone();
-        async move {
-            let task = Signal::new("task", payload);
-            mesh.publish(&stream, &task).await.expect("publish");
-            task
-        }
-    };
+    swarm.config.ranker.breaker.open_for = open_for;
+    swarm
+}
+
+/// Publishes a task and waits until the swarm has settled it.
+async fn settle_task(swarm: &TestSwarm, payload: serde_json::Value) -> Signal {
+    let task = Signal::new("task", payload);
+    swarm
+        .mesh
+        .publish(&swarm.config.stream, &task)
+        .await
+        .expect("publish");
+    assert!(swarm.settled(WAIT).await);
+    task
+}
+
+/// Fails `picky-a` three times in a row, which opens its breaker; then a task goes to `picky-b`
+/// alone (kept as a dead letter for `picky-a`).
+async fn open_breaker(swarm: &TestSwarm, reactor: &swarm_reactor::Reactor) {
     for n in 0..3 {
-        send(json!({"n": n, "broken": true})).await;
-        assert!(swarm.settled(WAIT).await);
+        settle_task(swarm, json!({"n": n, "broken": true})).await;
     }
     assert_eq!(
         reactor.ranker().breaker_state("picky-a"),
         BreakerState::Open
     );
-    // While open, picky-a is skipped (the signal is kept as a dead letter for it); picky-b runs.
-    let skipped = send(json!({"n": 3})).await;
-    assert!(swarm.settled(WAIT).await);
+    let skipped = settle_task(swarm, json!({"n": 3})).await;
     let runs = of(&swarm.memory.all(), &skipped);
     assert_eq!(
         runs.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>(),
-        ["picky-b"]
+        ["picky-b"],
+        "picky-a is skipped while its breaker is open"
     );
     let dead = swarm.dead_letters().await;
     assert!(
@@ -200,10 +206,16 @@ async fn a_circuit_breaker_opens_skips_the_unit_and_recovers() {
             && d.reason.contains("circuit breaker is open")),
         "{dead:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_opens_skips_the_unit_and_recovers() {
+    let swarm = breaker_swarm(Duration::from_millis(500));
+    let (reactor, _) = swarm.start().await;
+    open_breaker(&swarm, &reactor).await;
     // After open_for, one probe goes through; it succeeds and the breaker closes.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let probe = send(json!({"n": 4})).await;
-    assert!(swarm.settled(WAIT).await);
+    let probe = settle_task(&swarm, json!({"n": 4})).await;
     let runs = of(&swarm.memory.all(), &probe);
     assert!(
         runs.iter()
@@ -219,43 +231,10 @@ async fn a_circuit_breaker_opens_skips_the_unit_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_closes_the_circuit_breaker_of_the_unit() {
-    let mut swarm = picky_swarm(json!({"fail_flag": "broken"}), json!({}));
-    swarm.config.dispatch = vec![(
-        KindPattern::parse("task").expect("pattern"),
-        DispatchPolicy::FanOut,
-    )];
-    swarm.config.max_attempts = 1;
-    swarm.config.ranker.breaker.failures = 3;
     // Open far longer than the test: only the swap can close it.
-    swarm.config.ranker.breaker.open_for = Duration::from_secs(600);
+    let swarm = breaker_swarm(Duration::from_secs(600));
     let (reactor, _) = swarm.start().await;
-    let stream = swarm.config.stream.clone();
-    let send = |payload: serde_json::Value| {
-        let mesh = std::sync::Arc::clone(&swarm.mesh);
-        let stream = stream.clone();
-        async move {
-            let task = Signal::new("task", payload);
-            mesh.publish(&stream, &task).await.expect("publish");
-            task
-        }
-    };
-    for n in 0..3 {
-        send(json!({"n": n, "broken": true})).await;
-        assert!(swarm.settled(WAIT).await);
-    }
-    assert_eq!(
-        reactor.ranker().breaker_state("picky-a"),
-        BreakerState::Open
-    );
-    let skipped = send(json!({"n": 3, "broken": true})).await;
-    assert!(swarm.settled(WAIT).await);
-    let runs = of(&swarm.memory.all(), &skipped);
-    assert_eq!(
-        runs.iter().map(|r| r.unit.as_str()).collect::<Vec<_>>(),
-        ["picky-b"],
-        "picky-a is skipped while its breaker is open"
-    );
-
+    open_breaker(&swarm, &reactor).await;
     // A new configuration swaps in a new generation of picky-a, which no longer fails.
     let mut config = swarm.config.unit_config.clone();
     config.insert("picky-a".into(), json!({}));
@@ -271,8 +250,7 @@ async fn a_swap_closes_the_circuit_breaker_of_the_unit() {
         BreakerState::Closed,
         "the new generation starts with a closed breaker"
     );
-    let fixed = send(json!({"n": 4, "broken": true})).await;
-    assert!(swarm.settled(WAIT).await);
+    let fixed = settle_task(&swarm, json!({"n": 4, "broken": true})).await;
     let runs = of(&swarm.memory.all(), &fixed);
     assert!(
         runs.iter()
