@@ -27,7 +27,8 @@
 //!   recency-weighted means) run on the same signals;
 //! - recovery: signals after the change until the top-1 accuracy over the last 100 signals is
 //!   back to 90% of what it was over the 1,000 signals before the change; and per cluster, its
-//!   own signals until its last 10 are back to 90% of its rate before the change;
+//!   own signals until its last 10 are back to 90% of its rate before the change, and until the
+//!   ranker first detected a change while handling one of them;
 //! - the same recovery for two oracles that the ranker cannot be: Thompson sampling per cluster
 //!   (told each signal's true cluster) that is also told the moment of the change and forgets,
 //!   then, everything or only the units that changed. They show what the workload itself
@@ -507,6 +508,11 @@ struct Summary {
     /// Signals of one cluster until that cluster recovered: median and worst over clusters.
     per_cluster_median: usize,
     per_cluster_max: usize,
+    /// Per cluster, its own signals after the change until the ranker first detected a change
+    /// while handling one of them: median and worst over the clusters where it did, and how
+    /// many clusters it never did in.
+    detection: Option<(usize, usize)>,
+    undetected: usize,
     executions: usize,
     /// Signals for which some unit's circuit breaker was open.
     skipped: usize,
@@ -557,6 +563,7 @@ async fn run(
     let mut executions = 0;
     let mut skipped = 0;
     let mut false_alarms = 0;
+    let mut detected_after: Vec<Option<usize>> = vec![None; CLUSTERS.len()];
     let mut samples = Vec::new();
     for i in 0..signals {
         let now = start + tick * i32::try_from(i).unwrap_or(i32::MAX);
@@ -586,6 +593,7 @@ async fn run(
         let best = world.best(c, &config);
         let best_reward = world.expected(c, best, &config);
 
+        let changes_before = ranker.changes();
         let order = ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
         let first = order
             .ranked
@@ -619,6 +627,9 @@ async fn run(
             if success {
                 break;
             }
+        }
+        if i >= change_at && detected_after[c].is_none() && ranker.changes() > changes_before {
+            detected_after[c] = Some(by_cluster[c].len() - change_index[c]);
         }
         // Memory is written behind, in batches, as `swarm up` does.
         if pending.len() >= 64 {
@@ -688,6 +699,12 @@ async fn run(
             oracle_recovery: oracles.map(|o| recovery(&o.hits, change_at)),
             per_cluster_median: per_cluster[per_cluster.len() / 2],
             per_cluster_max: per_cluster.last().copied().unwrap_or(0),
+            detection: {
+                let mut found: Vec<usize> = detected_after.iter().flatten().copied().collect();
+                found.sort_unstable();
+                found.last().map(|&worst| (found[found.len() / 2], worst))
+            },
+            undetected: detected_after.iter().filter(|d| d.is_none()).count(),
             executions,
             skipped,
             false_alarms,
@@ -780,7 +797,7 @@ async fn main() {
         let [ours, random, rr, greedy] = o.regret;
         println!(
             "{}; {variants} phrasing(s) per cluster, seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals \
-             (per cluster: median {}, worst {} of its own signals; oracle told the change, forgetting all {}, forgetting the changed units {}); \
+             (per cluster: median {}, worst {} of its own signals; first change detected after {} of them, in {} clusters never; oracle told the change, forgetting all {}, forgetting the changed units {}); \
              regret: ranker {ours:.1}, random {random:.1}, round-robin {rr:.1}, e-greedy per kind {greedy:.1} \
              (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected ({} before the change); {:.1?}",
             change.describe(),
@@ -789,6 +806,11 @@ async fn main() {
             show(o.recovery),
             o.per_cluster_median,
             o.per_cluster_max,
+            o.detection
+                .map_or("none".to_owned(), |(median, worst)| format!(
+                    "median {median}, worst {worst}"
+                )),
+            o.undetected,
             show(o.oracle_recovery[0]),
             show(o.oracle_recovery[1]),
             ours / greedy,
