@@ -213,6 +213,20 @@ pub struct Ranker {
     changes: AtomicU64,
 }
 
+/// Logs and counts a change of `unit`'s circuit breaker to `state`.
+fn breaker_moved(unit: &str, state: BreakerState) {
+    tracing::info!(unit = %unit, state = ?state, "circuit breaker");
+    let open = if state == BreakerState::Open {
+        1.0
+    } else {
+        0.0
+    };
+    metrics::gauge!("swarm_breaker_open", "unit" => unit.to_owned()).set(open);
+    if state == BreakerState::Open {
+        metrics::counter!("swarm_breaker_opened_total", "unit" => unit.to_owned()).increment(1);
+    }
+}
+
 /// Where an execution's unit version stands against the version the ranker judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum VersionStanding {
@@ -275,25 +289,11 @@ impl Ranker {
     /// outcomes arrive, and what was known of the unit is dropped.
     pub fn unit_loaded(&self, unit: &str, version: &semver::Version, now: DateTime<Utc>) {
         let unit: Arc<str> = Arc::from(unit);
-        if self.breaker(&unit).reset(now).is_some() {
-            tracing::info!(unit = %unit, %version, "new generation: circuit breaker closed");
-            metrics::gauge!("swarm_breaker_open", "unit" => unit.to_string()).set(0.0);
+        if let Some(state) = self.breaker(&unit).reset(now) {
+            breaker_moved(&unit, state);
         }
-        if !self.config.per_version {
-            return;
-        }
-        let replaced = match self.versions.entry(Arc::clone(&unit)) {
-            dashmap::Entry::Occupied(mut judged) if judged.get().0 != *version => {
-                *judged.get_mut() = (version.clone(), now);
-                true
-            }
-            dashmap::Entry::Occupied(_) => false,
-            dashmap::Entry::Vacant(first) => {
-                first.insert((version.clone(), now));
-                false
-            }
-        };
-        if replaced {
+        // The load stands for the version's first execution, started now.
+        if self.config.per_version && self.standing(&unit, version, now) == VersionStanding::New {
             self.forget_unit(&unit, version, now);
         }
     }
@@ -509,17 +509,7 @@ impl Ranker {
         let now = record.started_at;
         let success = record.outcome.is_success();
         if let Some(state) = self.breaker(&unit).record(success, now) {
-            tracing::info!(unit = %unit, state = ?state, "circuit breaker");
-            let open = if state == BreakerState::Open {
-                1.0
-            } else {
-                0.0
-            };
-            metrics::gauge!("swarm_breaker_open", "unit" => unit.to_string()).set(open);
-            if state == BreakerState::Open {
-                metrics::counter!("swarm_breaker_opened_total", "unit" => unit.to_string())
-                    .increment(1);
-            }
+            breaker_moved(&unit, state);
         }
         if record.policy == DispatchPolicy::FanOut.name() {
             // Nothing competed: only the breaker needs to know.
