@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use swarm_memory::testkit::{embedder, record};
 use swarm_memory::{InProcMemory, Memory};
@@ -182,6 +182,21 @@ fn firsts(ranker: &Ranker, signal: &Signal, units: &[Arc<str>], unit: &str) -> u
         .count()
 }
 
+/// An execution of `unit` at `version`, chosen first-success among competitors, started `at`.
+fn outcome(
+    signal: &Signal,
+    unit: &str,
+    version: &str,
+    success: bool,
+    at: DateTime<Utc>,
+) -> ExecutionRecord {
+    let mut r = record(signal, unit, success, 0);
+    r.policy = "first_success".into();
+    r.unit_version = version.parse().expect("version");
+    r.started_at = at;
+    r
+}
+
 /// `steady` and `deployed`, with versions in their executions.
 fn competing() -> Vec<Arc<str>> {
     vec![Arc::from("steady"), Arc::from("deployed")]
@@ -217,11 +232,7 @@ fn a_new_version_is_judged_on_its_own_outcomes_in_every_context() {
             ..RankerConfig::default()
         });
         let outcome = |signal: &Signal, unit: &str, version: &str, success: bool, at| {
-            let mut r = record(signal, unit, success, 0);
-            r.policy = "first_success".into();
-            r.unit_version = version.parse().expect("version");
-            r.started_at = at;
-            ranker.observe(&r);
+            ranker.observe(&outcome(signal, unit, version, success, at));
         };
         for n in 0..60 {
             for signal in &signals {
@@ -272,9 +283,13 @@ async fn a_refresh_counts_only_executions_of_the_current_version() {
         "version 1's record counts while it is current"
     );
     // Version 2 runs once and fails: the refresh no longer counts version 1's record.
-    let mut failed = record(&signal, "deployed", false, 1);
-    failed.policy = "first_success".into();
-    failed.unit_version = "2.0.0".parse().expect("version");
+    let failed = outcome(
+        &signal,
+        "deployed",
+        "2.0.0",
+        false,
+        now - Duration::seconds(1),
+    );
     ranker.observe(&failed);
     memory.record(&[failed]).await.expect("record");
     let later = now + Duration::seconds(10);
@@ -348,11 +363,8 @@ async fn a_loaded_version_is_judged_from_its_load_and_its_breaker_starts_closed(
     // Version 1 then fails on every call until its breaker opens.
     let failures = ranker.config().breaker.failures;
     for n in 0..failures {
-        let mut r = record(&signal, "deployed", false, 0);
-        r.policy = "first_success".into();
-        r.unit_version = "1.0.0".parse().expect("version");
-        r.started_at = now + Duration::milliseconds(i64::from(n));
-        ranker.observe(&r);
+        let at = now + Duration::milliseconds(i64::from(n));
+        ranker.observe(&outcome(&signal, "deployed", "1.0.0", false, at));
     }
     assert_eq!(ranker.breaker_state("deployed"), BreakerState::Open);
     let order = ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
@@ -377,20 +389,13 @@ async fn a_loaded_version_is_judged_from_its_load_and_its_breaker_starts_closed(
     );
     // A late failure of a version 1 call (started before the swap) does not move the breaker.
     for _ in 0..failures {
-        let mut late = record(&signal, "deployed", false, 0);
-        late.policy = "first_success".into();
-        late.unit_version = "1.0.0".parse().expect("version");
-        late.started_at = now;
-        ranker.observe(&late);
+        ranker.observe(&outcome(&signal, "deployed", "1.0.0", false, now));
     }
     assert_eq!(ranker.breaker_state("deployed"), BreakerState::Closed);
     // Loading the same version again (a new configuration) keeps what was learnt of it.
     for n in 0..40 {
-        let mut r = record(&signal, "deployed", true, 0);
-        r.policy = "first_success".into();
-        r.unit_version = "2.0.0".parse().expect("version");
-        r.started_at = swap + Duration::milliseconds(n);
-        ranker.observe(&r);
+        let at = swap + Duration::milliseconds(n);
+        ranker.observe(&outcome(&signal, "deployed", "2.0.0", true, at));
     }
     assert!(firsts(&ranker, &signal, &units, "deployed") >= 180);
     ranker.unit_loaded("deployed", &"2.0.0".parse().expect("version"), later);

@@ -202,6 +202,13 @@ mod tests {
         })
     }
 
+    /// The three failures in a row that open [`breaker`]'s breaker.
+    fn fail_until_open(b: &Breaker, t: DateTime<Utc>) {
+        for _ in 0..3 {
+            b.record(false, t);
+        }
+    }
+
     #[test]
     fn opens_after_consecutive_failures_only() {
         let b = breaker();
@@ -221,9 +228,7 @@ mod tests {
     fn probes_one_at_a_time_and_closes_on_success() {
         let b = breaker();
         let t = Utc::now();
-        for _ in 0..3 {
-            b.record(false, t);
-        }
+        fail_until_open(&b, t);
         let later = after(t, Duration::from_secs(10));
         assert!(b.admit(later), "the probe");
         assert_eq!(b.state(), BreakerState::HalfOpen);
@@ -240,9 +245,7 @@ mod tests {
     fn a_reset_closes_it_and_ignores_outcomes_of_calls_started_before() {
         let b = breaker();
         let t = Utc::now();
-        for _ in 0..3 {
-            b.record(false, t);
-        }
+        fail_until_open(&b, t);
         assert_eq!(b.state(), BreakerState::Open);
         let swap = after(t, Duration::from_secs(1));
         assert_eq!(b.reset(swap), Some(BreakerState::Closed));
@@ -265,9 +268,7 @@ mod tests {
     fn a_failed_probe_opens_it_for_longer_up_to_the_cap() {
         let b = breaker();
         let mut t = Utc::now();
-        for _ in 0..3 {
-            b.record(false, t);
-        }
+        fail_until_open(&b, t);
         let mut open_for = Duration::from_secs(10);
         for next in [20, 30, 30] {
             assert!(!b.admit(after(t, open_for - Duration::from_millis(1))));
