@@ -263,6 +263,14 @@ impl TestSwarm {
         .expect("reactor starts")
     }
 
+    /// Publishes `signal` on the swarm's stream.
+    pub async fn publish(&self, signal: &swarm_schemas::Signal) {
+        self.mesh
+            .publish(&self.config.stream, signal)
+            .await
+            .expect("publish");
+    }
+
     /// Waits until the reactor's group has nothing pending or undelivered.
     pub async fn settled(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_mesh::Mesh;
 use swarm_schemas::{Outcome, Signal};
 use swarm_tests::{TestSwarm, deploy_bytes, library, wait_for};
 
@@ -65,11 +64,7 @@ async fn broken_replacements_leave_the_old_version_serving() {
 
         // The old version still serves.
         let tick = Signal::new("tick", json!({}));
-        swarm
-            .mesh
-            .publish(&swarm.config.stream, &tick)
-            .await
-            .expect("publish");
+        swarm.publish(&tick).await;
         assert!(swarm.settled(WAIT).await);
         let record = swarm.memory.latest(1).pop().expect("an execution");
         assert_eq!(record.signal.id, tick.id);

@@ -37,11 +37,7 @@ async fn what_one_unit_emits_reaches_the_next_with_lineage() {
         "order.placed",
         json!({"id": 1, "items": [{"sku": "tea", "qty": 2}]}),
     );
-    swarm
-        .mesh
-        .publish(&swarm.config.stream, &order)
-        .await
-        .expect("publish");
+    swarm.publish(&order).await;
     assert!(swarm.settled(SETTLE).await, "the swarm settles");
     reactor.stop().await;
 
@@ -217,11 +213,7 @@ async fn a_large_order_express_refuses_falls_back_to_standard() {
         })
         .collect();
     for order in &orders {
-        swarm
-            .mesh
-            .publish(&swarm.config.stream, order)
-            .await
-            .expect("publish");
+        swarm.publish(order).await;
         assert!(swarm.settled(SETTLE).await, "the swarm settles");
     }
     reactor.stop().await;

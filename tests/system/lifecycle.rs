@@ -49,11 +49,7 @@ fn tally_swarm(dir: &Path, mut config: Value) -> (TestSwarm, std::path::PathBuf)
 /// Publishes `n` additions of 1 and waits until the reactor has settled them.
 async fn add(swarm: &TestSwarm, n: usize) {
     for _ in 0..n {
-        swarm
-            .mesh
-            .publish(&swarm.config.stream, &Signal::new("tally.add", json!({})))
-            .await
-            .expect("publish");
+        swarm.publish(&Signal::new("tally.add", json!({}))).await;
     }
     assert!(swarm.settled(WAIT).await, "the additions are settled");
 }
@@ -332,11 +328,7 @@ async fn a_library_with_an_abi_1_0_table_loads_and_serves_without_hooks() {
         "its on_load, which refuses, is not called: {:?}",
         report.failures
     );
-    swarm
-        .mesh
-        .publish(&swarm.config.stream, &Signal::new("legacy.ping", json!({})))
-        .await
-        .expect("publish");
+    swarm.publish(&Signal::new("legacy.ping", json!({}))).await;
     assert!(swarm.settled(WAIT).await);
     let pongs = swarm
         .signals(&swarm.config.stream)

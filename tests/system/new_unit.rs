@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use swarm_mesh::Mesh;
 use swarm_tests::{TestSwarm, cargo_target_for_units, deploy_bytes, swarm_binary, user_workspace};
 
 fn text(bytes: &[u8]) -> String {
@@ -75,11 +74,7 @@ async fn a_new_unit_builds_passes_its_test_loads_and_reacts() {
         ("greeter", "0.1.0")
     );
     let signal = swarm_schemas::Signal::new("person.arrived", serde_json::json!({"name": "ada"}));
-    swarm
-        .mesh
-        .publish(&swarm.config.stream, &signal)
-        .await
-        .expect("publish");
+    swarm.publish(&signal).await;
     assert!(swarm.settled(Duration::from_secs(10)).await);
     reactor.stop().await;
     let greeted: Vec<swarm_schemas::Signal> = swarm

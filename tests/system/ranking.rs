@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_mesh::Mesh;
 use swarm_reactor::ranking::BreakerState;
 use swarm_schemas::{DispatchPolicy, ExecutionRecord, KindPattern, Signal};
 use swarm_tests::TestSwarm;
@@ -27,11 +26,7 @@ fn picky_swarm(a: serde_json::Value, b: serde_json::Value) -> TestSwarm {
 /// outcomes is known).
 async fn feed(swarm: &TestSwarm, signals: &[Signal], wave: usize) {
     for (n, signal) in signals.iter().enumerate() {
-        swarm
-            .mesh
-            .publish(&swarm.config.stream, signal)
-            .await
-            .expect("publish");
+        swarm.publish(signal).await;
         if n % wave == wave - 1 {
             assert!(swarm.settled(WAIT).await);
         }
@@ -174,11 +169,7 @@ fn breaker_swarm(open_for: Duration) -> TestSwarm {
 /// Publishes a task and waits until the swarm has settled it.
 async fn settle_task(swarm: &TestSwarm, payload: serde_json::Value) -> Signal {
     let task = Signal::new("task", payload);
-    swarm
-        .mesh
-        .publish(&swarm.config.stream, &task)
-        .await
-        .expect("publish");
+    swarm.publish(&task).await;
     assert!(swarm.settled(WAIT).await);
     task
 }
