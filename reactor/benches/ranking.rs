@@ -492,7 +492,7 @@ struct Weak {
     cluster: usize,
     /// How often the best unit was first.
     top1: f64,
-    /// Expected reward of each unit (the best is `cluster % UNITS`).
+    /// Expected reward of each unit.
     expected: [f64; UNITS],
     /// How often each unit was first.
     firsts: [usize; UNITS],
@@ -683,7 +683,8 @@ async fn run(
         .enumerate()
         .map(|(c, firsts)| Weak {
             cluster: c,
-            top1: firsts[c % UNITS] as f64 / firsts.iter().sum::<usize>().max(1) as f64,
+            top1: firsts[initial.best(c, &config)] as f64
+                / firsts.iter().sum::<usize>().max(1) as f64,
             expected: std::array::from_fn(|u| initial.expected(c, u, &config)),
             firsts: *firsts,
         })
