@@ -516,8 +516,9 @@ struct Summary {
     executions: usize,
     /// Signals for which some unit's circuit breaker was open.
     skipped: usize,
-    /// Changes the ranker detected before the change (false alarms).
+    /// Changes the ranker detected before the change (false alarms), in contexts and of units.
     false_alarms: u64,
+    false_unit_alarms: u64,
     /// The clusters with the lowest top-1 accuracy from signal 2,000 to the change.
     weakest: Vec<Weak>,
 }
@@ -563,12 +564,14 @@ async fn run(
     let mut executions = 0;
     let mut skipped = 0;
     let mut false_alarms = 0;
+    let mut false_unit_alarms = 0;
     let mut detected_after: Vec<Option<usize>> = vec![None; CLUSTERS.len()];
     let mut samples = Vec::new();
     for i in 0..signals {
         let now = start + tick * i32::try_from(i).unwrap_or(i32::MAX);
         if i == change_at {
             false_alarms = ranker.changes();
+            false_unit_alarms = ranker.unit_changes();
             let changed = world.change(change, &config);
             if change == Change::Redeploy {
                 // As the reactor does when it swaps a unit in.
@@ -709,6 +712,7 @@ async fn run(
             executions,
             skipped,
             false_alarms,
+            false_unit_alarms,
             weakest,
         },
         ranker,
@@ -739,6 +743,8 @@ fn ranker_config(seed: u64) -> RankerConfig {
             "change_delta" => config.change_delta = value,
             "change_evidence" => config.change_evidence = value,
             "change_keep" => config.change_keep = value,
+            "unit_change_contexts" => config.unit_change_contexts = value as usize,
+            "unit_change_window_s" => config.unit_change_window = Duration::from_secs_f64(value),
             "per_version" => config.per_version = value != 0.0,
             "temperature" => config.weighing.temperature = value,
             "neighbours" => config.neighbours = value as usize,
@@ -800,7 +806,7 @@ async fn main() {
             "{}; {variants} phrasing(s) per cluster, seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals \
              (per cluster: median {}, worst {} of its own signals; first change detected after {} of them, in {} clusters never; oracle told the change, forgetting all {}, forgetting the changed units {}); \
              regret: ranker {ours:.1}, random {random:.1}, round-robin {rr:.1}, e-greedy per kind {greedy:.1} \
-             (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected ({} before the change); {:.1?}",
+             (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected ({} before the change), {} of a unit itself ({} before the change); {:.1?}",
             change.describe(),
             o.top1_before,
             o.top1_after,
@@ -819,6 +825,8 @@ async fn main() {
             o.skipped,
             ranker.changes(),
             o.false_alarms,
+            ranker.unit_changes(),
+            o.false_unit_alarms,
             started.elapsed()
         );
         for w in &o.weakest {

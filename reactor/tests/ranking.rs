@@ -404,3 +404,67 @@ async fn a_loaded_version_is_judged_from_its_load_and_its_breaker_starts_closed(
         "the same version keeps its record"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_that_changes_in_two_contexts_is_judged_afresh_in_all() {
+    // `fading` never failed on three families, `steady` succeeds 2 in 3; then `fading` breaks
+    // and fails on the first two families until the detector sees it in each. The third family
+    // has seen none of it.
+    let families = [
+        task("my parcel has not arrived"),
+        task("please refund my order"),
+        task("the blender stopped working"),
+    ];
+    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("fading")];
+    let now = Utc::now();
+    let (before, after) = (now - Duration::minutes(10), now - Duration::minutes(1));
+    for unit_change_contexts in [2, 0] {
+        let ranker = Ranker::new(RankerConfig {
+            exploration: 0.0,
+            unit_change_contexts,
+            ..RankerConfig::default()
+        });
+        let memory = InProcMemory::new().with_embedder(embedder());
+        let mut history = Vec::new();
+        for n in 0..60 {
+            for family in &families {
+                history.push(outcome(family, "fading", "1.0.0", true, before));
+                history.push(outcome(family, "steady", "1.0.0", n % 3 != 0, before));
+            }
+        }
+        history.iter().for_each(|r| ranker.observe(r));
+        let third = &families[2];
+        for (i, family) in families[..2].iter().enumerate() {
+            for _ in 0..6 {
+                let failed = outcome(family, "fading", "1.0.0", false, after);
+                ranker.observe(&failed);
+                history.push(failed);
+            }
+            assert_eq!(ranker.changes(), i as u64 + 1, "one change per family");
+            if i == 0 {
+                let fading = firsts(&ranker, third, &units, "fading");
+                assert!(
+                    fading >= 190,
+                    "a change in one context stays there: fading first {fading} of 200"
+                );
+            }
+        }
+        // What memory holds is what a refresh (this process's or a new one's) counts from.
+        memory.record(&history).await.expect("record");
+        ranker.refresh(&memory, now, 10).await.expect("refresh");
+        let steady = firsts(&ranker, third, &units, "steady");
+        if unit_change_contexts == 2 {
+            // fading's record from before it broke no longer counts anywhere: it is judged on
+            // its prior, made of the failures since, against steady's ~0.66.
+            assert!(
+                steady >= 150,
+                "fading is judged afresh on the third family: steady first {steady} of 200"
+            );
+        } else {
+            assert!(
+                steady <= 10,
+                "without the inference the third family still trusts fading: steady first {steady} of 200"
+            );
+        }
+    }
+}

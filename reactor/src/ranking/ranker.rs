@@ -23,7 +23,7 @@ use swarm_memory::{Memory, MemoryError, SearchQuery, Shape};
 use swarm_schemas::{DispatchPolicy, ExecutionId, ExecutionRecord, Signal};
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState};
-use super::change::Cusum;
+use super::change::{Cusum, Shift, UnitAlarms};
 use super::evidence::{Evidence, Weighed, Weighing, weigh};
 use super::propensity::{beta_moments, matrix};
 
@@ -58,6 +58,13 @@ pub struct RankerConfig {
     /// Share of the other units' evidence kept when a change is detected (the changed unit's
     /// is dropped); 0 explores every unit afresh.
     pub change_keep: f64,
+    /// A unit seen to change the same way in this many contexts within `unit_change_window`
+    /// has changed itself (a dependency broke, a service it calls moved): what was known of it
+    /// is dropped everywhere, as for a new version, and its executions from before no longer
+    /// count. 0 keeps every change to its context.
+    pub unit_change_contexts: usize,
+    /// How close together those changes must be.
+    pub unit_change_window: Duration,
     /// A unit's evidence counts only for the version of the unit it was gathered on: when a
     /// unit's outcomes start coming from another version (a hot swap, a deploy, a rollback),
     /// what was known of it is dropped everywhere and the new version is judged from its prior
@@ -91,6 +98,8 @@ impl Default for RankerConfig {
             change_delta: 0.4,
             change_evidence: 10.0,
             change_keep: 0.0,
+            unit_change_contexts: 2,
+            unit_change_window: Duration::from_secs(600),
             per_version: true,
             refresh_every: Duration::from_secs(5),
             local_window: 256,
@@ -209,8 +218,13 @@ pub struct Ranker {
     breakers: DashMap<Arc<str>, Arc<Breaker>>,
     /// The version of each unit whose outcomes count, and when its first execution started.
     versions: DashMap<Arc<str>, (semver::Version, DateTime<Utc>)>,
+    /// Changes detected per unit, across contexts.
+    alarms: UnitAlarms,
+    /// Executions of a unit started before this do not count: the unit changed then.
+    changed_at: DashMap<Arc<str>, DateTime<Utc>>,
     rng: Mutex<SmallRng>,
     changes: AtomicU64,
+    unit_changes: AtomicU64,
 }
 
 /// Logs and counts a change of `unit`'s circuit breaker to `state`.
@@ -248,14 +262,22 @@ impl Ranker {
             global: DashMap::new(),
             breakers: DashMap::new(),
             versions: DashMap::new(),
+            alarms: UnitAlarms::default(),
+            changed_at: DashMap::new(),
             rng,
             changes: AtomicU64::new(0),
+            unit_changes: AtomicU64::new(0),
         }
     }
 
     /// Changes detected so far (each dropped a context's older evidence).
     pub fn changes(&self) -> u64 {
         self.changes.load(Ordering::Relaxed)
+    }
+
+    /// Changes of a unit itself inferred so far (each dropped what was known of the unit).
+    pub fn unit_changes(&self) -> u64 {
+        self.unit_changes.load(Ordering::Relaxed)
     }
 
     /// The configuration.
@@ -294,7 +316,7 @@ impl Ranker {
         }
         // The load stands for the version's first execution, started now.
         if self.config.per_version && self.standing(&unit, version, now) == VersionStanding::New {
-            self.forget_unit(&unit, version, now);
+            self.new_version(&unit, version, now);
         }
     }
 
@@ -518,9 +540,13 @@ impl Ranker {
         if self.config.per_version {
             match self.standing(&unit, &record.unit_version, now) {
                 VersionStanding::Current => {}
-                VersionStanding::New => self.forget_unit(&unit, &record.unit_version, now),
+                VersionStanding::New => self.new_version(&unit, &record.unit_version, now),
                 VersionStanding::Replaced => return,
             }
+        }
+        if self.changed_before(&unit, now) {
+            // Started before the unit itself changed: it speaks of what the unit was.
+            return;
         }
         let w = &self.config.weighing;
         let reward = w.reward(success, record.latency_us);
@@ -535,16 +561,44 @@ impl Ranker {
             *global = (now.max(at), e);
         }
         let context = self.context(&record.signal, now);
+        let shift = self.learn(&context, &unit, record, reward, now);
+        if let Some(shift) = shift {
+            let c = &self.config;
+            let of_unit = self.alarms.raise(
+                &unit,
+                context.shape.id,
+                shift,
+                now,
+                c.unit_change_contexts,
+                c.unit_change_window,
+            );
+            if of_unit {
+                tracing::info!(unit = %unit, ?shift, "the unit changed in several contexts: what was known of it is dropped");
+                metrics::counter!("swarm_ranker_unit_changes_total").increment(1);
+                self.unit_changes.fetch_add(1, Ordering::Relaxed);
+                self.changed_at.insert(Arc::clone(&unit), now);
+                self.forget_unit(&unit, now);
+            }
+        }
+    }
+
+    /// Adds one outcome of `unit` to a context's evidence, watching for a change there; the
+    /// shift when one was detected (the context's older evidence is then dropped).
+    fn learn(
+        &self,
+        context: &Context,
+        unit: &Arc<str>,
+        record: &ExecutionRecord,
+        reward: f64,
+        now: DateTime<Utc>,
+    ) -> Option<Shift> {
+        let w = &self.config.weighing;
         let mut state = context.lock();
         let decay = state.at.map_or(1.0, |at| w.recency(at, now));
-        let known = state.evidence.get(&unit).map_or(0.0, Evidence::weight) * decay;
+        let known = state.evidence.get(unit).map_or(0.0, Evidence::weight) * decay;
         let expected = {
-            let (a, b) = self.posteriors(
-                &record.signal.kind,
-                &state,
-                std::slice::from_ref(&unit),
-                now,
-            )[0];
+            let (a, b) =
+                self.posteriors(&record.signal.kind, &state, std::slice::from_ref(unit), now)[0];
             a / (a + b)
         };
         // Bring the sums to now, then add.
@@ -556,24 +610,21 @@ impl Ranker {
         state.at = Some(state.at.map_or(now, |at| at.max(now)));
         // Only a unit whose odds here are known can surprise: one still being learned is not
         // changing, it is being found out.
+        let mut shift = None;
         if self.config.change_threshold > 0.0 && known >= self.config.change_evidence {
-            let changed = state
-                .detectors
-                .entry(Arc::clone(&unit))
-                .or_default()
-                .observe(
-                    reward,
-                    expected,
-                    self.config.change_delta,
-                    self.config.change_threshold,
-                );
-            if changed {
+            shift = state.detectors.entry(Arc::clone(unit)).or_default().observe(
+                reward,
+                expected,
+                self.config.change_delta,
+                self.config.change_threshold,
+            );
+            if shift.is_some() {
                 tracing::debug!(unit = %unit, kind = %record.signal.kind, expected, "change detected: older evidence dropped");
                 self.changes.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("swarm_ranker_changes_total").increment(1);
                 state.cutoff = Some(now);
                 let keep = self.config.change_keep;
-                state.evidence.remove(&unit);
+                state.evidence.remove(unit);
                 state.carried = state
                     .evidence
                     .drain()
@@ -587,12 +638,12 @@ impl Ranker {
         }
         state
             .evidence
-            .entry(Arc::clone(&unit))
+            .entry(Arc::clone(unit))
             .or_default()
             .add(reward, 1.0);
         state.local.push_back(Observed {
             id: record.id,
-            unit,
+            unit: Arc::clone(unit),
             reward,
             at: now,
         });
@@ -601,6 +652,12 @@ impl Ranker {
         }
         state.dirty = true;
         self.recache(&record.signal.kind, &mut state, now);
+        shift
+    }
+
+    /// Whether an execution of `unit` started at `started` ran before the unit itself changed.
+    fn changed_before(&self, unit: &str, started: DateTime<Utc>) -> bool {
+        self.changed_at.get(unit).is_some_and(|at| started < *at)
     }
 
     /// Where `version` of `unit`, in an execution started at `started`, stands; a new version
@@ -638,10 +695,16 @@ impl Ranker {
                 .is_none_or(|v| &v.value().0 == version)
     }
 
-    /// Drops what is known of `unit` everywhere: its new `version` starts from its prior.
-    fn forget_unit(&self, unit: &Arc<str>, version: &semver::Version, now: DateTime<Utc>) {
+    /// `unit` runs a new `version`: it starts from its prior.
+    fn new_version(&self, unit: &Arc<str>, version: &semver::Version, now: DateTime<Utc>) {
         tracing::info!(unit = %unit, %version, "new unit version: what was known of the unit is dropped");
         metrics::counter!("swarm_ranker_new_versions_total").increment(1);
+        self.forget_unit(unit, now);
+    }
+
+    /// Drops what is known of `unit` everywhere: its global rate, its evidence and change
+    /// detectors in every context.
+    fn forget_unit(&self, unit: &Arc<str>, now: DateTime<Utc>) {
         self.global.retain(|(_, u), _| u != unit);
         for entry in &self.contexts {
             let context = entry.value();
@@ -749,7 +812,7 @@ impl Ranker {
                     let unit: Arc<str> = Arc::from(n.record.unit.as_str());
                     let version = &n.record.unit_version;
                     if self.standing(&unit, version, n.record.started_at) == VersionStanding::New {
-                        self.forget_unit(&unit, version, now);
+                        self.new_version(&unit, version, now);
                     }
                 }
             }
@@ -760,6 +823,7 @@ impl Ranker {
                 seen.insert(n.record.id);
                 if state.cutoff.is_some_and(|cut| n.record.started_at < cut)
                     || !self.counts(&n.record.unit, &n.record.unit_version)
+                    || self.changed_before(&n.record.unit, n.record.started_at)
                 {
                     continue;
                 }
