@@ -34,6 +34,8 @@
 //!   then, everything or only the units that changed. They show what the workload itself
 //!   demands: every cluster sees one signal in 20, and a cluster must try its units again to
 //!   find its new best, so no learner that keeps evidence per cluster recovers much faster;
+//! - the changes the ranker detected, and the changes of a unit itself it inferred from them,
+//!   before the change (false alarms) and in all;
 //! - the ranking cost per signal on the hot path (`Ranker::rank`), p50/p99, and `observe`.
 //!
 //! Goals: top-1 ≥ 90% after 2k signals; regret ≤ 25% of ε-greedy's; recovery ≤ 300 signals;
@@ -42,8 +44,9 @@
 //! Run with: ops/fetch-model && cargo bench -p swarm-reactor --bench ranking
 //! Knobs: BENCH_SIGNALS (default 10000), BENCH_SEEDS (default "1,2,3"), BENCH_VARIANTS
 //! (phrasings per cluster, default "1,3"), BENCH_CHANGES (default "swap,redeploy,degrade"),
-//! BENCH_RANKER (ranker
-//! settings to try instead of the defaults, such as `exploration=0.05,max_evidence=20`).
+//! BENCH_RANKER (ranker settings to try instead of the defaults, such as
+//! `exploration=0.05,max_evidence=20`, or `unit_change_contexts=0` to keep every detected
+//! change to its context).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -612,12 +612,16 @@ impl Ranker {
         // changing, it is being found out.
         let mut shift = None;
         if self.config.change_threshold > 0.0 && known >= self.config.change_evidence {
-            shift = state.detectors.entry(Arc::clone(unit)).or_default().observe(
-                reward,
-                expected,
-                self.config.change_delta,
-                self.config.change_threshold,
-            );
+            shift = state
+                .detectors
+                .entry(Arc::clone(unit))
+                .or_default()
+                .observe(
+                    reward,
+                    expected,
+                    self.config.change_delta,
+                    self.config.change_threshold,
+                );
             if shift.is_some() {
                 tracing::debug!(unit = %unit, kind = %record.signal.kind, expected, "change detected: older evidence dropped");
                 self.changes.fetch_add(1, Ordering::Relaxed);
