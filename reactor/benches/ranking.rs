@@ -740,6 +740,7 @@ fn ranker_config(seed: u64) -> RankerConfig {
         let value: f64 = value.parse().expect("a number");
         match name {
             "exploration" => config.exploration = value,
+            "concentration" => config.concentration = value,
             "max_evidence" => config.max_evidence = value,
             "prior_strength" => config.prior_strength = value,
             "change_threshold" => config.change_threshold = value,

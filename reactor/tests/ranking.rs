@@ -468,3 +468,44 @@ async fn a_unit_that_changes_in_two_contexts_is_judged_afresh_in_all() {
         }
     }
 }
+
+#[test]
+fn a_concentrated_posterior_settles_sooner_and_its_propensities_say_so() {
+    // `good` succeeded 7 times in 10, `fair` 5 in 10: little evidence, a clear gap.
+    let signal = task("my parcel has not arrived");
+    let units: Vec<Arc<str>> = vec![Arc::from("fair"), Arc::from("good")];
+    let [plain, concentrated] = [1.0, 4.0].map(|concentration| {
+        let ranker = Ranker::new(RankerConfig {
+            exploration: 0.0,
+            concentration,
+            ..RankerConfig::default()
+        });
+        for n in 0..10 {
+            ranker.observe(&outcome(&signal, "good", "1.0.0", n < 7, Utc::now()));
+            ranker.observe(&outcome(&signal, "fair", "1.0.0", n < 5, Utc::now()));
+        }
+        let good = firsts(&ranker, &signal, &units, "good");
+        // The propensity logged when good is put first.
+        let propensity = (0..50)
+            .map(|_| ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, Utc::now()))
+            .find(|order| order.ranked[0].unit.as_ref() == "good")
+            .map(|order| order.ranked[0].propensity);
+        (good, propensity)
+    });
+    // Plain Thompson sampling still puts fair first about one time in seven.
+    assert!(
+        (140..=185).contains(&plain.0),
+        "plain: good first {} of 200",
+        plain.0
+    );
+    assert!(
+        concentrated.0 >= 190,
+        "concentrated: good first {} of 200",
+        concentrated.0
+    );
+    // The logged propensity of putting good first follows the policy actually used.
+    let (Some(p), Some(c)) = (plain.1, concentrated.1) else {
+        panic!("good was never first in 50 rankings: {plain:?} {concentrated:?}");
+    };
+    assert!(p < 0.93 && c > 0.95, "propensities {p:.3} and {c:.3}");
+}

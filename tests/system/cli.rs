@@ -203,6 +203,19 @@ fn bad_arguments_and_files_get_one_clear_line() {
     let output = swarm(&["emit"], dir.path());
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("required arguments were not provided"));
+    for (flag, value, expected) in [
+        ("--exploration", "1.5", "not a probability between 0 and 1"),
+        ("--concentration", "0", "not a positive number"),
+        ("--concentration", "NaN", "not a positive number"),
+    ] {
+        let output = swarm(&["up", flag, value], dir.path());
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+        assert!(
+            text(&output.stderr).contains(expected),
+            "{flag} {value}: {}",
+            text(&output.stderr)
+        );
+    }
 }
 
 #[test]
