@@ -92,9 +92,13 @@ impl Dispatcher {
             let read = self
                 .mesh
                 .read(&c.stream, &c.group, &c.consumer, c.batch, c.block);
-            let deliveries = tokio::select! {
-                _ = shutdown.changed() => break,
-                result = read => result,
+            tokio::pin!(read);
+            let (deliveries, stopping) = tokio::select! {
+                result = &mut read => (result, false),
+                // A read already sent may have taken entries into this consumer's pending
+                // list; dropped, it would leave them there until the next start. Its answer
+                // comes within the block time, and what it brought runs before stopping.
+                _ = shutdown.changed() => (read.await, true),
             };
             match deliveries {
                 Ok(deliveries) if deliveries.is_empty() => {}
@@ -121,6 +125,9 @@ impl Dispatcher {
                 }
             }
             while tasks.try_join_next().is_some() {}
+            if stopping {
+                break;
+            }
         }
         // Stop reading; let what started finish and settle.
         while tasks.join_next().await.is_some() {}
