@@ -1,13 +1,20 @@
 //! The core loop with real unit libraries: the example swarm's units, built as cdylibs, loaded
-//! by the reactor, coordinate only through the signals they emit.
+//! by the reactor, coordinate only through the signals they emit; and a stop that comes while
+//! a read is answering runs what the read took.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde_json::json;
-use swarm_mesh::Mesh;
-use swarm_reactor::Change;
+use swarm_memory::Memory;
+use swarm_mesh::{
+    Delivery, Entry, EntryId, GroupInfo, InProcMesh, Kv, Marks, Mesh, MeshError, Settlement,
+    StartAt,
+};
+use swarm_reactor::{Change, Reactor};
 use swarm_schemas::{Outcome, Signal};
-use swarm_tests::{TestSwarm, deploy_order_flow, wait_for};
+use swarm_tests::{TestSwarm, deploy_order_flow, wait_for, wait_for_async};
 
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -246,4 +253,166 @@ async fn a_large_order_express_refuses_falls_back_to_standard() {
         .signals(&swarm_mesh::dead_letter_stream(&swarm.config.stream))
         .await;
     assert!(dead.is_empty(), "{dead:#?}");
+}
+
+/// A mesh whose reads answer `delay` after they took their entries, as a read over a network
+/// does: the entries are in the group's pending list before the reader has them.
+struct SlowAnswers {
+    inner: Arc<InProcMesh>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Mesh for SlowAnswers {
+    fn marks(&self, half_life: Duration) -> Arc<dyn Marks> {
+        self.inner.marks(half_life)
+    }
+    fn kv(&self) -> Arc<dyn Kv> {
+        self.inner.kv()
+    }
+    async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
+        self.inner.publish(stream, signal).await
+    }
+    async fn create_group(
+        &self,
+        stream: &str,
+        group: &str,
+        start: StartAt,
+    ) -> Result<(), MeshError> {
+        self.inner.create_group(stream, group, start).await
+    }
+    async fn read(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        let taken = self
+            .inner
+            .read(stream, group, consumer, count, block)
+            .await?;
+        if !taken.is_empty() {
+            tokio::time::sleep(self.delay).await;
+        }
+        Ok(taken)
+    }
+    async fn read_own_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        self.inner
+            .read_own_pending(stream, group, consumer, count)
+            .await
+    }
+    async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
+        self.inner.ack(stream, group, ids).await
+    }
+    async fn settle_batch(
+        &self,
+        stream: &str,
+        group: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        self.inner.settle_batch(stream, group, settlements).await
+    }
+    async fn claim_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        self.inner
+            .claim_idle(stream, group, consumer, min_idle, count)
+            .await
+    }
+    async fn keep_alive(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> Result<(), MeshError> {
+        self.inner.keep_alive(stream, group, consumer, ids).await
+    }
+    async fn group_info(&self, stream: &str, group: &str) -> Result<GroupInfo, MeshError> {
+        self.inner.group_info(stream, group).await
+    }
+    async fn range(
+        &self,
+        stream: &str,
+        after: Option<EntryId>,
+        count: usize,
+    ) -> Result<Vec<Entry>, MeshError> {
+        self.inner.range(stream, after, count).await
+    }
+    async fn len(&self, stream: &str) -> Result<u64, MeshError> {
+        self.inner.len(stream).await
+    }
+    async fn last_id(&self, stream: &str) -> Result<EntryId, MeshError> {
+        self.inner.last_id(stream).await
+    }
+    async fn tail(
+        &self,
+        stream: &str,
+        after: EntryId,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>, MeshError> {
+        self.inner.tail(stream, after, count, block).await
+    }
+    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
+        self.inner.trim_acknowledged(stream).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_read_runs_what_the_read_took() {
+    // Told to stop while a read's answer is on its way, the reactor waits for the answer and
+    // runs what it brought: dropped, those entries would stay pending until the next start.
+    let swarm = TestSwarm::new();
+    swarm.deploy("fixture-noop", "noop.so");
+    let mesh = Arc::new(SlowAnswers {
+        inner: Arc::clone(&swarm.mesh),
+        delay: Duration::from_millis(300),
+    });
+    let (reactor, report) = Reactor::start(
+        swarm.config.clone(),
+        mesh as Arc<dyn Mesh>,
+        Arc::clone(&swarm.memory) as _,
+    )
+    .await
+    .expect("reactor starts");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    swarm.publish(&Signal::new("bench.noop", json!({}))).await;
+    assert!(swarm.settled(SETTLE).await, "the first signal runs");
+    for _ in 0..10 {
+        swarm.publish(&Signal::new("bench.noop", json!({}))).await;
+    }
+    // The read has taken them (they are pending) and answers 300 ms later.
+    let (stream, group) = (&swarm.config.stream, &swarm.config.group);
+    let taken = wait_for_async(SETTLE, async || {
+        let info = swarm.mesh.group_info(stream, group).await.ok()?;
+        (info.pending == 10).then_some(())
+    })
+    .await;
+    assert!(taken.is_some(), "the read took the ten signals");
+    reactor.stop().await;
+    let info = swarm
+        .mesh
+        .group_info(stream, group)
+        .await
+        .expect("group info");
+    assert_eq!(info.pending, 0, "nothing the read took is left pending");
+    assert_eq!(
+        swarm.memory.count().await.expect("count"),
+        11,
+        "every signal ran"
+    );
 }
