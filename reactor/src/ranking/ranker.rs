@@ -582,11 +582,7 @@ impl Ranker {
                 c.unit_change_window,
             );
             if of_unit {
-                tracing::info!(unit = %unit, ?shift, "the unit changed in several contexts: what was known of it is dropped");
-                metrics::counter!("swarm_ranker_unit_changes_total").increment(1);
-                self.unit_changes.fetch_add(1, Ordering::Relaxed);
-                self.changed_at.insert(Arc::clone(&unit), now);
-                self.forget_unit(&unit, now);
+                self.unit_changed(&unit, shift, now);
             }
         }
     }
@@ -698,20 +694,31 @@ impl Ranker {
         }
     }
 
-    /// Whether an execution of `unit` at `version` counts: it is of the version the ranker
-    /// judges (or the ranker has not seen the unit yet).
-    fn counts(&self, unit: &str, version: &semver::Version) -> bool {
-        !self.config.per_version
+    /// Whether a past execution counts: it is of the version the ranker judges (or the ranker
+    /// has not seen the unit yet), and it started after any change of the unit itself.
+    fn counts(&self, record: &ExecutionRecord) -> bool {
+        let version_counts = !self.config.per_version
             || self
                 .versions
-                .get(unit)
-                .is_none_or(|v| &v.value().0 == version)
+                .get(record.unit.as_str())
+                .is_none_or(|v| v.value().0 == record.unit_version);
+        version_counts && !self.changed_before(&record.unit, record.started_at)
     }
 
     /// `unit` runs a new `version`: it starts from its prior.
     fn new_version(&self, unit: &Arc<str>, version: &semver::Version, now: DateTime<Utc>) {
         tracing::info!(unit = %unit, %version, "new unit version: what was known of the unit is dropped");
         metrics::counter!("swarm_ranker_new_versions_total").increment(1);
+        self.forget_unit(unit, now);
+    }
+
+    /// `unit` itself changed at `now` (seen in several contexts): it starts from its prior, and
+    /// its executions started before no longer count.
+    fn unit_changed(&self, unit: &Arc<str>, shift: Shift, now: DateTime<Utc>) {
+        tracing::info!(unit = %unit, ?shift, "the unit changed in several contexts: what was known of it is dropped");
+        metrics::counter!("swarm_ranker_unit_changes_total").increment(1);
+        self.unit_changes.fetch_add(1, Ordering::Relaxed);
+        self.changed_at.insert(Arc::clone(unit), now);
         self.forget_unit(unit, now);
     }
 
@@ -835,8 +842,7 @@ impl Ranker {
             for n in &weighed {
                 seen.insert(n.record.id);
                 if state.cutoff.is_some_and(|cut| n.record.started_at < cut)
-                    || !self.counts(&n.record.unit, &n.record.unit_version)
-                    || self.changed_before(&n.record.unit, n.record.started_at)
+                    || !self.counts(&n.record)
                 {
                     continue;
                 }
