@@ -17,7 +17,10 @@
 //! Run with: cargo bench -p swarm-memory --bench memory
 //! Knobs: BENCH_SIZES (default "100000,1000000"), BENCH_QUERIES (default 100),
 //! BENCH_INGEST (executions, default 200000), BENCH_EF_SEARCH (a list, default "40,100,200":
-//! each is measured on the same queries), BENCH_KEEP=1 keeps the database for inspection.
+//! each is measured on the same queries), BENCH_KEEP=1 keeps the database for inspection, and
+//! BENCH_DATABASE=<url> searches such a kept database again as it is (no ingest, no reload, no
+//! index build; BENCH_SIZES must then name the one size it holds), to compare settings without
+//! the index build's minutes.
 
 use std::time::{Duration, Instant};
 
@@ -316,8 +319,13 @@ async fn prewarm(pool: &sqlx::PgPool) {
         .fetch_one(pool)
         .await
         .expect("shared_buffers");
+    // Huge pages halve search latency at 1M shapes (ops/start-postgres): say which it was.
+    let (huge,): (String,) = sqlx::query_as("SHOW huge_pages_status")
+        .fetch_one(pool)
+        .await
+        .expect("huge_pages_status");
     println!(
-        "prewarmed into {buffers} of shared buffers: {}",
+        "prewarmed into {buffers} of shared buffers (huge pages: {huge}): {}",
         sizes.join(", ")
     );
 }
@@ -342,9 +350,46 @@ async fn build_index(url: &str, definition: &str) {
         .expect("build the index");
 }
 
+/// Searches a database a run kept (`BENCH_KEEP=1`) as it is: the corpus is replayed up to the
+/// size it holds, so the queries are the ones a run that had just loaded it would ask.
+async fn search_kept(
+    memory: &PgMemory,
+    url: &str,
+    corpus: &mut Corpus,
+    sizes: &[usize],
+    queries: usize,
+    ef: &[u32],
+) {
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM shapes")
+        .fetch_one(memory.pool())
+        .await
+        .expect("count the kept shapes");
+    let Ok(size) = usize::try_from(held) else {
+        panic!("a negative count of shapes");
+    };
+    assert!(
+        sizes == [size],
+        "BENCH_DATABASE holds {size} shapes: set BENCH_SIZES={size}"
+    );
+    for _ in 0..size {
+        corpus.point();
+    }
+    println!("search: the kept database's {size} shapes, index as it is");
+    prewarm(memory.pool()).await;
+    search_at(url, corpus, size, queries, ef).await;
+}
+
 fn run_embedder_bench() {
+    // In the profile this benchmark was built in (`cargo bench --profile dev` builds no second
+    // copy of tract).
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "bench"
+    };
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["bench", "-q", "-p", "swarm-memory", "--bench", "embedder"])
+        .args(["bench", "-q", "--profile", profile])
+        .args(["-p", "swarm-memory", "--bench", "embedder"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status();
     if !status.is_ok_and(|s| s.success()) {
@@ -363,7 +408,11 @@ async fn main() {
     let ingest_total = env_or("BENCH_INGEST", 200_000usize);
     let server = std::env::var("SWARM_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/swarm".into());
-    let url = fresh_database(&server).await;
+    let kept = std::env::var("BENCH_DATABASE").ok();
+    let url = match &kept {
+        Some(url) => url.clone(),
+        None => fresh_database(&server).await,
+    };
     let config = PgMemoryConfig::default();
     let ef_search: Vec<u32> = std::env::var("BENCH_EF_SEARCH")
         .map(|list| {
@@ -380,6 +429,12 @@ async fn main() {
         .await
         .expect("connect");
 
+    let mut corpus = Corpus::new();
+    if kept.is_some() {
+        search_kept(&memory, &url, &mut corpus, &sizes, queries, &ef_search).await;
+        return;
+    }
+
     ingest(&memory, ingest_total).await;
 
     // Search on synthetic shapes only.
@@ -387,7 +442,6 @@ async fn main() {
         .execute(memory.pool())
         .await
         .expect("truncate");
-    let mut corpus = Corpus::new();
     let mut have = 0;
     // The index exactly as the migrations define it, rebuilt after each bulk load.
     let index: String = sqlx::query_scalar("SELECT pg_get_indexdef('shapes_embedding'::regclass)")
