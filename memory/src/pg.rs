@@ -95,6 +95,12 @@ pub struct PgProbe {
     pub vector_available: Option<String>,
     /// The version of pgvector installed in the database, if it is.
     pub vector_installed: Option<String>,
+    /// `shared_buffers`, as the server shows it (`2GB`).
+    pub shared_buffers: String,
+    /// Whether shared memory is in huge pages (`huge_pages_status`: `on` or `off`; `None` before
+    /// PostgreSQL 17, which does not say). Searching a large HNSW index on ordinary pages takes
+    /// about twice as long.
+    pub huge_pages: Option<String>,
 }
 
 impl PgMemory {
@@ -119,11 +125,19 @@ impl PgMemory {
         .fetch_optional(&mut conn)
         .await
         .map_err(unavailable)?;
+        let (shared_buffers, huge_pages): (String, Option<String>) = sqlx::query_as(
+            "SELECT current_setting('shared_buffers'), current_setting('huge_pages_status', true)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(unavailable)?;
         let _ = conn.close().await;
         Ok(PgProbe {
             server_version,
             vector_available: vector.as_ref().map(|(v, _)| v.clone()),
             vector_installed: vector.and_then(|(_, installed)| installed),
+            shared_buffers,
+            huge_pages,
         })
     }
 

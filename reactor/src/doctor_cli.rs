@@ -155,12 +155,14 @@ async fn check_postgres(args: &DoctorArgs) -> Verdict {
     match PgMemory::probe(url, ANSWER_WITHIN).await {
         Ok(probe) => match (&probe.vector_installed, &probe.vector_available) {
             (Some(installed), _) => Verdict::Ok(format!(
-                "PostgreSQL {} with pgvector {installed}",
-                probe.server_version
+                "PostgreSQL {} with pgvector {installed}; {}",
+                probe.server_version,
+                shared_memory(&probe)
             )),
             (None, Some(available)) => Verdict::Ok(format!(
-                "PostgreSQL {}; pgvector {available} available (swarm up installs it)",
-                probe.server_version
+                "PostgreSQL {}; pgvector {available} available (swarm up installs it); {}",
+                probe.server_version,
+                shared_memory(&probe)
             )),
             (None, None) => Verdict::Fail(
                 format!("PostgreSQL {} has no pgvector", probe.server_version),
@@ -172,6 +174,19 @@ async fn check_postgres(args: &DoctorArgs) -> Verdict {
             "start it (ops/start-postgres) or fix --postgres / SWARM_DATABASE_URL",
         ),
     }
+}
+
+/// Shared buffers and whether they are in huge pages: a large memory searches about twice as
+/// fast in huge pages (ops/start-postgres sets them up).
+fn shared_memory(probe: &swarm_memory::PgProbe) -> String {
+    let pages = match probe.huge_pages.as_deref() {
+        Some("on") => "in huge pages",
+        Some(_) => {
+            "in ordinary pages (huge pages make search of a large memory about twice as fast)"
+        }
+        None => "huge pages not reported",
+    };
+    format!("shared buffers {} {pages}", probe.shared_buffers)
 }
 
 async fn check_model(args: &DoctorArgs) -> Verdict {

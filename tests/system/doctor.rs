@@ -62,6 +62,38 @@ fn every_check_passes_on_a_good_setup() {
     assert!(line_of(&lines, "model").contains("384 dimensions"));
 }
 
+/// The postgres line says how the server holds its shared memory, as the server itself reports
+/// it (ops/start-postgres puts it in huge pages where it can).
+#[tokio::test]
+async fn the_postgres_line_says_whether_shared_memory_is_in_huge_pages() {
+    let units = tempfile::tempdir().expect("units dir");
+    let url = database_url();
+    let output = doctor(&["--postgres", &url], units.path());
+    let lines = lines(&output);
+    let postgres = line_of(&lines, "postgres");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let (buffers, huge): (String, String) = sqlx::query_as(
+        "SELECT current_setting('shared_buffers'), current_setting('huge_pages_status')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("settings");
+    assert!(postgres.starts_with("ok "), "{lines:#?}");
+    assert!(
+        postgres.contains(&format!("shared buffers {buffers} ")),
+        "{postgres}"
+    );
+    let expected = if huge == "on" {
+        "in huge pages"
+    } else {
+        "in ordinary pages"
+    };
+    assert!(
+        postgres.contains(expected),
+        "server says {huge}: {postgres}"
+    );
+}
+
 #[test]
 fn each_check_fails_for_a_real_reason_and_says_what_to_do() {
     let units = tempfile::tempdir().expect("units dir");
