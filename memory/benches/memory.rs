@@ -290,7 +290,7 @@ async fn search_at(url: &str, corpus: &mut Corpus, size: usize, queries: usize, 
 /// Loads the shapes table and its indexes into shared buffers, as they are in a memory that has
 /// been serving for a while (`pg_prewarm`, shipped with PostgreSQL). The HNSW index goes last,
 /// so that it is what stays if they do not all fit; their sizes are printed.
-async fn prewarm(pool: &sqlx::PgPool) {
+async fn prewarm(pool: &sqlx::PgPool, url: &str) {
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
         .execute(pool)
         .await
@@ -315,17 +315,14 @@ async fn prewarm(pool: &sqlx::PgPool) {
             .expect("prewarm");
         sizes.push(format!("{relation} {size}"));
     }
-    let (buffers,): (String,) = sqlx::query_as("SHOW shared_buffers")
-        .fetch_one(pool)
-        .await
-        .expect("shared_buffers");
     // Huge pages halve search latency at 1M shapes (ops/start-postgres): say which it was.
-    let (huge,): (String,) = sqlx::query_as("SHOW huge_pages_status")
-        .fetch_one(pool)
+    let server = PgMemory::probe(url, Duration::from_secs(10))
         .await
-        .expect("huge_pages_status");
+        .expect("probe the server");
     println!(
-        "prewarmed into {buffers} of shared buffers (huge pages: {huge}): {}",
+        "prewarmed into {} of shared buffers (huge pages: {}): {}",
+        server.shared_buffers,
+        server.huge_pages.as_deref().unwrap_or("not reported"),
         sizes.join(", ")
     );
 }
@@ -375,7 +372,7 @@ async fn search_kept(
         corpus.point();
     }
     println!("search: the kept database's {size} shapes, index as it is");
-    prewarm(memory.pool()).await;
+    prewarm(memory.pool(), url).await;
     search_at(url, corpus, size, queries, ef).await;
 }
 
@@ -472,7 +469,7 @@ async fn main() {
             "search: {size} shapes loaded in {loaded:.1?}, HNSW index built in {:.1?}",
             started.elapsed()
         );
-        prewarm(memory.pool()).await;
+        prewarm(memory.pool(), &url).await;
         search_at(&url, &mut corpus, size, queries, &ef_search).await;
     }
     drop(memory);
