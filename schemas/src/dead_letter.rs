@@ -21,6 +21,10 @@ pub struct DeadLetter {
     pub unit: Option<String>,
     /// How many times it was tried (by the unit) or delivered (by the mesh).
     pub attempts: u32,
+    /// What kind of failure the last try ended in (`timeout`, `panic`…), when a unit's tries
+    /// failed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<crate::FailureKind>,
     /// The mesh entry id it came from.
     pub entry_id: String,
     /// The signal, or, when it could not be decoded, the raw entry as text.

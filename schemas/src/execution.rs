@@ -23,6 +23,9 @@ pub enum FailureKind {
     BadOutput,
     /// The unit could not be called (unloaded, disabled, instance missing).
     Unavailable,
+    /// The call ran past its deadline and was abandoned (the unit's thread may still be
+    /// running it: native code cannot be stopped from outside).
+    Timeout,
 }
 
 /// The result of one execution.

@@ -94,6 +94,10 @@ pub struct UnitManifest {
     /// Host capabilities the unit uses beyond logging; the reactor's configuration grants them.
     #[serde(default, skip_serializing_if = "crate::Capabilities::is_empty")]
     pub capabilities: crate::Capabilities,
+    /// Deadline of one call, in milliseconds, if the unit sets its own; otherwise the
+    /// reactor's (`--call-timeout`). A call past it fails with `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Why a manifest was refused.
@@ -119,6 +123,9 @@ pub enum ManifestError {
     /// `top_k` with k = 0.
     #[error("unit `{0}`: top_k dispatch needs k >= 1")]
     BadDispatch(String),
+    /// `timeout_ms` of 0: no call could ever finish.
+    #[error("unit `{0}`: timeout_ms must be at least 1")]
+    ZeroTimeout(String),
     /// A declared capability is malformed (an HTTP allowlist entry).
     #[error("unit `{unit}`: capabilities: {message}")]
     BadCapabilities {
@@ -166,6 +173,9 @@ impl UnitManifest {
         if self.dispatch == zero || self.dispatch_for.iter().any(|d| d.dispatch == zero) {
             return Err(ManifestError::BadDispatch(self.name.clone()));
         }
+        if self.timeout_ms == Some(0) {
+            return Err(ManifestError::ZeroTimeout(self.name.clone()));
+        }
         self.capabilities
             .validate()
             .map_err(|message| ManifestError::BadCapabilities {
@@ -186,6 +196,11 @@ impl UnitManifest {
             .iter()
             .find(|d| d.pattern.matches(kind))
             .map_or(self.dispatch, |d| d.dispatch)
+    }
+
+    /// The deadline of one call, if the unit sets its own.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout_ms.map(std::time::Duration::from_millis)
     }
 
     /// Whether this unit may emit `kind`.

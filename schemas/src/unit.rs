@@ -14,6 +14,9 @@ pub enum UnitState {
     Ready,
     /// Loaded but disabled: it gets nothing until enabled again.
     Disabled,
+    /// Its calls ran past their deadline too often: it gets no signals (they are dead-lettered
+    /// for it) until a new version is swapped in or it is enabled again.
+    Quarantined,
 }
 
 impl UnitState {
@@ -22,6 +25,7 @@ impl UnitState {
         match self {
             Self::Ready => "ready",
             Self::Disabled => "disabled",
+            Self::Quarantined => "quarantined",
         }
     }
 }
@@ -59,4 +63,15 @@ pub struct UnitStatus {
     /// version keeps serving).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Calls abandoned past their deadline since this version was loaded or last enabled.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeouts: u64,
+    /// Calls abandoned past their deadline that are still running on a thread of the
+    /// process (they cannot be stopped; their library is never unloaded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stuck_calls: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -20,6 +20,7 @@ pub struct Manifest {
     dispatch_for: Vec<(String, DispatchPolicy)>,
     carries_state: bool,
     capabilities: Capabilities,
+    timeout: Option<std::time::Duration>,
 }
 
 impl Manifest {
@@ -37,6 +38,7 @@ impl Manifest {
             dispatch_for: Vec::new(),
             carries_state: false,
             capabilities: Capabilities::default(),
+            timeout: None,
         }
     }
 
@@ -114,6 +116,15 @@ impl Manifest {
         self
     }
 
+    /// The deadline of one call of this unit, instead of the reactor's (`--call-timeout`, 5 s by
+    /// default). A call past it fails with `timeout` and is retried like any failure; the
+    /// thread running it cannot be stopped, so a unit whose calls keep timing out is
+    /// quarantined. Rounded up to whole milliseconds.
+    pub fn timeout(mut self, deadline: std::time::Duration) -> Self {
+        self.timeout = Some(deadline);
+        self
+    }
+
     /// The manifest as the JSON the host reads.
     pub fn to_json(&self) -> Value {
         let mut value = json!({
@@ -141,6 +152,10 @@ impl Manifest {
         }
         if !self.capabilities.is_empty() {
             value["capabilities"] = serde_json::to_value(&self.capabilities).unwrap_or(Value::Null);
+        }
+        if let Some(timeout) = self.timeout {
+            let ms = timeout.as_nanos().div_ceil(1_000_000);
+            value["timeout_ms"] = json!(u64::try_from(ms).unwrap_or(u64::MAX));
         }
         value
     }
