@@ -28,7 +28,7 @@ use swarm_mesh::Mesh;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use api::{BadSchema, Health, PayloadSchemas, Posted, Replied, SimilarHit};
+pub use api::{BadSchema, Health, PayloadSchemas, Posted, Replied, SimilarHit, UnitProblem};
 pub use auth::{MIN_TOKEN_LEN, Scope, TokenSpec, Tokens, TokensError};
 pub use error::{ErrorBody, ErrorDetail};
 pub use live::LiveEvent;

@@ -412,6 +412,8 @@ mod tests {
             dispatch: DispatchPolicy::FanOut,
             file: format!("{name}.so"),
             last_error: None,
+            timeouts: 0,
+            stuck_calls: 0,
         }
     }
 

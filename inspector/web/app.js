@@ -173,6 +173,19 @@ function drawChart() {
 
 // ---- units ----------------------------------------------------------------------------------
 
+// Degraded: a unit is quarantined or has calls stuck past their deadline.
+function showHealth(health) {
+  const badge = $("#health");
+  const problems = health.problems || [];
+  badge.textContent = health.status;
+  badge.className = "badge " + (problems.length ? "off" : "on");
+  badge.title = problems.map((p) => p.unit + ": " + p.reason).join("\n") || "every unit sound";
+}
+
+async function refreshHealth() {
+  try { showHealth(await api("/v1/health")); } catch (e) { console.warn("health", e); }
+}
+
 async function refreshUnits() {
   let units;
   try { units = await api("/v1/units"); } catch (e) { console.warn("units", e); return; }
@@ -184,7 +197,8 @@ async function refreshUnits() {
     cell(row, u.name);
     cell(row, u.version);
     cell(row, u.generation);
-    cell(row, u.state, "state-" + u.state);
+    const stuck = u.stuck_calls ? " (" + u.stuck_calls + " stuck)" : "";
+    cell(row, u.state + stuck, "state-" + u.state);
     const action = u.state === "ready" ? "disable" : "enable";
     const button = document.createElement("button");
     button.className = "secondary";
@@ -323,6 +337,7 @@ async function start() {
   try {
     const health = await api("/v1/health");
     if (health.tokens && !state.token) $("#token-form").hidden = false;
+    showHealth(health);
   } catch (_) { /* shown by the badge */ }
   drawChart();
   await Promise.all([refreshTopology(), refreshUnits()]);
@@ -330,6 +345,7 @@ async function start() {
   setInterval(drawChart, 1000);
   setInterval(refreshTopology, 5000);
   setInterval(refreshUnits, 10000);
+  setInterval(refreshHealth, 10000);
 }
 
 start();

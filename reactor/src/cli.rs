@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use swarm_memory::{InProcMemory, Memory};
 use swarm_mesh::{InProcMesh, Mesh, RedisMesh, RedisMeshConfig, dead_letter_stream};
 use swarm_reactor::{Reactor, ReactorConfig, Registry};
-use swarm_schemas::{DispatchPolicy, KindPattern};
+use swarm_schemas::{DispatchPolicy, KindPattern, UnitStatus};
 use swarm_schemas::{Outcome, Signal, validate_kind};
 
 /// swarm: units react to typed signals; the reactor loads and hot-swaps them.
@@ -110,6 +110,23 @@ struct UpArgs {
     /// Tries per signal and unit before the signal is dead-lettered.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
+    /// Deliveries of one entry (each restart or takeover that re-reads it counts) before it is
+    /// dead-lettered without running: what stops a signal that hangs or crashes every process.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_deliveries: u32,
+    /// Seconds one unit call may run, for units whose manifest sets no `.timeout(...)`. A call
+    /// past it fails with `timeout` (retried, then dead-lettered); its thread cannot be
+    /// stopped and is counted as stuck.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+    call_timeout: f64,
+    /// Timeouts of one unit after which it is quarantined: its signals are dead-lettered for
+    /// it until a new version is swapped in or it is enabled again (0: never).
+    #[arg(long, default_value_t = 5)]
+    quarantine_after: u64,
+    /// Unit calls stuck past their deadline beyond which the process exits (status 70), for a
+    /// supervisor to restart it: the stuck threads cannot be stopped (0: no bound).
+    #[arg(long, default_value_t = 64)]
+    max_stuck_calls: usize,
     /// Signals handled at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     concurrency: u32,
@@ -187,6 +204,14 @@ struct EmitArgs {
 struct UnitsArgs {
     #[command(flatten)]
     units: UnitsDir,
+    /// Ask the `swarm up` serving at this URL (`http://127.0.0.1:7077`) for its units as they
+    /// run — quarantined, with calls stuck past their deadline — instead of loading the units
+    /// directory here.
+    #[arg(long, env = "SWARM_SERVER")]
+    server: Option<String>,
+    /// API token (scope `read`) for `--server`.
+    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -207,7 +232,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up(*args, None).await,
         Command::Dev(args) => dev(*args).await,
         Command::Emit(args) => emit(args).await,
-        Command::Units(args) => units(args),
+        Command::Units(args) => units(args).await,
         Command::Memory(args) => crate::memory_cli::run(args).await,
         Command::Explain(args) => crate::memory_cli::explain(args).await,
         Command::New(command) => crate::new_cli::run(command),
@@ -266,6 +291,16 @@ fn parse_dispatch(text: &str) -> Result<(KindPattern, DispatchPolicy), String> {
     Ok((pattern, policy))
 }
 
+/// A duration in seconds, more than 0 and at most a day.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds above 0 (at most 86400)"
+        )),
+    }
+}
+
 fn parse_concentration(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(c) if c.is_finite() && c > 0.0 => Ok(c),
@@ -314,6 +349,10 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     }
     let shutdown_timeout = Duration::from_secs_f64(args.shutdown_timeout);
     config.max_attempts = args.max_attempts;
+    config.max_deliveries = args.max_deliveries;
+    config.call_timeout = Duration::from_secs_f64(args.call_timeout);
+    config.quarantine_after = args.quarantine_after;
+    config.max_stuck_calls = args.max_stuck_calls;
     config.concurrency = args.concurrency as usize;
     config.dispatch = args.dispatch;
     config.ranker.exploration = args.exploration;
@@ -431,7 +470,13 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
             }
         })
     });
-    stop_signals.wait().await;
+    let fatal = tokio::select! {
+        () = stop_signals.wait() => None,
+        why = reactor.fatal() => Some(why),
+    };
+    if let Some(why) = &fatal {
+        eprintln!("error: {why}; exiting for a supervisor to restart the process");
+    }
     if let Some(dev) = dev {
         dev.abort();
     }
@@ -448,8 +493,16 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     if let Some(recording) = recording {
         recording.close().await;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if fatal.is_some() {
+        ExitCode::from(EXIT_STUCK)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
+
+/// Exit status of `swarm up` when too many unit calls are stuck past their deadline
+/// (EX_SOFTWARE).
+const EXIT_STUCK: u8 = 70;
 
 /// SIGTERM and SIGINT (Ctrl-C), listened for from the moment this is made: one that arrives
 /// before [`StopSignals::wait`] is kept, not acted on by the default handler.
@@ -568,15 +621,46 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn units(args: UnitsArgs) -> anyhow::Result<ExitCode> {
-    check_dir(&args.units.dir)?;
-    let private = private_dir()?;
-    let registry = Registry::new(private.path().to_owned(), Default::default());
-    registry
-        .load_dir(&args.units.dir)
-        .with_context(|| format!("cannot read {}", args.units.dir.display()))?;
-    let units = registry.status();
-    let failures = registry.failures();
+/// The units of the `swarm up` serving at `server`, as they run.
+async fn served_units(server: &str, token: Option<&str>) -> anyhow::Result<Vec<UnitStatus>> {
+    let url = format!("{}/v1/units", server.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(10));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("no answer from {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        bail!("{url} answered {status}: {body}");
+    }
+    response
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer with a list of units"))
+}
+
+async fn units(args: UnitsArgs) -> anyhow::Result<ExitCode> {
+    let (units, failures) = match &args.server {
+        Some(server) => (
+            served_units(server, args.token.as_deref()).await?,
+            Vec::new(),
+        ),
+        None => {
+            check_dir(&args.units.dir)?;
+            let private = private_dir()?;
+            let registry = Registry::new(private.path().to_owned(), Default::default());
+            registry
+                .load_dir(&args.units.dir)
+                .with_context(|| format!("cannot read {}", args.units.dir.display()))?;
+            (registry.status(), registry.failures())
+        }
+    };
     if args.json {
         println!(
             "{}",
@@ -597,6 +681,12 @@ fn units(args: UnitsArgs) -> anyhow::Result<ExitCode> {
                 unit.state,
                 subscribes.join(", ")
             );
+            if unit.timeouts > 0 || unit.stuck_calls > 0 {
+                println!(
+                    "  {} calls ran past their deadline; {} still stuck (their threads cannot be stopped)",
+                    unit.timeouts, unit.stuck_calls
+                );
+            }
         }
         for failure in &failures {
             println!("refused {}: {}", failure.file.display(), failure.error);

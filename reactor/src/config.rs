@@ -35,6 +35,16 @@ pub struct ReactorConfig {
     pub concurrency: usize,
     /// Blocking-pool threads a batch of unit calls is spread over (one hand-off each).
     pub unit_threads: usize,
+    /// Deadline of one unit call, for units whose manifest sets none. A call past it fails
+    /// with `timeout`; its thread cannot be stopped and is counted as stuck.
+    pub call_timeout: Duration,
+    /// Timeouts of one unit (since its version loaded or it was last enabled) that quarantine
+    /// it: it gets no signals until swapped or enabled again. 0: never.
+    pub quarantine_after: u64,
+    /// Calls stuck past their deadline beyond which the reactor reports itself fatally
+    /// degraded ([`crate::Reactor::fatal`]), for the process to exit and be restarted. 0: no
+    /// bound.
+    pub max_stuck_calls: usize,
     /// Tries per (signal, unit) before the signal is dead-lettered for that unit.
     pub max_attempts: u32,
     /// Pause before the second try; doubled for each further try.
@@ -73,6 +83,9 @@ impl ReactorConfig {
             block: Duration::from_millis(500),
             concurrency: 512,
             unit_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            call_timeout: Duration::from_secs(5),
+            quarantine_after: 5,
+            max_stuck_calls: 64,
             max_attempts: 3,
             retry_backoff: Duration::from_millis(10),
             max_deliveries: 5,

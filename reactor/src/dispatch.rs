@@ -14,12 +14,14 @@ use dashmap::DashMap;
 use swarm_memory::Memory;
 use swarm_mesh::{Delivery, EntryId, Mesh, Settlement, StartAt, dead_letter_stream};
 use swarm_schemas::{DeadLetter, DispatchPolicy, ExecutionRecord, Signal};
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::ReactorConfig;
-use crate::execute::{Attempt, call_all, dead_letter, fall_back, retry};
+use crate::execute::{Attempt, Retries, dead_letter, fall_back, retry};
+use crate::lanes::call_all;
 use crate::policy::groups;
+use crate::quarantine::Watchdog;
 use crate::ranking::Ranker;
 use crate::registry::Registry;
 use crate::slot::UnitSlot;
@@ -42,6 +44,8 @@ pub(crate) struct Dispatcher {
     pub in_flight: Arc<DashMap<EntryId, Arc<str>>>,
     /// Every execution record, once recorded, for whoever watches (the inspector).
     pub executions: broadcast::Sender<Arc<ExecutionRecord>>,
+    /// Call deadlines, stuck calls, quarantine.
+    pub watchdog: Arc<Watchdog>,
 }
 
 impl Dispatcher {
@@ -58,35 +62,14 @@ impl Dispatcher {
                 return;
             }
         }
-        // Entries this consumer took before a restart come first.
-        loop {
-            match self
-                .mesh
-                .read_own_pending(&c.stream, &c.group, &c.consumer, c.batch)
-                .await
-            {
-                Ok(own) if own.is_empty() => break,
-                Ok(own) => {
-                    tracing::info!(
-                        count = own.len(),
-                        "resuming entries pending from a previous run"
-                    );
-                    self.process_batch(own).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read own pending entries; retrying");
-                    if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
-                        return;
-                    }
-                }
-            }
-        }
-
+        // Entries this consumer took before a restart run beside new ones: one of them may hang
+        // its unit again, and must not hold up the rest for longer than a call's deadline.
+        let mut tasks = JoinSet::new();
+        tasks.spawn(Arc::clone(&self).resume_own_pending(shutdown.clone()));
         let housekeeping = tokio::spawn(Arc::clone(&self).housekeeping(shutdown.clone()));
         let refresh = tokio::spawn(Arc::clone(&self).refresh_rankings(shutdown.clone()));
         let concurrency = c.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
-        let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(50);
         loop {
             let read = self
@@ -111,10 +94,7 @@ impl Dispatcher {
                         break;
                     };
                     let this = Arc::clone(&self);
-                    tasks.spawn(async move {
-                        this.process_batch(deliveries).await;
-                        drop(permit);
-                    });
+                    tasks.spawn(async move { this.process_batch(deliveries, Some(permit)).await });
                 }
                 Err(error) => {
                     tracing::warn!(%error, ?backoff, "mesh read failed; retrying");
@@ -137,6 +117,36 @@ impl Dispatcher {
         // when it is dropped.
         let _ = housekeeping.await;
         let _ = refresh.await;
+    }
+
+    /// Runs the entries pending for this consumer from before a restart, a batch at a time.
+    /// Each re-read counts a delivery, so an entry that hung or crashed every process that ran
+    /// it is dead-lettered at `max_deliveries` instead of being run again.
+    async fn resume_own_pending(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let c = &self.config;
+        while !*shutdown.borrow() {
+            match self
+                .mesh
+                .read_own_pending(&c.stream, &c.group, &c.consumer, c.batch)
+                .await
+            {
+                Ok(own) if own.is_empty() => return,
+                Ok(own) => {
+                    tracing::info!(
+                        count = own.len(),
+                        "resuming entries pending from a previous run"
+                    );
+                    self.process_batch(own, None).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read own pending entries; retrying");
+                    let mut shutdown = shutdown.clone();
+                    if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Keeps the ranker's rankings fresh from memory, off the dispatch path.
@@ -195,7 +205,7 @@ impl Dispatcher {
                                 tracing::info!(entry = %delivery.id, deliveries = delivery.deliveries, "claimed an abandoned entry");
                             }
                             let this = Arc::clone(&self);
-                            tokio::spawn(async move { this.process_batch(claimed).await });
+                            tokio::spawn(async move { this.process_batch(claimed, None).await });
                         }
                         Err(error) => tracing::warn!(%error, "claiming idle entries failed"),
                     }
@@ -210,10 +220,16 @@ impl Dispatcher {
     }
 
     /// Handles a batch of delivered entries from start to settle: every first attempt of
-    /// every (signal, unit) pair goes to the blocking pool in a few hand-offs; failures are
-    /// retried per pair; the records of the whole batch are written in one call; then each
-    /// entry is settled with what it emitted.
-    async fn process_batch(&self, deliveries: Vec<Delivery>) {
+    /// every (signal, unit) pair goes to the blocking pool in a few lanes; the entries whose
+    /// units all succeeded (or are done failing) are recorded and settled together at once, and
+    /// their share of `permit` comes back; an entry with a failure is retried per pair, and
+    /// settled on its own when its last retry ends, so a unit that hangs until its deadline
+    /// holds up only its own signal.
+    async fn process_batch(
+        &self,
+        deliveries: Vec<Delivery>,
+        mut permit: Option<OwnedSemaphorePermit>,
+    ) {
         let c = &self.config;
         let mut work: Vec<Work> = Vec::with_capacity(deliveries.len());
         let mut attempts = Vec::new();
@@ -249,6 +265,7 @@ impl Dispatcher {
                         reason: format!("entry is not a signal: {}", bad.error),
                         unit: None,
                         attempts: deliveries,
+                        failure: None,
                         entry_id: id.to_string(),
                         original: serde_json::Value::String(bad.raw),
                     },
@@ -257,11 +274,12 @@ impl Dispatcher {
                     Some(&signal),
                     DeadLetter {
                         reason: format!(
-                            "delivered {deliveries} times without being acknowledged (max_deliveries = {})",
+                            "delivered {deliveries} times without being settled (max_deliveries = {}): each run of it hung past its deadline, or the process running it died",
                             c.max_deliveries
                         ),
                         unit: None,
                         attempts: deliveries,
+                        failure: None,
                         entry_id: id.to_string(),
                         original: serde_json::to_value(&signal).unwrap_or_default(),
                     },
@@ -274,7 +292,7 @@ impl Dispatcher {
             work.push(entry);
         }
 
-        let results = call_all(attempts, c.unit_threads).await;
+        let results = call_all(attempts, c.unit_threads, &self.watchdog).await;
         let mut retries = JoinSet::new();
         let mut outstanding = vec![0usize; work.len()];
         for (owner, result) in owners.into_iter().zip(results) {
@@ -307,42 +325,78 @@ impl Dispatcher {
             };
             outstanding[index] += 1;
             let entry_id = entry.id.to_string();
-            let (max_attempts, backoff) = (c.max_attempts, c.retry_backoff);
+            let again = Retries {
+                max_attempts: c.max_attempts,
+                backoff: c.retry_backoff,
+                watchdog: Arc::clone(&self.watchdog),
+            };
             if policy == DispatchPolicy::FirstSuccess {
+                let watchdog = again.watchdog;
                 retries.spawn(async move {
-                    (index, fall_back(signal, done, fallbacks, entry_id).await)
+                    (
+                        index,
+                        fall_back(signal, done, fallbacks, entry_id, watchdog).await,
+                    )
                 });
             } else {
                 retries.spawn(async move {
                     (
                         index,
-                        retry(
-                            slot,
-                            signal,
-                            done,
-                            policy.name(),
-                            entry_id,
-                            max_attempts,
-                            backoff,
-                        )
-                        .await,
+                        retry(slot, signal, done, policy.name(), entry_id, again).await,
                     )
                 });
             }
         }
+        // Everything that needs no retry settles now.
+        let mut work: Vec<Option<Work>> = work.into_iter().map(Some).collect();
+        let ready: Vec<Work> = work
+            .iter_mut()
+            .zip(&outstanding)
+            .filter(|(_, o)| **o == 0)
+            .filter_map(|(w, _)| w.take())
+            .collect();
+        let mut waiting = work.iter().filter(|w| w.is_some()).count();
+        self.settle(ready).await;
+        give_back(&mut permit, waiting);
         while let Some(joined) = retries.join_next().await {
             match joined {
                 Ok((index, run)) => {
                     outstanding[index] -= 1;
-                    let entry = &mut work[index];
+                    let Some(entry) = work[index].as_mut() else {
+                        continue;
+                    };
                     entry.records.extend(run.records);
                     entry.emitted.extend(run.emitted);
                     entry.dead.extend(run.dead_letter);
+                    if outstanding[index] == 0 {
+                        let done: Vec<Work> = work[index].take().into_iter().collect();
+                        self.settle(done).await;
+                        waiting -= 1;
+                        give_back(&mut permit, waiting);
+                    }
                 }
                 Err(error) => tracing::error!(%error, "a retry task failed"),
             }
         }
+        // Entries whose retry task failed: not settled, so they stay pending.
+        let left: Vec<Work> = work
+            .into_iter()
+            .flatten()
+            .map(|w| Work {
+                complete: false,
+                ..w
+            })
+            .collect();
+        self.settle(left).await;
+    }
 
+    /// Records the executions of `work` and settles each complete entry with what it emitted
+    /// and its dead letters, in one atomic step; an incomplete one stays pending.
+    async fn settle(&self, mut work: Vec<Work>) {
+        if work.is_empty() {
+            return;
+        }
+        let c = &self.config;
         let records: Vec<ExecutionRecord> = work
             .iter_mut()
             .flat_map(|w| std::mem::take(&mut w.records))
@@ -366,9 +420,9 @@ impl Dispatcher {
         let mut settlements = Vec::with_capacity(work.len());
         let mut ids = Vec::with_capacity(work.len());
         let (mut out, mut dead) = (0u64, 0u64);
-        for (entry, outstanding) in work.into_iter().zip(outstanding) {
+        for entry in work {
             ids.push(entry.id);
-            if entry.complete && outstanding == 0 {
+            if entry.complete {
                 out += entry.emitted.len() as u64;
                 dead += entry.dead.len() as u64;
                 let emits = entry
@@ -408,6 +462,16 @@ impl Dispatcher {
     }
 }
 
+/// Returns the permits of a batch beyond one per entry still `waiting`.
+fn give_back(permit: &mut Option<OwnedSemaphorePermit>, waiting: usize) {
+    if let Some(held) = permit.as_mut() {
+        let spare = held.num_permits().saturating_sub(waiting.max(1));
+        if spare > 0 {
+            drop(held.split(spare));
+        }
+    }
+}
+
 /// Per-unit execution counts and latency, in the process's metrics recorder.
 fn count_execution(record: &ExecutionRecord) {
     let outcome = if record.outcome.is_success() {
@@ -435,7 +499,32 @@ impl Dispatcher {
         owners: &mut Vec<Owner>,
     ) {
         let candidates = self.registry.candidates(&signal.kind);
-        for group in groups(&signal.kind, candidates, &self.config.dispatch) {
+        for mut group in groups(&signal.kind, candidates, &self.config.dispatch) {
+            let (quarantined, live): (Vec<_>, Vec<_>) =
+                group.units.into_iter().partition(|s| s.is_quarantined());
+            if group.policy == DispatchPolicy::FanOut || live.is_empty() {
+                for slot in &quarantined {
+                    entry.dead.push(dead_letter(
+                        Some(signal),
+                        DeadLetter {
+                            reason: format!(
+                                "unit `{}` is quarantined: {} of its calls ran past their deadline (swap in a new version or enable it to lift it)",
+                                slot.name(),
+                                slot.health.timeouts()
+                            ),
+                            unit: Some(slot.name().to_owned()),
+                            attempts: 0,
+                            failure: None,
+                            entry_id: entry.id.to_string(),
+                            original: serde_json::to_value(signal).unwrap_or_default(),
+                        },
+                    ));
+                }
+            }
+            if live.is_empty() {
+                continue;
+            }
+            group.units = live;
             let names: Vec<Arc<str>> = group.units.iter().map(|s| Arc::from(s.name())).collect();
             let order = self.ranker.rank(signal, &names, group.policy, now);
             let slot_of = |unit: &Arc<str>| {
@@ -455,6 +544,7 @@ impl Dispatcher {
                             ),
                             unit: Some(unit.to_string()),
                             attempts: 0,
+                            failure: None,
                             entry_id: entry.id.to_string(),
                             original: serde_json::to_value(signal).unwrap_or_default(),
                         },
@@ -476,7 +566,7 @@ impl Dispatcher {
                 if let Some(generation) = slot.current() {
                     attempts.push(Attempt {
                         generation,
-                        unit: Arc::clone(&choice.unit),
+                        slot: Arc::clone(&slot),
                         signal: signal.clone(),
                         policy: group.policy.name(),
                         propensity: choice.propensity,

@@ -236,11 +236,46 @@ async fn check_inspector(args: &DoctorArgs) -> Verdict {
             let bound = listener.local_addr().map_or(addr, |a| a);
             Verdict::Ok(format!("http://{bound}/ is free{note}"))
         }
-        Err(error) => Verdict::Fail(
-            format!("cannot listen on {addr}: {error}"),
-            "stop what uses it (another swarm up?) or pass --http ADDR",
-        ),
+        Err(error) => match running_health(addr).await {
+            // A swarm already serves there: report on it instead.
+            Some(health) if health.problems.is_empty() => Verdict::Ok(format!(
+                "a running swarm serves http://{addr}/ and is healthy"
+            )),
+            Some(health) => {
+                let problems: Vec<String> = health
+                    .problems
+                    .iter()
+                    .map(|p| format!("unit `{}`: {}", p.unit, p.reason))
+                    .collect();
+                Verdict::Fail(
+                    format!(
+                        "the swarm serving http://{addr}/ is {}: {}",
+                        health.status,
+                        problems.join("; ")
+                    ),
+                    "deploy a fixed version of the unit or enable it again (POST /v1/units/NAME/enable); restart the process to free threads stuck in unit calls",
+                )
+            }
+            None => Verdict::Fail(
+                format!("cannot listen on {addr}: {error}"),
+                "stop what uses it (another swarm up?) or pass --http ADDR",
+            ),
+        },
     }
+}
+
+/// The health of a swarm already serving on `addr`, if one answers there.
+async fn running_health(addr: std::net::SocketAddr) -> Option<swarm_inspector::Health> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let response = client
+        .get(format!("http://{addr}/v1/health"))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
 }
 
 pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {

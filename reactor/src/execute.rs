@@ -1,6 +1,6 @@
-//! Running units on signals: calls off the async threads (batched, so one hand-off to the
-//! blocking pool carries many calls), the checks on what a unit returns, the execution
-//! records, retries and dead letters.
+//! Running units on signals: one call and its checks on what the unit returned, the execution
+//! records, retries and dead letters. Calls are made off the async threads, each within its
+//! deadline, by [`crate::lanes`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -13,13 +13,16 @@ use swarm_schemas::{
 };
 use uuid::Uuid;
 
+use crate::lanes::call_all;
 use crate::loader::CallResult;
+use crate::quarantine::Watchdog;
 use crate::slot::{Generation, UnitSlot};
 
 /// One call to make: a unit's generation and the signal as the unit will see it.
 pub(crate) struct Attempt {
     pub generation: Arc<Generation>,
-    pub unit: Arc<str>,
+    /// The unit's place in the registry: its name, its timeouts and quarantine.
+    pub slot: Arc<UnitSlot>,
     pub signal: Signal,
     /// The dispatch policy that chose this unit, and the probability it had of doing so.
     pub policy: &'static str,
@@ -92,28 +95,28 @@ fn interpret(
     Ok(reply.emits)
 }
 
-/// Makes one call and its record. Blocking: runs on the blocking pool.
-fn attempt_blocking(attempt: Attempt) -> Attempted {
-    let Attempt {
-        generation,
-        unit,
-        signal,
-        policy,
-        propensity,
-    } = attempt;
-    // To the microsecond: what every store keeps.
-    let started_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+/// What one call did, before it becomes a record.
+pub(crate) struct Ran {
+    result: Result<Vec<Emit>, (FailureKind, String)>,
+    host_calls: Vec<swarm_schemas::HostCalls>,
+    elapsed: Duration,
+    /// The generation that ran it: a unit that carries state may have been swapped while the
+    /// call waited, and then its successor ran it.
+    generation: Arc<Generation>,
+}
+
+/// Makes one call. Blocking: runs on the blocking pool.
+pub(crate) fn run(attempt: &Attempt) -> Ran {
     let started = Instant::now();
-    // The generation that runs the call: a unit that carries state may have been swapped while
-    // the call waited, and then its successor runs it.
-    let mut generation = generation;
+    let mut generation = Arc::clone(&attempt.generation);
     let mut host_calls = Vec::new();
-    let result = match serde_json::to_vec(&signal) {
+    let signal = &attempt.signal;
+    let result = match serde_json::to_vec(signal) {
         Ok(bytes) => {
             // The unit catches its own panics; this guards the host-side checks around it.
             catch_unwind(AssertUnwindSafe(|| {
                 let ((ran_on, result), used) =
-                    crate::host::scoped(&signal, || generation.call(&bytes));
+                    crate::host::scoped(signal, || generation.call(&bytes));
                 host_calls = used;
                 generation = ran_on;
                 interpret(&generation, result)
@@ -130,9 +133,34 @@ fn attempt_blocking(attempt: Attempt) -> Attempted {
             format!("signal does not serialise: {e}"),
         )),
     };
-    let elapsed = started.elapsed();
+    Ran {
+        result,
+        host_calls,
+        elapsed: started.elapsed(),
+        generation,
+    }
+}
+
+/// The record of a call that ran, started at `started_at` (now, when not known).
+pub(crate) fn finish(
+    attempt: Attempt,
+    ran: Ran,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Attempted {
+    let Attempt {
+        slot,
+        signal,
+        policy,
+        propensity,
+        ..
+    } = attempt;
+    // To the microsecond: what every store keeps.
+    let started_at = started_at.unwrap_or_else(|| {
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6)
+            - chrono::Duration::from_std(ran.elapsed).unwrap_or_default()
+    });
     let id = Uuid::now_v7();
-    let (outcome, emitted) = match result {
+    let (outcome, emitted) = match ran.result {
         Ok(emits) => (
             Outcome::Success,
             emits
@@ -143,57 +171,63 @@ fn attempt_blocking(attempt: Attempt) -> Attempted {
         Err((kind, error)) => (Outcome::Failure { kind, error }, Vec::new()),
     };
     let emitted: Vec<Signal> = emitted;
+    let generation = ran.generation;
     Attempted {
         record: ExecutionRecord {
             id,
-            unit: unit.to_string(),
+            unit: slot.name().to_owned(),
             unit_version: generation.manifest().version.clone(),
             generation: generation.number(),
             attempt: signal.attempt,
             outcome,
             started_at,
-            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            latency_us: u64::try_from(ran.elapsed.as_micros()).unwrap_or(u64::MAX),
             emitted: emitted.iter().map(|s| s.id).collect(),
             policy: policy.to_owned(),
             propensity,
             signal,
-            host_calls,
+            host_calls: ran.host_calls,
         },
         emitted,
     }
 }
 
-/// Makes every call, spread over at most `threads` hand-offs to the blocking pool. Returns one
-/// entry per call, in order; `None` where the blocking pool could not run it (shutdown).
-pub(crate) async fn call_all(attempts: Vec<Attempt>, threads: usize) -> Vec<Option<Attempted>> {
-    let total = attempts.len();
-    let chunk = total.div_ceil(threads.max(1)).max(1);
-    let mut handles = Vec::new();
-    let mut attempts = attempts.into_iter();
-    loop {
-        let part: Vec<Attempt> = attempts.by_ref().take(chunk).collect();
-        if part.is_empty() {
-            break;
-        }
-        let len = part.len();
-        handles.push((
-            len,
-            tokio::task::spawn_blocking(move || {
-                part.into_iter().map(attempt_blocking).collect::<Vec<_>>()
-            }),
-        ));
+/// The record of a call abandoned past its deadline (it may still be running).
+pub(crate) fn timed_out(
+    attempt: &Attempt,
+    started_at: chrono::DateTime<chrono::Utc>,
+    timeout: Duration,
+) -> Attempted {
+    let elapsed = (chrono::Utc::now() - started_at)
+        .to_std()
+        .unwrap_or_default();
+    let generation = &attempt.generation;
+    tracing::warn!(unit = attempt.slot.name(), signal = %attempt.signal.id,
+        elapsed_ms = elapsed.as_millis() as u64, "unit call ran past its deadline: abandoned");
+    Attempted {
+        record: ExecutionRecord {
+            id: Uuid::now_v7(),
+            unit: attempt.slot.name().to_owned(),
+            unit_version: generation.manifest().version.clone(),
+            generation: generation.number(),
+            attempt: attempt.signal.attempt,
+            outcome: Outcome::Failure {
+                kind: FailureKind::Timeout,
+                error: format!(
+                    "the call ran past its deadline of {} ms and was abandoned",
+                    timeout.as_millis()
+                ),
+            },
+            started_at,
+            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            emitted: Vec::new(),
+            policy: attempt.policy.to_owned(),
+            propensity: attempt.propensity,
+            signal: attempt.signal.clone(),
+            host_calls: Vec::new(),
+        },
+        emitted: Vec::new(),
     }
-    let mut out = Vec::with_capacity(total);
-    for (len, handle) in handles {
-        match handle.await {
-            Ok(done) => out.extend(done.into_iter().map(Some)),
-            Err(error) => {
-                tracing::warn!(%error, calls = len, "unit calls did not run");
-                out.extend((0..len).map(|_| None));
-            }
-        }
-    }
-    out
 }
 
 /// Everything one unit did with one signal, across its attempts.
@@ -205,8 +239,12 @@ pub(crate) struct UnitRun {
 
 /// Makes one more call of a run on the blocking pool and adds its record to the run; on
 /// success its signals become the run's. `None` when the call could not run (shutdown).
-async fn try_once(run: &mut UnitRun, call: Attempt) -> Option<Result<(), String>> {
-    let done = call_all(vec![call], 1).await.pop().flatten()?;
+async fn try_once(
+    run: &mut UnitRun,
+    call: Attempt,
+    watchdog: &Arc<Watchdog>,
+) -> Option<Result<(), String>> {
+    let done = call_all(vec![call], 1, watchdog).await.pop().flatten()?;
     let outcome = match done.error() {
         None => Ok(()),
         Some(error) => Err(error.to_owned()),
@@ -221,6 +259,17 @@ async fn try_once(run: &mut UnitRun, call: Attempt) -> Option<Result<(), String>
     Some(outcome)
 }
 
+/// How a failed (signal, unit) is tried again.
+#[derive(Clone)]
+pub(crate) struct Retries {
+    /// Tries in all, the first included.
+    pub max_attempts: u32,
+    /// Pause before the second try; doubled for each further try.
+    pub backoff: Duration,
+    /// Each try has its deadline.
+    pub watchdog: Arc<Watchdog>,
+}
+
 /// Continues after a failed first attempt: retries up to `max_attempts` in all, each time on
 /// the generation serving then (a retry after a swap runs the new code), with backoff. Dead-
 /// letters the signal for this unit if every attempt fails.
@@ -230,9 +279,13 @@ pub(crate) async fn retry(
     first: Attempted,
     policy: &'static str,
     entry_id: String,
-    max_attempts: u32,
-    backoff: Duration,
+    retries: Retries,
 ) -> UnitRun {
+    let Retries {
+        max_attempts,
+        backoff,
+        watchdog,
+    } = retries;
     let propensity = first.record.propensity;
     let mut last_error = first.error().unwrap_or_default().to_owned();
     let mut run = UnitRun {
@@ -241,6 +294,11 @@ pub(crate) async fn retry(
         dead_letter: None,
     };
     for attempt in 1..max_attempts {
+        if slot.health.is_quarantined() {
+            // Its calls keep hanging: another try would only strand another thread.
+            last_error = format!("{last_error} (then the unit was quarantined)");
+            break;
+        }
         tokio::time::sleep(backoff * 2u32.saturating_pow(attempt - 1)).await;
         let Some(generation) = slot.current() else {
             // Unloaded meanwhile: nobody is left to fail.
@@ -252,18 +310,19 @@ pub(crate) async fn retry(
         };
         let call = Attempt {
             generation,
-            unit: Arc::from(slot.name()),
+            slot: Arc::clone(&slot),
             signal: seen,
             policy,
             propensity,
         };
-        match try_once(&mut run, call).await {
+        match try_once(&mut run, call, &watchdog).await {
             Some(Err(error)) => last_error = error,
             // Succeeded, or could not run (shutdown).
             _ => return run,
         }
     }
-    let attempts = max_attempts.max(1);
+    let attempts = u32::try_from(run.records.len()).unwrap_or(u32::MAX);
+    let failure = run.records.last().and_then(failure_kind);
     tracing::warn!(unit = slot.name(), signal = %signal.id, attempts, error = %last_error, "signal dead-lettered");
     run.dead_letter = Some(dead_letter(
         Some(&signal),
@@ -274,6 +333,7 @@ pub(crate) async fn retry(
             ),
             unit: Some(slot.name().to_owned()),
             attempts,
+            failure,
             entry_id,
             original: serde_json::to_value(&signal).unwrap_or_default(),
         },
@@ -289,6 +349,7 @@ pub(crate) async fn fall_back(
     first: Attempted,
     next: Vec<(Arc<UnitSlot>, f64)>,
     entry_id: String,
+    watchdog: Arc<Watchdog>,
 ) -> UnitRun {
     let mut errors = vec![format!(
         "`{}`: {}",
@@ -306,17 +367,18 @@ pub(crate) async fn fall_back(
         };
         let call = Attempt {
             generation,
-            unit: Arc::from(slot.name()),
+            slot: Arc::clone(&slot),
             signal: signal.clone(),
             policy: "first_success",
             propensity,
         };
-        match try_once(&mut run, call).await {
+        match try_once(&mut run, call, &watchdog).await {
             Some(Err(error)) => errors.push(format!("`{}`: {error}", slot.name())),
             _ => return run,
         }
     }
     let attempts = u32::try_from(run.records.len()).unwrap_or(u32::MAX);
+    let failure = run.records.last().and_then(failure_kind);
     tracing::warn!(signal = %signal.id, units = attempts, "every unit failed; signal dead-lettered");
     run.dead_letter = Some(dead_letter(
         Some(&signal),
@@ -327,11 +389,20 @@ pub(crate) async fn fall_back(
             ),
             unit: None,
             attempts,
+            failure,
             entry_id,
             original: serde_json::to_value(&signal).unwrap_or_default(),
         },
     ));
     run
+}
+
+/// The kind of failure `record` ended in, if it failed.
+fn failure_kind(record: &ExecutionRecord) -> Option<FailureKind> {
+    match &record.outcome {
+        Outcome::Success => None,
+        Outcome::Failure { kind, .. } => Some(*kind),
+    }
 }
 
 /// A dead-letter signal carrying `letter`, in the trace of `original` when there is one.

@@ -110,6 +110,7 @@ impl swarm_inspector::Runtime for ReactorHandle {
 
 /// A running reactor. Stop it with [`Reactor::stop`].
 pub struct Reactor {
+    fatal: watch::Receiver<Option<String>>,
     registry: Arc<Registry>,
     handle: ReactorHandle,
     ranker: Arc<Ranker>,
@@ -181,7 +182,14 @@ impl Reactor {
             in_flight: Arc::new(DashMap::new()),
             executions: broadcast::channel(EXECUTIONS_BUFFER).0,
         };
+        let watchdog = Arc::new(crate::quarantine::Watchdog::new(
+            config.call_timeout,
+            config.quarantine_after,
+            config.max_stuck_calls,
+        ));
+        let fatal = watchdog.fatal();
         let dispatcher = Arc::new(Dispatcher {
+            watchdog,
             mesh,
             memory,
             registry: Arc::clone(&registry),
@@ -193,6 +201,7 @@ impl Reactor {
         let dispatch = tokio::spawn(dispatcher.run(shutdown_rx));
         Ok((
             Self {
+                fatal,
                 registry,
                 handle,
                 ranker,
@@ -212,6 +221,20 @@ impl Reactor {
     /// A handle for watching this reactor from elsewhere.
     pub fn handle(&self) -> ReactorHandle {
         self.handle.clone()
+    }
+
+    /// Resolves, with the reason, once the reactor cannot go on safely in this process: more
+    /// unit calls are stuck past their deadline than `max_stuck_calls` (their threads cannot be
+    /// stopped). The process should then exit non-zero, for a supervisor to start a fresh one;
+    /// their signals stay pending and are delivered again (and dead-lettered at
+    /// `max_deliveries`).
+    pub async fn fatal(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        match fatal.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            // The watchdog is gone with the dispatch loop: nothing can get stuck any more.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// The ranker: how competing units are ordered, and their circuit breakers.

@@ -431,9 +431,12 @@ impl Registry {
                     enabled: AtomicBool::new(true),
                     generations: AtomicU64::new(0),
                     last_error: Mutex::new(None),
+                    health: Default::default(),
                 })
             })
             .clone();
+        // A new version is judged afresh: the old one's timeouts and quarantine do not count.
+        slot.health.clear();
         let number = slot.generations.fetch_add(1, Ordering::AcqRel) + 1;
         let version = loaded.manifest().version.to_string();
         let generation = Arc::new(Generation {
@@ -517,8 +520,8 @@ impl Registry {
             .collect()
     }
 
-    /// Enables or disables a unit without touching its file; the state survives swaps. The
-    /// unit's `on_enable` runs before it takes signals again, and a refusal keeps it disabled;
+    /// Enables or disables a unit without touching its file; the state survives swaps. Enabling
+    /// also lifts a quarantine (and forgets the unit's timeouts). The unit's `on_enable` runs before it takes signals again, and a refusal keeps it disabled;
     /// `on_disable` runs after it stops taking them, and cannot keep it enabled (a refusal is
     /// logged and shown as the unit's last error). Blocking: runs unit code.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), EnableError> {
@@ -542,6 +545,12 @@ impl Registry {
             }
         }
         slot.enabled.store(enabled, Ordering::Release);
+        if enabled && slot.health.is_quarantined() {
+            tracing::info!(unit = %name, "quarantine lifted: the unit was enabled again");
+        }
+        if enabled {
+            slot.health.clear();
+        }
         if !enabled && was {
             if let Some(generation) = &generation {
                 if let Err(refusal) = generation.loaded.on_enabled(false) {
@@ -576,16 +585,20 @@ impl Registry {
                     name: slot.name.clone(),
                     version: manifest.version.to_string(),
                     generation: generation.number,
-                    state: if slot.is_enabled() {
-                        UnitState::Ready
-                    } else {
+                    state: if !slot.is_enabled() {
                         UnitState::Disabled
+                    } else if slot.is_quarantined() {
+                        UnitState::Quarantined
+                    } else {
+                        UnitState::Ready
                     },
                     subscribes: manifest.subscribes.clone(),
                     emits: manifest.emits.clone(),
                     dispatch: manifest.dispatch,
                     file: generation.loaded.source().display().to_string(),
                     last_error: lock(&slot.last_error).clone(),
+                    timeouts: slot.health.timeouts(),
+                    stuck_calls: slot.health.stuck(),
                 })
             })
             .collect();

@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use swarm_schemas::UnitManifest;
 
 use crate::loader::{CallResult, Loaded};
+use crate::quarantine::UnitHealth;
 use crate::registry::lock;
 
 /// One load of a unit's file: an instance of one version of the unit.
@@ -72,6 +73,8 @@ pub struct UnitSlot {
     pub(crate) enabled: AtomicBool,
     pub(crate) generations: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Its calls past their deadline, and whether that has quarantined it.
+    pub(crate) health: UnitHealth,
 }
 
 impl UnitSlot {
@@ -88,6 +91,12 @@ impl UnitSlot {
     /// Whether the unit takes signals.
     pub fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Whether its calls kept running past their deadline, so that it gets no signals until a
+    /// new version is swapped in or it is enabled again.
+    pub fn is_quarantined(&self) -> bool {
+        self.health.is_quarantined()
     }
 
     pub(crate) fn set_error(&self, error: Option<String>) {

@@ -45,6 +45,7 @@ pub const UNIT_PACKAGES: &[&str] = &[
     "fixture-tally-v2",
     "fixture-legacy-abi",
     "fixture-probe",
+    "fixture-hang",
     "forager",
     "scout",
     ORDER_FLOW[0],

@@ -47,6 +47,11 @@ impl ReactorSpec {
     /// Starts `swarm up` with consumer name `consumer`; its stderr is appended to
     /// `<work>/<consumer>.log`.
     pub fn start(&self, consumer: &str) -> ReactorProcess {
+        self.start_serving(consumer, "127.0.0.1:0")
+    }
+
+    /// Like [`start`](Self::start), with its inspector on `http` (`host:port`).
+    pub fn start_serving(&self, consumer: &str, http: &str) -> ReactorProcess {
         let log = self.work.join(format!("{consumer}.log"));
         let stderr = std::fs::File::options()
             .create(true)
@@ -64,7 +69,7 @@ impl ReactorSpec {
                 "--redis-prefix",
                 &self.prefix,
                 "--http",
-                "127.0.0.1:0",
+                http,
             ])
             .arg("--claim-idle")
             .arg(self.claim_idle.to_string())

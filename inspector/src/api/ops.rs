@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use swarm_schemas::{UnitState, UnitStatus};
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -58,20 +59,81 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
     Ok(response)
 }
 
-/// Whether the server is up, and what it serves on.
+/// Whether the server is up, whether its units are sound, and what it serves on.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// Always `ok` when answered.
+    /// `ok`, or `degraded` when a unit is quarantined or has calls stuck past their deadline
+    /// (the process still serves; `problems` names the units).
     pub status: String,
     /// Whether API tokens are checked (with none configured the server serves loopback only).
     pub tokens: bool,
+    /// What makes it degraded, one entry per unit; empty when `ok`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<UnitProblem>,
 }
 
-/// Liveness; needs no token.
+/// A unit that degrades the process: quarantined, or with calls stuck past their deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UnitProblem {
+    /// The unit.
+    pub unit: String,
+    /// Its state (`quarantined`, or another with stuck calls).
+    pub state: UnitState,
+    /// Its calls that ran past their deadline since its version loaded or it was enabled.
+    pub timeouts: u64,
+    /// Its calls abandoned past their deadline that still hold a thread.
+    pub stuck_calls: u64,
+    /// The same, in words.
+    pub reason: String,
+}
+
+impl UnitProblem {
+    /// The problem of `unit`, if it has one.
+    pub fn of(unit: &UnitStatus) -> Option<Self> {
+        let quarantined = unit.state == UnitState::Quarantined;
+        if !quarantined && unit.stuck_calls == 0 {
+            return None;
+        }
+        let mut reason = Vec::new();
+        if quarantined {
+            reason.push(format!(
+                "quarantined after {} calls ran past their deadline",
+                unit.timeouts
+            ));
+        }
+        if unit.stuck_calls > 0 {
+            reason.push(format!(
+                "{} calls stuck past their deadline (their threads cannot be stopped)",
+                unit.stuck_calls
+            ));
+        }
+        Some(Self {
+            unit: unit.name.clone(),
+            state: unit.state,
+            timeouts: unit.timeouts,
+            stuck_calls: unit.stuck_calls,
+            reason: reason.join("; "),
+        })
+    }
+}
+
+/// Liveness, and whether any unit degrades the process; needs no token.
 #[utoipa::path(get, path = "/v1/health", tag = "mesh", responses((status = 200, body = Health)))]
 pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
+    let problems: Vec<UnitProblem> = state
+        .runtime
+        .units()
+        .iter()
+        .filter_map(UnitProblem::of)
+        .collect();
     Json(Health {
-        status: "ok".into(),
+        status: if problems.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
         tokens: !state.tokens.is_empty(),
+        problems,
     })
 }
