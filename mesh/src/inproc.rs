@@ -146,7 +146,7 @@ impl InProcMesh {
         group: &str,
         consumer: &str,
         count: usize,
-        wanted: impl Fn(&Pending, Instant) -> bool,
+        wanted: impl Fn(&EntryId, &Pending, Instant) -> bool,
     ) -> Result<Vec<Delivery>, MeshError> {
         let mut state = self.lock();
         let Stream {
@@ -158,7 +158,7 @@ impl InProcMesh {
         for (id, pending) in g
             .pending
             .iter_mut()
-            .filter(|(_, p)| wanted(p, now))
+            .filter(|(id, p)| wanted(id, p, now))
             .take(count)
         {
             pending.consumer = consumer.to_owned();
@@ -272,10 +272,11 @@ impl Mesh for InProcMesh {
         stream: &str,
         group: &str,
         consumer: &str,
+        after: EntryId,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
-        self.redeliver(stream, group, consumer, count, |pending, _| {
-            pending.consumer == consumer
+        self.redeliver(stream, group, consumer, count, |id, pending, _| {
+            *id > after && pending.consumer == consumer
         })
     }
 
@@ -324,7 +325,7 @@ impl Mesh for InProcMesh {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
-        self.redeliver(stream, group, consumer, count, |pending, now| {
+        self.redeliver(stream, group, consumer, count, |_, pending, now| {
             now.duration_since(pending.delivered_at) >= min_idle
         })
     }

@@ -156,13 +156,16 @@ pub trait Mesh: Send + Sync + 'static {
         block: Duration,
     ) -> Result<Vec<Delivery>, MeshError>;
 
-    /// Delivers again up to `count` entries pending for `consumer` itself, oldest first (what a
-    /// restarted consumer must do before reading new entries). Each delivery is counted.
+    /// Delivers again up to `count` entries pending for `consumer` itself whose ids come after
+    /// `after`, oldest first (what a restarted consumer does before reading new entries: page
+    /// by page, each page after the last id of the one before, with `EntryId::ZERO` first).
+    /// Each delivery is counted.
     async fn read_own_pending(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
+        after: EntryId,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError>;
 

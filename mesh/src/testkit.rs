@@ -138,12 +138,24 @@ pub async fn own_pending_is_redelivered(mesh: &dyn Mesh, stream: &str) {
     mesh.read(stream, G, "you", 1, NO_WAIT).await.expect("read");
     mesh.ack(stream, G, &[mine[0].id]).await.expect("ack");
     let again = mesh
-        .read_own_pending(stream, G, "me", 10)
+        .read_own_pending(stream, G, "me", EntryId::ZERO, 10)
         .await
         .expect("pending");
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].deliveries), (mine[1].id, 2));
     assert_eq!(n_of(&again[0].body), 1);
+    // Page by page: after the last id read, nothing more is pending for `me`.
+    let next = mesh
+        .read_own_pending(stream, G, "me", again[0].id, 10)
+        .await
+        .expect("pending");
+    assert!(next.is_empty(), "{next:?}");
+    let from_start = mesh
+        .read_own_pending(stream, G, "me", EntryId::ZERO, 10)
+        .await
+        .expect("pending");
+    assert_eq!(from_start.len(), 1, "still pending: only acks remove it");
+    assert_eq!(from_start[0].deliveries, 3);
 }
 
 /// Entries idle long enough are claimed by another consumer with the delivery counted; fresh

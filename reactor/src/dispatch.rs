@@ -64,8 +64,12 @@ impl Dispatcher {
         }
         // Entries this consumer took before a restart run beside new ones: one of them may hang
         // its unit again, and must not hold up the rest for longer than a call's deadline.
+        // They are all read before the first new read, so none is taken twice.
         let mut tasks = JoinSet::new();
-        tasks.spawn(Arc::clone(&self).resume_own_pending(shutdown.clone()));
+        if self.resume_own_pending(&mut tasks, &mut shutdown).await {
+            while tasks.join_next().await.is_some() {}
+            return;
+        }
         let housekeeping = tokio::spawn(Arc::clone(&self).housekeeping(shutdown.clone()));
         let refresh = tokio::spawn(Arc::clone(&self).refresh_rankings(shutdown.clone()));
         let concurrency = c.concurrency.max(1);
@@ -119,34 +123,44 @@ impl Dispatcher {
         let _ = refresh.await;
     }
 
-    /// Runs the entries pending for this consumer from before a restart, a batch at a time.
-    /// Each re-read counts a delivery, so an entry that hung or crashed every process that ran
-    /// it is dead-lettered at `max_deliveries` instead of being run again.
-    async fn resume_own_pending(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+    /// Reads the entries pending for this consumer from before a restart, page by page, and
+    /// runs each page in a task of `tasks`. Each re-read counts a delivery, so an entry that
+    /// hung or crashed every process that ran it is dead-lettered at `max_deliveries` instead
+    /// of being run again. Returns whether shutdown came first.
+    async fn resume_own_pending(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         let c = &self.config;
+        let mut after = EntryId::ZERO;
         while !*shutdown.borrow() {
             match self
                 .mesh
-                .read_own_pending(&c.stream, &c.group, &c.consumer, c.batch)
+                .read_own_pending(&c.stream, &c.group, &c.consumer, after, c.batch)
                 .await
             {
-                Ok(own) if own.is_empty() => return,
                 Ok(own) => {
+                    let Some(last) = own.last().map(|d| d.id) else {
+                        return false;
+                    };
+                    after = last;
                     tracing::info!(
                         count = own.len(),
                         "resuming entries pending from a previous run"
                     );
-                    self.process_batch(own, None).await;
+                    let this = Arc::clone(self);
+                    tasks.spawn(async move { this.process_batch(own, None).await });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read own pending entries; retrying");
-                    let mut shutdown = shutdown.clone();
-                    if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
-                        return;
+                    if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+                        return true;
                     }
                 }
             }
         }
+        true
     }
 
     /// Keeps the ranker's rankings fresh from memory, off the dispatch path.

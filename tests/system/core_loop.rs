@@ -303,10 +303,11 @@ impl Mesh for SlowAnswers {
         stream: &str,
         group: &str,
         consumer: &str,
+        after: EntryId,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
         self.inner
-            .read_own_pending(stream, group, consumer, count)
+            .read_own_pending(stream, group, consumer, after, count)
             .await
     }
     async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError> {

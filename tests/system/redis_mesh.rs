@@ -380,7 +380,10 @@ async fn sigterm_lets_started_signals_settle_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_the_deadline_leaves_the_running_signal_pending_for_the_next_process() {
     let mut s = setup(redis_url(), 30.0).await;
-    s.spec.extra_args = vec!["--shutdown-timeout".into(), "0.5".into()];
+    // The 6 s call is within its deadline: this is about shutdown, not hung calls.
+    s.spec.extra_args = ["--shutdown-timeout", "0.5", "--call-timeout", "30"]
+        .map(str::to_owned)
+        .to_vec();
     let a = s.spec.start("a");
     wait_for_group(&s.mesh).await;
     let slow = Signal::new("tick", json!({ "sleep_ms": 6_000 }));

@@ -368,6 +368,7 @@ impl Mesh for RedisMesh {
         stream: &str,
         group: &str,
         consumer: &str,
+        after: EntryId,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
         let reply: Value = redis::cmd("XREADGROUP")
@@ -378,7 +379,7 @@ impl Mesh for RedisMesh {
             .arg(count.max(1))
             .arg("STREAMS")
             .arg(self.key(stream))
-            .arg("0")
+            .arg(after.to_string())
             .query_async(&mut self.conn())
             .await
             .map_err(|e| error(stream, group, e))?;
