@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use swarm_memory::{InProcMemory, Memory};
 use swarm_mesh::{InProcMesh, Mesh, RedisMesh, RedisMeshConfig, dead_letter_stream};
+use swarm_reactor::trust::{TrustFile, TrustPolicy};
 use swarm_reactor::{Reactor, ReactorConfig, Registry};
 use swarm_schemas::{DispatchPolicy, KindPattern, UnitStatus};
 use swarm_schemas::{Outcome, Signal, validate_kind};
@@ -48,6 +49,9 @@ enum Command {
     /// Create something new: `swarm new unit NAME`.
     #[command(subcommand)]
     New(crate::new_cli::NewCommand),
+    /// The trust file: which unit libraries may load (`swarm up --trust FILE`).
+    #[command(subcommand)]
+    Trust(crate::trust_cli::TrustCommand),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +59,34 @@ pub(crate) struct UnitsDir {
     /// Directory of unit libraries.
     #[arg(long = "units", env = "SWARM_UNITS_DIR", default_value = "units")]
     pub(crate) dir: PathBuf,
+    /// Load only libraries whose SHA-256 digest is in this file (one `<digest>  <name>` line
+    /// each, as `sha256sum` prints; add with `swarm trust add LIB`). Read again at every load.
+    #[arg(long = "trust", env = "SWARM_TRUST_FILE", value_name = "FILE")]
+    pub(crate) trust: Option<PathBuf>,
+    /// Load from a units directory or library that another user owns or that group or others
+    /// can write, with a warning instead of a refusal. Anyone who can write there can run code
+    /// in the reactor.
+    #[arg(long)]
+    pub(crate) insecure_units_dir: bool,
+}
+
+impl UnitsDir {
+    /// What libraries must pass before they are opened; the trust file must be readable.
+    pub(crate) fn policy(&self) -> anyhow::Result<TrustPolicy> {
+        if let Some(file) = &self.trust {
+            TrustFile::read(file)?;
+        }
+        if self.insecure_units_dir {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "--insecure-units-dir: libraries load even where other users can write them"
+            );
+        }
+        Ok(TrustPolicy {
+            trust_file: self.trust.clone(),
+            insecure_units_dir: self.insecure_units_dir,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +269,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => crate::memory_cli::explain(args).await,
         Command::New(command) => crate::new_cli::run(command),
         Command::Doctor(args) => crate::doctor_cli::run(*args).await,
+        Command::Trust(command) => crate::trust_cli::run(command),
     }
 }
 
@@ -335,6 +368,7 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     check_dir(&args.units.dir)?;
     let private = private_dir()?;
     let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
+    config.trust = args.units.policy()?;
     config.watch = !args.no_watch;
     config.consumer = args.consumer.unwrap_or_else(hostname);
     if !(args.claim_idle.is_finite() && args.claim_idle >= 0.01) {
@@ -548,6 +582,7 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     check_dir(&args.units.dir)?;
     let private = private_dir()?;
     let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
+    config.trust = args.units.policy()?;
     config.watch = false;
     config.block = Duration::from_millis(20);
     config.host = args.host.config()?;
@@ -654,7 +689,12 @@ async fn units(args: UnitsArgs) -> anyhow::Result<ExitCode> {
         None => {
             check_dir(&args.units.dir)?;
             let private = private_dir()?;
-            let registry = Registry::new(private.path().to_owned(), Default::default());
+            let policy = args.units.policy()?;
+            if let Err(problem) = policy.check_owner(&args.units.dir) {
+                bail!("refusing the units directory: {problem}");
+            }
+            let registry =
+                Registry::new(private.path().to_owned(), Default::default()).with_trust(policy);
             registry
                 .load_dir(&args.units.dir)
                 .with_context(|| format!("cannot read {}", args.units.dir.display()))?;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use swarm_schemas::{DispatchPolicy, KindPattern};
 
-use crate::HostConfig;
 use crate::ranking::RankerConfig;
+use crate::{HostConfig, TrustPolicy};
 
 /// Everything the reactor needs to run, already validated.
 #[derive(Debug, Clone)]
@@ -66,6 +66,9 @@ pub struct ReactorConfig {
     pub ranker_refresh: Duration,
     /// The host capabilities units are granted, and their limits.
     pub host: HostConfig,
+    /// What a library must pass before it is opened: the trust file, the ownership and
+    /// permissions of the units directory.
+    pub trust: TrustPolicy,
 }
 
 impl ReactorConfig {
@@ -96,6 +99,7 @@ impl ReactorConfig {
             ranker: RankerConfig::default(),
             ranker_refresh: Duration::from_millis(250),
             host: HostConfig::default(),
+            trust: TrustPolicy::default(),
         }
     }
 }

@@ -82,7 +82,22 @@ fn check_units(args: &DoctorArgs) -> Verdict {
             );
         }
     };
-    let registry = Registry::new(private.path().to_owned(), Default::default());
+    let policy = match args.units.policy() {
+        Ok(policy) => policy,
+        Err(error) => {
+            return Verdict::Fail(
+                format!("{error:#}"),
+                "fix the trust file, or pass --trust FILE with one that exists",
+            );
+        }
+    };
+    if let Err(problem) = policy.check_owner(dir) {
+        return Verdict::Fail(
+            problem,
+            "run the command named, or pass --insecure-units-dir",
+        );
+    }
+    let registry = Registry::new(private.path().to_owned(), Default::default()).with_trust(policy);
     if let Err(error) = registry.load_dir(dir) {
         return Verdict::Fail(
             format!("{}: {error}", dir.display()),

@@ -28,6 +28,15 @@ pub enum LoadError {
         /// What is wrong with it.
         message: String,
     },
+    /// The trust policy refused the file before it was opened: it is not on the trust file,
+    /// or someone other than this user could have written it.
+    #[error("{path}: refused: {message}")]
+    Untrusted {
+        /// The unit file.
+        path: PathBuf,
+        /// Why, with the library's digest or the command that fixes its permissions.
+        message: String,
+    },
     /// The dynamic loader refused the file.
     #[error("{path}: the dynamic loader refused it: {message}")]
     Open {

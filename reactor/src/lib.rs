@@ -22,6 +22,7 @@ mod registry;
 mod resolve;
 mod slot;
 mod status;
+pub mod trust;
 mod watcher;
 
 pub use config::ReactorConfig;
@@ -33,3 +34,4 @@ pub use registry::{EnableError, GenerationListener, Registry, STATE_DRAIN_TIMEOU
 pub use slot::{Generation, UnitSlot};
 pub use status::{Change, FileFailure, LoadReport};
 pub use swarm_schemas::{UnitState, UnitStatus};
+pub use trust::TrustPolicy;

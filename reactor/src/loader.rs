@@ -99,6 +99,13 @@ pub(crate) struct UnitFile {
     pub hash: [u8; 32],
 }
 
+impl UnitFile {
+    /// The file's bytes, as read.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Reads the unit file at `source` and checks that it is an ELF file.
 pub(crate) fn read(source: &Path) -> Result<UnitFile, LoadError> {
     let bytes = std::fs::read(source).map_err(|e| LoadError::Io {

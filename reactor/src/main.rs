@@ -7,6 +7,7 @@ mod host_cli;
 mod memory_cli;
 mod new_cli;
 mod serve_cli;
+mod trust_cli;
 mod unit_config_cli;
 
 use std::process::ExitCode;

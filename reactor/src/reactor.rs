@@ -32,6 +32,9 @@ pub enum StartError {
     /// The units directory could not be watched.
     #[error("cannot watch the units directory: {0}")]
     Watch(#[from] notify::Error),
+    /// Someone other than this user could put code in the units directory.
+    #[error("refusing the units directory: {0} (--insecure-units-dir loads from it anyway)")]
+    InsecureUnitsDir(String),
     /// The host's capabilities could not be set up.
     #[error("cannot set up host capabilities: {0}")]
     Host(String),
@@ -141,12 +144,17 @@ impl Reactor {
                     path: config.units_dir.clone(),
                     source,
                 })?;
+        config
+            .trust
+            .check_owner(&config.units_dir)
+            .map_err(StartError::InsecureUnitsDir)?;
         let host = crate::HostServices::new(mesh.as_ref(), config.host.clone())
             .map_err(StartError::Host)?;
         let ranker = Arc::new(Ranker::new(config.ranker.clone()));
         let registry = Arc::new(
             Registry::new(config.private_dir.clone(), config.unit_config.clone())
                 .with_host(Arc::new(host))
+                .with_trust(config.trust.clone())
                 .on_generation({
                     let ranker = Arc::clone(&ranker);
                     Arc::new(move |unit, version| {

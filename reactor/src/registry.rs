@@ -21,6 +21,7 @@ use crate::loader::{self, Loaded, Opened, Refusal};
 use crate::resolve::resolve;
 use crate::slot::{Generation, Life, UnitSlot};
 use crate::status::{Change, FileFailure, LoadReport};
+use crate::trust::TrustPolicy;
 
 /// How long a swap of a unit that carries state waits for the calls running on the old
 /// version to return before it takes the snapshot. A call still running after that (a hung
@@ -67,6 +68,8 @@ pub struct Registry {
     changing: Mutex<()>,
     /// Told of every new generation just before it starts serving.
     on_generation: Option<GenerationListener>,
+    /// What a library must pass before it is opened.
+    trust: TrustPolicy,
 }
 
 /// Called with a unit's name and version when a new generation of it is about to serve.
@@ -94,7 +97,14 @@ impl Registry {
             snapshot: ArcSwap::from_pointee(Vec::new()),
             changing: Mutex::new(()),
             on_generation: None,
+            trust: TrustPolicy::default(),
         }
+    }
+
+    /// The registry, opening only the libraries `trust` admits (see [`crate::trust`]).
+    pub fn with_trust(mut self, trust: TrustPolicy) -> Self {
+        self.trust = trust;
+        self
     }
 
     /// The registry, telling `listener` of each new generation (a first load, a swap, a
@@ -236,6 +246,17 @@ impl Registry {
                     .is_some_and(|h| *h == file.hash)
             {
                 // Already refused, with the reason on record.
+                continue;
+            }
+            let admitted = self
+                .trust
+                .check_owner(&path)
+                .and_then(|()| self.trust.check_digest(&path, file.bytes()));
+            if let Err(message) = admitted {
+                // Not remembered as refused: the same bytes load once trusted.
+                report
+                    .failures
+                    .push((path.clone(), LoadError::Untrusted { path, message }));
                 continue;
             }
             let hash = file.hash;

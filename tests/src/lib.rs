@@ -133,8 +133,11 @@ pub fn library(package: &str) -> PathBuf {
 /// Deploys `bytes` as `name` in `dir`: written to `name.tmp`, then renamed over `name`.
 /// Returns the moment of the rename.
 pub fn deploy_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Instant {
+    use std::os::unix::fs::PermissionsExt as _;
     let tmp = dir.join(format!("{name}.tmp"));
     std::fs::write(&tmp, bytes).expect("write the temporary file");
+    // Whatever the umask: the reactor refuses a library that group or others can write.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let at = Instant::now();
     std::fs::rename(&tmp, dir.join(name)).expect("rename into place");
     at
