@@ -107,6 +107,7 @@ pub struct InProcMesh {
     state: Arc<Mutex<State>>,
     field: Arc<Mutex<crate::stores::inproc::Field>>,
     kv: crate::InProcKv,
+    controls: crate::InProcUnitControls,
 }
 
 impl InProcMesh {
@@ -216,6 +217,10 @@ impl Mesh for InProcMesh {
 
     fn kv(&self) -> Arc<dyn crate::Kv> {
         Arc::new(self.kv.clone())
+    }
+
+    fn unit_controls(&self) -> Arc<dyn crate::UnitControls> {
+        Arc::new(self.controls.clone())
     }
 
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {

@@ -25,8 +25,8 @@ use swarm_schemas::Signal;
 pub use entry_id::{BadEntryId, EntryId};
 pub use inproc::InProcMesh;
 pub use redis_streams::{RedisKv, RedisMarks, RedisMesh, RedisMeshConfig};
-pub use stores::inproc::{InProcKv, InProcMarks};
-pub use stores::{Kv, Marks, StoreError};
+pub use stores::inproc::{InProcKv, InProcMarks, InProcUnitControls};
+pub use stores::{Kv, Marks, StoreError, UnitControls};
 
 /// Why a mesh operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,6 +133,9 @@ pub trait Mesh: Send + Sync + 'static {
 
     /// The key-value store on this mesh (see [`stores`]).
     fn kv(&self) -> std::sync::Arc<dyn Kv>;
+
+    /// The units' controls (enabled, quarantined) every reactor on this mesh applies.
+    fn unit_controls(&self) -> std::sync::Arc<dyn UnitControls>;
 
     /// Appends a signal to a stream, creating the stream if needed.
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError>;

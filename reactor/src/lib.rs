@@ -7,6 +7,7 @@
 //! command line, the environment and files.
 
 mod config;
+mod controls;
 mod dispatch;
 mod error;
 mod execute;

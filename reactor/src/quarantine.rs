@@ -36,6 +36,11 @@ impl UnitHealth {
         self.quarantined.load(Ordering::Acquire)
     }
 
+    /// Quarantines the unit (as another reactor on the mesh did); whether it was not already.
+    pub(crate) fn quarantine(&self) -> bool {
+        !self.quarantined.swap(true, Ordering::AcqRel)
+    }
+
     /// A new version serves, or the unit was enabled: its past timeouts no longer count.
     /// Calls still stuck stay counted.
     pub(crate) fn clear(&self) {

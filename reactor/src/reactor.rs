@@ -12,6 +12,7 @@ use swarm_schemas::ExecutionRecord;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::controls::ControlSync;
 use crate::dispatch::Dispatcher;
 use crate::ranking::Ranker;
 use crate::registry::Registry;
@@ -174,7 +175,21 @@ impl Reactor {
                     source,
                 })?
         };
+        // Units disabled or quarantined on the mesh (by any reactor, or this one before a
+        // restart) are so before the first signal.
+        let mut controls = ControlSync::new(
+            Arc::clone(&registry),
+            mesh.unit_controls(),
+            config.consumer.clone(),
+        );
+        if tokio::time::timeout(Duration::from_secs(2), controls.step())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the mesh did not answer with the unit controls in 2 s; going on");
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(controls.run(shutdown_rx.clone()));
         let watch = if config.watch {
             Some(watcher::spawn(
                 &config.units_dir,

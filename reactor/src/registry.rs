@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::Utc;
 use dashmap::DashMap;
-use swarm_schemas::{UnitManifest, UnitState, UnitStatus};
+use swarm_schemas::{UnitControl, UnitManifest, UnitState, UnitStatus};
 
 use crate::LoadError;
 use crate::loader::{self, Loaded, Opened, Refusal};
@@ -70,10 +70,23 @@ pub struct Registry {
     on_generation: Option<GenerationListener>,
     /// What a library must pass before it is opened.
     trust: TrustPolicy,
+    /// Each unit's control as the mesh last said it: applied to a unit that loads later.
+    desired: DashMap<String, UnitControl>,
 }
 
 /// Called with a unit's name and version when a new generation of it is about to serve.
 pub type GenerationListener = Arc<dyn Fn(&str, &semver::Version) + Send + Sync>;
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
 
 /// Whether `path` looks like a unit library (by its file name).
 pub fn is_unit_file(path: &Path) -> bool {
@@ -98,6 +111,7 @@ impl Registry {
             changing: Mutex::new(()),
             on_generation: None,
             trust: TrustPolicy::default(),
+            desired: DashMap::new(),
         }
     }
 
@@ -449,15 +463,24 @@ impl Registry {
                 Arc::new(UnitSlot {
                     name: name.clone(),
                     current: ArcSwapOption::empty(),
-                    enabled: AtomicBool::new(true),
+                    enabled: AtomicBool::new(self.desired.get(&name).is_none_or(|c| c.enabled)),
                     generations: AtomicU64::new(0),
                     last_error: Mutex::new(None),
                     health: Default::default(),
                 })
             })
             .clone();
-        // A new version is judged afresh: the old one's timeouts and quarantine do not count.
+        // A new version is judged afresh: the old one's timeouts and quarantine do not count,
+        // unless the mesh says this very version is quarantined.
         slot.health.clear();
+        let hash = hex(&loaded.hash());
+        if self
+            .desired
+            .get(&name)
+            .is_some_and(|c| c.quarantined.as_deref() == Some(hash.as_str()))
+        {
+            slot.health.quarantine();
+        }
         let number = slot.generations.fetch_add(1, Ordering::AcqRel) + 1;
         let version = loaded.manifest().version.to_string();
         let generation = Arc::new(Generation {
@@ -586,6 +609,50 @@ impl Registry {
         }
         tracing::info!(unit = %name, enabled, "unit {}", if enabled { "enabled" } else { "disabled" });
         Ok(())
+    }
+
+    /// Applies a unit's control from the mesh (another reactor, or this one before a restart,
+    /// changed it): enables or disables the unit, and quarantines it or lifts its quarantine
+    /// if the version quarantined is the one serving. Remembered for a unit not loaded yet.
+    /// Blocking: runs unit hooks.
+    pub fn apply_control(&self, name: &str, control: &UnitControl) -> Result<(), EnableError> {
+        self.desired.insert(name.to_owned(), control.clone());
+        let Some(slot) = self.unit(name) else {
+            return Ok(());
+        };
+        if slot.is_enabled() != control.enabled {
+            self.set_enabled(name, control.enabled)?;
+        }
+        let serving = slot.current().map(|g| hex(&g.loaded.hash()));
+        let quarantined = serving.is_some() && control.quarantined == serving;
+        if quarantined && slot.health.quarantine() {
+            tracing::warn!(unit = %name, by = %control.by, "unit quarantined on the mesh");
+        } else if !quarantined && slot.is_quarantined() {
+            slot.health.clear();
+            tracing::info!(unit = %name, by = %control.by, "quarantine lifted on the mesh");
+        }
+        Ok(())
+    }
+
+    /// A unit's control as this process has it: enabled, and the hash (hex) of its serving
+    /// version if that is quarantined. `None` if it is not loaded.
+    pub fn local_control(&self, name: &str) -> Option<(bool, Option<String>)> {
+        let slot = self.unit(name)?;
+        let quarantined = slot
+            .is_quarantined()
+            .then(|| slot.current().map(|g| hex(&g.loaded.hash())))
+            .flatten();
+        Some((slot.is_enabled(), quarantined))
+    }
+
+    /// The hash (hex) of a unit's serving version.
+    pub fn serving_version(&self, name: &str) -> Option<String> {
+        Some(hex(&self.unit(name)?.current()?.loaded.hash()))
+    }
+
+    /// The names of the loaded units.
+    pub fn names(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.key().clone()).collect()
     }
 
     /// The slot of a loaded unit.

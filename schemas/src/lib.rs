@@ -31,7 +31,7 @@ pub use manifest::{
     Dependency, DispatchPolicy, ManifestError, PatternDispatch, UnitManifest, validate_unit_name,
 };
 pub use signal::{Emit, Encoding, PostSignal, Signal, SignalId, UnitReply};
-pub use unit::{UnitState, UnitStatus};
+pub use unit::{UnitControl, UnitState, UnitStatus};
 
 /// The semver crate, whose `Version` unit manifests carry.
 pub use semver;

@@ -75,3 +75,20 @@ pub struct UnitStatus {
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
+
+/// Whether a unit may take signals, as every reactor on one mesh applies it: kept on the
+/// mesh's medium (Redis, or in-process), applied at start and as it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct UnitControl {
+    /// Enabled (takes signals) or disabled by an operator.
+    pub enabled: bool,
+    /// The version quarantined for hanging, by its library's BLAKE3 hash (hex); a reactor
+    /// serving that version keeps it from signals. A new version is not quarantined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
+    /// Who made the change: the reactor process (its consumer name).
+    pub by: String,
+    /// When, on the changing process's clock; a newer change replaces an older one.
+    pub at: chrono::DateTime<chrono::Utc>,
+}

@@ -3,6 +3,7 @@
 //! reactor on the in-process mesh and memory, running `swarm up` processes on a Redis mesh and
 //! Redis servers of a test's own, and waiting for conditions.
 
+pub mod observed;
 mod process;
 
 pub use process::{

@@ -270,6 +270,9 @@ impl Mesh for SlowAnswers {
     fn kv(&self) -> Arc<dyn Kv> {
         self.inner.kv()
     }
+    fn unit_controls(&self) -> Arc<dyn swarm_mesh::UnitControls> {
+        self.inner.unit_controls()
+    }
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
         self.inner.publish(stream, signal).await
     }

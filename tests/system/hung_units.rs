@@ -4,130 +4,15 @@
 //! every process that runs it, dead-lettered across restarts and by a consumer that claims it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use swarm_mesh::{EntryId, Mesh, RedisMesh, RedisMeshConfig, StartAt, dead_letter_stream};
-use swarm_schemas::{DeadLetter, FailureKind, Signal};
-use swarm_tests::{ReactorProcess, ReactorSpec, deploy, free_port, redis_url};
-use uuid::Uuid;
-
-const STREAM: &str = "swarm:signals";
-const GROUP: &str = "reactor";
-const OBSERVER: &str = "observer";
-
-struct Setup {
-    spec: ReactorSpec,
-    mesh: Arc<RedisMesh>,
-    _units: tempfile::TempDir,
-    _work: tempfile::TempDir,
-}
-
-async fn setup(extra_args: &[&str]) -> Setup {
-    let units = tempfile::tempdir().expect("units dir");
-    let work = tempfile::tempdir().expect("work dir");
-    deploy(units.path(), "fixture-hang", "hang.so");
-    let prefix = format!("test-{}", Uuid::now_v7());
-    let mut config = RedisMeshConfig::new(redis_url());
-    config.key_prefix.clone_from(&prefix);
-    let mesh = Arc::new(
-        RedisMesh::connect(config)
-            .await
-            .expect("the tests need Redis: ops/start-redis"),
-    );
-    // Keeps every entry until the test has read it (the reactors trim what all groups acked).
-    mesh.create_group(STREAM, OBSERVER, StartAt::Beginning)
-        .await
-        .expect("observer group");
-    let spec = ReactorSpec {
-        redis: redis_url(),
-        prefix,
-        units: units.path().to_owned(),
-        work: work.path().to_owned(),
-        claim_idle: 30.0,
-        extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
-    };
-    Setup {
-        spec,
-        mesh,
-        _units: units,
-        _work: work,
-    }
-}
-
-/// Reactor processes are killed when the test ends, also when it fails.
-struct Running(Option<ReactorProcess>);
-
-impl Running {
-    fn log(&self) -> String {
-        self.0
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(&p.log).ok())
-            .unwrap_or_default()
-    }
-
-    fn kill(mut self) {
-        if let Some(process) = self.0.take() {
-            process.kill();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(process) = self.0.take() {
-            process.kill();
-        }
-    }
-}
-
-async fn publish(mesh: &RedisMesh, payload: Value) -> (Signal, EntryId) {
-    let signal = Signal::new("test.hang", payload);
-    let id = mesh.publish(STREAM, &signal).await.expect("publish");
-    (signal, id)
-}
-
-/// The `n` of every `test.done` the observer group has not read yet, with how often each came.
-async fn done(mesh: &RedisMesh) -> BTreeMap<u64, u32> {
-    let mut out = BTreeMap::new();
-    loop {
-        let entries = mesh
-            .read(STREAM, OBSERVER, "test", 10_000, Duration::ZERO)
-            .await
-            .expect("read");
-        if entries.is_empty() {
-            return out;
-        }
-        for signal in entries.into_iter().filter_map(|e| e.body.ok()) {
-            if signal.kind == "test.done" {
-                let n = signal.payload["n"].as_u64().expect("done names its n");
-                *out.entry(n).or_default() += 1;
-            }
-        }
-    }
-}
-
-async fn dead_letters(mesh: &RedisMesh) -> Vec<DeadLetter> {
-    mesh.range(&dead_letter_stream(STREAM), None, 100_000)
-        .await
-        .expect("dead letters")
-        .into_iter()
-        .filter_map(|e| e.body.ok())
-        .map(|s| serde_json::from_value(s.payload).expect("a dead letter"))
-        .collect()
-}
-
-async fn until<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use serde_json::json;
+use swarm_mesh::{EntryId, Mesh, RedisMesh};
+use swarm_schemas::{FailureKind, Signal};
+use swarm_tests::observed::{
+    GROUP, Running, STREAM, dead_letters, done, health, publish, setup, until,
+};
+use swarm_tests::{deploy, free_port, redis_url};
 
 /// Runs the `swarm` command; its standard output.
 fn swarm(args: &[&str]) -> String {
@@ -136,15 +21,6 @@ fn swarm(args: &[&str]) -> String {
         .output()
         .expect("swarm runs");
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-async fn health(port: u16) -> Value {
-    reqwest::get(format!("http://127.0.0.1:{port}/v1/health"))
-        .await
-        .expect("health answers")
-        .json()
-        .await
-        .expect("health is JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -299,6 +299,13 @@ impl Mesh for RedisMesh {
         std::sync::Arc::new(RedisKv::new(self.conn(), &self.config.key_prefix))
     }
 
+    fn unit_controls(&self) -> std::sync::Arc<dyn crate::UnitControls> {
+        std::sync::Arc::new(stores::RedisUnitControls::new(
+            self.conn(),
+            &self.config.key_prefix,
+        ))
+    }
+
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
         let id: String = redis::cmd("XADD")
             .arg(self.key(stream))

@@ -239,6 +239,60 @@ impl Marks for RedisMarks {
     }
 }
 
+/// The units' controls on Redis: one hash, a field per unit.
+pub struct RedisUnitControls {
+    conn: ConnectionManager,
+    key: String,
+}
+
+impl RedisUnitControls {
+    pub(crate) fn new(conn: ConnectionManager, key_prefix: &str) -> Self {
+        Self {
+            conn,
+            key: format!("{{{key_prefix}}}:units:control"),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::UnitControls for RedisUnitControls {
+    async fn all(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, swarm_schemas::UnitControl>, StoreError> {
+        let fields: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(&self.key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        fields
+            .into_iter()
+            .map(|(unit, text)| {
+                serde_json::from_str(&text)
+                    .map(|control| (unit.clone(), control))
+                    .map_err(|e| {
+                        StoreError::Corrupt(format!("the control of unit `{unit}` is not one: {e}"))
+                    })
+            })
+            .collect()
+    }
+
+    async fn set(
+        &self,
+        unit: &str,
+        control: &swarm_schemas::UnitControl,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(control)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode a unit control: {e}")))?;
+        redis::cmd("HSET")
+            .arg(&self.key)
+            .arg(unit)
+            .arg(text)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+}
+
 /// The key-value store on Redis.
 pub struct RedisKv {
     conn: ConnectionManager,

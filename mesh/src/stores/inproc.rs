@@ -133,6 +133,30 @@ impl Marks for InProcMarks {
 /// A value (JSON text) and when it expires, by (namespace, key).
 type Entries = HashMap<(String, String), (String, Option<Instant>)>;
 
+/// The unit controls of an in-process mesh.
+#[derive(Clone, Default)]
+pub struct InProcUnitControls {
+    controls: Arc<Mutex<std::collections::BTreeMap<String, swarm_schemas::UnitControl>>>,
+}
+
+#[async_trait]
+impl super::UnitControls for InProcUnitControls {
+    async fn all(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, swarm_schemas::UnitControl>, StoreError> {
+        Ok(lock(&self.controls).clone())
+    }
+
+    async fn set(
+        &self,
+        unit: &str,
+        control: &swarm_schemas::UnitControl,
+    ) -> Result<(), StoreError> {
+        lock(&self.controls).insert(unit.to_owned(), control.clone());
+        Ok(())
+    }
+}
+
 /// The key-value store of an in-process mesh.
 #[derive(Clone, Default)]
 pub struct InProcKv {

@@ -80,6 +80,19 @@ pub trait Kv: Send + Sync + 'static {
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
 }
 
+/// Each unit's control (enabled, quarantined version), shared by every reactor on the mesh.
+#[async_trait]
+pub trait UnitControls: Send + Sync + 'static {
+    /// Every unit's control, by unit name; units never changed are absent.
+    async fn all(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, swarm_schemas::UnitControl>, StoreError>;
+
+    /// Replaces `unit`'s control.
+    async fn set(&self, unit: &str, control: &swarm_schemas::UnitControl)
+    -> Result<(), StoreError>;
+}
+
 /// Checks a key (see [`swarm_schemas::validate_key`]).
 pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     swarm_schemas::validate_key(key).map_err(StoreError::Invalid)
