@@ -26,6 +26,10 @@ pub enum FailureKind {
     /// The call ran past its deadline and was abandoned (the unit's thread may still be
     /// running it: native code cannot be stopped from outside).
     Timeout,
+    /// The isolated unit's worker process died during the call (a segmentation fault, an
+    /// abort, a stack overflow, memory or CPU time past its limits); the reactor was not
+    /// affected and starts the worker again.
+    Crash,
 }
 
 /// The result of one execution.

@@ -6,6 +6,7 @@
 //! in `schemas/json/` are generated from them and a test fails when they are stale. With the `openapi`
 //! feature they derive OpenAPI schemas (utoipa) for the HTTP API's document.
 
+mod audit;
 mod dead_letter;
 mod execution;
 mod host;
@@ -14,6 +15,7 @@ mod manifest;
 mod signal;
 mod unit;
 
+pub use audit::{AuditAction, AuditEntry};
 pub use dead_letter::{DEAD_LETTER_KIND, DeadLetter};
 pub use execution::{ExecutionId, ExecutionRecord, FailureKind, Outcome};
 pub use host::{

@@ -70,6 +70,10 @@ pub struct UnitStatus {
     /// process (they cannot be stopped; their library is never unloaded).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stuck_calls: u64,
+    /// Whether it runs in a worker process of its own (`--isolate`), where a crash or a hang
+    /// fails its calls and not the reactor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolated: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -83,7 +87,7 @@ fn is_zero(n: &u64) -> bool {
 pub struct UnitControl {
     /// Enabled (takes signals) or disabled by an operator.
     pub enabled: bool,
-    /// The version quarantined for hanging, by its library's BLAKE3 hash (hex); a reactor
+    /// The version quarantined for hanging, by its library's SHA-256 digest (hex); a reactor
     /// serving that version keeps it from signals. A new version is not quarantined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use schemars::{JsonSchema, schema_for};
 use swarm_schemas::{
-    DeadLetter, ExecutionRecord, Outcome, PostSignal, Signal, UnitManifest, UnitReply, UnitStatus,
+    AuditEntry, DeadLetter, ExecutionRecord, Outcome, PostSignal, Signal, UnitManifest, UnitReply,
+    UnitStatus,
 };
 
 fn check<T: JsonSchema>(file: &str, stale: &mut Vec<String>) {
@@ -33,6 +34,7 @@ fn json_schema_files_are_fresh() {
     check::<DeadLetter>("dead-letter.schema.json", &mut stale);
     check::<PostSignal>("post-signal.schema.json", &mut stale);
     check::<UnitStatus>("unit-status.schema.json", &mut stale);
+    check::<AuditEntry>("audit-entry.schema.json", &mut stale);
     assert!(
         stale.is_empty(),
         "stale schema files were regenerated, commit them: {stale:?}"
