@@ -7,6 +7,7 @@
 //! `tract`), a MiniLM sentence model run by tract; and [`Shape`], what gets embedded.
 //! The crate knows nothing of the mesh, the reactor or units.
 
+mod audit;
 mod embed;
 mod inproc;
 mod pg;
@@ -19,6 +20,7 @@ pub mod testkit;
 mod tract_embedder;
 mod writer;
 
+pub use audit::{AuditLog, AuditQuery, AuditTrail, InProcAudit, MAX_AUDIT_READ};
 pub use embed::{EmbedError, Embedder, cosine};
 pub use inproc::InProcMemory;
 pub use pg::{PgMemory, PgMemoryConfig, PgProbe};
