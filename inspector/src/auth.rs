@@ -128,17 +128,30 @@ impl Tokens {
         self.tokens.is_empty()
     }
 
-    /// The scopes of `presented`, or `None` if it is no configured token. Every configured
-    /// digest is compared, in constant time, whatever matches.
-    fn scopes_of(&self, presented: &str) -> Option<&BTreeSet<Scope>> {
+    /// The configured token `presented` is, or `None`. Every configured digest is compared,
+    /// in constant time, whatever matches.
+    fn find(&self, presented: &str) -> Option<&Token> {
         let digest = blake3::hash(presented.as_bytes());
         let mut found = None;
         for token in self.tokens.iter() {
             if bool::from(token.digest.ct_eq(digest.as_bytes())) {
-                found = Some(&token.scopes);
+                found = Some(token);
             }
         }
         found
+    }
+
+    /// Who presents `presented`, for the audit trail: the token's name; `anonymous` when no
+    /// tokens are configured; otherwise what is wrong with it, in parentheses.
+    pub(crate) fn caller(&self, presented: Option<&str>) -> String {
+        if self.is_empty() {
+            return "anonymous".to_owned();
+        }
+        match presented.map(|p| self.find(p)) {
+            Some(Some(token)) => token.name.clone(),
+            Some(None) => "(invalid token)".to_owned(),
+            None => "(no token)".to_owned(),
+        }
     }
 
     /// Whether `presented` grants `scope`; the error says why not.
@@ -153,7 +166,7 @@ impl Tokens {
                 "this endpoint needs a bearer token (Authorization: Bearer TOKEN)",
             ));
         };
-        match self.scopes_of(presented) {
+        match self.find(presented).map(|t| &t.scopes) {
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_token",
@@ -171,7 +184,7 @@ impl Tokens {
 
 /// The bearer token of a request: the `Authorization` header, or, for a websocket upgrade
 /// only (browsers cannot set headers on one), the `access_token` query parameter.
-fn presented(request: &Request) -> Result<Option<String>, ApiError> {
+pub(crate) fn presented(request: &Request) -> Result<Option<String>, ApiError> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         let text = value.to_str().map_err(|_| {
             ApiError::new(
@@ -261,6 +274,11 @@ mod tests {
         assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         // No tokens configured: nothing is checked.
         assert!(Tokens::default().check(None, Scope::Admin).is_ok());
+        // The audit trail names the caller, never the secret.
+        assert_eq!(tokens.caller(Some("ops-secret-0123456789")), "ops");
+        assert_eq!(tokens.caller(Some("nope")), "(invalid token)");
+        assert_eq!(tokens.caller(None), "(no token)");
+        assert_eq!(Tokens::default().caller(None), "anonymous");
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub struct Services {
     pub runtime: Arc<dyn Runtime>,
     /// The process's Prometheus recorder, if one is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// Where admin calls are recorded and read back from.
+    pub audit: swarm_memory::AuditTrail,
 }
 
 /// Why the inspector could not start.
@@ -194,6 +196,7 @@ impl Inspector {
             schemas,
             metrics: services.metrics,
             tokens: config.tokens,
+            audit: services.audit,
             limits: Arc::new(config.limits),
             shutdown: shutdown_rx.clone(),
         };

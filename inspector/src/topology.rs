@@ -414,6 +414,7 @@ mod tests {
             last_error: None,
             timeouts: 0,
             stuck_calls: 0,
+            isolated: false,
         }
     }
 

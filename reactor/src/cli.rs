@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use swarm_memory::{InProcMemory, Memory};
+use swarm_memory::{AuditLog, InProcAudit, InProcMemory, Memory};
 use swarm_mesh::{InProcMesh, Mesh, RedisMesh, RedisMeshConfig, dead_letter_stream};
 use swarm_reactor::trust::{TrustFile, TrustPolicy};
 use swarm_reactor::{Reactor, ReactorConfig, Registry};
@@ -52,6 +52,9 @@ enum Command {
     /// The trust file: which unit libraries may load (`swarm up --trust FILE`).
     #[command(subcommand)]
     Trust(crate::trust_cli::TrustCommand),
+    /// The audit trail of a running swarm: loads, swaps, refusals, enables and disables,
+    /// quarantines, trust changes and admin calls — who, from where, when.
+    Audit(crate::audit_cli::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +162,8 @@ struct UpArgs {
     /// supervisor to restart it: the stuck threads cannot be stopped (0: no bound).
     #[arg(long, default_value_t = 64)]
     max_stuck_calls: usize,
+    #[command(flatten)]
+    isolate: crate::isolate_cli::IsolateArgs,
     /// Signals handled at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     concurrency: u32,
@@ -267,6 +272,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Units(args) => units(args).await,
         Command::Memory(args) => crate::memory_cli::run(args).await,
         Command::Explain(args) => crate::memory_cli::explain(args).await,
+        Command::Audit(args) => crate::audit_cli::run(args).await,
         Command::New(command) => crate::new_cli::run(command),
         Command::Doctor(args) => crate::doctor_cli::run(*args).await,
         Command::Trust(command) => crate::trust_cli::run(command),
@@ -387,6 +393,7 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     config.call_timeout = Duration::from_secs_f64(args.call_timeout);
     config.quarantine_after = args.quarantine_after;
     config.max_stuck_calls = args.max_stuck_calls;
+    config.isolation = args.isolate.isolation()?;
     config.concurrency = args.concurrency as usize;
     config.dispatch = args.dispatch;
     config.ranker.exploration = args.exploration;
@@ -429,7 +436,12 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
         Some(recording) => Arc::clone(&recording.writer) as Arc<dyn Memory>,
         None => Arc::new(InProcMemory::bounded(100_000)),
     };
-    let (reactor, report) = Reactor::start(config, Arc::clone(&mesh), Arc::clone(&memory)).await?;
+    let audit: Arc<dyn AuditLog> = match &recording {
+        Some(recording) => Arc::clone(&recording.audit),
+        None => Arc::new(InProcAudit::new()),
+    };
+    let (reactor, report) =
+        Reactor::start_audited(config, Arc::clone(&mesh), Arc::clone(&memory), audit).await?;
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
     }
@@ -658,26 +670,7 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
 
 /// The units of the `swarm up` serving at `server`, as they run.
 async fn served_units(server: &str, token: Option<&str>) -> anyhow::Result<Vec<UnitStatus>> {
-    let url = format!("{}/v1/units", server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new()
-        .get(&url)
-        .timeout(Duration::from_secs(10));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("no answer from {url}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        bail!("{url} answered {status}: {body}");
-    }
-    response
-        .json()
-        .await
-        .with_context(|| format!("{url} did not answer with a list of units"))
+    crate::api_client::get_json(server, "/v1/units", &[], token, "a list of units").await
 }
 
 async fn units(args: UnitsArgs) -> anyhow::Result<ExitCode> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use swarm_schemas::{DispatchPolicy, KindPattern};
 
 use crate::ranking::RankerConfig;
-use crate::{HostConfig, TrustPolicy};
+use crate::{HostConfig, Isolation, TrustPolicy};
 
 /// Everything the reactor needs to run, already validated.
 #[derive(Debug, Clone)]
@@ -69,6 +69,8 @@ pub struct ReactorConfig {
     /// What a library must pass before it is opened: the trust file, the ownership and
     /// permissions of the units directory.
     pub trust: TrustPolicy,
+    /// Which units run in worker processes of their own, and with what limits.
+    pub isolation: Isolation,
 }
 
 impl ReactorConfig {
@@ -100,6 +102,7 @@ impl ReactorConfig {
             ranker_refresh: Duration::from_millis(250),
             host: HostConfig::default(),
             trust: TrustPolicy::default(),
+            isolation: Isolation::default(),
         }
     }
 }

@@ -55,6 +55,7 @@ fn interpret(
         STATUS_OK => {}
         STATUS_ERROR => return Err((FailureKind::Error, text())),
         STATUS_PANIC => return Err((FailureKind::Panic, text())),
+        crate::isolate::STATUS_CRASHED => return Err((FailureKind::Crash, text())),
         STATUS_BAD_INPUT => {
             return Err((
                 FailureKind::Error,

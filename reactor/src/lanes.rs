@@ -35,6 +35,9 @@ struct LaneState {
     running: Option<Running>,
     /// Its thread is stuck in a call past the deadline; the lane takes no more calls.
     abandoned: bool,
+    /// Whether its thread was counted as stuck (an isolated unit's call returns as soon as its
+    /// worker is killed, and is not).
+    counted_stuck: bool,
 }
 
 /// Calls run one after another by one blocking thread.
@@ -75,8 +78,11 @@ impl Lane {
             let mut state = self.state.lock();
             if state.abandoned {
                 // Already failed with `timeout` by the watchdog; what the call made is dropped.
+                let counted = state.counted_stuck;
                 drop(state);
-                watchdog.returned(attempt.slot.name(), &attempt.slot.health);
+                if counted {
+                    watchdog.returned(attempt.slot.name(), &attempt.slot.health);
+                }
                 return;
             }
             // The running entry held the other reference: now the attempt is this thread's alone.
@@ -102,6 +108,7 @@ impl Lane {
         }
         state.abandoned = true;
         let running = state.running.take()?;
+        state.counted_stuck = running.attempt.generation.loaded.worker().is_none();
         Some((running, std::mem::take(&mut state.queue)))
     }
 
@@ -220,7 +227,13 @@ pub(crate) async fn call_all(
                 let expired: Vec<_> = lanes.lanes.iter().filter_map(|l| l.expire(now)).collect();
                 for (running, queue) in expired {
                     let attempt = &running.attempt;
-                    watchdog.timed_out(attempt.slot.name(), &attempt.slot.health);
+                    let worker = attempt.generation.loaded.worker();
+                    watchdog.timed_out(attempt.slot.name(), &attempt.slot.health, worker.is_none());
+                    if let Some(worker) = worker {
+                        // An isolated unit's call can be stopped: its worker is killed (and
+                        // started again at the next call), and the lane's thread returns.
+                        worker.kill(&format!("a call ran past its {:?} deadline", running.timeout));
+                    }
                     out[running.index] = Some(timed_out(attempt, running.started_at, running.timeout));
                     left -= 1;
                     if !queue.is_empty() {

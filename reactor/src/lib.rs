@@ -2,7 +2,8 @@
 //! dispatches signals from the mesh to the units that subscribe to them.
 //!
 //! It links the unit ABI (`swarm-abi`), never the SDK. Its only `unsafe` code is in the loader and
-//! in the host's capability table (`host::abi`).
+//! in the host's capability table (`host::abi`). Units named by [`Isolation`] run in worker
+//! processes of their own ([`isolate`]).
 //! It takes typed configuration ([`ReactorConfig`]); only the `swarm` binary reads the
 //! command line, the environment and files.
 
@@ -12,6 +13,7 @@ mod dispatch;
 mod error;
 mod execute;
 mod host;
+pub mod isolate;
 mod lanes;
 mod loader;
 mod policy;
@@ -29,6 +31,7 @@ mod watcher;
 pub use config::ReactorConfig;
 pub use error::LoadError;
 pub use host::{HostConfig, HostPattern, HostServices};
+pub use isolate::{Isolation, WorkerLimits};
 pub use private::private_dir;
 pub use reactor::{Reactor, ReactorHandle, StartError};
 pub use registry::{EnableError, GenerationListener, Registry, STATE_DRAIN_TIMEOUT, is_unit_file};

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW, Symbol};
+use sha2::Digest as _;
 use swarm_abi::{
     ABI_VERSION, Buf, ENTRY_SYMBOL, ENTRY_SYMBOL_NAME, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE,
     EntryFn, Event, STATUS_OK, STATUS_PANIC, Status, UnitVTable, VTABLE_SIZE, VTABLE_SIZE_1_0,
@@ -25,22 +26,35 @@ use swarm_abi::{
 use swarm_schemas::UnitManifest;
 
 use crate::LoadError;
-use crate::host::{HostTable, UnitHost};
+use crate::host::{HostCall, HostTable};
+use crate::isolate::{Worker, WorkerSpec, wire};
 
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
+/// Where a unit's code runs.
+enum Code {
+    /// In this process.
+    Native {
+        // Dropped after the instance (see `Loaded`'s drop) and before the copy is removed.
+        #[allow(dead_code)]
+        library: Library,
+        // The capability table the library was given: dropped after the library is closed.
+        host: Option<HostTable>,
+        vtable: UnitVTable,
+    },
+    /// In a worker process of its own ([`crate::isolate`]).
+    Worker(Worker),
+}
+
 /// A unit library opened and checked, with its manifest read, but no instance yet.
 pub(crate) struct Opened {
-    // Dropped after the instance (see `Loaded`'s drop) and before the copy is removed.
-    #[allow(dead_code)]
-    library: Library,
-    // The capability table the library was given: dropped after the library is closed.
-    host: Option<HostTable>,
-    vtable: UnitVTable,
+    code: Code,
     private_copy: PathBuf,
+    /// Whether the private copy is this load's own, removed when it is dropped.
+    owns_copy: bool,
     /// The manifest, checked.
     pub manifest: UnitManifest,
-    /// BLAKE3 hash of the file's bytes.
+    /// SHA-256 digest of the file's bytes (what a trust file lists).
     pub hash: [u8; 32],
     /// The file it came from.
     pub source: PathBuf,
@@ -63,10 +77,10 @@ pub(crate) struct Refusal {
 impl Refusal {
     fn of(result: CallResult) -> Self {
         Self {
-            what: if result.status == STATUS_PANIC {
-                "panicked"
-            } else {
-                "failed"
+            what: match result.status {
+                STATUS_PANIC => "panicked",
+                crate::isolate::STATUS_CRASHED => "crashed",
+                _ => "failed",
             },
             message: String::from_utf8_lossy(&result.bytes).into_owned(),
         }
@@ -87,22 +101,18 @@ pub(crate) struct CallResult {
 
 static NEXT_COPY: AtomicU64 = AtomicU64::new(0);
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The bytes of a unit file, read once, checked for the ELF magic and hashed.
 pub(crate) struct UnitFile {
     source: PathBuf,
     bytes: Vec<u8>,
-    /// BLAKE3 hash of the bytes.
+    /// SHA-256 digest of the bytes.
     pub hash: [u8; 32],
 }
 
 impl UnitFile {
-    /// The file's bytes, as read.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The file it was read from.
+    pub(crate) fn source(&self) -> &Path {
+        &self.source
     }
 }
 
@@ -121,7 +131,7 @@ pub(crate) fn read(source: &Path) -> Result<UnitFile, LoadError> {
         path: source.to_owned(),
         message,
     })?;
-    let hash: [u8; 32] = blake3::hash(&bytes).into();
+    let hash: [u8; 32] = sha2::Sha256::digest(&bytes).into();
     Ok(UnitFile {
         source: source.to_owned(),
         bytes,
@@ -165,35 +175,88 @@ fn check_elf(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Copies the unit into `private_dir`, opens the copy, checks the ABI and reads the manifest.
-pub(crate) fn open(file: UnitFile, private_dir: &Path) -> Result<Opened, LoadError> {
-    let UnitFile {
-        source,
-        bytes,
-        hash,
-    } = file;
-    let source = source.as_path();
-    let io = |e: std::io::Error| LoadError::Io {
-        path: source.to_owned(),
-        message: e.to_string(),
-    };
-    let stem = source
+/// Writes the unit's bytes to a fresh path in `private_dir`; returns the path.
+fn private_copy(file: &UnitFile, private_dir: &Path) -> Result<PathBuf, LoadError> {
+    let stem = file
+        .source
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("unit");
     let private_copy = private_dir.join(format!(
         "{stem}.{}.{}{}",
-        &hex(&hash)[..12],
+        &hex::encode(file.hash)[..12],
         NEXT_COPY.fetch_add(1, Ordering::Relaxed),
         std::env::consts::DLL_SUFFIX
     ));
-    std::fs::write(&private_copy, &bytes).map_err(io)?;
+    std::fs::write(&private_copy, &file.bytes).map_err(|e| LoadError::Io {
+        path: file.source.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(private_copy)
+}
 
-    let result = open_copy(source, &private_copy, hash);
+/// Copies the unit into `private_dir`, opens the copy, checks the ABI and reads the manifest.
+pub(crate) fn open(file: UnitFile, private_dir: &Path) -> Result<Opened, LoadError> {
+    let private_copy = private_copy(&file, private_dir)?;
+    let result = open_copy(&file.source, &private_copy, file.hash);
     if result.is_err() {
         let _ = std::fs::remove_file(&private_copy);
     }
     result
+}
+
+/// Opens the library at `path` itself, in this process: what an isolated unit's worker does
+/// with the reactor's private copy (which stays the reactor's to remove).
+pub(crate) fn open_in_place(path: &Path) -> Result<Opened, LoadError> {
+    let mut opened = open_copy(path, path, [0; 32])?;
+    opened.owns_copy = false;
+    Ok(opened)
+}
+
+/// Copies the unit into `private_dir` and has a worker process started by `spec` open the
+/// copy ([`crate::isolate`]); reads and checks the manifest it gives.
+pub(crate) fn open_isolated(
+    file: UnitFile,
+    private_dir: &Path,
+    mut spec: WorkerSpec,
+) -> Result<Opened, LoadError> {
+    let private_copy = private_copy(&file, private_dir)?;
+    spec.library.clone_from(&private_copy);
+    let source = file.source.clone();
+    let opened = (|| {
+        let worker = Worker::start(spec).map_err(|message| LoadError::Open {
+            path: source.clone(),
+            message: format!("isolated: {message}"),
+        })?;
+        let result = worker.request(wire::MANIFEST, 0, &[]);
+        let manifest = if result.status == STATUS_OK {
+            serde_json::from_slice::<UnitManifest>(&result.bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|m| m.validate().map(|()| m).map_err(|e| e.to_string()))
+                .map_err(|message| LoadError::BadManifest {
+                    path: source.clone(),
+                    message,
+                })
+        } else {
+            // The worker could not open the library: its reason, as the loader words it.
+            Err(LoadError::Open {
+                path: source.clone(),
+                message: format!("isolated: {}", String::from_utf8_lossy(&result.bytes)),
+            })
+        }?;
+        Ok(Opened {
+            code: Code::Worker(worker),
+            private_copy: private_copy.clone(),
+            owns_copy: true,
+            manifest,
+            hash: file.hash,
+            source: source.clone(),
+        })
+    })();
+    if opened.is_err() {
+        let _ = std::fs::remove_file(&private_copy);
+    }
+    opened
 }
 
 fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opened, LoadError> {
@@ -256,10 +319,13 @@ fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opene
     })?;
 
     Ok(Opened {
-        library,
-        host: None,
-        vtable,
+        code: Code::Native {
+            library,
+            host: None,
+            vtable,
+        },
         private_copy: private_copy.to_owned(),
+        owns_copy: true,
         manifest,
         hash,
         source: source.to_owned(),
@@ -300,6 +366,15 @@ fn take(vtable: &UnitVTable, buf: Buf) -> Vec<u8> {
 
 /// What a call that answers with a status and a buffer said: the bytes on `STATUS_OK`, else
 /// the refusal. The buffer goes back to the unit either way.
+/// What a worker answered to a request that answers with a status and bytes.
+fn refusal(result: CallResult) -> Result<Vec<u8>, Refusal> {
+    if result.status == STATUS_OK {
+        Ok(result.bytes)
+    } else {
+        Err(Refusal::of(result))
+    }
+}
+
 fn answer(vtable: &UnitVTable, status: Status, out: Buf) -> Result<Vec<u8>, Refusal> {
     let result = CallResult {
         status,
@@ -324,16 +399,40 @@ fn call_manifest(vtable: &UnitVTable) -> CallResult {
 
 impl Opened {
     /// Hands the library its capability table. A library built before host capabilities has
-    /// no `bind_host` and gets nothing; its instance is then simply never able to call.
-    pub(crate) fn bind_host(&mut self, host: UnitHost) {
-        let Some(bind) = self.vtable.bind_host else {
+    /// no `bind_host` and gets nothing; its instance is then simply never able to call. An
+    /// isolated unit's worker forwards its calls to `host`.
+    pub(crate) fn bind_host(&mut self, host: Box<dyn HostCall>) {
+        let (vtable, slot) = match &mut self.code {
+            Code::Native { vtable, host, .. } => (vtable, host),
+            Code::Worker(worker) => {
+                worker.bind_host(host);
+                return;
+            }
+        };
+        let Some(bind) = vtable.bind_host else {
             return;
         };
         let table = HostTable::new(host);
-        // SAFETY: the table stays valid until the library is closed: `self.host` keeps it and
-        // drops after `self.library` (field order). The unit catches its own panics.
+        // SAFETY: the table stays valid until the library is closed: `host` keeps it and
+        // drops after `library` (field order). The unit catches its own panics.
         unsafe { bind(table.table()) };
-        self.host = Some(table);
+        *slot = Some(table);
+    }
+
+    /// The same library opened in this process instead of its worker (which is shut down):
+    /// for a unit a worker was asked to name, and that is not isolated.
+    pub(crate) fn into_native(mut self) -> Result<Opened, LoadError> {
+        if matches!(self.code, Code::Native { .. }) {
+            return Ok(self);
+        }
+        self.owns_copy = false;
+        let (source, copy, hash) = (self.source.clone(), self.private_copy.clone(), self.hash);
+        drop(self);
+        let result = open_copy(&source, &copy, hash);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&copy);
+        }
+        result
     }
 
     /// Creates the unit's instance with its configuration.
@@ -343,12 +442,23 @@ impl Opened {
     ) -> Result<Loaded, LoadError> {
         let config = self.checked_config(config)?;
         let config = serde_json::to_vec(&config).unwrap_or_else(|_| b"null".to_vec());
-        let mut out = Buf::EMPTY;
-        let mut instance: *mut c_void = std::ptr::null_mut();
-        // SAFETY: the config buffer and out-parameters are valid for the call.
-        let status =
-            unsafe { (self.vtable.create)(config.as_ptr(), config.len(), &mut instance, &mut out) };
-        let bytes = take(&self.vtable, out);
+        let (status, bytes, instance) = match &self.code {
+            Code::Native { vtable, .. } => {
+                let mut out = Buf::EMPTY;
+                let mut instance: *mut c_void = std::ptr::null_mut();
+                // SAFETY: the config buffer and out-parameters are valid for the call.
+                let status = unsafe {
+                    (vtable.create)(config.as_ptr(), config.len(), &mut instance, &mut out)
+                };
+                (status, take(vtable, out), instance)
+            }
+            Code::Worker(worker) => {
+                let result = worker.request(wire::CREATE, 0, &config);
+                // The instance lives in the worker; this side holds no pointer to it.
+                let instance = std::ptr::NonNull::<c_void>::dangling().as_ptr();
+                (result.status, result.bytes, instance)
+            }
+        };
         if status == STATUS_OK && !instance.is_null() {
             return Ok(Loaded {
                 opened: self,
@@ -406,7 +516,9 @@ impl Opened {
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.private_copy);
+        if self.owns_copy {
+            let _ = std::fs::remove_file(&self.private_copy);
+        }
     }
 }
 
@@ -416,7 +528,7 @@ impl Loaded {
         &self.opened.manifest
     }
 
-    /// BLAKE3 hash of the file this was loaded from.
+    /// SHA-256 digest of the file this was loaded from.
     pub(crate) fn hash(&self) -> [u8; 32] {
         self.opened.hash
     }
@@ -426,9 +538,28 @@ impl Loaded {
         &self.opened.source
     }
 
+    /// The unit's worker, if it is isolated.
+    pub(crate) fn worker(&self) -> Option<&Worker> {
+        match &self.opened.code {
+            Code::Worker(worker) => Some(worker),
+            Code::Native { .. } => None,
+        }
+    }
+
+    /// The native table, or the worker that answers for the unit.
+    fn code(&self) -> Result<&UnitVTable, &Worker> {
+        match &self.opened.code {
+            Code::Native { vtable, .. } => Ok(vtable),
+            Code::Worker(worker) => Err(worker),
+        }
+    }
+
     /// Sends a lifecycle event; a unit built before lifecycle events accepts every one.
-    fn event(&self, event: Event, arg: &[u8]) -> Result<(), Refusal> {
-        let vtable = &self.opened.vtable;
+    pub(crate) fn event(&self, event: Event, arg: &[u8]) -> Result<(), Refusal> {
+        let vtable = match self.code() {
+            Ok(vtable) => vtable,
+            Err(worker) => return refusal(worker.request(wire::EVENT, event, arg)).map(drop),
+        };
         let Some(lifecycle) = vtable.lifecycle else {
             return Ok(());
         };
@@ -465,7 +596,10 @@ impl Loaded {
 
     /// The state to hand to the next version. The caller makes sure no call is running.
     pub(crate) fn snapshot(&self) -> Result<Vec<u8>, Refusal> {
-        let vtable = &self.opened.vtable;
+        let vtable = match self.code() {
+            Ok(vtable) => vtable,
+            Err(worker) => return refusal(worker.request(wire::SNAPSHOT, 0, &[])),
+        };
         let Some(snapshot) = vtable.snapshot else {
             return Ok(Vec::new());
         };
@@ -478,7 +612,10 @@ impl Loaded {
     /// Hands the previous version's state to this instance, which nothing else can call yet
     /// (`&mut self`: it is not shared).
     pub(crate) fn restore(&mut self, state: &[u8]) -> Result<(), Refusal> {
-        let vtable = &self.opened.vtable;
+        let vtable = match self.code() {
+            Ok(vtable) => vtable,
+            Err(worker) => return refusal(worker.request(wire::RESTORE, 0, state)).map(drop),
+        };
         let Some(restore) = vtable.restore else {
             return Ok(());
         };
@@ -491,8 +628,11 @@ impl Loaded {
 
     /// Hands a JSON signal to the unit. Blocking: call it off the async worker threads.
     pub(crate) fn call(&self, signal: &[u8]) -> CallResult {
+        let vtable = match self.code() {
+            Ok(vtable) => vtable,
+            Err(worker) => return worker.request(wire::CALL, 0, signal),
+        };
         let mut out = Buf::EMPTY;
-        let vtable = &self.opened.vtable;
         // SAFETY: the instance is alive while `self` is; the unit catches its own panics.
         let status =
             unsafe { (vtable.handle)(self.instance, signal.as_ptr(), signal.len(), &mut out) };
@@ -505,6 +645,12 @@ impl Loaded {
 
 impl Drop for Loaded {
     fn drop(&mut self) {
+        let vtable = match self.code() {
+            Ok(vtable) => *vtable,
+            // The worker unloads and destroys its instance when it is shut down (the
+            // `Worker`'s drop).
+            Err(_) => return,
+        };
         if self.hooked {
             if let Err(refusal) = self.event(EVENT_UNLOAD, b"") {
                 tracing::warn!(unit = %self.opened.manifest.name, what = refusal.what,
@@ -514,6 +660,6 @@ impl Drop for Loaded {
         // SAFETY: the instance came from this vtable's `create`; no call is running (calls hold
         // an `Arc` of the generation that owns `self`), and it is destroyed once. The library
         // is closed after this, when `opened` drops.
-        unsafe { (self.opened.vtable.destroy)(self.instance) };
+        unsafe { (vtable.destroy)(self.instance) };
     }
 }

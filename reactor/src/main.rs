@@ -1,9 +1,12 @@
 //! The `swarm` command: run a reactor, emit signals, list units, search memory.
 
+mod api_client;
+mod audit_cli;
 mod cli;
 mod dev_cli;
 mod doctor_cli;
 mod host_cli;
+mod isolate_cli;
 mod memory_cli;
 mod new_cli;
 mod serve_cli;

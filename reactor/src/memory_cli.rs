@@ -119,13 +119,17 @@ fn retention(days: Option<f64>, rows: Option<u64>) -> anyhow::Result<Retention> 
 /// The memory `swarm up` records into: PostgreSQL behind a write-behind queue and spool.
 pub(crate) struct Recording {
     pub writer: Arc<WriteBehind>,
+    /// The audit trail, in the same database.
+    pub audit: Arc<dyn swarm_memory::AuditLog>,
     compaction: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Recording {
     pub async fn start(memory: &MemoryArgs, record: &RecordArgs) -> anyhow::Result<Self> {
         let retention = retention(record.retain_days, record.retain_rows)?;
-        let store: Arc<dyn Memory> = Arc::new(memory.postgres().await?);
+        let postgres = Arc::new(memory.postgres().await?);
+        let audit = Arc::clone(&postgres) as Arc<dyn swarm_memory::AuditLog>;
+        let store: Arc<dyn Memory> = postgres;
         let writer = WriteBehind::start(
             Arc::clone(&store),
             WriteBehindConfig::new(&record.spool_dir),
@@ -155,6 +159,7 @@ impl Recording {
         });
         Ok(Self {
             writer: Arc::new(writer),
+            audit,
             compaction,
         })
     }

@@ -60,6 +60,8 @@ pub(crate) struct Watchdog {
     pub max_stuck: usize,
     stuck: AtomicUsize,
     fatal: watch::Sender<Option<String>>,
+    /// Where quarantines are recorded.
+    audit: Option<swarm_memory::AuditTrail>,
 }
 
 impl Watchdog {
@@ -70,7 +72,14 @@ impl Watchdog {
             max_stuck,
             stuck: AtomicUsize::new(0),
             fatal: watch::channel(None).0,
+            audit: None,
         }
+    }
+
+    /// The watchdog, recording each quarantine in `audit`.
+    pub(crate) fn with_audit(mut self, audit: swarm_memory::AuditTrail) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Set once the process should exit (why, in words): past the bound of stuck calls.
@@ -78,13 +87,19 @@ impl Watchdog {
         self.fatal.subscribe()
     }
 
-    /// A call of `unit` ran past its deadline and was abandoned; its thread is stuck until
-    /// [`returned`](Self::returned). Counts the timeout against the unit and quarantines it at
-    /// the bound; returns whether this timeout quarantined it.
-    pub(crate) fn timed_out(&self, unit: &str, health: &UnitHealth) -> bool {
-        health.stuck.fetch_add(1, Ordering::AcqRel);
-        let stuck = self.stuck.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::gauge!("swarm_stuck_calls").set(stuck as f64);
+    /// A call of `unit` ran past its deadline and was abandoned; with `stuck`, its thread is
+    /// stuck until [`returned`](Self::returned) (an isolated unit's is not: its worker is
+    /// killed). Counts the timeout against the unit and quarantines it at the bound; returns
+    /// whether this timeout quarantined it.
+    pub(crate) fn timed_out(&self, unit: &str, health: &UnitHealth, stuck: bool) -> bool {
+        let stuck = if stuck {
+            health.stuck.fetch_add(1, Ordering::AcqRel);
+            let stuck = self.stuck.fetch_add(1, Ordering::AcqRel) + 1;
+            metrics::gauge!("swarm_stuck_calls").set(stuck as f64);
+            stuck
+        } else {
+            self.stuck.load(Ordering::Acquire)
+        };
         metrics::counter!("swarm_call_timeouts_total", "unit" => unit.to_owned()).increment(1);
         let timeouts = health.timeouts.fetch_add(1, Ordering::AcqRel) + 1;
         let quarantined = self.quarantine_after > 0
@@ -98,6 +113,16 @@ impl Watchdog {
             );
             metrics::counter!("swarm_unit_quarantines_total", "unit" => unit.to_owned())
                 .increment(1);
+            if let Some(audit) = &self.audit {
+                audit.reactor(
+                    swarm_schemas::AuditAction::Quarantine,
+                    Some(unit),
+                    "ok",
+                    format!(
+                        "{timeouts} calls ran past their deadline; no signals until it is swapped or enabled again"
+                    ),
+                );
+            }
         }
         if self.max_stuck > 0 && stuck > self.max_stuck {
             let why = format!(
@@ -133,11 +158,14 @@ mod tests {
     fn quarantines_at_the_bound_and_clears_on_enable() {
         let dog = Watchdog::new(Duration::from_secs(1), 3, 0);
         let unit = UnitHealth::default();
-        assert!(!dog.timed_out("u", &unit));
-        assert!(!dog.timed_out("u", &unit));
+        assert!(!dog.timed_out("u", &unit, true));
+        assert!(!dog.timed_out("u", &unit, true));
         assert!(!unit.is_quarantined());
-        assert!(dog.timed_out("u", &unit), "the third timeout quarantines");
-        assert!(!dog.timed_out("u", &unit), "only once");
+        assert!(
+            dog.timed_out("u", &unit, true),
+            "the third timeout quarantines"
+        );
+        assert!(!dog.timed_out("u", &unit, true), "only once");
         assert!(unit.is_quarantined());
         assert_eq!(
             (
@@ -163,8 +191,8 @@ mod tests {
         let dog = Watchdog::new(Duration::from_secs(1), 0, 2);
         let fatal = dog.fatal();
         let unit = UnitHealth::default();
-        dog.timed_out("u", &unit);
-        dog.timed_out("u", &unit);
+        dog.timed_out("u", &unit, true);
+        dog.timed_out("u", &unit, true);
         assert!(
             fatal.borrow().is_none(),
             "two stuck calls are within a bound of 2"
@@ -173,7 +201,7 @@ mod tests {
             !unit.is_quarantined(),
             "quarantine_after 0 never quarantines"
         );
-        dog.timed_out("hangs", &unit);
+        dog.timed_out("hangs", &unit, true);
         let why = fatal.borrow().clone().expect("told to exit");
         assert!(
             why.contains("3 unit calls are stuck") && why.contains("`hangs`"),

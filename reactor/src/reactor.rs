@@ -6,7 +6,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use dashmap::DashMap;
-use swarm_memory::Memory;
+use swarm_memory::{AuditLog, AuditTrail, InProcAudit, Memory};
 use swarm_mesh::Mesh;
 use swarm_schemas::ExecutionRecord;
 use tokio::sync::{broadcast, watch};
@@ -51,9 +51,15 @@ pub struct ReactorHandle {
     registry: Arc<Registry>,
     in_flight: Arc<DashMap<swarm_mesh::EntryId, Arc<str>>>,
     executions: broadcast::Sender<Arc<ExecutionRecord>>,
+    audit: AuditTrail,
 }
 
 impl ReactorHandle {
+    /// The reactor's audit trail: record in it, read it.
+    pub fn audit(&self) -> &AuditTrail {
+        &self.audit
+    }
+
     /// The registry of loaded units.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
@@ -130,10 +136,24 @@ impl Reactor {
     /// Loads the units directory, starts watching it (if configured) and starts dispatching.
     /// Returns the running reactor and what the initial load did; units that fail to load are
     /// reported there and do not stop the others.
+    ///
+    /// Its audit trail (loads, swaps, refusals, quarantines, trust changes) is kept in process
+    /// memory; [`start_audited`](Self::start_audited) keeps it elsewhere.
     pub async fn start(
+        config: ReactorConfig,
+        mesh: Arc<dyn Mesh>,
+        memory: Arc<dyn Memory>,
+    ) -> Result<(Self, LoadReport), StartError> {
+        Self::start_audited(config, mesh, memory, Arc::new(InProcAudit::new())).await
+    }
+
+    /// Like [`start`](Self::start), recording the audit trail in `audit` (PostgreSQL, shared
+    /// by the reactors of a swarm).
+    pub async fn start_audited(
         mut config: ReactorConfig,
         mesh: Arc<dyn Mesh>,
         memory: Arc<dyn Memory>,
+        audit: Arc<dyn AuditLog>,
     ) -> Result<(Self, LoadReport), StartError> {
         // The watcher reports absolute paths: the initial load must name files the same way, or
         // a relative `units` directory would hold every unit twice (and refuse the second).
@@ -149,6 +169,7 @@ impl Reactor {
             .trust
             .check_owner(&config.units_dir)
             .map_err(StartError::InsecureUnitsDir)?;
+        let audit = AuditTrail::spawn(audit, &config.consumer);
         let host = crate::HostServices::new(mesh.as_ref(), config.host.clone())
             .map_err(StartError::Host)?;
         let ranker = Arc::new(Ranker::new(config.ranker.clone()));
@@ -156,6 +177,8 @@ impl Reactor {
             Registry::new(config.private_dir.clone(), config.unit_config.clone())
                 .with_host(Arc::new(host))
                 .with_trust(config.trust.clone())
+                .with_audit(audit.clone())
+                .with_isolation(config.isolation.clone(), config.unit_threads.max(1) * 2)
                 .on_generation({
                     let ranker = Arc::clone(&ranker);
                     Arc::new(move |unit, version| {
@@ -190,6 +213,13 @@ impl Reactor {
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(controls.run(shutdown_rx.clone()));
+        if let Some(trust_file) = config.trust.trust_file.clone() {
+            tokio::spawn(crate::trust::audit_changes(
+                trust_file,
+                audit.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         let watch = if config.watch {
             Some(watcher::spawn(
                 &config.units_dir,
@@ -204,12 +234,16 @@ impl Reactor {
             registry: Arc::clone(&registry),
             in_flight: Arc::new(DashMap::new()),
             executions: broadcast::channel(EXECUTIONS_BUFFER).0,
+            audit: audit.clone(),
         };
-        let watchdog = Arc::new(crate::quarantine::Watchdog::new(
-            config.call_timeout,
-            config.quarantine_after,
-            config.max_stuck_calls,
-        ));
+        let watchdog = Arc::new(
+            crate::quarantine::Watchdog::new(
+                config.call_timeout,
+                config.quarantine_after,
+                config.max_stuck_calls,
+            )
+            .with_audit(audit),
+        );
         let fatal = watchdog.fatal();
         let dispatcher = Arc::new(Dispatcher {
             watchdog,

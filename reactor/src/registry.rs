@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::Utc;
 use dashmap::DashMap;
-use swarm_schemas::{UnitControl, UnitManifest, UnitState, UnitStatus};
+use swarm_memory::AuditTrail;
+use swarm_schemas::{AuditAction, UnitControl, UnitManifest, UnitState, UnitStatus};
 
 use crate::LoadError;
+use crate::isolate::{Isolation, WorkerSpec};
 use crate::loader::{self, Loaded, Opened, Refusal};
 use crate::resolve::resolve;
 use crate::slot::{Generation, Life, UnitSlot};
@@ -72,22 +74,17 @@ pub struct Registry {
     trust: TrustPolicy,
     /// Each unit's control as the mesh last said it: applied to a unit that loads later.
     desired: DashMap<String, UnitControl>,
+    /// Where loads, swaps, refusals and removals are recorded.
+    audit: Option<AuditTrail>,
+    /// Which units run in worker processes, and how many calls each worker runs at once.
+    isolation: Isolation,
+    worker_channels: usize,
 }
 
 /// Called with a unit's name and version when a new generation of it is about to serve.
 pub type GenerationListener = Arc<dyn Fn(&str, &semver::Version) + Send + Sync>;
 
 /// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
 /// Whether `path` looks like a unit library (by its file name).
 pub fn is_unit_file(path: &Path) -> bool {
     path.file_name()
@@ -112,7 +109,53 @@ impl Registry {
             on_generation: None,
             trust: TrustPolicy::default(),
             desired: DashMap::new(),
+            audit: None,
+            isolation: Isolation::default(),
+            worker_channels: 2,
         }
+    }
+
+    /// The registry, running the units `isolation` names in worker processes, each taking
+    /// `channels` calls at once.
+    pub fn with_isolation(mut self, isolation: Isolation, channels: usize) -> Self {
+        self.isolation = isolation;
+        self.worker_channels = channels.max(1);
+        self
+    }
+
+    /// Opens a unit's library: in this process, or in a worker if the unit is isolated (a
+    /// worker reads the name first when only some units are).
+    fn open(&self, file: loader::UnitFile) -> Result<Opened, LoadError> {
+        if !self.isolation.any() {
+            return loader::open(file, &self.private_dir);
+        }
+        let source = file.source().to_owned();
+        let program = self
+            .isolation
+            .worker_program()
+            .map_err(|message| LoadError::Open {
+                path: source,
+                message: format!("isolated: {message}"),
+            })?;
+        let spec = WorkerSpec {
+            program,
+            library: PathBuf::new(),
+            socket_dir: self.private_dir.clone(),
+            channels: self.worker_channels,
+            limits: self.isolation.limits.clone(),
+        };
+        let opened = loader::open_isolated(file, &self.private_dir, spec)?;
+        if self.isolation.isolates(&opened.manifest.name) {
+            Ok(opened)
+        } else {
+            opened.into_native()
+        }
+    }
+
+    /// The registry, recording every load, swap, refusal and removal in `audit`.
+    pub fn with_audit(mut self, audit: AuditTrail) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// The registry, opening only the libraries `trust` admits (see [`crate::trust`]).
@@ -154,7 +197,9 @@ impl Registry {
     pub fn apply(&self, paths: Vec<PathBuf>) -> LoadReport {
         let _changing = lock(&self.changing);
         let report = self.apply_locked(paths, &BTreeSet::new());
-        self.retry_dependents(report)
+        let report = self.retry_dependents(report);
+        self.audit_report(&report);
+        report
     }
 
     /// Replaces the units' configuration (a config file changed). Each loaded unit whose
@@ -186,7 +231,64 @@ impl Registry {
             "unit configuration changed: reloading"
         );
         let report = self.apply_locked(reload.iter().cloned().collect(), &reload);
-        self.retry_dependents(report)
+        let report = self.retry_dependents(report);
+        self.audit_report(&report);
+        report
+    }
+
+    /// Records what `report` changed and refused in the audit trail.
+    fn audit_report(&self, report: &LoadReport) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let serving = |name: &str| {
+            self.unit(name).and_then(|slot| slot.current()).map(|g| {
+                (
+                    g.manifest().version.to_string(),
+                    hex::encode(g.loaded.hash()),
+                )
+            })
+        };
+        for (path, change) in &report.changes {
+            let (action, name, what) = match change {
+                Change::Loaded { name } => (AuditAction::Load, name, "loaded"),
+                Change::Swapped { name, .. } => (AuditAction::Swap, name, "swapped in"),
+                Change::Removed { name } => {
+                    let detail = format!("{} is gone: unloaded", path.display());
+                    audit.reactor(AuditAction::Remove, Some(name), "ok", detail);
+                    continue;
+                }
+                Change::Unchanged => continue,
+            };
+            let (version, sha256) = serving(name).unwrap_or_default();
+            let detail = format!(
+                "version {version} {what} from {} (sha256 {sha256})",
+                path.display()
+            );
+            audit.reactor(action, Some(name), "ok", detail);
+        }
+        for (path, error) in &report.failures {
+            let unit = self
+                .files
+                .get(path)
+                .map(|name| name.clone())
+                .or_else(|| error.unit().map(str::to_owned));
+            let still = unit.as_deref().and_then(serving);
+            let (action, detail) = match still {
+                Some((version, _)) => (
+                    AuditAction::Rollback,
+                    format!(
+                        "{} refused: {error}; version {version} keeps serving",
+                        path.display()
+                    ),
+                ),
+                None => (
+                    AuditAction::Refuse,
+                    format!("{} refused: {error}", path.display()),
+                ),
+            };
+            audit.reactor(action, unit.as_deref(), "refused", detail);
+        }
     }
 
     /// After `report`, tries again the files refused only because of other units, as long as
@@ -265,7 +367,7 @@ impl Registry {
             let admitted = self
                 .trust
                 .check_owner(&path)
-                .and_then(|()| self.trust.check_digest(&path, file.bytes()));
+                .and_then(|()| self.trust.check_digest(&path, &hex::encode(file.hash)));
             if let Err(message) = admitted {
                 // Not remembered as refused: the same bytes load once trusted.
                 report
@@ -274,7 +376,7 @@ impl Registry {
                 continue;
             }
             let hash = file.hash;
-            match loader::open(file, &self.private_dir) {
+            match self.open(file) {
                 Ok(unit) => opened.push(unit),
                 Err(error) => {
                     self.failed_hashes.insert(path.clone(), hash);
@@ -364,7 +466,7 @@ impl Registry {
                 continue;
             };
             if let Some(host) = &self.host {
-                unit.bind_host(crate::host::UnitHost::new(host, &unit.manifest));
+                unit.bind_host(Box::new(crate::host::UnitHost::new(host, &unit.manifest)));
             }
             let source = unit.source.clone();
             let config = lock(&self.unit_config).get(&name).cloned();
@@ -473,7 +575,7 @@ impl Registry {
         // A new version is judged afresh: the old one's timeouts and quarantine do not count,
         // unless the mesh says this very version is quarantined.
         slot.health.clear();
-        let hash = hex(&loaded.hash());
+        let hash = hex::encode(loaded.hash());
         if self
             .desired
             .get(&name)
@@ -623,7 +725,7 @@ impl Registry {
         if slot.is_enabled() != control.enabled {
             self.set_enabled(name, control.enabled)?;
         }
-        let serving = slot.current().map(|g| hex(&g.loaded.hash()));
+        let serving = slot.current().map(|g| hex::encode(g.loaded.hash()));
         let quarantined = serving.is_some() && control.quarantined == serving;
         if quarantined && slot.health.quarantine() {
             tracing::warn!(unit = %name, by = %control.by, "unit quarantined on the mesh");
@@ -640,14 +742,14 @@ impl Registry {
         let slot = self.unit(name)?;
         let quarantined = slot
             .is_quarantined()
-            .then(|| slot.current().map(|g| hex(&g.loaded.hash())))
+            .then(|| slot.current().map(|g| hex::encode(g.loaded.hash())))
             .flatten();
         Some((slot.is_enabled(), quarantined))
     }
 
     /// The hash (hex) of a unit's serving version.
     pub fn serving_version(&self, name: &str) -> Option<String> {
-        Some(hex(&self.unit(name)?.current()?.loaded.hash()))
+        Some(hex::encode(self.unit(name)?.current()?.loaded.hash()))
     }
 
     /// The names of the loaded units.
@@ -687,6 +789,7 @@ impl Registry {
                     last_error: lock(&slot.last_error).clone(),
                     timeouts: slot.health.timeouts(),
                     stuck_calls: slot.health.stuck(),
+                    isolated: generation.loaded.worker().is_some(),
                 })
             })
             .collect();

@@ -116,6 +116,7 @@ pub(crate) async fn start(
     let inspector = swarm_inspector::Inspector::start(
         config,
         swarm_inspector::Services {
+            audit: reactor.audit().clone(),
             mesh,
             memory,
             runtime: Arc::new(reactor),

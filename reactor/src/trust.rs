@@ -19,12 +19,7 @@ use sha2::{Digest, Sha256};
 
 /// The SHA-256 digest of `bytes`, in lower-case hex (as `sha256sum` prints it).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Why a trust file could not be used.
@@ -139,6 +134,67 @@ impl TrustFile {
     }
 }
 
+/// How often [`audit_changes`] reads the trust file.
+const TRUST_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The digests `before` and `after` differ by, as audit details: added ones, then removed.
+fn trust_changes(before: &TrustFile, after: &TrustFile) -> Vec<String> {
+    let added = after
+        .digests
+        .iter()
+        .filter(|(d, _)| !before.allows(d))
+        .map(|(d, name)| format!("trusted sha256 {d} ({name})"));
+    let removed = before
+        .digests
+        .iter()
+        .filter(|(d, _)| !after.allows(d))
+        .map(|(d, name)| format!("no longer trusted: sha256 {d} ({name})"));
+    added.chain(removed).collect()
+}
+
+/// Reads the trust file at `path` every second until `shutdown`, and records each digest
+/// added to or removed from it in `audit`. A file that cannot be read or parsed is logged
+/// once and counts as unchanged.
+pub(crate) async fn audit_changes(
+    path: PathBuf,
+    audit: swarm_memory::AuditTrail,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let read = |path: &Path| TrustFile::read(path);
+    let mut known = read(&path).unwrap_or_default();
+    let mut failing = false;
+    let mut tick = tokio::time::interval(TRUST_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let now = match read(&path) {
+            Ok(now) => now,
+            Err(error) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(%error, "cannot read the trust file; libraries are refused until it can be read");
+                }
+                continue;
+            }
+        };
+        failing = false;
+        for detail in trust_changes(&known, &now) {
+            tracing::info!(file = %path.display(), "{detail}");
+            audit.record(
+                "trust file",
+                None,
+                swarm_schemas::AuditAction::Trust,
+                None,
+                "ok",
+                format!("{detail} in {}", path.display()),
+            );
+        }
+        known = now;
+    }
+}
+
 /// What the reactor checks before it opens a library.
 #[derive(Debug, Clone, Default)]
 pub struct TrustPolicy {
@@ -167,15 +223,14 @@ impl TrustPolicy {
         }
     }
 
-    /// Checks a library's bytes against the trust file, if there is one. `Err` has the
-    /// library's digest in its message.
-    pub fn check_digest(&self, library: &Path, bytes: &[u8]) -> Result<(), String> {
+    /// Checks a library's SHA-256 `digest` (lower-case hex) against the trust file, if there
+    /// is one. `Err` has the digest in its message.
+    pub fn check_digest(&self, library: &Path, digest: &str) -> Result<(), String> {
         let Some(trust_file) = &self.trust_file else {
             return Ok(());
         };
-        let digest = sha256_hex(bytes);
         let trusted = TrustFile::read(trust_file).map_err(|e| e.to_string())?;
-        if trusted.allows(&digest) {
+        if trusted.allows(digest) {
             return Ok(());
         }
         Err(format!(
@@ -239,6 +294,23 @@ mod tests {
         assert_eq!(file.digests()[&a], "echo.so");
         assert_eq!(file.digests()[&"b".repeat(64)], "other.so");
         assert!(!file.allows(&"c".repeat(64)));
+    }
+
+    #[test]
+    fn trust_changes_name_added_and_removed_digests() {
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let before =
+            TrustFile::parse(Path::new("t"), &format!("{a}  a.so\n{b}  b.so\n")).expect("parses");
+        let after =
+            TrustFile::parse(Path::new("t"), &format!("{b}  b.so\n{c}  c.so\n")).expect("parses");
+        assert_eq!(
+            trust_changes(&before, &after),
+            vec![
+                format!("trusted sha256 {c} (c.so)"),
+                format!("no longer trusted: sha256 {a} (a.so)"),
+            ]
+        );
+        assert!(trust_changes(&after, &after).is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use swarm_memory::InProcMemory;
-use swarm_mesh::{InProcMesh, Mesh};
+use swarm_mesh::{InProcMesh, Mesh, RedisMesh, RedisMeshConfig};
 use swarm_reactor::{LoadReport, Reactor, ReactorConfig};
 
 /// The repository root.
@@ -47,6 +47,7 @@ pub const UNIT_PACKAGES: &[&str] = &[
     "fixture-legacy-abi",
     "fixture-probe",
     "fixture-hang",
+    "fixture-crash",
     "forager",
     "scout",
     ORDER_FLOW[0],
@@ -118,8 +119,44 @@ pub fn swarm_binary() -> &'static Path {
             assert!(bin.is_file(), "SWARM_BIN={} is not a file", bin.display());
             bin
         }
-        None => cargo_build(&["-p", "swarm-reactor", "--bin", "swarm"]).join("swarm"),
+        // With the unit worker beside it, as a release build has it.
+        None => cargo_build(&[
+            "-p",
+            "swarm-reactor",
+            "--bin",
+            "swarm",
+            "--bin",
+            swarm_reactor::isolate::WORKER_PROGRAM,
+        ])
+        .join("swarm"),
     })
+}
+
+/// The unit worker program (`swarm-unit-worker`) for isolated units: the one beside the
+/// `swarm` binary (the test build makes both), else built once per test process.
+pub fn worker_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let beside = swarm_binary().with_file_name(swarm_reactor::isolate::WORKER_PROGRAM);
+        if beside.is_file() {
+            return beside;
+        }
+        cargo_build(&["-p", "swarm-reactor", "--bin", "swarm-unit-worker"])
+            .join(swarm_reactor::isolate::WORKER_PROGRAM)
+    })
+}
+
+/// The digest `sha256sum` prints for `file`: a reference computed outside the project.
+pub fn sha256sum(file: &Path) -> String {
+    let output = Command::new("sha256sum")
+        .arg(file)
+        .output()
+        .expect("sha256sum runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.split_whitespace()
+        .next()
+        .expect("sha256sum prints a digest")
+        .to_owned()
 }
 
 /// The built library of `package`.
@@ -215,14 +252,15 @@ pub async fn wait_for_async<T>(
     }
 }
 
-/// A reactor on the in-process mesh and memory, over a units directory of its own.
-pub struct TestSwarm {
+/// A reactor on the in-process mesh (or the tests' Redis) and the in-process memory, over a
+/// units directory of its own.
+pub struct TestSwarm<M: Mesh = InProcMesh> {
     /// The units directory.
     pub units: tempfile::TempDir,
     /// Where the reactor copies libraries.
     pub private: tempfile::TempDir,
     /// The mesh.
-    pub mesh: Arc<InProcMesh>,
+    pub mesh: Arc<M>,
     /// The memory.
     pub memory: Arc<InProcMemory>,
     /// The reactor's configuration.
@@ -250,6 +288,31 @@ impl TestSwarm {
             memory: Arc::new(InProcMemory::new()),
             config,
         }
+    }
+
+    /// The same swarm on the tests' Redis, under a key prefix of its own.
+    pub async fn on_redis(self) -> TestSwarm<RedisMesh> {
+        let mut config = RedisMeshConfig::new(redis_url());
+        config.key_prefix = format!("test-{}", uuid::Uuid::now_v7());
+        let mesh = RedisMesh::connect(config)
+            .await
+            .expect("the tests need Redis: ops/start-redis");
+        TestSwarm {
+            units: self.units,
+            private: self.private,
+            mesh: Arc::new(mesh),
+            memory: self.memory,
+            config: self.config,
+        }
+    }
+}
+
+impl<M: Mesh + 'static> TestSwarm<M> {
+    /// The same swarm with every unit run in a worker process of its own.
+    pub fn isolated(mut self) -> Self {
+        self.config.isolation.all = true;
+        self.config.isolation.worker = Some(worker_binary().to_owned());
+        self
     }
 
     /// Deploys a built package into the units directory.

@@ -145,6 +145,21 @@ pub async fn until<T>(
     }
 }
 
+/// The state of the `hang` unit as `GET /v1/units` of the reactor serving on `port` says,
+/// asked with `token` if given; `None` while it does not answer or has no such unit.
+pub async fn hang_state(port: u16, token: Option<&str>) -> Option<String> {
+    let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/v1/units"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let units: Value = request.send().await.ok()?.json().await.ok()?;
+    units
+        .as_array()?
+        .iter()
+        .find(|u| u["name"] == "hang")
+        .and_then(|u| u["state"].as_str().map(str::to_owned))
+}
+
 /// `GET /v1/health` of the reactor serving on `port`.
 pub async fn health(port: u16) -> Value {
     reqwest::get(format!("http://127.0.0.1:{port}/v1/health"))

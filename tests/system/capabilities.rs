@@ -37,7 +37,9 @@ fn granted(capabilities: &[Capability]) -> HostConfig {
 }
 
 impl Probe {
-    async fn start(mesh: Arc<dyn Mesh>, host: HostConfig) -> Self {
+    /// With `isolated`, the probe runs in a worker process of its own: its capability calls
+    /// cross to the reactor and must behave the same.
+    async fn start(mesh: Arc<dyn Mesh>, host: HostConfig, isolated: bool) -> Self {
         let units = tempfile::tempdir().expect("units dir");
         let private = tempfile::tempdir().expect("private dir");
         deploy(units.path(), "fixture-probe", "probe.so");
@@ -47,6 +49,10 @@ impl Probe {
         config.retry_backoff = Duration::from_millis(1);
         config.trim_every = Duration::from_secs(3600);
         config.host = host;
+        if isolated {
+            config.isolation.all = true;
+            config.isolation.worker = Some(swarm_tests::worker_binary().to_owned());
+        }
         let memory = Arc::new(InProcMemory::new());
         let (reactor, report) = Reactor::start(
             config,
@@ -132,8 +138,8 @@ async fn inproc_mesh() -> Arc<dyn Mesh> {
 
 /// Deposits, senses, prefix reads and the strongest mark, through the unit; the execution
 /// record counts the calls.
-async fn marks_through_the_abi(mesh: Arc<dyn Mesh>) {
-    let probe = Probe::start(mesh, granted(&[Capability::Marks])).await;
+async fn marks_through_the_abi(mesh: Arc<dyn Mesh>, isolated: bool) {
+    let probe = Probe::start(mesh, granted(&[Capability::Marks]), isolated).await;
     let (first, signal) = probe
         .ask(json!({"do": "deposit", "key": "site.north", "amount": 2.0}))
         .await;
@@ -177,8 +183,8 @@ async fn marks_through_the_abi(mesh: Arc<dyn Mesh>) {
 }
 
 /// Set, get, expire and delete, through the unit.
-async fn kv_through_the_abi(mesh: Arc<dyn Mesh>) {
-    let probe = Probe::start(mesh, granted(&[Capability::Kv])).await;
+async fn kv_through_the_abi(mesh: Arc<dyn Mesh>, isolated: bool) {
+    let probe = Probe::start(mesh, granted(&[Capability::Kv]), isolated).await;
     let value = json!({"seen": [1, 2, 3], "name": "nord"});
     let (none, _) = probe.ask(json!({"do": "kv_get", "key": "k"})).await;
     assert_eq!(ok(&none)["value"], Value::Null);
@@ -202,8 +208,8 @@ async fn kv_through_the_abi(mesh: Arc<dyn Mesh>) {
 
 /// A unit that is not granted a capability gets an error, not a crash; the denial is in its
 /// execution record; a unit that returns the error fails that signal only.
-async fn denied_capabilities(mesh: Arc<dyn Mesh>) {
-    let probe = Probe::start(mesh, granted(&[])).await;
+async fn denied_capabilities(mesh: Arc<dyn Mesh>, isolated: bool) {
+    let probe = Probe::start(mesh, granted(&[]), isolated).await;
     for payload in [
         json!({"do": "deposit", "key": "site.a"}),
         json!({"do": "kv_get", "key": "k"}),
@@ -241,7 +247,7 @@ macro_rules! on_both_meshes {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case(super::inproc_mesh().await).await;
+                    super::$case(super::inproc_mesh().await, false).await;
                 }
             )*
         }
@@ -249,7 +255,16 @@ macro_rules! on_both_meshes {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case(super::redis_mesh().await).await;
+                    super::$case(super::redis_mesh().await, false).await;
+                }
+            )*
+        }
+        /// The unit in a worker process, on the real Redis.
+        mod isolated {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::redis_mesh().await, true).await;
                 }
             )*
         }
@@ -291,9 +306,20 @@ async fn test_server() -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_allowed_refused_slow_and_huge() {
+    http_through_the_host(false).await;
+}
+
+/// The isolated worker may open no socket of its own, and its HTTP capability still works:
+/// the reactor makes the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_through_an_isolated_worker() {
+    http_through_the_host(true).await;
+}
+
+async fn http_through_the_host(isolated: bool) {
     let (address, server) = test_server().await;
     let port = address.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
-    let probe = Probe::start(inproc_mesh().await, granted(&[Capability::Http])).await;
+    let probe = Probe::start(inproc_mesh().await, granted(&[Capability::Http]), isolated).await;
 
     let (page, signal) = probe
         .ask(json!({"do": "http", "url": format!("http://{address}/ok")}))
@@ -352,7 +378,7 @@ async fn capability_calls_are_counted_per_unit_in_the_metrics() {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .expect("recorder");
-    let probe = Probe::start(inproc_mesh().await, granted(&[Capability::Marks])).await;
+    let probe = Probe::start(inproc_mesh().await, granted(&[Capability::Marks]), false).await;
     probe.ask(json!({"do": "deposit", "key": "a"})).await;
     probe.ask(json!({"do": "deposit", "key": "a"})).await;
     probe.ask(json!({"do": "kv_get", "key": "k"})).await;

@@ -1,7 +1,9 @@
 //! Hot swap under load: while signals flow continuously, `counter` is replaced by rename, back
 //! and forth between version 1 and version 2, 24 times. Every signal must be processed exactly
 //! once, and every new generation must serve. How soon after its rename a version serves is
-//! measured by the benchmark `tests/benches/hot_swap.rs`, not asserted here.
+//! measured by the benchmark `tests/benches/hot_swap.rs`, not asserted here. The same holds
+//! with the unit isolated in worker processes on the Redis mesh: each swap starts a new worker,
+//! and the old one exits once its calls have returned.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +25,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_under_load_loses_nothing_and_processes_each_signal_once() {
-    let swarm = TestSwarm::new();
+    swap_under_load(TestSwarm::new(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_an_isolated_unit_under_load_loses_nothing_either() {
+    swap_under_load(TestSwarm::new().on_redis().await.isolated(), true).await;
+}
+
+async fn swap_under_load<M: Mesh + 'static>(swarm: TestSwarm<M>, isolated: bool) {
     swarm.deploy("fixture-counter-v1", "counter.so");
     let (reactor, report) = swarm.start().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
@@ -105,12 +115,14 @@ async fn swapping_under_load_loses_nothing_and_processes_each_signal_once() {
         *executions.entry(record.signal.id).or_default() += 1;
     }
     let mut tocks: HashMap<Uuid, usize> = HashMap::new();
+    let mut pids: BTreeSet<u64> = BTreeSet::new();
     for signal in swarm
         .signals(&swarm.config.stream)
         .await
         .iter()
         .filter(|s| s.kind == "tock")
     {
+        pids.extend(signal.payload["pid"].as_u64());
         let of = signal.payload["of"]
             .as_str()
             .and_then(|s| s.parse().ok())
@@ -159,4 +171,15 @@ async fn swapping_under_load_loses_nothing_and_processes_each_signal_once() {
             .iter()
             .all(|r| matches!(r.outcome, Outcome::Success))
     );
+    let here = u64::from(std::process::id());
+    if isolated {
+        assert!(!pids.contains(&here), "an isolated unit ran in the reactor");
+        assert!(
+            pids.len() > SWAPS,
+            "each generation ran in a worker of its own: {} workers",
+            pids.len()
+        );
+    } else {
+        assert_eq!(pids, BTreeSet::from([here]));
+    }
 }

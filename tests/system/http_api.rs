@@ -83,6 +83,7 @@ impl Served {
                 memory: Arc::clone(&swarm.memory) as _,
                 runtime: Arc::new(reactor.handle()),
                 metrics: Some(recorder()),
+                audit: reactor.handle().audit().clone(),
             },
         )
         .await
@@ -876,6 +877,7 @@ async fn rate_limits_security_headers_and_loopback_without_tokens() {
         memory: Arc::new(InProcMemory::new()),
         runtime: Arc::new(reactor.handle()),
         metrics: None,
+        audit: reactor.handle().audit().clone(),
     };
     let open = Inspector::start(
         InspectorConfig::new("0.0.0.0:0".parse().expect("addr")),

@@ -426,3 +426,78 @@ fn swarm_up_exits_non_zero_past_the_bound_of_stuck_calls() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// The same load with the unit isolated (`--isolate hang`): the calls that hang and spin are
+/// stopped by killing their worker, so no thread is stuck, the process stays healthy and stops
+/// at once; every other signal is handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_unit_that_hangs_leaves_nothing_stuck() {
+    let s = setup(&[
+        "--call-timeout",
+        "1",
+        "--quarantine-after",
+        "0",
+        "--isolate",
+        "hang",
+    ])
+    .await;
+    let port = free_port();
+    let mut reactor = Running(Some(
+        s.spec
+            .start_serving("isolated-a", &format!("127.0.0.1:{port}")),
+    ));
+    for n in 0..2000u64 {
+        let payload = match n {
+            700 => json!({ "n": n, "hang": true }),
+            1400 => json!({ "n": n, "hang": "spin" }),
+            _ => json!({ "n": n }),
+        };
+        publish(&s.mesh, payload).await;
+    }
+    let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 1998 {
+        for (n, times) in done(&s.mesh).await {
+            *seen.entry(n).or_default() += times;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 1,998 handled in 60 s; reactor log:\n{}",
+            seen.len(),
+            reactor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!seen.contains_key(&700) && !seen.contains_key(&1400));
+    assert!(seen.values().all(|&t| t == 1), "each handled once");
+    let letters = until("both dead letters", Duration::from_secs(30), async || {
+        let letters = dead_letters(&s.mesh).await;
+        (letters.len() == 2).then_some(letters)
+    })
+    .await;
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.failure == Some(FailureKind::Timeout) && l.attempts == 3),
+        "{letters:?}"
+    );
+    let h = health(port).await;
+    assert_eq!(h["status"], "ok", "no call is stuck: {h}");
+    let units: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/v1/units"))
+        .await
+        .expect("units")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(units[0]["isolated"], true, "{units}");
+    assert_eq!(units[0]["state"], "ready", "{units}");
+    // Nothing holds up a clean stop.
+    let stopping = Instant::now();
+    let process = reactor.0.take().expect("running");
+    assert!(process.stop(), "clean exit");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+}

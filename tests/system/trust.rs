@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use swarm_reactor::TrustPolicy;
 use swarm_reactor::trust::TrustFile;
-use swarm_tests::{TestSwarm, deploy, wait_for};
+use swarm_tests::{TestSwarm, deploy, sha256sum, wait_for};
 
 /// Runs `swarm` with `args`; returns its exit status code, stdout and stderr.
 fn swarm(args: &[&str]) -> (Option<i32>, String, String) {
@@ -22,16 +22,6 @@ fn swarm(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-/// The digest `sha256sum` prints for `file`: the reference, computed outside the project.
-fn sha256sum(file: &Path) -> String {
-    let output = std::process::Command::new("sha256sum")
-        .arg(file)
-        .output()
-        .expect("sha256sum runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.split_whitespace().next().expect("a digest").to_owned()
 }
 
 fn path(p: &Path) -> &str {

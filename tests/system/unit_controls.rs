@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use swarm_mesh::{Mesh, RedisMesh};
 use swarm_tests::free_port;
-use swarm_tests::observed::{GROUP, Running, STREAM, done, publish, setup, until};
+use swarm_tests::observed::{GROUP, Running, STREAM, done, hang_state, publish, setup, until};
 
 /// Publishes `test.hang` signals numbered `from..to` and waits until the reactors' group has
 /// settled them all; returns the `n`s handled meanwhile, with how often each was.
@@ -33,20 +33,6 @@ async fn post(port: u16, path: &str) {
     assert!(response.status().is_success(), "{response:?}");
 }
 
-async fn state_of_hang(port: u16) -> Option<String> {
-    let units: Value = reqwest::get(format!("http://127.0.0.1:{port}/v1/units"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let units = units.as_array().or_else(|| units["units"].as_array())?;
-    units
-        .iter()
-        .find(|u| u["name"] == "hang")
-        .and_then(|u| u["state"].as_str().map(str::to_owned))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_unit_stays_disabled_across_restarts_and_on_every_reactor() {
     let s = setup(&[]).await;
@@ -59,7 +45,7 @@ async fn a_disabled_unit_stays_disabled_across_restarts_and_on_every_reactor() {
     ));
     for port in [port_a, port_b] {
         until("the reactor serves", Duration::from_secs(30), async || {
-            state_of_hang(port).await.filter(|s| s == "ready")
+            hang_state(port, None).await.filter(|s| s == "ready")
         })
         .await;
     }
@@ -70,7 +56,7 @@ async fn a_disabled_unit_stays_disabled_across_restarts_and_on_every_reactor() {
     post(port_a, "/v1/units/hang/disable").await;
     let disabled_at = Instant::now();
     until("B applies the change", Duration::from_secs(5), async || {
-        state_of_hang(port_b).await.filter(|s| s == "disabled")
+        hang_state(port_b, None).await.filter(|s| s == "disabled")
     })
     .await;
     let took = disabled_at.elapsed();
@@ -84,7 +70,7 @@ async fn a_disabled_unit_stays_disabled_across_restarts_and_on_every_reactor() {
         s.spec.start_serving("a", &format!("127.0.0.1:{port_a}")),
     ));
     let state = until("A serves again", Duration::from_secs(30), async || {
-        state_of_hang(port_a).await
+        hang_state(port_a, None).await
     })
     .await;
     assert_eq!(state, "disabled");
@@ -97,12 +83,12 @@ async fn a_disabled_unit_stays_disabled_across_restarts_and_on_every_reactor() {
         s.spec.start_serving("b", &format!("127.0.0.1:{port_b}")),
     ));
     until("B serves", Duration::from_secs(30), async || {
-        state_of_hang(port_b).await.filter(|s| s == "disabled")
+        hang_state(port_b, None).await.filter(|s| s == "disabled")
     })
     .await;
     post(port_a, "/v1/units/hang/enable").await;
     until("B applies the enable", Duration::from_secs(1), async || {
-        state_of_hang(port_b).await.filter(|s| s == "ready")
+        hang_state(port_b, None).await.filter(|s| s == "ready")
     })
     .await;
     let handled = run_batch(&s.mesh, 3000, 3100).await;

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use crate::error::{ApiError, ErrorBody, Json, Path, Query};
 
-fn memory_error(error: MemoryError) -> ApiError {
+pub(super) fn memory_error(error: MemoryError) -> ApiError {
     match error {
         MemoryError::InvalidQuery(m) => ApiError::bad_request("bad_query", m),
         MemoryError::NoEmbedder => ApiError::unavailable("search_unavailable", error.to_string()),

@@ -1,5 +1,6 @@
 //! The HTTP API: state, routes by scope, the OpenAPI document.
 
+mod audit;
 mod executions;
 mod live;
 mod ops;
@@ -47,6 +48,7 @@ pub(crate) struct AppState {
     pub schemas: Arc<SignalSchemas>,
     pub metrics: Option<PrometheusHandle>,
     pub tokens: Tokens,
+    pub audit: swarm_memory::AuditTrail,
     pub limits: Arc<Limits>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -60,7 +62,7 @@ pub(crate) struct AppState {
             bearer token with the scope it names (`read`, `emit`, `admin`)."
     ),
     modifiers(&BearerAuth),
-    components(schemas(LiveEvent, ErrorBody)),
+    components(schemas(LiveEvent, ErrorBody, swarm_schemas::AuditAction)),
     tags(
         (name = "signals", description = "Post signals onto the mesh"),
         (name = "units", description = "The loaded units"),
@@ -103,11 +105,15 @@ pub(crate) fn app(state: AppState, limiter: Arc<RateLimiter>) -> Router {
     let emit = OpenApiRouter::new().routes(routes!(signals::post_signal));
     let admin = OpenApiRouter::new()
         .routes(routes!(units::enable_unit))
-        .routes(routes!(units::disable_unit));
+        .routes(routes!(units::disable_unit))
+        .routes(routes!(audit::read_audit));
+    // Outside the token check, so refused calls are recorded too.
+    let admin = scoped(admin, &tokens, Scope::Admin)
+        .route_layer(from_fn_with_state(state.clone(), audit::record_admin_calls));
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(scoped(read, &tokens, Scope::Read))
         .merge(scoped(emit, &tokens, Scope::Emit))
-        .merge(scoped(admin, &tokens, Scope::Admin))
+        .merge(admin)
         .routes(routes!(ops::health))
         .split_for_parts();
     let openapi = Arc::new(openapi);

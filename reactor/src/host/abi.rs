@@ -10,27 +10,27 @@ use swarm_abi::{
     ABI_VERSION, Buf, HOST_VTABLE_SIZE, HostOp, HostVTable, STATUS_ERROR, Status, VTableHeader,
 };
 
-use super::UnitHost;
+use super::HostCall;
 
-/// A [`UnitHost`] and the table that points at it; boxed so the pointer stays put. It must
-/// outlive the library it is bound to.
+/// What serves a library's capability calls, and the table that points at it; boxed so the
+/// pointer stays put. It must outlive the library it is bound to.
 pub(crate) struct HostTable {
     // Never read: `table.ctx` points into it, and it must live (and not move) as long as the
     // table.
-    _host: Box<UnitHost>,
+    _host: Box<Box<dyn HostCall>>,
     table: Box<HostVTable>,
 }
 
-// SAFETY: the table holds only a pointer to the boxed `UnitHost` (itself `Send + Sync`) and
+// SAFETY: the table holds only a pointer to the boxed host (itself `Send + Sync`) and
 // function pointers.
 unsafe impl Send for HostTable {}
 // SAFETY: as above; the host's functions take the context by shared pointer.
 unsafe impl Sync for HostTable {}
 
 impl HostTable {
-    pub(crate) fn new(host: UnitHost) -> Self {
+    pub(crate) fn new(host: Box<dyn HostCall>) -> Self {
         let host = Box::new(host);
-        let ctx: *const UnitHost = &*host;
+        let ctx: *const Box<dyn HostCall> = &*host;
         let table = Box::new(HostVTable {
             header: VTableHeader {
                 abi_version: ABI_VERSION,
@@ -66,9 +66,9 @@ unsafe extern "C" fn host_call(
     out: *mut Buf,
 ) -> Status {
     let (status, bytes) = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `ctx` is the boxed `UnitHost` of the table the unit was given, alive while
-        // its library is loaded.
-        let host = unsafe { &*ctx.cast::<UnitHost>() };
+        // SAFETY: `ctx` is the boxed host of the table the unit was given, alive while its
+        // library is loaded.
+        let host = unsafe { &*ctx.cast::<Box<dyn HostCall>>() };
         let request = if request.is_null() || request_len == 0 {
             &[][..]
         } else {

@@ -145,6 +145,19 @@ pub(crate) struct UnitHost {
     allow: Vec<HostPattern>,
 }
 
+/// What serves a unit library's capability calls: the host's capabilities themselves
+/// ([`UnitHost`]), or, in an isolated unit's worker process, the pipe to them.
+pub(crate) trait HostCall: Send + Sync {
+    /// Makes one call: `STATUS_OK` and the reply bytes, or the status and error text.
+    fn call(&self, op: HostOp, request: &[u8]) -> (Status, Vec<u8>);
+}
+
+impl HostCall for UnitHost {
+    fn call(&self, op: HostOp, request: &[u8]) -> (Status, Vec<u8>) {
+        UnitHost::call(self, op, request)
+    }
+}
+
 impl UnitHost {
     /// The host for a load of the unit with `manifest`. Logs what is declared and not granted,
     /// and what is granted and not declared.
