@@ -5,9 +5,10 @@
 //! channel.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use swarm_mesh::{EntryId, Mesh, dead_letter_stream};
 use swarm_schemas::{ExecutionRecord, Signal, SignalId};
@@ -95,11 +96,11 @@ impl Hub {
     }
 
     pub(crate) fn traffic(&self) -> MutexGuard<'_, Traffic> {
-        self.traffic.lock().unwrap_or_else(|p| p.into_inner())
+        self.traffic.lock()
     }
 
     fn waiters(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<Waiter>>> {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+        self.waiters.lock()
     }
 
     /// Waits for the first signal other than `request` itself that carries `correlation`.

@@ -2,10 +2,11 @@
 //! embedder it searches by exact (brute-force) cosine similarity over signal shapes.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use parking_lot::Mutex;
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 
 use crate::query::{ago, nearest_rank};
@@ -73,11 +74,9 @@ impl InProcMemory {
         self
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
         // A panic while holding this lock leaves plain maps behind; they are still usable.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// Every record, in the order it was recorded.

@@ -8,11 +8,12 @@
 //! store refuses a record as invalid), and each such loss is counted and logged.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use serde::Serialize;
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 use tokio::sync::{mpsc, oneshot};
@@ -75,13 +76,13 @@ struct Shared {
 }
 
 impl Shared {
-    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+    fn spool(&self) -> parking_lot::MutexGuard<'_, Spool> {
         // The spool's state is a file handle and counters; a panic elsewhere leaves it usable.
-        self.spool.lock().unwrap_or_else(|p| p.into_inner())
+        self.spool.lock()
     }
 
     fn failed(&self, error: impl ToString) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+        *self.last_error.lock() = Some(error.to_string());
     }
 
     /// Spools `records`; if even that fails, counts them lost.
@@ -137,12 +138,7 @@ impl WriteBehind {
             spooled: self.shared.spool().pending(),
             lost: self.shared.lost.load(Ordering::Relaxed),
             store_healthy: self.shared.healthy.load(Ordering::Relaxed),
-            last_error: self
-                .shared
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_error: self.shared.last_error.lock().clone(),
         }
     }
 
@@ -163,7 +159,7 @@ impl WriteBehind {
         if self.queue.send(Message::Close(done)).await.is_ok() {
             let _ = wait.await;
         }
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.task.lock().take();
         if let Some(task) = task {
             if let Err(error) = task.await {
                 tracing::error!(%error, "the memory writer task failed");

@@ -2,10 +2,11 @@
 //! zero-setup runs. One lock guards all streams; blocked readers wait on a per-stream `Notify`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use parking_lot::{Mutex, MutexGuard};
 use swarm_schemas::Signal;
 use tokio::sync::Notify;
 
@@ -118,9 +119,7 @@ impl InProcMesh {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every critical section leaves the maps consistent, so a poisoned lock is still usable.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// Appends an entry that is not a signal, as another tool writing garbage to the stream

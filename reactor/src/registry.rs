@@ -8,12 +8,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::Utc;
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use swarm_memory::AuditTrail;
 use swarm_schemas::{AuditAction, UnitControl, UnitManifest, UnitState, UnitStatus};
 
@@ -46,12 +47,6 @@ pub enum EnableError {
         /// The error or panic text.
         message: String,
     },
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Loaded units, by name, with their files.
@@ -195,7 +190,7 @@ impl Registry {
     /// When something loads, files refused only because of other units (a missing or
     /// mismatched dependency, a cycle, a duplicate name) are tried again.
     pub fn apply(&self, paths: Vec<PathBuf>) -> LoadReport {
-        let _changing = lock(&self.changing);
+        let _changing = self.changing.lock();
         let report = self.apply_locked(paths, &BTreeSet::new());
         let report = self.retry_dependents(report);
         self.audit_report(&report);
@@ -208,8 +203,8 @@ impl Registry {
     /// section its unit's config schema refuses refuses that load, with the offending fields,
     /// and the unit keeps serving with the configuration it has.
     pub fn set_unit_config(&self, config: BTreeMap<String, serde_json::Value>) -> LoadReport {
-        let _changing = lock(&self.changing);
-        let old = std::mem::replace(&mut *lock(&self.unit_config), config.clone());
+        let _changing = self.changing.lock();
+        let old = std::mem::replace(&mut *self.unit_config.lock(), config.clone());
         let changed = |unit: &str| old.get(unit) != config.get(unit);
         let mut reload: BTreeSet<PathBuf> = self
             .files
@@ -469,7 +464,7 @@ impl Registry {
                 unit.bind_host(Box::new(crate::host::UnitHost::new(host, &unit.manifest)));
             }
             let source = unit.source.clone();
-            let config = lock(&self.unit_config).get(&name).cloned();
+            let config = self.unit_config.lock().get(&name).cloned();
             let hash = unit.hash;
             match unit
                 .instantiate(config.as_ref())
@@ -671,7 +666,7 @@ impl Registry {
     /// `on_disable` runs after it stops taking them, and cannot keep it enabled (a refusal is
     /// logged and shown as the unit's last error). Blocking: runs unit code.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), EnableError> {
-        let _changing = lock(&self.changing);
+        let _changing = self.changing.lock();
         let slot = self
             .unit(name)
             .ok_or_else(|| EnableError::UnknownUnit(name.to_owned()))?;
@@ -786,7 +781,7 @@ impl Registry {
                     emits: manifest.emits.clone(),
                     dispatch: manifest.dispatch,
                     file: generation.loaded.source().display().to_string(),
-                    last_error: lock(&slot.last_error).clone(),
+                    last_error: slot.last_error.lock().clone(),
                     timeouts: slot.health.timeouts(),
                     stuck_calls: slot.health.stuck(),
                     isolated: generation.loaded.worker().is_some(),

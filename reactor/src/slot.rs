@@ -1,17 +1,16 @@
 //! A unit name's place in the registry: the generation serving now, swapped atomically, and
 //! whether the unit takes signals.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use swarm_schemas::UnitManifest;
 
 use crate::loader::{CallResult, Loaded};
 use crate::quarantine::UnitHealth;
-use crate::registry::lock;
 
 /// One load of a unit's file: an instance of one version of the unit.
 pub struct Generation {
@@ -100,6 +99,6 @@ impl UnitSlot {
     }
 
     pub(crate) fn set_error(&self, error: Option<String>) {
-        *lock(&self.last_error) = error;
+        *self.last_error.lock() = error;
     }
 }

@@ -17,10 +17,10 @@ mod stores;
 
 pub use stores::{RedisKv, RedisMarks};
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
 use swarm_schemas::{Encoding, Signal};
@@ -168,11 +168,7 @@ impl RedisMesh {
     }
 
     async fn blocking_conn(&self) -> Result<ConnectionManager, MeshError> {
-        let pooled = self
-            .blocking
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let pooled = self.blocking.lock().pop();
         match pooled {
             Some(conn) => Ok(conn),
             None => ConnectionManager::new_with_config(
@@ -213,10 +209,7 @@ impl RedisMesh {
     }
 
     fn return_blocking(&self, conn: ConnectionManager) {
-        self.blocking
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        self.blocking.lock().push(conn);
     }
 
     /// Delivery counts of `ids` in the group's pending list.

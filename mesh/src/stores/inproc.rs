@@ -1,10 +1,11 @@
 //! The stores in this process: behind the in-process mesh.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use parking_lot::{Mutex, MutexGuard};
 use swarm_schemas::{Mark, MarkOp, MarksPrefixReply, MarksReply};
 
 use super::{EVAPORATED, Kv, Marks, StoreError, check_key, check_ops, evaporated, ms, value_text};
@@ -16,10 +17,6 @@ fn system_clock() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The field's contents: each mark's value at its last deposit, and when that was.
@@ -60,7 +57,7 @@ impl InProcMarks {
         if configured_ms <= 0.0 {
             return Err(StoreError::Invalid("the half-life must be positive".into()));
         }
-        let mut field = lock(&self.field);
+        let mut field = self.field.lock();
         match field.half_life_ms {
             None => field.half_life_ms = Some(configured_ms),
             Some(stored_ms) if stored_ms != configured_ms => {
@@ -144,7 +141,7 @@ impl super::UnitControls for InProcUnitControls {
     async fn all(
         &self,
     ) -> Result<std::collections::BTreeMap<String, swarm_schemas::UnitControl>, StoreError> {
-        Ok(lock(&self.controls).clone())
+        Ok(self.controls.lock().clone())
     }
 
     async fn set(
@@ -152,7 +149,9 @@ impl super::UnitControls for InProcUnitControls {
         unit: &str,
         control: &swarm_schemas::UnitControl,
     ) -> Result<(), StoreError> {
-        lock(&self.controls).insert(unit.to_owned(), control.clone());
+        self.controls
+            .lock()
+            .insert(unit.to_owned(), control.clone());
         Ok(())
     }
 }
@@ -171,7 +170,7 @@ impl Kv for InProcKv {
         key: &str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
         check_key(key)?;
-        let mut entries = lock(&self.entries);
+        let mut entries = self.entries.lock();
         let slot = (namespace.to_owned(), key.to_owned());
         let Some((text, expires)) = entries.get(&slot) else {
             return Ok(None);
@@ -195,13 +194,18 @@ impl Kv for InProcKv {
         check_key(key)?;
         let text = value_text(value)?;
         let expires = ttl.map(|ttl| Instant::now() + ttl.max(Duration::from_millis(1)));
-        lock(&self.entries).insert((namespace.to_owned(), key.to_owned()), (text, expires));
+        self.entries
+            .lock()
+            .insert((namespace.to_owned(), key.to_owned()), (text, expires));
         Ok(())
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
-        let removed = lock(&self.entries).remove(&(namespace.to_owned(), key.to_owned()));
+        let removed = self
+            .entries
+            .lock()
+            .remove(&(namespace.to_owned(), key.to_owned()));
         Ok(removed.is_some_and(|(_, expires)| expires.is_none_or(|at| at > Instant::now())))
     }
 }
@@ -267,6 +271,6 @@ mod tests {
                 value: 1.0
             }])
         );
-        assert_eq!(lock(&marks.field).marks.len(), 1);
+        assert_eq!(marks.field.lock().marks.len(), 1);
     }
 }

@@ -49,15 +49,6 @@ impl HostTable {
     }
 }
 
-fn into_buf(bytes: Vec<u8>) -> Buf {
-    let mut bytes = std::mem::ManuallyDrop::new(bytes);
-    Buf {
-        ptr: bytes.as_mut_ptr(),
-        len: bytes.len(),
-        cap: bytes.capacity(),
-    }
-}
-
 unsafe extern "C" fn host_call(
     ctx: *const c_void,
     op: HostOp,
@@ -80,7 +71,7 @@ unsafe extern "C" fn host_call(
     .unwrap_or_else(|_| (STATUS_ERROR, b"the host failed to run the call".to_vec()));
     if !out.is_null() {
         // SAFETY: the unit passes a valid out-parameter.
-        unsafe { out.write(into_buf(bytes)) };
+        unsafe { out.write(Buf::from_vec(bytes)) };
     }
     status
 }

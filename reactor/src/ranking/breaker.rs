@@ -4,10 +4,10 @@
 //! generation of the unit (a hot swap, a reconfiguration) closes it: the failures were the old
 //! code's, and outcomes of calls started before the swap no longer count.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 
 /// When a breaker opens and how long it stays open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +86,8 @@ impl Breaker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.state.lock()
     }
 
     /// Closes the breaker for a new generation of the unit that serves from `now`: its

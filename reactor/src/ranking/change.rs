@@ -8,10 +8,11 @@
 //! and what is known of the unit in contexts that have not noticed yet is stale too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 
 /// Which way a unit's outcomes moved against what was predicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +88,7 @@ impl UnitAlarms {
             return false;
         }
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.recent.lock();
         // Alarms past the window are gone for every unit, so the map stays small.
         recent.retain(|_, alarms| {
             alarms.retain(|a| at.signed_duration_since(a.at) <= window);

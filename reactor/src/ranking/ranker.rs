@@ -10,12 +10,13 @@
 //! few microseconds.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Beta, Distribution};
@@ -200,8 +201,8 @@ struct Context {
 }
 
 impl Context {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ContextState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, ContextState> {
+        self.state.lock()
     }
 }
 
@@ -491,7 +492,7 @@ impl Ranker {
         };
         let n = cached.units.len();
         let mut scored: Vec<(usize, f64)> = {
-            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rng = self.rng.lock();
             let explore = rng.random::<f64>() < self.config.exploration;
             (0..n)
                 .map(|i| {

@@ -22,6 +22,8 @@
 
 #![no_std]
 
+extern crate alloc;
+
 use core::ffi::c_void;
 
 /// The ABI version this crate describes. A host refuses a vtable with another version.
@@ -65,6 +67,18 @@ impl Buf {
         len: 0,
         cap: 0,
     };
+
+    /// Hands `bytes` over as a buffer without copying. The allocation is not freed here: the
+    /// side that made it frees it when the buffer comes back (`Vec::from_raw_parts` with
+    /// `ptr`, `len` and `cap`).
+    pub fn from_vec(bytes: alloc::vec::Vec<u8>) -> Buf {
+        let mut bytes = core::mem::ManuallyDrop::new(bytes);
+        Buf {
+            ptr: bytes.as_mut_ptr(),
+            len: bytes.len(),
+            cap: bytes.capacity(),
+        }
+    }
 }
 
 /// The part of the vtable that is the same in every ABI version.

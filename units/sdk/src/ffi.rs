@@ -102,7 +102,7 @@ unsafe extern "C" fn harness_call(
         let request = borrowed(request, request_len);
         let (status, bytes) = catch_unwind(AssertUnwindSafe(|| host.call(op, request)))
             .unwrap_or_else(|_| (STATUS_ERROR, b"the harness's host panicked".to_vec()));
-        out.write(into_buf(bytes));
+        out.write(Buf::from_vec(bytes));
         status
     }
 }
@@ -147,15 +147,6 @@ pub(crate) fn host_call(op: HostOp, request: &[u8]) -> Result<Vec<u8>, HostFailu
             status,
             String::from_utf8_lossy(&bytes).into_owned(),
         ))
-    }
-}
-
-fn into_buf(bytes: Vec<u8>) -> Buf {
-    let mut bytes = std::mem::ManuallyDrop::new(bytes);
-    Buf {
-        ptr: bytes.as_mut_ptr(),
-        len: bytes.len(),
-        cap: bytes.capacity(),
     }
 }
 
@@ -217,7 +208,7 @@ unsafe fn guarded(out: *mut Buf, body: impl FnOnce() -> (Status, Vec<u8>)) -> St
         }
     };
     // SAFETY: the caller promises `out` is valid for writes.
-    unsafe { out.write(into_buf(bytes)) };
+    unsafe { out.write(Buf::from_vec(bytes)) };
     status
 }
 

@@ -5,9 +5,11 @@
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use swarm_abi::{
     EVENT_DISABLE, EVENT_ENABLE, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE, HostVTable,
     STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, STATUS_PANIC, UnitVTable,
@@ -16,7 +18,7 @@ use swarm_schemas::{Emit, Signal, UnitManifest, UnitReply};
 
 use crate::Unit;
 use crate::ffi::{self, CallResult};
-use crate::harness_host::{HarnessHost, HostState, lock};
+use crate::harness_host::{HarnessHost, HostState};
 
 /// Why a harness call failed; mirrors the failures the host records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,27 +168,27 @@ impl<T: Unit> Harness<T> {
 
     /// The log records the unit has sent, oldest first.
     pub fn logs(&self) -> Vec<crate::log::Record> {
-        lock(&self.host.state).logs.clone()
+        self.host.state.lock().logs.clone()
     }
 
     /// The value of the mark at `key` now, on the harness's clock.
     pub fn mark(&self, key: &str) -> f64 {
-        lock(&self.host.state).mark(key)
+        self.host.state.lock().mark(key)
     }
 
     /// The value at `key` in the unit's key-value store, unless it has expired.
     pub fn kv(&self, key: &str) -> Option<serde_json::Value> {
-        lock(&self.host.state).kv(key).cloned()
+        self.host.state.lock().kv(key).cloned()
     }
 
     /// Moves the harness's clock on: marks evaporate, kv entries expire.
     pub fn advance(&self, by: Duration) {
-        lock(&self.host.state).now_ms += by.as_secs_f64() * 1000.0;
+        self.host.state.lock().now_ms += by.as_secs_f64() * 1000.0;
     }
 
     /// Sets the half-life marks evaporate with (60 s unless set).
     pub fn set_half_life(&self, half_life: Duration) {
-        lock(&self.host.state).half_life_ms = (half_life.as_secs_f64() * 1000.0).max(1e-3);
+        self.host.state.lock().half_life_ms = (half_life.as_secs_f64() * 1000.0).max(1e-3);
     }
 
     fn event(&self, event: u32, arg: &[u8]) -> Result<(), HarnessError> {

@@ -5,8 +5,9 @@
 //! anything undeclared is denied, as in the reactor. HTTP is not provided: a call fails.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use swarm_abi::{
     HOST_KV, HOST_LOG, HOST_MARKS, HOST_MARKS_PREFIX, HostOp, STATUS_BAD_INPUT, STATUS_DENIED,
     STATUS_ERROR, STATUS_OK, Status, capability_of,
@@ -65,10 +66,6 @@ pub(crate) struct HarnessHost {
     pub state: Arc<Mutex<HostState>>,
 }
 
-pub(crate) fn lock(state: &Mutex<HostState>) -> MutexGuard<'_, HostState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 type Answer = Result<Vec<u8>, (Status, String)>;
 
 fn bad(e: impl std::fmt::Display) -> (Status, String) {
@@ -113,7 +110,7 @@ impl HarnessHost {
     }
 
     fn run(&self, op: HostOp, request: &[u8]) -> Answer {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         match op {
             HOST_LOG => {
                 let record: LogRecord = serde_json::from_slice(request).map_err(bad)?;
