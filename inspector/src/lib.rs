@@ -14,7 +14,6 @@ mod error;
 mod guard;
 mod live;
 mod page;
-mod runtime;
 mod topology;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -32,7 +31,7 @@ pub use api::{BadSchema, Health, PayloadSchemas, Posted, Replied, SimilarHit, Un
 pub use auth::{MIN_TOKEN_LEN, Scope, TokenSpec, Tokens, TokensError};
 pub use error::{ErrorBody, ErrorDetail};
 pub use live::LiveEvent;
-pub use runtime::{EnableError, Runtime};
+pub use swarm_runtime::{EnableError, Runtime};
 pub use topology::{Edge, KindNode, Relation, Topology, UnitNode, WINDOW_SECONDS};
 
 /// Limits that protect the server.

@@ -82,7 +82,7 @@ impl ReactorHandle {
 }
 
 /// What the inspector shows and changes of this reactor.
-impl swarm_inspector::Runtime for ReactorHandle {
+impl swarm_runtime::Runtime for ReactorHandle {
     fn units(&self) -> Vec<swarm_schemas::UnitStatus> {
         self.registry.status()
     }
@@ -91,22 +91,13 @@ impl swarm_inspector::Runtime for ReactorHandle {
         &self,
         unit: &str,
         enabled: bool,
-    ) -> Result<swarm_schemas::UnitStatus, swarm_inspector::EnableError> {
-        use swarm_inspector::EnableError as Refused;
-        let unknown = || Refused::NoSuchUnit(unit.to_owned());
-        self.registry
-            .set_enabled(unit, enabled)
-            .map_err(|e| match e {
-                crate::EnableError::UnknownUnit(_) => unknown(),
-                refused @ crate::EnableError::Refused { .. } => {
-                    Refused::Refused(refused.to_string())
-                }
-            })?;
+    ) -> Result<swarm_schemas::UnitStatus, swarm_runtime::EnableError> {
+        self.registry.set_enabled(unit, enabled)?;
         self.registry
             .status()
             .into_iter()
             .find(|u| u.name == unit)
-            .ok_or_else(unknown)
+            .ok_or_else(|| swarm_runtime::EnableError::UnknownUnit(unit.to_owned()))
     }
 
     fn executions(&self) -> broadcast::Receiver<Arc<ExecutionRecord>> {

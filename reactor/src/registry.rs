@@ -16,6 +16,7 @@ use chrono::Utc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use swarm_memory::AuditTrail;
+use swarm_runtime::EnableError;
 use swarm_schemas::{AuditAction, UnitControl, UnitManifest, UnitState, UnitStatus};
 
 use crate::LoadError;
@@ -30,24 +31,6 @@ use crate::trust::TrustPolicy;
 /// version to return before it takes the snapshot. A call still running after that (a hung
 /// unit) keeps the old state: the new version starts without it, and a warning says so.
 pub const STATE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Why a unit could not be enabled or disabled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EnableError {
-    /// No unit of that name is loaded.
-    #[error("no unit named `{0}` is loaded")]
-    UnknownUnit(String),
-    /// The unit's `on_enable` returned an error or panicked: it stays disabled.
-    #[error("unit `{unit}` refused to be enabled: on_enable {what}: {message}")]
-    Refused {
-        /// The unit.
-        unit: String,
-        /// "failed" or "panicked".
-        what: &'static str,
-        /// The error or panic text.
-        message: String,
-    },
-}
 
 /// Loaded units, by name, with their files.
 pub struct Registry {

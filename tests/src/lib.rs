@@ -122,7 +122,7 @@ pub fn swarm_binary() -> &'static Path {
         // With the unit worker beside it, as a release build has it.
         None => cargo_build(&[
             "-p",
-            "swarm-reactor",
+            "swarm-cli",
             "--bin",
             "swarm",
             "--bin",
@@ -141,7 +141,7 @@ pub fn worker_binary() -> &'static Path {
         if beside.is_file() {
             return beside;
         }
-        cargo_build(&["-p", "swarm-reactor", "--bin", "swarm-unit-worker"])
+        cargo_build(&["-p", "swarm-cli", "--bin", "swarm-unit-worker"])
             .join(swarm_reactor::isolate::WORKER_PROGRAM)
     })
 }

@@ -32,8 +32,8 @@ async fn set_enabled(
         .await
         .map_err(|e| ApiError::unavailable("shutting_down", e.to_string()))?;
     changed.map(Json).map_err(|e| match e {
-        EnableError::NoSuchUnit(_) => ApiError::not_found("unknown_unit", e.to_string()),
-        EnableError::Refused(_) => {
+        EnableError::UnknownUnit(_) => ApiError::not_found("unknown_unit", e.to_string()),
+        EnableError::Refused { .. } => {
             ApiError::new(StatusCode::CONFLICT, "enable_refused", e.to_string())
         }
     })

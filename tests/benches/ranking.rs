@@ -41,7 +41,7 @@
 //! Goals: top-1 ≥ 90% after 2k signals; regret ≤ 25% of ε-greedy's; recovery ≤ 300 signals;
 //! ranking ≤ 20 µs p99.
 //!
-//! Run with: ops/fetch-model && cargo bench -p swarm-reactor --bench ranking
+//! Run with: ops/fetch-model && cargo bench -p swarm-tests --bench ranking
 //! Knobs: BENCH_SIGNALS (default 10000), BENCH_SEEDS (default "1,2,3"), BENCH_VARIANTS
 //! (phrasings per cluster, default "1,3"), BENCH_CHANGES (default "swap,redeploy,degrade"),
 //! BENCH_RANKER (ranker settings to try instead of the defaults, such as

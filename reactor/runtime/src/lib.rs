@@ -1,5 +1,6 @@
-//! What the process hosting the inspector offers about its units. The reactor implements it;
-//! the inspector never links the reactor.
+//! The seam between a running reactor and what serves it: what the process offers about its
+//! units. The reactor implements [`Runtime`]; the inspector serves it and never links the
+//! reactor, and this crate links neither.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,12 +11,19 @@ use tokio::sync::broadcast;
 /// Why a unit could not be enabled or disabled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnableError {
-    /// No loaded unit has that name.
+    /// No unit of that name is loaded.
     #[error("no unit named `{0}` is loaded")]
-    NoSuchUnit(String),
-    /// The unit refused to be enabled (its `on_enable` failed); it stays disabled.
-    #[error("{0}")]
-    Refused(String),
+    UnknownUnit(String),
+    /// The unit's `on_enable` returned an error or panicked: it stays disabled.
+    #[error("unit `{unit}` refused to be enabled: on_enable {what}: {message}")]
+    Refused {
+        /// The unit.
+        unit: String,
+        /// "failed" or "panicked".
+        what: &'static str,
+        /// The error or panic text.
+        message: String,
+    },
 }
 
 /// The units of a running reactor, and what they do as it happens.
