@@ -266,84 +266,15 @@ impl Traffic {
     ) -> Topology {
         let now = now_seconds();
         self.prune(now);
-        // Concrete kinds: seen on the mesh, handled, emitted, in flight, or named exactly by
-        // a manifest.
-        let mut kinds: BTreeSet<String> = self.signals.keys().cloned().collect();
-        kinds.extend(self.handled.keys().map(|(k, _)| k.clone()));
-        kinds.extend(self.emitted.keys().map(|(_, k)| k.clone()));
-        kinds.extend(self.dead_letters.keys().cloned());
-        kinds.extend(in_flight.keys().cloned());
-        for unit in units {
-            for pattern in unit.subscribes.iter().chain(&unit.emits) {
-                if is_concrete(pattern) {
-                    kinds.insert(pattern.as_str().to_owned());
-                }
-            }
-        }
+        let kinds = self.concrete_kinds(units, in_flight);
+        // Patterns that match no concrete kind yet are nodes of their own.
         let mut patterns: BTreeSet<String> = BTreeSet::new();
         let mut edges = Vec::new();
         let mut unit_nodes = Vec::new();
         for unit in units {
-            let (mut executions, mut failures) = (0, 0);
-            for pattern in &unit.subscribes {
-                let matched: Vec<&String> = kinds.iter().filter(|k| pattern.matches(k)).collect();
-                if matched.is_empty() {
-                    patterns.insert(pattern.as_str().to_owned());
-                    edges.push(Edge {
-                        source: kind_id(pattern.as_str()),
-                        target: unit_id(&unit.name),
-                        relation: Relation::Takes,
-                        count: 0,
-                        rate: 0.0,
-                        failures: 0,
-                        pending: 0,
-                    });
-                }
-                for kind in matched {
-                    let handled = self.handled.get(&(kind.clone(), unit.name.clone()));
-                    let count = handled.map_or(0, |h| h.executions.sum(now));
-                    let failed = handled.map_or(0, |h| h.failures.sum(now));
-                    executions += count;
-                    failures += failed;
-                    edges.push(Edge {
-                        source: kind_id(kind),
-                        target: unit_id(&unit.name),
-                        relation: Relation::Takes,
-                        count,
-                        rate: per_second(count),
-                        failures: failed,
-                        pending: in_flight.get(kind).copied().unwrap_or(0),
-                    });
-                }
-            }
-            for pattern in &unit.emits {
-                let emitted: Vec<(&String, u64)> = self
-                    .emitted
-                    .iter()
-                    .filter(|((u, k), _)| *u == unit.name && pattern.matches(k))
-                    .map(|((_, k), r)| (k, r.sum(now)))
-                    .collect();
-                let mut targets: BTreeMap<String, u64> =
-                    emitted.into_iter().map(|(k, n)| (k.clone(), n)).collect();
-                if is_concrete(pattern) {
-                    targets.entry(pattern.as_str().to_owned()).or_insert(0);
-                }
-                if targets.is_empty() {
-                    patterns.insert(pattern.as_str().to_owned());
-                    targets.insert(pattern.as_str().to_owned(), 0);
-                }
-                for (kind, count) in targets {
-                    edges.push(Edge {
-                        source: unit_id(&unit.name),
-                        target: kind_id(&kind),
-                        relation: Relation::Emits,
-                        count,
-                        rate: per_second(count),
-                        failures: 0,
-                        pending: 0,
-                    });
-                }
-            }
+            let (executions, failures) =
+                self.takes(unit, &kinds, in_flight, now, &mut patterns, &mut edges);
+            self.emits(unit, now, &mut patterns, &mut edges);
             unit_nodes.push(UnitNode {
                 id: unit_id(&unit.name),
                 name: unit.name.clone(),
@@ -357,27 +288,14 @@ impl Traffic {
         // Edges of one unit to one kind through several patterns are one edge.
         edges.sort_by(|a, b| (&a.source, &a.target).cmp(&(&b.source, &b.target)));
         edges.dedup_by(|a, b| a.source == b.source && a.target == b.target);
-        let kind_nodes = kinds
+        let concrete = kinds.iter().map(|k| (k, false));
+        let only_patterns = patterns
             .iter()
-            .map(|k| (k, false))
-            .chain(
-                patterns
-                    .iter()
-                    .filter(|p| !kinds.contains(*p))
-                    .map(|p| (p, true)),
-            )
-            .map(|(kind, pattern)| {
-                let signals = self.signals.get(kind).map_or(0, |r| r.sum(now));
-                KindNode {
-                    id: kind_id(kind),
-                    kind: kind.clone(),
-                    pattern,
-                    signals,
-                    rate: per_second(signals),
-                    pending: in_flight.get(kind).copied().unwrap_or(0),
-                    dead_letters: self.dead_letters.get(kind).map_or(0, |r| r.sum(now)),
-                }
-            })
+            .filter(|p| !kinds.contains(*p))
+            .map(|p| (p, true));
+        let kind_nodes = concrete
+            .chain(only_patterns)
+            .map(|(kind, pattern)| self.kind_node(kind, pattern, in_flight, now))
             .collect();
         Topology {
             window_seconds: WINDOW_SECONDS,
@@ -387,6 +305,138 @@ impl Traffic {
             kinds: kind_nodes,
             edges,
         }
+    }
+
+    /// Concrete kinds: seen on the mesh, handled, emitted, dead-lettered, in flight, or named
+    /// exactly by a manifest.
+    fn concrete_kinds(
+        &self,
+        units: &[UnitStatus],
+        in_flight: &BTreeMap<String, u64>,
+    ) -> BTreeSet<String> {
+        let mut kinds: BTreeSet<String> = self.signals.keys().cloned().collect();
+        kinds.extend(self.handled.keys().map(|(k, _)| k.clone()));
+        kinds.extend(self.emitted.keys().map(|(_, k)| k.clone()));
+        kinds.extend(self.dead_letters.keys().cloned());
+        kinds.extend(in_flight.keys().cloned());
+        for unit in units {
+            for pattern in unit.subscribes.iter().chain(&unit.emits) {
+                if is_concrete(pattern) {
+                    kinds.insert(pattern.as_str().to_owned());
+                }
+            }
+        }
+        kinds
+    }
+
+    /// The edges from the kinds `unit` takes to it; returns its executions and failures in
+    /// the window.
+    fn takes(
+        &self,
+        unit: &UnitStatus,
+        kinds: &BTreeSet<String>,
+        in_flight: &BTreeMap<String, u64>,
+        now: i64,
+        patterns: &mut BTreeSet<String>,
+        edges: &mut Vec<Edge>,
+    ) -> (u64, u64) {
+        let (mut executions, mut failures) = (0, 0);
+        for pattern in &unit.subscribes {
+            let matched: Vec<&String> = kinds.iter().filter(|k| pattern.matches(k)).collect();
+            if matched.is_empty() {
+                patterns.insert(pattern.as_str().to_owned());
+                edges.push(Edge::quiet(
+                    kind_id(pattern.as_str()),
+                    unit_id(&unit.name),
+                    Relation::Takes,
+                ));
+            }
+            for kind in matched {
+                let handled = self.handled.get(&(kind.clone(), unit.name.clone()));
+                let count = handled.map_or(0, |h| h.executions.sum(now));
+                let failed = handled.map_or(0, |h| h.failures.sum(now));
+                executions += count;
+                failures += failed;
+                edges.push(Edge {
+                    failures: failed,
+                    pending: in_flight.get(kind).copied().unwrap_or(0),
+                    ..Edge::counted(kind_id(kind), unit_id(&unit.name), Relation::Takes, count)
+                });
+            }
+        }
+        (executions, failures)
+    }
+
+    /// The edges from `unit` to the kinds it emits (or may emit).
+    fn emits(
+        &self,
+        unit: &UnitStatus,
+        now: i64,
+        patterns: &mut BTreeSet<String>,
+        edges: &mut Vec<Edge>,
+    ) {
+        for pattern in &unit.emits {
+            let mut targets: BTreeMap<String, u64> = self
+                .emitted
+                .iter()
+                .filter(|((u, k), _)| *u == unit.name && pattern.matches(k))
+                .map(|((_, k), r)| (k.clone(), r.sum(now)))
+                .collect();
+            if is_concrete(pattern) {
+                targets.entry(pattern.as_str().to_owned()).or_insert(0);
+            }
+            if targets.is_empty() {
+                patterns.insert(pattern.as_str().to_owned());
+                targets.insert(pattern.as_str().to_owned(), 0);
+            }
+            for (kind, count) in targets {
+                edges.push(Edge::counted(
+                    unit_id(&unit.name),
+                    kind_id(&kind),
+                    Relation::Emits,
+                    count,
+                ));
+            }
+        }
+    }
+
+    fn kind_node(
+        &self,
+        kind: &str,
+        pattern: bool,
+        in_flight: &BTreeMap<String, u64>,
+        now: i64,
+    ) -> KindNode {
+        let signals = self.signals.get(kind).map_or(0, |r| r.sum(now));
+        KindNode {
+            id: kind_id(kind),
+            kind: kind.to_owned(),
+            pattern,
+            signals,
+            rate: per_second(signals),
+            pending: in_flight.get(kind).copied().unwrap_or(0),
+            dead_letters: self.dead_letters.get(kind).map_or(0, |r| r.sum(now)),
+        }
+    }
+}
+
+impl Edge {
+    /// An edge `count` times crossed in the window, none failed or pending.
+    fn counted(source: String, target: String, relation: Relation, count: u64) -> Self {
+        Self {
+            source,
+            target,
+            relation,
+            count,
+            rate: per_second(count),
+            failures: 0,
+            pending: 0,
+        }
+    }
+
+    /// An edge of the graph's shape that nothing crossed in the window.
+    fn quiet(source: String, target: String, relation: Relation) -> Self {
+        Self::counted(source, target, relation, 0)
     }
 }
 

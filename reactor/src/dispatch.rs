@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use swarm_memory::Memory;
-use swarm_mesh::{Delivery, EntryId, Mesh, Settlement, StartAt, dead_letter_stream};
+use swarm_mesh::{Delivery, EntryId, Mesh, Settlement, StartAt, Undecodable, dead_letter_stream};
 use swarm_schemas::{DeadLetter, DispatchPolicy, ExecutionRecord, Signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::ReactorConfig;
-use crate::execute::{Attempt, Retries, dead_letter, fall_back, retry};
+use crate::execute::{Attempt, Attempted, Retries, UnitRun, dead_letter, fall_back, retry};
 use crate::lanes::call_all;
 use crate::policy::groups;
 use crate::quarantine::Watchdog;
@@ -239,12 +239,18 @@ impl Dispatcher {
     /// their share of `permit` comes back; an entry with a failure is retried per pair, and
     /// settled on its own when its last retry ends, so a unit that hangs until its deadline
     /// holds up only its own signal.
-    async fn process_batch(
-        &self,
-        deliveries: Vec<Delivery>,
-        mut permit: Option<OwnedSemaphorePermit>,
-    ) {
-        let c = &self.config;
+    async fn process_batch(&self, deliveries: Vec<Delivery>, permit: Option<OwnedSemaphorePermit>) {
+        let (mut work, attempts, owners) = self.intake(deliveries);
+        let results = call_all(attempts, self.config.unit_threads, &self.watchdog).await;
+        let (retries, outstanding) = self.follow_up(&mut work, owners, results);
+        self.settle_in_turn(work, retries, outstanding, permit)
+            .await;
+    }
+
+    /// Intake and plan: one [`Work`] per delivery not already running here, with the unit
+    /// calls its signal gets (and their owners, in the same order). A delivery that is not a
+    /// signal, or was delivered more than `max_deliveries` times, gets only its dead letter.
+    fn intake(&self, deliveries: Vec<Delivery>) -> (Vec<Work>, Vec<Attempt>, Vec<Owner>) {
         let mut work: Vec<Work> = Vec::with_capacity(deliveries.len());
         let mut attempts = Vec::new();
         let mut owners: Vec<Owner> = Vec::new();
@@ -263,50 +269,33 @@ impl Dispatcher {
                 continue;
             }
             metrics::counter!("swarm_signals_in_total").increment(1);
-            let index = work.len();
-            let mut entry = Work {
-                id,
-                signal: None,
-                emitted: Vec::new(),
-                dead: Vec::new(),
-                records: Vec::new(),
-                complete: true,
-            };
+            let mut entry = Work::new(id);
             match body {
-                Err(bad) => entry.dead.push(dead_letter(
-                    None,
-                    DeadLetter {
-                        reason: format!("entry is not a signal: {}", bad.error),
-                        unit: None,
-                        attempts: deliveries,
-                        failure: None,
-                        entry_id: id.to_string(),
-                        original: serde_json::Value::String(bad.raw),
-                    },
-                )),
-                Ok(signal) if deliveries > c.max_deliveries => entry.dead.push(dead_letter(
-                    Some(&signal),
-                    DeadLetter {
-                        reason: format!(
-                            "delivered {deliveries} times without being settled (max_deliveries = {}): each run of it hung past its deadline, or the process running it died",
-                            c.max_deliveries
-                        ),
-                        unit: None,
-                        attempts: deliveries,
-                        failure: None,
-                        entry_id: id.to_string(),
-                        original: serde_json::to_value(&signal).unwrap_or_default(),
-                    },
-                )),
+                Err(bad) => entry.dead.push(not_a_signal(id, deliveries, bad)),
+                Ok(signal) if deliveries > self.config.max_deliveries => entry.dead.push(
+                    delivered_too_often(id, deliveries, self.config.max_deliveries, &signal),
+                ),
                 Ok(signal) => {
+                    let index = work.len();
                     self.plan(&signal, index, now, &mut entry, &mut attempts, &mut owners);
                     entry.signal = Some(signal);
                 }
             }
             work.push(entry);
         }
+        (work, attempts, owners)
+    }
 
-        let results = call_all(attempts, c.unit_threads, &self.watchdog).await;
+    /// Calls with retries: each successful first call's record and signals join its entry;
+    /// each failed one continues in a task of its own (retries, or the next unit for
+    /// first-success). Returns those tasks and how many each entry waits for.
+    fn follow_up(
+        &self,
+        work: &mut [Work],
+        owners: Vec<Owner>,
+        results: Vec<Option<Attempted>>,
+    ) -> (JoinSet<(usize, UnitRun)>, Vec<usize>) {
+        let c = &self.config;
         let mut retries = JoinSet::new();
         let mut outstanding = vec![0usize; work.len()];
         for (owner, result) in owners.into_iter().zip(results) {
@@ -339,29 +328,37 @@ impl Dispatcher {
             };
             outstanding[index] += 1;
             let entry_id = entry.id.to_string();
-            let again = Retries {
-                max_attempts: c.max_attempts,
-                backoff: c.retry_backoff,
-                watchdog: Arc::clone(&self.watchdog),
-            };
+            let watchdog = Arc::clone(&self.watchdog);
             if policy == DispatchPolicy::FirstSuccess {
-                let watchdog = again.watchdog;
                 retries.spawn(async move {
-                    (
-                        index,
-                        fall_back(signal, done, fallbacks, entry_id, watchdog).await,
-                    )
+                    let run = fall_back(signal, done, fallbacks, entry_id, watchdog).await;
+                    (index, run)
                 });
             } else {
+                let again = Retries {
+                    max_attempts: c.max_attempts,
+                    backoff: c.retry_backoff,
+                    watchdog,
+                };
                 retries.spawn(async move {
-                    (
-                        index,
-                        retry(slot, signal, done, policy.name(), entry_id, again).await,
-                    )
+                    let run = retry(slot, signal, done, policy.name(), entry_id, again).await;
+                    (index, run)
                 });
             }
         }
-        // Everything that needs no retry settles now.
+        (retries, outstanding)
+    }
+
+    /// Settle: what needs no retry at once (and the batch's permit goes back), then each entry
+    /// as its last retry task ends. An entry whose retry task failed is not settled, so it
+    /// stays pending.
+    async fn settle_in_turn(
+        &self,
+        work: Vec<Work>,
+        mut retries: JoinSet<(usize, UnitRun)>,
+        mut outstanding: Vec<usize>,
+        mut permit: Option<OwnedSemaphorePermit>,
+    ) {
         let mut work: Vec<Option<Work>> = work.into_iter().map(Some).collect();
         let ready: Vec<Work> = work
             .iter_mut()
@@ -373,26 +370,27 @@ impl Dispatcher {
         self.settle(ready).await;
         give_back(&mut permit, waiting);
         while let Some(joined) = retries.join_next().await {
-            match joined {
-                Ok((index, run)) => {
-                    outstanding[index] -= 1;
-                    let Some(entry) = work[index].as_mut() else {
-                        continue;
-                    };
-                    entry.records.extend(run.records);
-                    entry.emitted.extend(run.emitted);
-                    entry.dead.extend(run.dead_letter);
-                    if outstanding[index] == 0 {
-                        let done: Vec<Work> = work[index].take().into_iter().collect();
-                        self.settle(done).await;
-                        waiting -= 1;
-                        give_back(&mut permit, waiting);
-                    }
+            let (index, run) = match joined {
+                Ok(done) => done,
+                Err(error) => {
+                    tracing::error!(%error, "a retry task failed");
+                    continue;
                 }
-                Err(error) => tracing::error!(%error, "a retry task failed"),
+            };
+            outstanding[index] -= 1;
+            let Some(entry) = work[index].as_mut() else {
+                continue;
+            };
+            entry.records.extend(run.records);
+            entry.emitted.extend(run.emitted);
+            entry.dead.extend(run.dead_letter);
+            if outstanding[index] == 0 {
+                let done: Vec<Work> = work[index].take().into_iter().collect();
+                self.settle(done).await;
+                waiting -= 1;
+                give_back(&mut permit, waiting);
             }
         }
-        // Entries whose retry task failed: not settled, so they stay pending.
         let left: Vec<Work> = work
             .into_iter()
             .flatten()
@@ -606,6 +604,56 @@ struct Work {
     records: Vec<ExecutionRecord>,
     /// False when some unit call could not run; the entry is then left pending.
     complete: bool,
+}
+
+impl Work {
+    fn new(id: EntryId) -> Self {
+        Self {
+            id,
+            signal: None,
+            emitted: Vec::new(),
+            dead: Vec::new(),
+            records: Vec::new(),
+            complete: true,
+        }
+    }
+}
+
+/// The dead letter of an entry that is not a signal.
+fn not_a_signal(id: EntryId, deliveries: u32, bad: Undecodable) -> Signal {
+    dead_letter(
+        None,
+        DeadLetter {
+            reason: format!("entry is not a signal: {}", bad.error),
+            unit: None,
+            attempts: deliveries,
+            failure: None,
+            entry_id: id.to_string(),
+            original: serde_json::Value::String(bad.raw),
+        },
+    )
+}
+
+/// The dead letter of a poison entry: delivered more than `max_deliveries` times.
+fn delivered_too_often(
+    id: EntryId,
+    deliveries: u32,
+    max_deliveries: u32,
+    signal: &Signal,
+) -> Signal {
+    dead_letter(
+        Some(signal),
+        DeadLetter {
+            reason: format!(
+                "delivered {deliveries} times without being settled (max_deliveries = {max_deliveries}): each run of it hung past its deadline, or the process running it died"
+            ),
+            unit: None,
+            attempts: deliveries,
+            failure: None,
+            entry_id: id.to_string(),
+            original: serde_json::to_value(signal).unwrap_or_default(),
+        },
+    )
 }
 
 /// Sleeps for `duration`; returns true if shutdown was asked for meanwhile.

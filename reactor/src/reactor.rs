@@ -1,5 +1,6 @@
 //! A running reactor: the registry, the directory watch and the dispatch loop together.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,64 +147,21 @@ impl Reactor {
         memory: Arc<dyn Memory>,
         audit: Arc<dyn AuditLog>,
     ) -> Result<(Self, LoadReport), StartError> {
-        // The watcher reports absolute paths: the initial load must name files the same way, or
-        // a relative `units` directory would hold every unit twice (and refuse the second).
-        config.units_dir =
-            config
-                .units_dir
-                .canonicalize()
-                .map_err(|source| StartError::UnitsDir {
-                    path: config.units_dir.clone(),
-                    source,
-                })?;
-        config
-            .trust
-            .check_owner(&config.units_dir)
-            .map_err(StartError::InsecureUnitsDir)?;
+        config.units_dir = checked_units_dir(&config)?;
         let audit = AuditTrail::spawn(audit, &config.consumer);
-        let host = crate::HostServices::new(mesh.as_ref(), config.host.clone())
-            .map_err(StartError::Host)?;
         let ranker = Arc::new(Ranker::new(config.ranker.clone()));
-        let registry = Arc::new(
-            Registry::new(config.private_dir.clone(), config.unit_config.clone())
-                .with_host(Arc::new(host))
-                .with_trust(config.trust.clone())
-                .with_audit(audit.clone())
-                .with_isolation(config.isolation.clone(), config.unit_threads.max(1) * 2)
-                .on_generation({
-                    let ranker = Arc::clone(&ranker);
-                    Arc::new(move |unit, version| {
-                        ranker.unit_loaded(unit, version, chrono::Utc::now());
-                    })
-                }),
-        );
-        let report = {
-            let registry = Arc::clone(&registry);
-            let dir = config.units_dir.clone();
-            tokio::task::spawn_blocking(move || registry.load_dir(&dir))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|r| r)
-                .map_err(|source| StartError::UnitsDir {
-                    path: config.units_dir.clone(),
-                    source,
-                })?
-        };
+        let registry = registry(&config, mesh.as_ref(), &audit, &ranker)?;
+        let report = initial_load(&registry, &config.units_dir).await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
         // Units disabled or quarantined on the mesh (by any reactor, or this one before a
         // restart) are so before the first signal.
-        let mut controls = ControlSync::new(
-            Arc::clone(&registry),
-            mesh.unit_controls(),
-            config.consumer.clone(),
-        );
-        if tokio::time::timeout(Duration::from_secs(2), controls.step())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the mesh did not answer with the unit controls in 2 s; going on");
-        }
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        tokio::spawn(controls.run(shutdown_rx.clone()));
+        sync_controls(
+            &registry,
+            mesh.as_ref(),
+            &config.consumer,
+            shutdown_rx.clone(),
+        )
+        .await;
         if let Some(trust_file) = config.trust.trust_file.clone() {
             tokio::spawn(crate::trust::audit_changes(
                 trust_file,
@@ -247,18 +205,16 @@ impl Reactor {
             executions: handle.executions.clone(),
         });
         let dispatch = tokio::spawn(dispatcher.run(shutdown_rx));
-        Ok((
-            Self {
-                fatal,
-                registry,
-                handle,
-                ranker,
-                shutdown,
-                dispatch,
-                watch,
-            },
-            report,
-        ))
+        let reactor = Self {
+            fatal,
+            registry,
+            handle,
+            ranker,
+            shutdown,
+            dispatch,
+            watch,
+        };
+        Ok((reactor, report))
     }
 
     /// The registry of loaded units: status, enable/disable.
@@ -330,4 +286,78 @@ impl Reactor {
         }
         drained
     }
+}
+
+/// The units directory as an absolute path, checked for who may write it. The watcher reports
+/// absolute paths: the initial load must name files the same way, or a relative directory
+/// would hold every unit twice (and refuse the second).
+fn checked_units_dir(config: &ReactorConfig) -> Result<std::path::PathBuf, StartError> {
+    let dir = config
+        .units_dir
+        .canonicalize()
+        .map_err(|source| StartError::UnitsDir {
+            path: config.units_dir.clone(),
+            source,
+        })?;
+    config
+        .trust
+        .check_owner(&dir)
+        .map_err(StartError::InsecureUnitsDir)?;
+    Ok(dir)
+}
+
+/// The registry `config` asks for, telling `ranker` of every new generation.
+fn registry(
+    config: &ReactorConfig,
+    mesh: &dyn Mesh,
+    audit: &AuditTrail,
+    ranker: &Arc<Ranker>,
+) -> Result<Arc<Registry>, StartError> {
+    let host = crate::HostServices::new(mesh, config.host.clone()).map_err(StartError::Host)?;
+    let ranker = Arc::clone(ranker);
+    Ok(Arc::new(
+        Registry::new(config.private_dir.clone(), config.unit_config.clone())
+            .with_host(Arc::new(host))
+            .with_trust(config.trust.clone())
+            .with_audit(audit.clone())
+            .with_isolation(config.isolation.clone(), config.unit_threads.max(1) * 2)
+            .on_generation(Arc::new(move |unit, version| {
+                ranker.unit_loaded(unit, version, chrono::Utc::now());
+            })),
+    ))
+}
+
+/// Loads every unit file of `dir`, off the async workers (it runs unit constructors).
+async fn initial_load(registry: &Arc<Registry>, dir: &Path) -> Result<LoadReport, StartError> {
+    let (loading, path) = (Arc::clone(registry), dir.to_owned());
+    tokio::task::spawn_blocking(move || loading.load_dir(&path))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(|source| StartError::UnitsDir {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Applies the unit controls on the mesh once (waiting at most 2 s for them), then keeps them
+/// in step until shutdown.
+async fn sync_controls(
+    registry: &Arc<Registry>,
+    mesh: &dyn Mesh,
+    consumer: &str,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut controls = ControlSync::new(
+        Arc::clone(registry),
+        mesh.unit_controls(),
+        consumer.to_owned(),
+    );
+    if tokio::time::timeout(Duration::from_secs(2), controls.step())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the mesh did not answer with the unit controls in 2 s; going on");
+    }
+    tokio::spawn(controls.run(shutdown));
 }

@@ -370,97 +370,154 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     up(up_args, Some(dev)).await
 }
 
-async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Result<ExitCode> {
-    check_dir(&args.units.dir)?;
-    let private = private_dir()?;
-    let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
-    config.trust = args.units.policy()?;
-    config.watch = !args.no_watch;
-    config.consumer = args.consumer.unwrap_or_else(hostname);
-    if !(args.claim_idle.is_finite() && args.claim_idle >= 0.01) {
-        bail!("--claim-idle must be at least 0.01 seconds");
-    }
-    config.claim_idle = Duration::from_secs_f64(args.claim_idle);
-    if let Some(path) = &args.unit_config {
-        config.unit_config = crate::unit_config_cli::read(path)?;
-    }
-    if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
-        bail!("--shutdown-timeout must be a number of seconds, 0 or more");
-    }
-    let shutdown_timeout = Duration::from_secs_f64(args.shutdown_timeout);
-    config.max_attempts = args.max_attempts;
-    config.max_deliveries = args.max_deliveries;
-    config.call_timeout = Duration::from_secs_f64(args.call_timeout);
-    config.quarantine_after = args.quarantine_after;
-    config.max_stuck_calls = args.max_stuck_calls;
-    config.isolation = args.isolate.isolation()?;
-    config.concurrency = args.concurrency as usize;
-    config.dispatch = args.dispatch;
-    config.ranker.exploration = args.exploration;
-    config.ranker.concentration = args.concentration;
-    config.ranker.breaker.failures = args.breaker_failures;
-    config.host = args.host.config()?;
-    let stream = config.stream.clone();
-    let inspector_config = args.http.config(&stream, &config.group)?;
-    let metrics = swarm_inspector::install_metrics_recorder()
-        .context("cannot install the metrics recorder")?;
+/// What `swarm up` runs with, resolved from its arguments and checked: whatever can be refused
+/// is refused here, before anything starts.
+struct UpPlan {
+    config: ReactorConfig,
+    /// Where the reactor copies libraries; removed when the plan is dropped.
+    _private: tempfile::TempDir,
+    shutdown_timeout: Duration,
+    inspector: Option<swarm_inspector::InspectorConfig>,
+    /// The whole feed file, read before the start so a bad line refuses the run, not half of it.
+    feed: Vec<Signal>,
+}
 
-    // Read the whole feed file before starting, so a bad line refuses the run, not half of it.
-    let feed: Vec<Signal> = match &args.feed {
-        Some(path) if path.as_os_str() != "-" => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            text.lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| {
-                    parse_feed_line(l).with_context(|| format!("{}:{}", path.display(), i + 1))
-                })
-                .collect::<anyhow::Result<_>>()?
+impl UpPlan {
+    fn resolve(args: &UpArgs) -> anyhow::Result<Self> {
+        check_dir(&args.units.dir)?;
+        if !(args.claim_idle.is_finite() && args.claim_idle >= 0.01) {
+            bail!("--claim-idle must be at least 0.01 seconds");
         }
-        _ => Vec::new(),
-    };
+        if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
+            bail!("--shutdown-timeout must be a number of seconds, 0 or more");
+        }
+        let private = private_dir()?;
+        let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
+        config.trust = args.units.policy()?;
+        config.watch = !args.no_watch;
+        config.consumer = args.consumer.clone().unwrap_or_else(hostname);
+        config.claim_idle = Duration::from_secs_f64(args.claim_idle);
+        if let Some(path) = &args.unit_config {
+            config.unit_config = crate::unit_config_cli::read(path)?;
+        }
+        config.max_attempts = args.max_attempts;
+        config.max_deliveries = args.max_deliveries;
+        config.call_timeout = Duration::from_secs_f64(args.call_timeout);
+        config.quarantine_after = args.quarantine_after;
+        config.max_stuck_calls = args.max_stuck_calls;
+        config.isolation = args.isolate.isolation()?;
+        config.concurrency = args.concurrency as usize;
+        config.dispatch.clone_from(&args.dispatch);
+        config.ranker.exploration = args.exploration;
+        config.ranker.concentration = args.concentration;
+        config.ranker.breaker.failures = args.breaker_failures;
+        config.host = args.host.config()?;
+        let inspector = args.http.config(&config.stream, &config.group)?;
+        Ok(Self {
+            config,
+            _private: private,
+            shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
+            inspector,
+            feed: read_feed(args.feed.as_deref())?,
+        })
+    }
+}
 
-    // Listen before anything starts: a SIGTERM while the reactor is starting (it may already
-    // be running signals) then stops it cleanly instead of killing it.
-    let stop_signals = StopSignals::listen()?;
-    let mesh: Arc<dyn Mesh> = match args.mesh.redis().await? {
-        Some(redis) => redis,
-        None => Arc::new(InProcMesh::new()),
+/// The signals of a feed file (none for `-`, which is read as the reactor runs).
+fn read_feed(path: Option<&Path>) -> anyhow::Result<Vec<Signal>> {
+    let Some(path) = path.filter(|p| p.as_os_str() != "-") else {
+        return Ok(Vec::new());
     };
-    let recording = match &args.memory.database_url {
-        Some(_) => Some(crate::memory_cli::Recording::start(&args.memory, &args.record).await?),
-        None => None,
-    };
-    let memory: Arc<dyn Memory> = match &recording {
-        Some(recording) => Arc::clone(&recording.writer) as Arc<dyn Memory>,
-        None => Arc::new(InProcMemory::bounded(100_000)),
-    };
-    let audit: Arc<dyn AuditLog> = match &recording {
-        Some(recording) => Arc::clone(&recording.audit),
-        None => Arc::new(InProcAudit::new()),
-    };
-    let (reactor, report) =
-        Reactor::start_audited(config, Arc::clone(&mesh), Arc::clone(&memory), audit).await?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| parse_feed_line(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
+        .collect()
+}
+
+/// Publishes each line of standard input as it comes, from a thread of its own; a bad line is
+/// reported and skipped.
+fn feed_stdin(mesh: Arc<dyn Mesh>, stream: String) {
+    // Taken here: the reading thread is not the runtime's and has no current handle.
+    let handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        for (i, line) in std::io::stdin().lock().lines().enumerate() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_feed_line(&line) {
+                Ok(signal) => {
+                    if let Err(error) = handle.block_on(mesh.publish(&stream, &signal)) {
+                        eprintln!("stdin:{}: not published: {error}", i + 1);
+                    }
+                }
+                Err(error) => eprintln!("stdin:{}: {error:#}", i + 1),
+            }
+        }
+    });
+}
+
+/// The mesh, memory and audit log `swarm up` runs on, as its arguments name them.
+struct Backing {
+    mesh: Arc<dyn Mesh>,
+    memory: Arc<dyn Memory>,
+    audit: Arc<dyn AuditLog>,
+    /// Set with `--postgres`: closed (spool flushed) after the reactor stops.
+    recording: Option<crate::memory_cli::Recording>,
+}
+
+impl Backing {
+    async fn connect(args: &UpArgs) -> anyhow::Result<Self> {
+        let mesh: Arc<dyn Mesh> = match args.mesh.redis().await? {
+            Some(redis) => redis,
+            None => Arc::new(InProcMesh::new()),
+        };
+        let recording = match &args.memory.database_url {
+            Some(_) => Some(crate::memory_cli::Recording::start(&args.memory, &args.record).await?),
+            None => None,
+        };
+        let (memory, audit): (Arc<dyn Memory>, Arc<dyn AuditLog>) = match &recording {
+            Some(recording) => (
+                Arc::clone(&recording.writer) as Arc<dyn Memory>,
+                Arc::clone(&recording.audit),
+            ),
+            None => (
+                Arc::new(InProcMemory::bounded(100_000)),
+                Arc::new(InProcAudit::new()),
+            ),
+        };
+        Ok(Self {
+            mesh,
+            memory,
+            audit,
+            recording,
+        })
+    }
+
+    /// Where it runs, in words.
+    fn describe(&self, args: &UpArgs) -> String {
+        let mesh = args.mesh.redis_url.as_deref().map_or_else(
+            || "the in-process mesh".to_owned(),
+            |url| format!("Redis {url}"),
+        );
+        let memory = if self.recording.is_some() {
+            "memory in PostgreSQL"
+        } else {
+            "memory in this process"
+        };
+        format!("{mesh} and {memory}")
+    }
+}
+
+/// One line per refused file and per loaded unit, on stderr.
+fn print_loaded(report: &swarm_reactor::LoadReport, registry: &Registry) {
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
     }
-    let inspector = match inspector_config {
-        Some(config) => Some(
-            crate::serve_cli::start(config, reactor.handle(), Arc::clone(&mesh), memory, metrics)
-                .await?,
-        ),
-        None => None,
-    };
-    // Saving the unit config file reconfigures the units whose sections changed.
-    let _config_watch = match &args.unit_config {
-        Some(path) if !args.no_watch => Some(crate::unit_config_cli::watch(
-            path.clone(),
-            Arc::clone(reactor.registry()),
-        )?),
-        _ => None,
-    };
-    for unit in reactor.registry().status() {
+    for unit in registry.status() {
         let subscribes: Vec<&str> = unit.subscribes.iter().map(|p| p.as_str()).collect();
         eprintln!(
             "loaded {} {} (generation {}) on {}",
@@ -470,43 +527,55 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
             subscribes.join(", ")
         );
     }
-    for signal in feed {
-        mesh.publish(&stream, &signal).await?;
+}
+
+async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Result<ExitCode> {
+    let plan = UpPlan::resolve(&args)?;
+    let metrics = swarm_inspector::install_metrics_recorder()
+        .context("cannot install the metrics recorder")?;
+    // Listen before anything starts: a SIGTERM while the reactor is starting (it may already
+    // be running signals) then stops it cleanly instead of killing it.
+    let stop_signals = StopSignals::listen()?;
+    let backing = Backing::connect(&args).await?;
+    let stream = plan.config.stream.clone();
+    let (reactor, report) = Reactor::start_audited(
+        plan.config.clone(),
+        Arc::clone(&backing.mesh),
+        Arc::clone(&backing.memory),
+        Arc::clone(&backing.audit),
+    )
+    .await?;
+    let inspector = match plan.inspector {
+        Some(config) => Some(
+            crate::serve_cli::start(
+                config,
+                reactor.handle(),
+                Arc::clone(&backing.mesh),
+                Arc::clone(&backing.memory),
+                metrics,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    // Saving the unit config file reconfigures the units whose sections changed.
+    let _config_watch = args
+        .unit_config
+        .as_ref()
+        .filter(|_| !args.no_watch)
+        .map(|path| crate::unit_config_cli::watch(path.clone(), Arc::clone(reactor.registry())))
+        .transpose()?;
+    print_loaded(&report, reactor.registry());
+    for signal in plan.feed {
+        backing.mesh.publish(&stream, &signal).await?;
     }
     if args.feed.as_deref().is_some_and(|p| p.as_os_str() == "-") {
-        let mesh = Arc::clone(&mesh);
-        let stream = stream.clone();
-        // Taken here: the reading thread is not the runtime's and has no current handle.
-        let handle = tokio::runtime::Handle::current();
-        std::thread::spawn(move || {
-            for (i, line) in std::io::stdin().lock().lines().enumerate() {
-                let Ok(line) = line else { break };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match parse_feed_line(&line) {
-                    Ok(signal) => {
-                        if let Err(error) = handle.block_on(mesh.publish(&stream, &signal)) {
-                            eprintln!("stdin:{}: not published: {error}", i + 1);
-                        }
-                    }
-                    Err(error) => eprintln!("stdin:{}: {error:#}", i + 1),
-                }
-            }
-        });
+        feed_stdin(Arc::clone(&backing.mesh), stream);
     }
-    let mesh_name = args.mesh.redis_url.as_deref().map_or_else(
-        || "the in-process mesh".to_owned(),
-        |url| format!("Redis {url}"),
-    );
-    let memory_name = if recording.is_some() {
-        "memory in PostgreSQL"
-    } else {
-        "memory in this process"
-    };
     eprintln!(
-        "reactor up on {} with {mesh_name} and {memory_name} (Ctrl-C to stop)",
-        args.units.dir.display()
+        "reactor up on {} with {} (Ctrl-C to stop)",
+        args.units.dir.display(),
+        backing.describe(&args)
     );
     let dev = dev.map(|dev| {
         let handle = reactor.handle();
@@ -529,14 +598,8 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     if let Some(inspector) = inspector {
         inspector.stop().await;
     }
-    eprintln!("stopping: no new signals are read; waiting for the running ones to settle");
-    if !reactor.stop_within(shutdown_timeout).await {
-        eprintln!(
-            "signals still running after {} s stay pending and will be delivered again",
-            shutdown_timeout.as_secs_f64()
-        );
-    }
-    if let Some(recording) = recording {
+    stop_reactor(reactor, plan.shutdown_timeout).await;
+    if let Some(recording) = backing.recording {
         recording.close().await;
     }
     Ok(if fatal.is_some() {
@@ -544,6 +607,17 @@ async fn up(args: UpArgs, dev: Option<crate::dev_cli::DevLoop>) -> anyhow::Resul
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Stops `reactor`, waiting up to `timeout` for the signals it runs; says what it left.
+async fn stop_reactor(reactor: Reactor, timeout: Duration) {
+    eprintln!("stopping: no new signals are read; waiting for the running ones to settle");
+    if !reactor.stop_within(timeout).await {
+        eprintln!(
+            "signals still running after {} s stay pending and will be delivered again",
+            timeout.as_secs_f64()
+        );
+    }
 }
 
 /// Exit status of `swarm up` when too many unit calls are stuck past their deadline
