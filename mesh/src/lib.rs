@@ -4,14 +4,16 @@
 //! entries; named groups that each see every entry; within a group each entry goes to one
 //! consumer and stays on the group's pending list until acknowledged; entries idle too long
 //! can be claimed by another consumer; delivery counts grow with every delivery, so a poison
-//! entry can be dead-lettered. [`RedisMesh`] implements them on Redis Streams, so reactors in
-//! several processes and machines share one mesh; [`InProcMesh`] implements the same semantics
-//! in-process for tests and zero-setup runs. Both pass one behaviour suite (`testkit`).
+//! entry can be dead-lettered. `RedisMesh` (feature `redis`) implements them on Redis Streams,
+//! so reactors in several processes and machines share one mesh; [`InProcMesh`] implements the
+//! same semantics in-process for tests and zero-setup runs. Both pass one behaviour suite
+//! (`testkit`).
 //!
 //! The mesh knows nothing of units, the reactor or memory: it moves [`Signal`]s.
 
 mod entry_id;
 mod inproc;
+#[cfg(feature = "redis")]
 mod redis_streams;
 pub mod stores;
 #[cfg(feature = "testkit")]
@@ -24,6 +26,7 @@ use swarm_schemas::Signal;
 
 pub use entry_id::{BadEntryId, EntryId};
 pub use inproc::InProcMesh;
+#[cfg(feature = "redis")]
 pub use redis_streams::{RedisKv, RedisMarks, RedisMesh, RedisMeshConfig};
 pub use stores::inproc::{InProcKv, InProcMarks, InProcUnitControls};
 pub use stores::{Kv, Marks, StoreError, UnitControls};
