@@ -1,8 +1,8 @@
 //! Memory: every execution the reactor runs is recorded here.
 //!
 //! This crate holds the [`Memory`] trait and two implementations that pass one behaviour suite:
-//! [`PgMemory`] (PostgreSQL + pgvector) and [`InProcMemory`] (for zero-setup runs and tests);
-//! [`WriteBehind`], which puts a bounded queue and a disk spool in front of either so that
+//! `PgMemory` (PostgreSQL + pgvector, feature `postgres`) and [`InProcMemory`] (for zero-setup
+//! runs and tests); [`WriteBehind`], which puts a bounded queue and a disk spool in front of either so that
 //! recording never waits for the store; the [`Embedder`] trait with `TractEmbedder` (feature
 //! `tract`), a MiniLM sentence model run by tract; and [`Shape`], what gets embedded.
 //! The crate knows nothing of the mesh, the reactor or units.
@@ -10,6 +10,7 @@
 mod audit;
 mod embed;
 mod inproc;
+#[cfg(feature = "postgres")]
 mod pg;
 mod query;
 mod shape;
@@ -23,6 +24,7 @@ mod writer;
 pub use audit::{AuditLog, AuditQuery, AuditTrail, InProcAudit, MAX_AUDIT_READ};
 pub use embed::{EmbedError, Embedder, cosine};
 pub use inproc::InProcMemory;
+#[cfg(feature = "postgres")]
 pub use pg::{PgMemory, PgMemoryConfig, PgProbe};
 pub use query::{
     Compaction, MAX_K, OutcomeFilter, Probe, Retention, SearchHit, SearchQuery, UnitStats,

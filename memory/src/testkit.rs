@@ -77,6 +77,7 @@ pub fn database_url() -> String {
 
 /// A new, empty database on the server of `url`, named `swarm_test_…`; returns its URL.
 /// `ops/test` drops these databases before each run.
+#[cfg(feature = "postgres")]
 pub async fn fresh_database(url: &str) -> String {
     use sqlx::Connection;
     let mut admin = sqlx::PgConnection::connect(url)

@@ -21,6 +21,8 @@ use sqlx::{Postgres, Row, Transaction};
 use swarm_schemas::{ExecutionId, ExecutionRecord, FailureKind, Outcome, Signal, SignalId};
 use uuid::Uuid;
 
+mod audit;
+
 use crate::query::ago;
 use crate::{
     Compaction, Embedder, Memory, MemoryError, OutcomeFilter, Probe, Retention, SearchHit,
