@@ -25,34 +25,7 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
         .into_iter()
         .map(|m| (m.name.as_str(), m))
         .collect();
-    let mut refused = BTreeMap::new();
-
-    // Direct problems: absent dependencies and unsatisfied versions.
-    for (name, manifest) in &by_name {
-        for dep in &manifest.dependencies {
-            let error = match by_name.get(dep.name.as_str()) {
-                None => Some(LoadError::MissingDependency {
-                    unit: (*name).to_owned(),
-                    dependency: dep.name.clone(),
-                    requirement: dep.version.to_string(),
-                }),
-                Some(found) if !dep.version.matches(&found.version) => {
-                    Some(LoadError::DependencyVersion {
-                        unit: (*name).to_owned(),
-                        dependency: dep.name.clone(),
-                        requirement: dep.version.to_string(),
-                        found: found.version.to_string(),
-                    })
-                }
-                Some(_) => None,
-            };
-            if let Some(error) = error {
-                refused.entry((*name).to_owned()).or_insert(error);
-            }
-        }
-    }
-
-    // Kahn's algorithm over the units not refused yet.
+    let mut refused = unmet_dependencies(&by_name);
     let live: BTreeSet<&str> = by_name
         .keys()
         .copied()
@@ -66,16 +39,66 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
             .filter(|d| by_name.contains_key(d))
             .collect()
     };
+    let order = topological_order(&live, &deps_of);
+    // Whatever is left waits on a refused unit or sits on (or behind) a cycle.
+    let placed: BTreeSet<&str> = order.iter().map(String::as_str).collect();
+    let stuck: Vec<&str> = live
+        .iter()
+        .copied()
+        .filter(|n| !placed.contains(n))
+        .collect();
+    for name in &stuck {
+        let error = match find_cycle(name, &stuck, &deps_of) {
+            Some(cycle) => LoadError::DependencyCycle { cycle },
+            None => blocked(by_name[*name], &placed, &deps_of),
+        };
+        refused.insert((*name).to_owned(), error);
+    }
+    Resolution { order, refused }
+}
+
+/// Direct problems: absent dependencies and unsatisfied versions, by unit.
+fn unmet_dependencies(by_name: &BTreeMap<&str, &UnitManifest>) -> BTreeMap<String, LoadError> {
+    let mut refused = BTreeMap::new();
+    for (name, manifest) in by_name {
+        for dep in &manifest.dependencies {
+            let error = match by_name.get(dep.name.as_str()) {
+                None => LoadError::MissingDependency {
+                    unit: (*name).to_owned(),
+                    dependency: dep.name.clone(),
+                    requirement: dep.version.to_string(),
+                },
+                Some(found) if !dep.version.matches(&found.version) => {
+                    LoadError::DependencyVersion {
+                        unit: (*name).to_owned(),
+                        dependency: dep.name.clone(),
+                        requirement: dep.version.to_string(),
+                        found: found.version.to_string(),
+                    }
+                }
+                Some(_) => continue,
+            };
+            refused.entry((*name).to_owned()).or_insert(error);
+        }
+    }
+    refused
+}
+
+/// Kahn's algorithm over `live`: every unit after its dependencies. A unit that waits on one
+/// not in `live` (refused) or on a cycle is left out.
+fn topological_order<'a>(
+    live: &BTreeSet<&'a str>,
+    deps_of: &dyn Fn(&str) -> Vec<&'a str>,
+) -> Vec<String> {
     let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
     let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for name in &live {
+    for name in live {
         let deps = deps_of(name);
         waiting.insert(name, deps.len());
         for dep in deps {
             dependents.entry(dep).or_default().push(name);
         }
     }
-    // A dependency refused above never becomes ready, so its dependents stay waiting.
     let mut ready: VecDeque<&str> = waiting
         .iter()
         .filter(|(_, n)| **n == 0)
@@ -93,39 +116,28 @@ pub(crate) fn resolve<'a>(manifests: impl IntoIterator<Item = &'a UnitManifest>)
             }
         }
     }
+    order
+}
 
-    // Whatever is left waits on a refused unit or sits on (or behind) a cycle.
-    let placed: BTreeSet<&str> = order.iter().map(String::as_str).collect();
-    let stuck: Vec<&str> = live
-        .iter()
-        .copied()
-        .filter(|n| !placed.contains(n))
-        .collect();
-    for name in &stuck {
-        if refused.contains_key(*name) {
-            continue;
-        }
-        let error = match find_cycle(name, &stuck, &deps_of) {
-            Some(cycle) => LoadError::DependencyCycle { cycle },
-            _ => {
-                let blocker = deps_of(name)
-                    .into_iter()
-                    .find(|d| !placed.contains(d))
-                    .unwrap_or_default();
-                LoadError::MissingDependency {
-                    unit: (*name).to_owned(),
-                    dependency: blocker.to_owned(),
-                    requirement: by_name[*name]
-                        .dependencies
-                        .iter()
-                        .find(|d| d.name == blocker)
-                        .map_or_else(|| "*".to_owned(), |d| d.version.to_string()),
-                }
-            }
-        };
-        refused.insert((*name).to_owned(), error);
+/// Why `manifest`'s unit, on no cycle, could not be placed: the first dependency that was not.
+fn blocked<'a>(
+    manifest: &UnitManifest,
+    placed: &BTreeSet<&str>,
+    deps_of: &dyn Fn(&str) -> Vec<&'a str>,
+) -> LoadError {
+    let blocker = deps_of(&manifest.name)
+        .into_iter()
+        .find(|d| !placed.contains(d))
+        .unwrap_or_default();
+    LoadError::MissingDependency {
+        unit: manifest.name.clone(),
+        dependency: blocker.to_owned(),
+        requirement: manifest
+            .dependencies
+            .iter()
+            .find(|d| d.name == blocker)
+            .map_or_else(|| "*".to_owned(), |d| d.version.to_string()),
     }
-    Resolution { order, refused }
 }
 
 /// Follows unplaced dependencies from `start`; returns the cycle it runs into, if `start` is

@@ -127,71 +127,16 @@ impl Process {
         listener: &UnixListener,
         host: &Arc<RwLock<Option<Arc<dyn HostCall>>>>,
     ) -> Result<Arc<Self>, String> {
-        let mut command = Command::new(&spec.program);
-        command
-            .arg("--socket")
-            .arg(socket)
-            .arg("--library")
-            .arg(&spec.library)
-            .arg("--channels")
-            .arg(spec.channels.to_string());
-        let limits = &spec.limits;
-        for (flag, value) in [
-            ("--address-space", limits.address_space),
-            ("--cpu-seconds", limits.cpu_seconds),
-            ("--open-files", limits.open_files),
-        ] {
-            if let Some(value) = value {
-                command.arg(flag).arg(value.to_string());
-            }
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
+        let mut child = spawn(spec, socket)?;
         let pid = child.id();
-        let mut streams = Vec::with_capacity(spec.channels + 1);
-        let accepted = (|| {
-            listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-            let deadline = Instant::now() + CONNECT_TIMEOUT;
-            while streams.len() < spec.channels + 1 {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        // Only the worker started here may connect.
-                        let peer = rustix::net::sockopt::socket_peercred(&stream)
-                            .map_err(|e| format!("cannot check who connected: {e}"))?;
-                        if peer.pid.as_raw_nonzero().get() as u32 != pid {
-                            continue;
-                        }
-                        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-                        streams.push(stream);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            return Err(format!(
-                                "the worker {} before it connected",
-                                describe(status)
-                            ));
-                        }
-                        if Instant::now() > deadline {
-                            return Err(format!(
-                                "the worker did not connect within {CONNECT_TIMEOUT:?}"
-                            ));
-                        }
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(e) => return Err(format!("cannot accept the worker's socket: {e}")),
-                }
+        let mut streams = match accept_all(listener, &mut child, spec.channels + 1) {
+            Ok(streams) => streams,
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(error);
             }
-            Ok(())
-        })();
-        if let Err(error) = accepted {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(error);
-        }
+        };
         // The first socket carries the capability calls the unit makes outside any call (from
         // threads of its own); the others, one request at a time each.
         let background = streams.remove(0);
@@ -203,21 +148,11 @@ impl Process {
             dead: AtomicBool::new(false),
             killed: Mutex::new(None),
         });
-        let host = Arc::clone(host);
-        let weak = Arc::downgrade(&process);
+        let (host, weak) = (Arc::clone(host), Arc::downgrade(&process));
         std::thread::Builder::new()
             .name(format!("worker-{pid}-host"))
             .spawn(move || {
-                let mut stream = background;
-                while let Ok(frame) = wire::read(&mut stream) {
-                    if frame.tag != wire::HOST_CALL {
-                        break;
-                    }
-                    let (status, reply) = serve_host(&host, frame.code, &frame.body);
-                    if wire::write(&mut stream, wire::HOST_REPLY, status, &reply).is_err() {
-                        break;
-                    }
-                }
+                serve_background(background, &host);
                 if let Some(process) = weak.upgrade() {
                     process.mark_dead();
                 }
@@ -360,6 +295,91 @@ impl Process {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Starts the worker program of `spec`, told to connect to `socket`.
+fn spawn(spec: &WorkerSpec, socket: &Path) -> Result<Child, String> {
+    let mut command = Command::new(&spec.program);
+    command
+        .arg("--socket")
+        .arg(socket)
+        .arg("--library")
+        .arg(&spec.library)
+        .arg("--channels")
+        .arg(spec.channels.to_string());
+    let limits = &spec.limits;
+    for (flag, value) in [
+        ("--address-space", limits.address_space),
+        ("--cpu-seconds", limits.cpu_seconds),
+        ("--open-files", limits.open_files),
+    ] {
+        if let Some(value) = value {
+            command.arg(flag).arg(value.to_string());
+        }
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))
+}
+
+/// Accepts `count` connections on `listener` from `child` (connections from any other process
+/// are dropped), within [`CONNECT_TIMEOUT`]; fails if the child exits first.
+fn accept_all(
+    listener: &UnixListener,
+    child: &mut Child,
+    count: usize,
+) -> Result<Vec<UnixStream>, String> {
+    let pid = child.id();
+    let mut streams = Vec::with_capacity(count);
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while streams.len() < count {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                // Only the worker started here may connect.
+                let peer = rustix::net::sockopt::socket_peercred(&stream)
+                    .map_err(|e| format!("cannot check who connected: {e}"))?;
+                if peer.pid.as_raw_nonzero().get() as u32 != pid {
+                    continue;
+                }
+                stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+                streams.push(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "the worker {} before it connected",
+                        describe(status)
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the worker did not connect within {CONNECT_TIMEOUT:?}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(format!("cannot accept the worker's socket: {e}")),
+        }
+    }
+    Ok(streams)
+}
+
+/// Serves the capability calls the unit makes from threads of its own, until the worker's
+/// background socket closes or breaks the protocol.
+fn serve_background(mut stream: UnixStream, host: &RwLock<Option<Arc<dyn HostCall>>>) {
+    while let Ok(frame) = wire::read(&mut stream) {
+        if frame.tag != wire::HOST_CALL {
+            break;
+        }
+        let (status, reply) = serve_host(host, frame.code, &frame.body);
+        if wire::write(&mut stream, wire::HOST_REPLY, status, &reply).is_err() {
+            break;
         }
     }
 }
