@@ -516,21 +516,14 @@ impl Dispatcher {
                 group.units.into_iter().partition(|s| s.is_quarantined());
             if group.policy == DispatchPolicy::FanOut || live.is_empty() {
                 for slot in &quarantined {
-                    entry.dead.push(dead_letter(
-                        Some(signal),
-                        DeadLetter {
-                            reason: format!(
-                                "unit `{}` is quarantined: {} of its calls ran past their deadline (swap in a new version or enable it to lift it)",
-                                slot.name(),
-                                slot.health.timeouts()
-                            ),
-                            unit: Some(slot.name().to_owned()),
-                            attempts: 0,
-                            failure: None,
-                            entry_id: entry.id.to_string(),
-                            original: serde_json::to_value(signal).unwrap_or_default(),
-                        },
-                    ));
+                    let reason = format!(
+                        "unit `{}` is quarantined: {} of its calls ran past their deadline (swap in a new version or enable it to lift it)",
+                        slot.name(),
+                        slot.health.timeouts()
+                    );
+                    entry
+                        .dead
+                        .push(not_run(signal, entry.id, slot.name(), reason));
                 }
             }
             if live.is_empty() {
@@ -548,19 +541,8 @@ impl Dispatcher {
             };
             if group.policy == DispatchPolicy::FanOut || order.ranked.is_empty() {
                 for unit in &order.skipped {
-                    entry.dead.push(dead_letter(
-                        Some(signal),
-                        DeadLetter {
-                            reason: format!(
-                                "unit `{unit}` was skipped: its circuit breaker is open"
-                            ),
-                            unit: Some(unit.to_string()),
-                            attempts: 0,
-                            failure: None,
-                            entry_id: entry.id.to_string(),
-                            original: serde_json::to_value(signal).unwrap_or_default(),
-                        },
-                    ));
+                    let reason = format!("unit `{unit}` was skipped: its circuit breaker is open");
+                    entry.dead.push(not_run(signal, entry.id, unit, reason));
                 }
             }
             let wave = order.first_wave().len();
@@ -617,6 +599,21 @@ impl Work {
             complete: true,
         }
     }
+}
+
+/// The dead letter of `signal` for a unit it was not run on, and why.
+fn not_run(signal: &Signal, entry: EntryId, unit: &str, reason: String) -> Signal {
+    dead_letter(
+        Some(signal),
+        DeadLetter {
+            reason,
+            unit: Some(unit.to_owned()),
+            attempts: 0,
+            failure: None,
+            entry_id: entry.to_string(),
+            original: serde_json::to_value(signal).unwrap_or_default(),
+        },
+    )
 }
 
 /// The dead letter of an entry that is not a signal.

@@ -160,6 +160,28 @@ pub async fn hang_state(port: u16, token: Option<&str>) -> Option<String> {
         .and_then(|u| u["state"].as_str().map(str::to_owned))
 }
 
+/// Starts two `swarm up` processes, `a` and `b`, serving on free ports, and waits until the
+/// `hang` unit is ready on both (asked with `token`). Returns each with its port.
+pub async fn serve_a_and_b(
+    spec: &ReactorSpec,
+    token: Option<&str>,
+) -> ((Running, u16), (Running, u16)) {
+    let (port_a, port_b) = (crate::free_port(), crate::free_port());
+    let a = Running(Some(
+        spec.start_serving("a", &format!("127.0.0.1:{port_a}")),
+    ));
+    let b = Running(Some(
+        spec.start_serving("b", &format!("127.0.0.1:{port_b}")),
+    ));
+    for port in [port_a, port_b] {
+        until("the reactor serves", Duration::from_secs(60), async || {
+            hang_state(port, token).await.filter(|s| s == "ready")
+        })
+        .await;
+    }
+    ((a, port_a), (b, port_b))
+}
+
 /// `GET /v1/health` of the reactor serving on `port`.
 pub async fn health(port: u16) -> Value {
     reqwest::get(format!("http://127.0.0.1:{port}/v1/health"))

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use swarm_memory::AuditQuery;
 use swarm_schemas::{AuditAction, AuditEntry};
-use swarm_tests::observed::{Running, hang_state, setup, until};
-use swarm_tests::{TestSwarm, deploy, free_port, swarm_binary};
+use swarm_tests::observed::{serve_a_and_b, setup, until};
+use swarm_tests::{TestSwarm, deploy, swarm_binary};
 
 const OPS: &str = "ops-secret-0123456789";
 const READER: &str = "reader-secret-0123456";
@@ -161,21 +161,7 @@ async fn every_reactor_on_one_postgres_shares_one_append_only_trail() {
         "--trust".to_owned(),
         trust.display().to_string(),
     ]);
-    let (port_a, port_b) = (free_port(), free_port());
-    let a = Running(Some(
-        s.spec.start_serving("a", &format!("127.0.0.1:{port_a}")),
-    ));
-    let b = Running(Some(
-        s.spec.start_serving("b", &format!("127.0.0.1:{port_b}")),
-    ));
-    for port in [port_a, port_b] {
-        until("the reactor serves", Duration::from_secs(60), async || {
-            hang_state(port, Some(READER))
-                .await
-                .filter(|s| s == "ready")
-        })
-        .await;
-    }
+    let ((a, port_a), (b, port_b)) = serve_a_and_b(&s.spec, Some(READER)).await;
 
     // An admin disables on A; a reader's try is refused; the admin enables again on B.
     let disabled = call(reqwest::Method::POST, port_a, "/v1/units/hang/disable", OPS).await;

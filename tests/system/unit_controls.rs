@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use swarm_mesh::{Mesh, RedisMesh};
-use swarm_tests::free_port;
-use swarm_tests::observed::{GROUP, Running, STREAM, done, hang_state, publish, setup, until};
+use swarm_tests::observed::{
+    GROUP, Running, STREAM, done, hang_state, publish, serve_a_and_b, setup, until,
+};
 
 /// Publishes `test.hang` signals numbered `from..to` and waits until the reactors' group has
 /// settled them all; returns the `n`s handled meanwhile, with how often each was.
@@ -36,19 +37,7 @@ async fn post(port: u16, path: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_unit_stays_disabled_across_restarts_and_on_every_reactor() {
     let s = setup(&[]).await;
-    let (port_a, port_b) = (free_port(), free_port());
-    let a = Running(Some(
-        s.spec.start_serving("a", &format!("127.0.0.1:{port_a}")),
-    ));
-    let b = Running(Some(
-        s.spec.start_serving("b", &format!("127.0.0.1:{port_b}")),
-    ));
-    for port in [port_a, port_b] {
-        until("the reactor serves", Duration::from_secs(30), async || {
-            hang_state(port, None).await.filter(|s| s == "ready")
-        })
-        .await;
-    }
+    let ((a, port_a), (b, port_b)) = serve_a_and_b(&s.spec, None).await;
     let handled = run_batch(&s.mesh, 0, 200).await;
     assert_eq!(handled.len(), 200, "both serve the unit");
 

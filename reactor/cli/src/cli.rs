@@ -707,6 +707,12 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
         }
     }
     reactor.stop().await;
+    print_run(&memory, mesh.as_ref(), &stream).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a one-shot run did: each execution (with what it emitted), then each dead letter.
+async fn print_run(memory: &InProcMemory, mesh: &dyn Mesh, stream: &str) -> anyhow::Result<()> {
     for record in memory.all() {
         let outcome = match &record.outcome {
             Outcome::Success => "ok".to_owned(),
@@ -729,7 +735,7 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
         }
     }
     for entry in mesh
-        .range(&dead_letter_stream(&stream), None, usize::MAX)
+        .range(&dead_letter_stream(stream), None, usize::MAX)
         .await?
     {
         if let Ok(letter) = entry.body {
@@ -739,7 +745,7 @@ async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The units of the `swarm up` serving at `server`, as they run.
