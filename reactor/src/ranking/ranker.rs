@@ -48,16 +48,14 @@ pub struct RankerConfig {
     pub exploration: f64,
     /// Each posterior Beta(a, b) is sampled as Beta(c·a, c·b): the same mean, about 1/c of
     /// the variance. 1 is plain Thompson sampling; above 1 the ranker settles sooner on what
-    /// little evidence says, and explores less (Chapelle and Li, "An Empirical Evaluation of
-    /// Thompson Sampling", 2011, found a quarter of the variance did better than the plain
-    /// posterior). On the ranking benchmark, 4 against 1: top-1 0.96 against 0.93, and half
-    /// the regret.
+    /// little evidence says, and explores less. The README's ranking benchmark says why the
+    /// default is 4.
     pub concentration: f64,
     /// Change detector threshold (log-likelihood ratio); 0 turns detection off. A change of
     /// any unit in a context drops that unit's older evidence there and all but `change_keep`
     /// of the others': what made one unit change has likely changed the others' odds too. Each
-    /// false alarm costs a context its evidence: at 4, the ranking benchmark raised 4 to 11 of
-    /// them in 5,000 signals where nothing changed, at 6 none to two.
+    /// false alarm costs a context its evidence; the README's ranking benchmark says why the
+    /// default is 6.
     pub change_threshold: f64,
     /// Smallest change of success rate the detector looks for.
     pub change_delta: f64,
