@@ -94,7 +94,26 @@ fn scoped(
 
 /// The whole application: API, OpenAPI document, page, guards.
 pub(crate) fn app(state: AppState, limiter: Arc<RateLimiter>) -> Router {
-    let tokens = state.tokens.clone();
+    let body_limit = state.limits.body_limit;
+    let router = routes(&state)
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(handler_panicked))
+        .layer(from_fn_with_state(limiter, rate_limit));
+    with_security_headers(router)
+}
+
+/// Every endpoint behind its scope's token check, the OpenAPI document and the web page.
+fn routes(state: &AppState) -> Router<AppState> {
+    let tokens = &state.tokens;
     let read = OpenApiRouter::new()
         .routes(routes!(units::list_units))
         .routes(routes!(executions::similar, executions::similar_post))
@@ -108,16 +127,15 @@ pub(crate) fn app(state: AppState, limiter: Arc<RateLimiter>) -> Router {
         .routes(routes!(units::disable_unit))
         .routes(routes!(audit::read_audit));
     // Outside the token check, so refused calls are recorded too.
-    let admin = scoped(admin, &tokens, Scope::Admin)
+    let admin = scoped(admin, tokens, Scope::Admin)
         .route_layer(from_fn_with_state(state.clone(), audit::record_admin_calls));
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(scoped(read, &tokens, Scope::Read))
-        .merge(scoped(emit, &tokens, Scope::Emit))
+        .merge(scoped(read, tokens, Scope::Read))
+        .merge(scoped(emit, tokens, Scope::Emit))
         .merge(admin)
         .routes(routes!(ops::health))
         .split_for_parts();
     let openapi = Arc::new(openapi);
-    let body_limit = state.limits.body_limit;
     api.route(
         "/v1/openapi.json",
         axum::routing::get(move || {
@@ -126,54 +144,40 @@ pub(crate) fn app(state: AppState, limiter: Arc<RateLimiter>) -> Router {
         }),
     )
     .merge(page::routes())
-    .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this endpoint does not take that method",
-        )
-    })
-    .with_state(state)
-    .layer(DefaultBodyLimit::max(body_limit))
-    .layer(CatchPanicLayer::custom(
-        |_panic: Box<dyn std::any::Any + Send>| {
-            // A bug, not bad input: the client gets a JSON 500 and the server keeps serving.
-            tracing::error!("an API handler panicked");
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "the server failed to answer this request",
-            )
-            .into_response()
-        },
-    ))
-    .layer(from_fn_with_state(limiter, rate_limit))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::X_FRAME_OPTIONS,
-        HeaderValue::from_static("DENY"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; \
-             script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+}
+
+/// A handler's panic is a bug, not bad input: the client gets a JSON 500 and the server keeps
+/// serving.
+fn handler_panicked(_panic: Box<dyn std::any::Any + Send>) -> axum::response::Response {
+    tracing::error!("an API handler panicked");
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the server failed to answer this request",
+    )
+    .into_response()
+}
+
+/// The security headers every answer carries unless its handler set its own.
+fn with_security_headers(router: Router) -> Router {
+    let csp = "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; \
+               script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+    [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_SECURITY_POLICY, csp),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
         ),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        HeaderName::from_static("cross-origin-opener-policy"),
-        HeaderValue::from_static("same-origin"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    ))
+        (header::CACHE_CONTROL, "no-store"),
+    ]
+    .into_iter()
+    .fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ))
+    })
 }
