@@ -274,37 +274,11 @@ impl DevLoop {
         let file =
             self.units_dir
                 .join(format!("{}{}", krate.package, std::env::consts::DLL_SUFFIX));
-        let serving = |reactor: &ReactorHandle| {
-            reactor
-                .registry()
-                .status()
-                .into_iter()
-                .find(|u| Path::new(&u.file) == file)
-        };
-        let before = serving(reactor);
-        let built = match self.build(&[&krate.package]).await {
-            Ok(built) => built,
-            Err(error) => {
-                eprintln!("{}: cannot build: {error:#}", krate.package);
-                return;
-            }
-        };
-        let built_in = saved.elapsed();
-        let library = match built {
-            Built::Failed(errors) => {
-                eprint!("{errors}");
-                eprintln!(
-                    "{}: build failed; the version serving keeps serving",
-                    krate.package
-                );
-                return;
-            }
-            Built::Libraries(mut libraries) => libraries.remove(&krate.package),
-        };
-        let Some((library, fresh)) = library else {
-            eprintln!("{}: cargo built no library for it", krate.package);
+        let before = serving(reactor, &file);
+        let Some((library, fresh)) = self.build_one(krate).await else {
             return;
         };
+        let built_in = saved.elapsed();
         // Nothing rebuilt (an event that changed nothing, such as an editor's temporary file),
         // or rebuilt to the same bytes (a save that changed nothing): the library serving is
         // this one, and no new generation will come.
@@ -315,44 +289,91 @@ impl DevLoop {
             eprintln!("{}: {error:#}", krate.package);
             return;
         }
-        // The reactor's watcher swaps it in; wait until the new generation serves.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = serving(reactor);
-            match (&before, &now) {
-                (_, Some(unit))
-                    if before
-                        .as_ref()
-                        .is_none_or(|b| b.generation != unit.generation) =>
-                {
-                    eprintln!(
-                        "{}: {} {} generation {} serving, {:.2} s after the save (build {:.2} s)",
-                        krate.package,
-                        unit.name,
-                        unit.version,
-                        unit.generation,
-                        saved.elapsed().as_secs_f64(),
-                        built_in.as_secs_f64()
-                    );
-                    return;
-                }
-                _ if Instant::now() >= deadline => {
-                    let why = now
-                        .and_then(|u| u.last_error)
-                        .or_else(|| {
-                            reactor
-                                .registry()
-                                .failures()
-                                .into_iter()
-                                .find(|f| f.file == file)
-                                .map(|f| f.error)
-                        })
-                        .unwrap_or_else(|| "the same library as before (nothing changed)".into());
-                    eprintln!("{}: not swapped in: {why}", krate.package);
-                    return;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        let timing = (saved, built_in);
+        wait_swapped(reactor, &file, before, &krate.package, timing).await;
+    }
+
+    /// Builds `krate`: its library and whether cargo found it up to date, or `None` once it
+    /// has said why there is none (the compiler's errors, for a failed build).
+    async fn build_one(&self, krate: &UnitCrate) -> Option<(PathBuf, bool)> {
+        let built = match self.build(&[&krate.package]).await {
+            Ok(built) => built,
+            Err(error) => {
+                eprintln!("{}: cannot build: {error:#}", krate.package);
+                return None;
             }
+        };
+        let library = match built {
+            Built::Failed(errors) => {
+                eprint!("{errors}");
+                eprintln!(
+                    "{}: build failed; the version serving keeps serving",
+                    krate.package
+                );
+                return None;
+            }
+            Built::Libraries(mut libraries) => libraries.remove(&krate.package),
+        };
+        if library.is_none() {
+            eprintln!("{}: cargo built no library for it", krate.package);
+        }
+        library
+    }
+}
+
+/// The unit the reactor serves from `file`, if any.
+fn serving(reactor: &ReactorHandle, file: &Path) -> Option<swarm_schemas::UnitStatus> {
+    reactor
+        .registry()
+        .status()
+        .into_iter()
+        .find(|u| Path::new(&u.file) == file)
+}
+
+/// Waits until the reactor's watcher has swapped in a new generation from `file` (up to 10 s)
+/// and says so, with the time since the save and the build's (`timing`); or says why not.
+async fn wait_swapped(
+    reactor: &ReactorHandle,
+    file: &Path,
+    before: Option<swarm_schemas::UnitStatus>,
+    package: &str,
+    (saved, built_in): (Instant, Duration),
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = serving(reactor, file);
+        match &now {
+            Some(unit)
+                if before
+                    .as_ref()
+                    .is_none_or(|b| b.generation != unit.generation) =>
+            {
+                eprintln!(
+                    "{package}: {} {} generation {} serving, {:.2} s after the save (build {:.2} s)",
+                    unit.name,
+                    unit.version,
+                    unit.generation,
+                    saved.elapsed().as_secs_f64(),
+                    built_in.as_secs_f64()
+                );
+                return;
+            }
+            _ if Instant::now() >= deadline => {
+                let why = now
+                    .and_then(|u| u.last_error)
+                    .or_else(|| {
+                        reactor
+                            .registry()
+                            .failures()
+                            .into_iter()
+                            .find(|f| f.file == file)
+                            .map(|f| f.error)
+                    })
+                    .unwrap_or_else(|| "the same library as before (nothing changed)".into());
+                eprintln!("{package}: not swapped in: {why}");
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
 }
