@@ -65,6 +65,27 @@ pub(super) async fn request(
     unit: &str,
     wire: &[u8],
 ) -> Result<Vec<u8>, Failure> {
+    let (builder, timeout_ms) = prepare(client, allow, unit, wire)?;
+    let timeout = timeout_ms.map_or(limits.timeout, |ms| {
+        Duration::from_millis(ms).min(limits.timeout)
+    });
+    match tokio::time::timeout(timeout, exchange(builder, limits.max_bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::Failed(format!(
+            "the request timed out after {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// The request `wire` asks for (its JSON head, a newline, then the body), checked against the
+/// allowlist; with the timeout the unit asked for, if any.
+fn prepare(
+    client: &reqwest::Client,
+    allow: &[HostPattern],
+    unit: &str,
+    wire: &[u8],
+) -> Result<(reqwest::RequestBuilder, Option<u64>), Failure> {
     let (head, body) = match wire.iter().position(|&b| b == b'\n') {
         Some(at) => (&wire[..at], &wire[at + 1..]),
         None => (wire, &[][..]),
@@ -99,48 +120,42 @@ pub(super) async fn request(
     if !body.is_empty() {
         builder = builder.body(body.to_vec());
     }
-    let timeout = head.timeout_ms.map_or(limits.timeout, |ms| {
-        Duration::from_millis(ms).min(limits.timeout)
-    });
-    let exchange = async {
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|e| Failure::Failed(format!("the request failed: {e}")))?;
-        if let Some(length) = response.content_length() {
-            if length > limits.max_bytes as u64 {
-                return Err(too_large(limits.max_bytes, &format!("{length} bytes")));
-            }
+    Ok((builder, head.timeout_ms))
+}
+
+/// Sends the request and reads the answer: its JSON head (status, headers), a newline, then
+/// the body, read chunk by chunk and refused past `max_bytes`.
+async fn exchange(builder: reqwest::RequestBuilder, max_bytes: usize) -> Result<Vec<u8>, Failure> {
+    let mut response = builder
+        .send()
+        .await
+        .map_err(|e| Failure::Failed(format!("the request failed: {e}")))?;
+    if let Some(length) = response.content_length() {
+        if length > max_bytes as u64 {
+            return Err(too_large(max_bytes, &format!("{length} bytes")));
         }
-        let status = response.status().as_u16();
-        let headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect();
-        let mut out = serde_json::to_vec(&HttpResponse { status, headers })
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        out.push(b'\n');
-        let start = out.len();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| Failure::Failed(format!("reading the response failed: {e}")))?
-        {
-            if out.len() - start + chunk.len() > limits.max_bytes {
-                return Err(too_large(limits.max_bytes, "more"));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure::Failed(format!(
-            "the request timed out after {} ms",
-            timeout.as_millis()
-        ))),
     }
+    let status = response.status().as_u16();
+    let headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let mut out = serde_json::to_vec(&HttpResponse { status, headers })
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    out.push(b'\n');
+    let start = out.len();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Failure::Failed(format!("reading the response failed: {e}")))?
+    {
+        if out.len() - start + chunk.len() > max_bytes {
+            return Err(too_large(max_bytes, "more"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 fn too_large(max: usize, got: &str) -> Failure {
