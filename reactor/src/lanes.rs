@@ -35,9 +35,6 @@ struct LaneState {
     running: Option<Running>,
     /// Its thread is stuck in a call past the deadline; the lane takes no more calls.
     abandoned: bool,
-    /// Whether its thread was counted as stuck (an isolated unit's call returns as soon as its
-    /// worker is killed, and is not).
-    counted_stuck: bool,
 }
 
 /// Calls run one after another by one blocking thread.
@@ -78,9 +75,9 @@ impl Lane {
             let mut state = self.state.lock();
             if state.abandoned {
                 // Already failed with `timeout` by the watchdog; what the call made is dropped.
-                let counted = state.counted_stuck;
                 drop(state);
-                if counted {
+                // Counted as stuck unless isolated (its worker was killed, and it returned).
+                if attempt.generation.loaded.worker().is_none() {
                     watchdog.returned(attempt.slot.name(), &attempt.slot.health);
                 }
                 return;
@@ -108,7 +105,6 @@ impl Lane {
         }
         state.abandoned = true;
         let running = state.running.take()?;
-        state.counted_stuck = running.attempt.generation.loaded.worker().is_none();
         Some((running, std::mem::take(&mut state.queue)))
     }
 
