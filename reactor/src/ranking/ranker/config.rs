@@ -1,0 +1,94 @@
+//! What the ranker is told: how it weighs, explores and forgets.
+
+use std::time::Duration;
+
+use crate::ranking::{BreakerConfig, Weighing};
+
+/// How the ranker weighs, explores and forgets.
+#[derive(Debug, Clone)]
+pub struct RankerConfig {
+    /// Similarity, recency and latency weighting of past executions.
+    pub weighing: Weighing,
+    /// Past executions asked of memory per context (K).
+    pub neighbours: usize,
+    /// At most this many of them from any one signal shape (the newest), so that similar
+    /// shapes are heard too and not only the context's own.
+    pub per_shape: usize,
+    /// Weight of the prior drawn from a unit's global rate (in executions).
+    pub prior_strength: f64,
+    /// A unit's evidence in one context is scaled down to at most this weight, so that new
+    /// outcomes always move it.
+    pub max_evidence: f64,
+    /// Probability of a uniformly random order instead of the sampled one (exploration that
+    /// never switches off, however sure the posteriors are).
+    pub exploration: f64,
+    /// Each posterior Beta(a, b) is sampled as Beta(c·a, c·b): the same mean, about 1/c of
+    /// the variance. 1 is plain Thompson sampling; above 1 the ranker settles sooner on what
+    /// little evidence says, and explores less. The README's ranking benchmark says why the
+    /// default is 4.
+    pub concentration: f64,
+    /// Change detector threshold (log-likelihood ratio); 0 turns detection off. A change of
+    /// any unit in a context drops that unit's older evidence there and all but `change_keep`
+    /// of the others': what made one unit change has likely changed the others' odds too. Each
+    /// false alarm costs a context its evidence; the README's ranking benchmark says why the
+    /// default is 6.
+    pub change_threshold: f64,
+    /// Smallest change of success rate the detector looks for.
+    pub change_delta: f64,
+    /// Evidence a unit needs in a context before its outcomes there are watched for change.
+    pub change_evidence: f64,
+    /// Share of the other units' evidence kept when a change is detected (the changed unit's
+    /// is dropped); 0 explores every unit afresh.
+    pub change_keep: f64,
+    /// A unit seen to change the same way in this many contexts within `unit_change_window`
+    /// has changed itself (a dependency broke, a service it calls moved): what was known of it
+    /// is dropped everywhere, as for a new version, and its executions from before no longer
+    /// count. 0 keeps every change to its context.
+    pub unit_change_contexts: usize,
+    /// How close together those changes must be.
+    pub unit_change_window: Duration,
+    /// A unit's evidence counts only for the version of the unit it was gathered on: when a
+    /// unit's outcomes start coming from another version (a hot swap, a deploy, a rollback),
+    /// what was known of it is dropped everywhere and the new version is judged from its prior
+    /// and its own outcomes. Off, versions are not told apart and only the change detector
+    /// notices.
+    pub per_version: bool,
+    /// A context with new outcomes is refreshed from memory at most this often (each refresh
+    /// is one similarity search per competing unit; between refreshes the ranker learns from
+    /// this process's own outcomes).
+    pub refresh_every: Duration,
+    /// This process's recent outcomes kept per context (until memory has them).
+    pub local_window: usize,
+    /// Contexts kept; the least recently used go first.
+    pub max_contexts: usize,
+    /// The circuit breaker of every unit.
+    pub breaker: BreakerConfig,
+    /// Seed of the sampling (fixed for reproducible runs).
+    pub seed: u64,
+}
+
+impl Default for RankerConfig {
+    fn default() -> Self {
+        Self {
+            weighing: Weighing::default(),
+            neighbours: 100,
+            per_shape: 50,
+            prior_strength: 2.0,
+            max_evidence: 100.0,
+            exploration: 0.02,
+            concentration: 4.0,
+            change_threshold: 6.0,
+            change_delta: 0.4,
+            change_evidence: 10.0,
+            change_keep: 0.0,
+            unit_change_contexts: 2,
+            unit_change_window: Duration::from_secs(600),
+            per_version: true,
+            refresh_every: Duration::from_secs(5),
+            local_window: 256,
+            max_contexts: 100_000,
+            breaker: BreakerConfig::default(),
+            seed: 0x5eed,
+        }
+    }
+}

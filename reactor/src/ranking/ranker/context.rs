@@ -1,0 +1,187 @@
+//! The ranker's state per context — a (kind, signal shape) pair — and the posteriors and
+//! propensities cached from it, so that ranking only samples.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use swarm_memory::Shape;
+use swarm_schemas::{ExecutionId, Signal};
+
+use super::Ranker;
+use crate::ranking::Evidence;
+use crate::ranking::change::Cusum;
+use crate::ranking::propensity::{beta_moments, matrix};
+
+/// A context: the signal's kind and the id of its shape.
+pub(super) type Key = (String, i64);
+
+/// One outcome this process saw, kept until a refresh finds it in memory.
+#[derive(Debug, Clone)]
+pub(super) struct Observed {
+    pub(super) id: ExecutionId,
+    pub(super) unit: Arc<str>,
+    pub(super) reward: f64,
+    pub(super) at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ContextState {
+    /// The time `evidence` refers to; it decays from there.
+    pub(super) at: Option<DateTime<Utc>>,
+    pub(super) evidence: HashMap<Arc<str>, Evidence>,
+    pub(super) local: VecDeque<Observed>,
+    /// Evidence older than this is ignored (a change was detected then)...
+    pub(super) cutoff: Option<DateTime<Utc>>,
+    /// ...but for this share of the other units' evidence at that moment, kept as of `cutoff`.
+    pub(super) carried: HashMap<Arc<str>, Evidence>,
+    pub(super) detectors: HashMap<Arc<str>, Cusum>,
+    pub(super) refreshed: Option<DateTime<Utc>>,
+    pub(super) dirty: bool,
+    pub(super) used: Option<DateTime<Utc>>,
+    /// Posteriors and propensities of the units last ranked here, kept up to date by observe
+    /// and refresh so that ranking only samples.
+    pub(super) cached: Option<Cached>,
+}
+
+/// What ranking a given set of units in a context needs, computed ahead.
+#[derive(Debug, Clone)]
+pub(super) struct Cached {
+    pub(super) units: Vec<Arc<str>>,
+    pub(super) posteriors: Vec<(f64, f64)>,
+    /// `top[k - 1][i]`: probability that Thompson sampling puts unit i among the first k.
+    pub(super) top: Vec<Vec<f64>>,
+}
+
+/// A (kind, shape) the ranker has seen.
+#[derive(Debug)]
+pub(super) struct Context {
+    /// The shape (bounded in size, unlike a signal): the probe of refreshes.
+    pub(super) shape: Shape,
+    pub(super) state: Mutex<ContextState>,
+}
+
+impl Context {
+    pub(super) fn lock(&self) -> parking_lot::MutexGuard<'_, ContextState> {
+        self.state.lock()
+    }
+}
+
+impl Ranker {
+    pub(super) fn context(&self, signal: &Signal, now: DateTime<Utc>) -> Arc<Context> {
+        let shape = Shape::of(signal);
+        let key = (shape.kind.clone(), shape.id);
+        if let Some(found) = self.contexts.get(&key) {
+            return Arc::clone(found.value());
+        }
+        if self.contexts.len() >= self.config.max_contexts {
+            self.evict();
+        }
+        Arc::clone(
+            self.contexts
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(Context {
+                        shape,
+                        state: Mutex::new(ContextState {
+                            dirty: true,
+                            used: Some(now),
+                            ..ContextState::default()
+                        }),
+                    })
+                })
+                .value(),
+        )
+    }
+
+    /// Drops the least recently used tenth of the contexts.
+    fn evict(&self) {
+        let mut used: Vec<(Key, Option<DateTime<Utc>>)> = self
+            .contexts
+            .iter()
+            .map(|e| (e.key().clone(), e.value().lock().used))
+            .collect();
+        used.sort_by_key(|(_, u)| *u);
+        for (key, _) in used.iter().take((used.len() / 10).max(1)) {
+            self.contexts.remove(key);
+        }
+    }
+
+    /// The prior of `unit` for `kind`: Beta(m·g, m·(1-g)) with g its decayed global reward rate
+    /// (0.5 before anything is known).
+    fn prior(&self, kind: &str, unit: &Arc<str>, now: DateTime<Utc>) -> (f64, f64) {
+        let rate = self
+            .global
+            .get(&(kind.to_owned(), Arc::clone(unit)))
+            .map_or(0.5, |g| {
+                let (at, e) = *g.value();
+                let e = e.scaled(self.config.weighing.recency(at, now));
+                (e.wins + 0.5) / (e.weight() + 1.0)
+            });
+        let m = self.config.prior_strength;
+        (m * rate, m * (1.0 - rate))
+    }
+
+    /// Posterior (a, b) of each unit in a context, at `now`.
+    pub(super) fn posteriors(
+        &self,
+        kind: &str,
+        state: &ContextState,
+        units: &[Arc<str>],
+        now: DateTime<Utc>,
+    ) -> Vec<(f64, f64)> {
+        let decay = state
+            .at
+            .map_or(1.0, |at| self.config.weighing.recency(at, now));
+        units
+            .iter()
+            .map(|unit| {
+                let e = state.evidence.get(unit).copied().unwrap_or_default();
+                self.posterior(kind, unit, e.scaled(decay), now)
+            })
+            .collect()
+    }
+
+    /// Posterior (a, b) of `unit` with `evidence` (as of `now`): the prior plus the evidence,
+    /// capped, times the concentration.
+    pub(in crate::ranking) fn posterior(
+        &self,
+        kind: &str,
+        unit: &Arc<str>,
+        evidence: Evidence,
+        now: DateTime<Utc>,
+    ) -> (f64, f64) {
+        let (pa, pb) = self.prior(kind, unit, now);
+        let e = evidence.capped(self.config.max_evidence);
+        let c = self.config.concentration.max(f64::MIN_POSITIVE);
+        (c * (pa + e.wins), c * (pb + e.losses))
+    }
+
+    /// Posteriors and propensities of `units` in a context, at `now`.
+    pub(super) fn cache(
+        &self,
+        kind: &str,
+        state: &ContextState,
+        units: Vec<Arc<str>>,
+        now: DateTime<Utc>,
+    ) -> Cached {
+        let posteriors = self.posteriors(kind, state, &units, now);
+        let moments: Vec<(f64, f64)> = posteriors
+            .iter()
+            .map(|&(a, b)| beta_moments(a, b))
+            .collect();
+        Cached {
+            units,
+            posteriors,
+            top: matrix(&moments),
+        }
+    }
+
+    /// Recomputes the cached ranking of a context after its evidence changed.
+    pub(super) fn recache(&self, kind: &str, state: &mut ContextState, now: DateTime<Utc>) {
+        if let Some(units) = state.cached.take().map(|c| c.units) {
+            state.cached = Some(self.cache(kind, state, units, now));
+        }
+    }
+}
