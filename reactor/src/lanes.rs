@@ -11,13 +11,13 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::execute::{Attempt, Attempted, finish, run, timed_out};
+use crate::attempt::{Attempt, Attempted, finish, run, timed_out};
 use crate::quarantine::Watchdog;
 
 /// A call a lane is running: which, since when, until when.
@@ -139,6 +139,16 @@ struct Lanes {
 }
 
 impl Lanes {
+    fn new(watchdog: &Arc<Watchdog>, results: mpsc::UnboundedSender<(usize, Attempted)>) -> Self {
+        Self {
+            lanes: Vec::new(),
+            by_task: HashMap::new(),
+            tasks: JoinSet::new(),
+            watchdog: Arc::clone(watchdog),
+            results,
+        }
+    }
+
     fn spawn(&mut self, queue: VecDeque<(usize, Attempt)>) {
         let lane = Arc::new(Lane::default());
         lane.state.lock().queue = queue;
@@ -149,6 +159,59 @@ impl Lanes {
             .spawn_blocking(move || worker.work(&watchdog, &results));
         self.by_task.insert(task.id(), self.lanes.len());
         self.lanes.push(lane);
+    }
+
+    /// When to look at the lanes again: at the next deadline of a running call, and at least
+    /// every `shortest`.
+    fn next_look(&self, shortest: Duration) -> Instant {
+        let look_again = Instant::now() + shortest;
+        self.lanes
+            .iter()
+            .filter_map(|l| l.deadline())
+            .min()
+            .map_or(look_again, |d| d.min(look_again))
+    }
+
+    /// A lane's task ended; anything it did not start never will (shutdown, or a panic outside
+    /// the unit's call). Returns how many calls that leaves without a result.
+    fn ended(&self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> usize {
+        let task = match joined {
+            Ok((task, ())) => task,
+            Err(error) => {
+                tracing::warn!(%error, "a lane of unit calls did not run");
+                error.id()
+            }
+        };
+        self.by_task
+            .get(&task)
+            .and_then(|&n| self.lanes.get(n))
+            .map_or(0, |lane| lane.unstarted().len())
+    }
+
+    /// Fails every call past its deadline with `timeout` into `out`, and moves the calls queued
+    /// behind each to a new lane. Returns how many calls failed.
+    fn expire(&mut self, now: Instant, out: &mut [Option<Attempted>]) -> usize {
+        let expired: Vec<_> = self.lanes.iter().filter_map(|l| l.expire(now)).collect();
+        let failed = expired.len();
+        for (running, queue) in expired {
+            let attempt = &running.attempt;
+            let worker = attempt.generation.loaded.worker();
+            self.watchdog
+                .timed_out(attempt.slot.name(), &attempt.slot.health, worker.is_none());
+            if let Some(worker) = worker {
+                // An isolated unit's call can be stopped: its worker is killed (and started
+                // again at the next call), and the lane's thread returns.
+                worker.kill(&format!(
+                    "a call ran past its {:?} deadline",
+                    running.timeout
+                ));
+            }
+            out[running.index] = Some(timed_out(attempt, running.started_at, running.timeout));
+            if !queue.is_empty() {
+                self.spawn(queue);
+            }
+        }
+        failed
     }
 }
 
@@ -166,13 +229,7 @@ pub(crate) async fn call_all(
         return out;
     }
     let (results, mut receive) = mpsc::unbounded_channel();
-    let mut lanes = Lanes {
-        lanes: Vec::new(),
-        by_task: HashMap::new(),
-        tasks: JoinSet::new(),
-        watchdog: Arc::clone(watchdog),
-        results,
-    };
+    let mut lanes = Lanes::new(watchdog, results);
     // A call that starts after the watcher last looked has its deadline no sooner than this
     // from then: looking again this often never misses one.
     let shortest = attempts
@@ -192,50 +249,17 @@ pub(crate) async fn call_all(
     }
     let mut left = total;
     while left > 0 {
-        let look_again = Instant::now() + shortest;
-        let next = lanes
-            .lanes
-            .iter()
-            .filter_map(|l| l.deadline())
-            .min()
-            .map_or(look_again, |d| d.min(look_again));
+        let next = lanes.next_look(shortest);
         tokio::select! {
             Some((index, done)) = receive.recv() => {
                 out[index] = Some(done);
                 left -= 1;
             }
             Some(joined) = lanes.tasks.join_next_with_id() => {
-                // A lane's task ended; anything it did not start never will (shutdown, or a
-                // panic outside the unit's call).
-                let task = match joined {
-                    Ok((task, ())) => task,
-                    Err(error) => {
-                        tracing::warn!(%error, "a lane of unit calls did not run");
-                        error.id()
-                    }
-                };
-                if let Some(lane) = lanes.by_task.get(&task).and_then(|&n| lanes.lanes.get(n)) {
-                    left = left.saturating_sub(lane.unstarted().len());
-                }
+                left = left.saturating_sub(lanes.ended(joined));
             }
             () = tokio::time::sleep_until(next.into()) => {
-                let now = Instant::now();
-                let expired: Vec<_> = lanes.lanes.iter().filter_map(|l| l.expire(now)).collect();
-                for (running, queue) in expired {
-                    let attempt = &running.attempt;
-                    let worker = attempt.generation.loaded.worker();
-                    watchdog.timed_out(attempt.slot.name(), &attempt.slot.health, worker.is_none());
-                    if let Some(worker) = worker {
-                        // An isolated unit's call can be stopped: its worker is killed (and
-                        // started again at the next call), and the lane's thread returns.
-                        worker.kill(&format!("a call ran past its {:?} deadline", running.timeout));
-                    }
-                    out[running.index] = Some(timed_out(attempt, running.started_at, running.timeout));
-                    left -= 1;
-                    if !queue.is_empty() {
-                        lanes.spawn(queue);
-                    }
-                }
+                left -= lanes.expire(Instant::now(), &mut out);
             }
         }
     }

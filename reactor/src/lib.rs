@@ -7,6 +7,7 @@
 //! It takes typed configuration ([`ReactorConfig`]); only the `swarm` binary reads the
 //! command line, the environment and files.
 
+mod attempt;
 mod config;
 mod controls;
 mod dispatch;
@@ -15,6 +16,7 @@ mod execute;
 mod host;
 pub mod isolate;
 mod lanes;
+mod letters;
 mod loader;
 mod policy;
 mod private;

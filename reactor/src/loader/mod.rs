@@ -12,24 +12,25 @@
 
 #![allow(unsafe_code)]
 
+mod file;
+mod loaded;
+
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW, Symbol};
-use sha2::Digest as _;
 use swarm_abi::{
-    ABI_VERSION, Buf, ENTRY_SYMBOL, ENTRY_SYMBOL_NAME, EVENT_LOAD, EVENT_UNLOAD, EVENT_UPGRADE,
-    EntryFn, Event, STATUS_OK, STATUS_PANIC, Status, UnitVTable, VTABLE_SIZE, VTABLE_SIZE_1_0,
-    VTableHeader,
+    ABI_VERSION, Buf, ENTRY_SYMBOL, ENTRY_SYMBOL_NAME, EntryFn, STATUS_OK, STATUS_PANIC, Status,
+    UnitVTable, VTABLE_SIZE, VTABLE_SIZE_1_0, VTableHeader,
 };
 use swarm_schemas::UnitManifest;
+
+use file::private_copy;
+pub(crate) use file::{UnitFile, read};
 
 use crate::LoadError;
 use crate::host::{HostCall, HostTable};
 use crate::isolate::{Worker, WorkerSpec, wire};
-
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
 /// Where a unit's code runs.
 enum Code {
@@ -99,106 +100,10 @@ pub(crate) struct CallResult {
     pub bytes: Vec<u8>,
 }
 
-static NEXT_COPY: AtomicU64 = AtomicU64::new(0);
-
-/// The bytes of a unit file, read once, checked for the ELF magic and hashed.
-pub(crate) struct UnitFile {
-    source: PathBuf,
-    bytes: Vec<u8>,
-    /// SHA-256 digest of the bytes.
-    pub hash: [u8; 32],
-}
-
-impl UnitFile {
-    /// The file it was read from.
-    pub(crate) fn source(&self) -> &Path {
-        &self.source
-    }
-}
-
-/// Reads the unit file at `source` and checks that it is an ELF file.
-pub(crate) fn read(source: &Path) -> Result<UnitFile, LoadError> {
-    let bytes = std::fs::read(source).map_err(|e| LoadError::Io {
-        path: source.to_owned(),
-        message: e.to_string(),
-    })?;
-    if !bytes.starts_with(ELF_MAGIC) {
-        return Err(LoadError::NotALibrary {
-            path: source.to_owned(),
-        });
-    }
-    check_elf(&bytes).map_err(|message| LoadError::BadElf {
-        path: source.to_owned(),
-        message,
-    })?;
-    let hash: [u8; 32] = sha2::Sha256::digest(&bytes).into();
-    Ok(UnitFile {
-        source: source.to_owned(),
-        bytes,
-        hash,
-    })
-}
-
-/// Checks what the dynamic loader does not: glibc maps a loadable segment that runs past the
-/// end of a truncated file, and the first touch of the missing pages kills the process with
-/// SIGBUS. So every loadable segment must lie inside the file, and the file must be a shared
-/// object for this architecture.
-fn check_elf(bytes: &[u8]) -> Result<(), String> {
-    use object::{Object, ObjectKind, ObjectSegment};
-    let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
-    let host = if cfg!(target_arch = "x86_64") {
-        object::Architecture::X86_64
-    } else if cfg!(target_arch = "aarch64") {
-        object::Architecture::Aarch64
-    } else {
-        file.architecture()
-    };
-    if file.architecture() != host {
-        return Err(format!(
-            "built for {:?}, this host is {host:?}",
-            file.architecture()
-        ));
-    }
-    if file.kind() != ObjectKind::Dynamic {
-        return Err(format!("a {:?} object, not a shared library", file.kind()));
-    }
-    let len = bytes.len() as u64;
-    for segment in file.segments() {
-        let (offset, size) = segment.file_range();
-        if offset.checked_add(size).is_none_or(|end| end > len) {
-            return Err(format!(
-                "truncated: a loadable segment needs bytes {offset}..{} but the file has {len}",
-                offset.saturating_add(size)
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Writes the unit's bytes to a fresh path in `private_dir`; returns the path.
-fn private_copy(file: &UnitFile, private_dir: &Path) -> Result<PathBuf, LoadError> {
-    let stem = file
-        .source
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("unit");
-    let private_copy = private_dir.join(format!(
-        "{stem}.{}.{}{}",
-        &hex::encode(file.hash)[..12],
-        NEXT_COPY.fetch_add(1, Ordering::Relaxed),
-        std::env::consts::DLL_SUFFIX
-    ));
-    std::fs::write(&private_copy, &file.bytes).map_err(|e| LoadError::Io {
-        path: file.source.clone(),
-        message: e.to_string(),
-    })?;
-    Ok(private_copy)
-}
-
 /// Copies the unit into `private_dir`, opens the copy, checks the ABI and reads the manifest.
 pub(crate) fn open(file: UnitFile, private_dir: &Path) -> Result<Opened, LoadError> {
     let private_copy = private_copy(&file, private_dir)?;
-    let result = open_copy(&file.source, &private_copy, file.hash);
+    let result = open_copy(file.source(), &private_copy, file.hash);
     if result.is_err() {
         let _ = std::fs::remove_file(&private_copy);
     }
@@ -222,7 +127,7 @@ pub(crate) fn open_isolated(
 ) -> Result<Opened, LoadError> {
     let private_copy = private_copy(&file, private_dir)?;
     spec.library.clone_from(&private_copy);
-    let source = file.source.clone();
+    let source = file.source().to_owned();
     let opened = (|| {
         let worker = Worker::start(spec).map_err(|message| LoadError::Open {
             path: source.clone(),
@@ -519,147 +424,5 @@ impl Drop for Opened {
         if self.owns_copy {
             let _ = std::fs::remove_file(&self.private_copy);
         }
-    }
-}
-
-impl Loaded {
-    /// The unit's checked manifest.
-    pub(crate) fn manifest(&self) -> &UnitManifest {
-        &self.opened.manifest
-    }
-
-    /// SHA-256 digest of the file this was loaded from.
-    pub(crate) fn hash(&self) -> [u8; 32] {
-        self.opened.hash
-    }
-
-    /// The unit file this was loaded from.
-    pub(crate) fn source(&self) -> &Path {
-        &self.opened.source
-    }
-
-    /// The unit's worker, if it is isolated.
-    pub(crate) fn worker(&self) -> Option<&Worker> {
-        match &self.opened.code {
-            Code::Worker(worker) => Some(worker),
-            Code::Native { .. } => None,
-        }
-    }
-
-    /// The native table, or the worker that answers for the unit.
-    fn code(&self) -> Result<&UnitVTable, &Worker> {
-        match &self.opened.code {
-            Code::Native { vtable, .. } => Ok(vtable),
-            Code::Worker(worker) => Err(worker),
-        }
-    }
-
-    /// Sends a lifecycle event; a unit built before lifecycle events accepts every one.
-    pub(crate) fn event(&self, event: Event, arg: &[u8]) -> Result<(), Refusal> {
-        let vtable = match self.code() {
-            Ok(vtable) => vtable,
-            Err(worker) => return refusal(worker.request(wire::EVENT, event, arg)).map(drop),
-        };
-        let Some(lifecycle) = vtable.lifecycle else {
-            return Ok(());
-        };
-        let mut out = Buf::EMPTY;
-        // SAFETY: the instance is alive while `self` is; the argument and out-parameter are
-        // valid for the call; the unit catches its own panics.
-        let status = unsafe { lifecycle(self.instance, event, arg.as_ptr(), arg.len(), &mut out) };
-        answer(vtable, status, out).map(drop)
-    }
-
-    /// Runs `on_load`: from now on the instance gets `on_unload` before it is destroyed.
-    pub(crate) fn on_load(&mut self) -> Result<(), Refusal> {
-        self.event(EVENT_LOAD, b"")?;
-        self.hooked = true;
-        Ok(())
-    }
-
-    /// Runs `on_upgrade` from the version it replaces.
-    pub(crate) fn on_upgrade(&self, from: &semver::Version) -> Result<(), Refusal> {
-        self.event(EVENT_UPGRADE, from.to_string().as_bytes())
-    }
-
-    /// Runs `on_enable` or `on_disable`.
-    pub(crate) fn on_enabled(&self, enabled: bool) -> Result<(), Refusal> {
-        self.event(
-            if enabled {
-                swarm_abi::EVENT_ENABLE
-            } else {
-                swarm_abi::EVENT_DISABLE
-            },
-            b"",
-        )
-    }
-
-    /// The state to hand to the next version. The caller makes sure no call is running.
-    pub(crate) fn snapshot(&self) -> Result<Vec<u8>, Refusal> {
-        let vtable = match self.code() {
-            Ok(vtable) => vtable,
-            Err(worker) => return refusal(worker.request(wire::SNAPSHOT, 0, &[])),
-        };
-        let Some(snapshot) = vtable.snapshot else {
-            return Ok(Vec::new());
-        };
-        let mut out = Buf::EMPTY;
-        // SAFETY: the instance is alive while `self` is; the out-parameter is valid.
-        let status = unsafe { snapshot(self.instance, &mut out) };
-        answer(vtable, status, out)
-    }
-
-    /// Hands the previous version's state to this instance, which nothing else can call yet
-    /// (`&mut self`: it is not shared).
-    pub(crate) fn restore(&mut self, state: &[u8]) -> Result<(), Refusal> {
-        let vtable = match self.code() {
-            Ok(vtable) => vtable,
-            Err(worker) => return refusal(worker.request(wire::RESTORE, 0, state)).map(drop),
-        };
-        let Some(restore) = vtable.restore else {
-            return Ok(());
-        };
-        let mut out = Buf::EMPTY;
-        // SAFETY: the instance is alive and not shared; the state buffer and out-parameter
-        // are valid for the call.
-        let status = unsafe { restore(self.instance, state.as_ptr(), state.len(), &mut out) };
-        answer(vtable, status, out).map(drop)
-    }
-
-    /// Hands a JSON signal to the unit. Blocking: call it off the async worker threads.
-    pub(crate) fn call(&self, signal: &[u8]) -> CallResult {
-        let vtable = match self.code() {
-            Ok(vtable) => vtable,
-            Err(worker) => return worker.request(wire::CALL, 0, signal),
-        };
-        let mut out = Buf::EMPTY;
-        // SAFETY: the instance is alive while `self` is; the unit catches its own panics.
-        let status =
-            unsafe { (vtable.handle)(self.instance, signal.as_ptr(), signal.len(), &mut out) };
-        CallResult {
-            status,
-            bytes: take(vtable, out),
-        }
-    }
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        let vtable = match self.code() {
-            Ok(vtable) => *vtable,
-            // The worker unloads and destroys its instance when it is shut down (the
-            // `Worker`'s drop).
-            Err(_) => return,
-        };
-        if self.hooked {
-            if let Err(refusal) = self.event(EVENT_UNLOAD, b"") {
-                tracing::warn!(unit = %self.opened.manifest.name, what = refusal.what,
-                    error = %refusal.message, "on_unload failed");
-            }
-        }
-        // SAFETY: the instance came from this vtable's `create`; no call is running (calls hold
-        // an `Arc` of the generation that owns `self`), and it is destroyed once. The library
-        // is closed after this, when `opened` drops.
-        unsafe { (vtable.destroy)(self.instance) };
     }
 }

@@ -1,0 +1,226 @@
+//! One batch of deliveries: intake (decode, poison checks, the plan of first tries), the calls
+//! with their retries and fallbacks, then the batch handed to settlement.
+
+use super::{Dispatcher, Work};
+use crate::attempt::{Attempt, Attempted};
+use crate::execute::{Retries, UnitRun, fall_back, retry};
+use crate::lanes::call_all;
+use crate::letters::{delivered_too_often, not_a_signal, not_run};
+use crate::policy::groups;
+use crate::slot::UnitSlot;
+use std::sync::Arc;
+use swarm_mesh::Delivery;
+use swarm_schemas::{DispatchPolicy, Signal};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
+
+/// A unit's first try of a signal, and the units to fall back on if it fails (first-success).
+pub(super) struct Owner {
+    entry: usize,
+    slot: Arc<UnitSlot>,
+    policy: DispatchPolicy,
+    fallbacks: Vec<(Arc<UnitSlot>, f64)>,
+}
+
+impl Dispatcher {
+    /// Handles a batch of delivered entries from start to settle: every first attempt of
+    /// every (signal, unit) pair goes to the blocking pool in a few lanes; the entries whose
+    /// units all succeeded (or are done failing) are recorded and settled together at once, and
+    /// their share of `permit` comes back; an entry with a failure is retried per pair, and
+    /// settled on its own when its last retry ends, so a unit that hangs until its deadline
+    /// holds up only its own signal.
+    pub(super) async fn process_batch(
+        &self,
+        deliveries: Vec<Delivery>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let (mut work, attempts, owners) = self.intake(deliveries);
+        let results = call_all(attempts, self.config.unit_threads, &self.watchdog).await;
+        let (retries, outstanding) = self.follow_up(&mut work, owners, results);
+        self.settle_in_turn(work, retries, outstanding, permit)
+            .await;
+    }
+
+    /// Intake and plan: one [`Work`] per delivery not already running here, with the unit
+    /// calls its signal gets (and their owners, in the same order). A delivery that is not a
+    /// signal, or was delivered more than `max_deliveries` times, gets only its dead letter.
+    pub(super) fn intake(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> (Vec<Work>, Vec<Attempt>, Vec<Owner>) {
+        let mut work: Vec<Work> = Vec::with_capacity(deliveries.len());
+        let mut attempts = Vec::new();
+        let mut owners: Vec<Owner> = Vec::new();
+        let now = chrono::Utc::now();
+        for Delivery {
+            id,
+            body,
+            deliveries,
+        } in deliveries
+        {
+            let kind: Arc<str> = body
+                .as_ref()
+                .map_or_else(|_| Arc::from(""), |s| Arc::from(s.kind.as_str()));
+            if self.in_flight.insert(id, Arc::clone(&kind)).is_some() {
+                // Already running here (claimed back while in flight): leave it to that run.
+                continue;
+            }
+            metrics::counter!("swarm_signals_in_total").increment(1);
+            let mut entry = Work::new(id);
+            match body {
+                Err(bad) => entry.dead.push(not_a_signal(id, deliveries, bad)),
+                Ok(signal) if deliveries > self.config.max_deliveries => entry.dead.push(
+                    delivered_too_often(id, deliveries, self.config.max_deliveries, &signal),
+                ),
+                Ok(signal) => {
+                    let index = work.len();
+                    self.plan(&signal, index, now, &mut entry, &mut attempts, &mut owners);
+                    entry.signal = Some(signal);
+                }
+            }
+            work.push(entry);
+        }
+        (work, attempts, owners)
+    }
+
+    /// Calls with retries: each successful first call's record and signals join its entry;
+    /// each failed one continues in a task of its own (retries, or the next unit for
+    /// first-success). Returns those tasks and how many each entry waits for.
+    pub(super) fn follow_up(
+        &self,
+        work: &mut [Work],
+        owners: Vec<Owner>,
+        results: Vec<Option<Attempted>>,
+    ) -> (JoinSet<(usize, UnitRun)>, Vec<usize>) {
+        let c = &self.config;
+        let mut retries = JoinSet::new();
+        let mut outstanding = vec![0usize; work.len()];
+        for (owner, result) in owners.into_iter().zip(results) {
+            let Owner {
+                entry: index,
+                slot,
+                policy,
+                fallbacks,
+            } = owner;
+            let entry = &mut work[index];
+            let Some(done) = result else {
+                entry.complete = false;
+                continue;
+            };
+            if done.error().is_none() {
+                tracing::debug!(
+                    unit = %done.record.unit,
+                    kind = %done.record.signal.kind,
+                    signal = %done.record.signal.id,
+                    emitted = ?done.emitted.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>(),
+                    latency_us = done.record.latency_us,
+                    "executed"
+                );
+                entry.emitted.extend(done.emitted);
+                entry.records.push(done.record);
+                continue;
+            }
+            let Some(signal) = entry.signal.clone() else {
+                continue;
+            };
+            outstanding[index] += 1;
+            let entry_id = entry.id.to_string();
+            let watchdog = Arc::clone(&self.watchdog);
+            if policy == DispatchPolicy::FirstSuccess {
+                retries.spawn(async move {
+                    let run = fall_back(signal, done, fallbacks, entry_id, watchdog).await;
+                    (index, run)
+                });
+            } else {
+                let again = Retries {
+                    max_attempts: c.max_attempts,
+                    backoff: c.retry_backoff,
+                    watchdog,
+                };
+                retries.spawn(async move {
+                    let run = retry(slot, signal, done, policy.name(), entry_id, again).await;
+                    (index, run)
+                });
+            }
+        }
+        (retries, outstanding)
+    }
+
+    /// Adds the first tries of `signal` (entry `index`) to the batch: the candidate units
+    /// grouped by policy, each group in the ranker's order. Units skipped by their circuit
+    /// breaker leave a dead letter (for a competing group, only when none is left).
+    pub(super) fn plan(
+        &self,
+        signal: &Signal,
+        index: usize,
+        now: chrono::DateTime<chrono::Utc>,
+        entry: &mut Work,
+        attempts: &mut Vec<Attempt>,
+        owners: &mut Vec<Owner>,
+    ) {
+        let candidates = self.registry.candidates(&signal.kind);
+        for mut group in groups(&signal.kind, candidates, &self.config.dispatch) {
+            let (quarantined, live): (Vec<_>, Vec<_>) =
+                group.units.into_iter().partition(|s| s.is_quarantined());
+            if group.policy == DispatchPolicy::FanOut || live.is_empty() {
+                for slot in &quarantined {
+                    let reason = format!(
+                        "unit `{}` is quarantined: {} of its calls ran past their deadline (swap in a new version or enable it to lift it)",
+                        slot.name(),
+                        slot.health.timeouts()
+                    );
+                    entry
+                        .dead
+                        .push(not_run(signal, entry.id, slot.name(), reason));
+                }
+            }
+            if live.is_empty() {
+                continue;
+            }
+            group.units = live;
+            let names: Vec<Arc<str>> = group.units.iter().map(|s| Arc::from(s.name())).collect();
+            let order = self.ranker.rank(signal, &names, group.policy, now);
+            let slot_of = |unit: &Arc<str>| {
+                group
+                    .units
+                    .iter()
+                    .find(|s| s.name() == unit.as_ref())
+                    .cloned()
+            };
+            if group.policy == DispatchPolicy::FanOut || order.ranked.is_empty() {
+                for unit in &order.skipped {
+                    let reason = format!("unit `{unit}` was skipped: its circuit breaker is open");
+                    entry.dead.push(not_run(signal, entry.id, unit, reason));
+                }
+            }
+            let wave = order.first_wave().len();
+            let fallbacks: Vec<(Arc<UnitSlot>, f64)> = match group.policy {
+                DispatchPolicy::FirstSuccess => order.ranked[wave..]
+                    .iter()
+                    .filter_map(|choice| slot_of(&choice.unit).map(|s| (s, choice.propensity)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for choice in order.first_wave() {
+                let Some(slot) = slot_of(&choice.unit) else {
+                    continue;
+                };
+                if let Some(generation) = slot.current() {
+                    attempts.push(Attempt {
+                        generation,
+                        slot: Arc::clone(&slot),
+                        signal: signal.clone(),
+                        policy: group.policy.name(),
+                        propensity: choice.propensity,
+                    });
+                    owners.push(Owner {
+                        entry: index,
+                        slot,
+                        policy: group.policy,
+                        fallbacks: fallbacks.clone(),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Settling a batch: its records to memory, then its emits, dead letters and acknowledgements
+//! to the mesh in one atomic step, in the order the batches were read.
+
+use super::{Dispatcher, Work};
+use crate::execute::UnitRun;
+use std::sync::Arc;
+use swarm_mesh::{Settlement, dead_letter_stream};
+use swarm_schemas::ExecutionRecord;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
+
+impl Dispatcher {
+    /// Settle: what needs no retry at once (and the batch's permit goes back), then each entry
+    /// as its last retry task ends. An entry whose retry task failed is not settled, so it
+    /// stays pending.
+    pub(super) async fn settle_in_turn(
+        &self,
+        work: Vec<Work>,
+        mut retries: JoinSet<(usize, UnitRun)>,
+        mut outstanding: Vec<usize>,
+        mut permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let mut work: Vec<Option<Work>> = work.into_iter().map(Some).collect();
+        let ready: Vec<Work> = work
+            .iter_mut()
+            .zip(&outstanding)
+            .filter(|(_, o)| **o == 0)
+            .filter_map(|(w, _)| w.take())
+            .collect();
+        let mut waiting = work.iter().filter(|w| w.is_some()).count();
+        self.settle(ready).await;
+        give_back(&mut permit, waiting);
+        while let Some(joined) = retries.join_next().await {
+            let (index, run) = match joined {
+                Ok(done) => done,
+                Err(error) => {
+                    tracing::error!(%error, "a retry task failed");
+                    continue;
+                }
+            };
+            outstanding[index] -= 1;
+            let Some(entry) = work[index].as_mut() else {
+                continue;
+            };
+            entry.records.extend(run.records);
+            entry.emitted.extend(run.emitted);
+            entry.dead.extend(run.dead_letter);
+            if outstanding[index] == 0 {
+                let done: Vec<Work> = work[index].take().into_iter().collect();
+                self.settle(done).await;
+                waiting -= 1;
+                give_back(&mut permit, waiting);
+            }
+        }
+        let left: Vec<Work> = work
+            .into_iter()
+            .flatten()
+            .map(|w| Work {
+                complete: false,
+                ..w
+            })
+            .collect();
+        self.settle(left).await;
+    }
+
+    /// Records the executions of `work` and settles each complete entry with what it emitted
+    /// and its dead letters, in one atomic step; an incomplete one stays pending.
+    pub(super) async fn settle(&self, mut work: Vec<Work>) {
+        if work.is_empty() {
+            return;
+        }
+        let c = &self.config;
+        let records: Vec<ExecutionRecord> = work
+            .iter_mut()
+            .flat_map(|w| std::mem::take(&mut w.records))
+            .collect();
+        for record in &records {
+            self.ranker.observe(record);
+            count_execution(record);
+        }
+        if !records.is_empty() {
+            if let Err(error) = self.memory.record(&records).await {
+                tracing::warn!(%error, count = records.len(), "execution records not stored");
+            }
+        }
+        if self.executions.receiver_count() > 0 {
+            for record in records {
+                // Nobody left watching is not an error.
+                let _ = self.executions.send(Arc::new(record));
+            }
+        }
+        let dead_stream = dead_letter_stream(&c.stream);
+        let mut settlements = Vec::with_capacity(work.len());
+        let mut ids = Vec::with_capacity(work.len());
+        let (mut out, mut dead) = (0u64, 0u64);
+        for entry in work {
+            ids.push(entry.id);
+            if entry.complete {
+                out += entry.emitted.len() as u64;
+                dead += entry.dead.len() as u64;
+                let emits = entry
+                    .emitted
+                    .into_iter()
+                    .map(|s| (c.stream.clone(), s))
+                    .chain(entry.dead.into_iter().map(|s| (dead_stream.clone(), s)))
+                    .collect();
+                settlements.push(Settlement {
+                    id: entry.id,
+                    emits,
+                });
+            } else {
+                tracing::warn!(entry = %entry.id, "not every unit ran; the entry stays pending and will be redelivered");
+            }
+        }
+        match self
+            .mesh
+            .settle_batch(&c.stream, &c.group, &settlements)
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!("swarm_signals_out_total").increment(out);
+                metrics::counter!("swarm_dead_letters_total").increment(dead);
+                metrics::counter!("swarm_signals_settled_total")
+                    .increment(settlements.len() as u64);
+            }
+            Err(error) => {
+                metrics::counter!("swarm_settle_failures_total").increment(1);
+                tracing::warn!(%error, entries = settlements.len(), "settle failed; the entries stay pending and will be redelivered");
+            }
+        }
+        for id in ids {
+            self.in_flight.remove(&id);
+        }
+        metrics::gauge!("swarm_in_flight").set(self.in_flight.len() as f64);
+    }
+}
+
+/// Returns the permits of a batch beyond one per entry still `waiting`.
+fn give_back(permit: &mut Option<OwnedSemaphorePermit>, waiting: usize) {
+    if let Some(held) = permit.as_mut() {
+        let spare = held.num_permits().saturating_sub(waiting.max(1));
+        if spare > 0 {
+            drop(held.split(spare));
+        }
+    }
+}
+
+/// Per-unit execution counts and latency, in the process's metrics recorder.
+fn count_execution(record: &ExecutionRecord) {
+    let outcome = if record.outcome.is_success() {
+        "success"
+    } else {
+        "failure"
+    };
+    metrics::counter!("swarm_executions_total", "unit" => record.unit.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("swarm_unit_latency_seconds", "unit" => record.unit.clone())
+        .record(record.latency_us as f64 / 1e6);
+}
