@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use swarm_memory::Memory;
-use swarm_mesh::Mesh;
+use swarm_mesh::{Observe, Publish};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -108,8 +108,10 @@ impl InspectorConfig {
 /// What the inspector serves from.
 #[derive(Clone)]
 pub struct Services {
-    /// The mesh signals flow on.
-    pub mesh: Arc<dyn Mesh>,
+    /// Where posted signals go: the mesh signals flow on.
+    pub publish: Arc<dyn Publish>,
+    /// The same mesh, watched: the live view tails it, health reads its group.
+    pub observe: Arc<dyn Observe>,
     /// Where executions are remembered.
     pub memory: Arc<dyn Memory>,
     /// The hosting reactor.
@@ -163,7 +165,7 @@ impl Inspector {
         let schemas = Arc::new(api::SignalSchemas::new(config.payload_schemas)?);
         let mut tasks = JoinSet::new();
         let hub = live::Hub::start(
-            Arc::clone(&services.mesh),
+            Arc::clone(&services.observe),
             &config.stream,
             Arc::clone(&services.runtime),
             &mut tasks,
@@ -186,7 +188,8 @@ impl Inspector {
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = api::AppState {
-            mesh: services.mesh,
+            publish: services.publish,
+            observe: services.observe,
             memory: services.memory,
             runtime: services.runtime,
             hub,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
-use swarm_mesh::{EntryId, Mesh, dead_letter_stream};
+use swarm_mesh::{EntryId, Observe, dead_letter_stream};
 use swarm_schemas::{ExecutionRecord, Signal, SignalId};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinSet;
@@ -67,7 +67,7 @@ impl Hub {
     /// Starts watching `stream` (and its dead letters) from their current ends, and the
     /// runtime's executions. The tasks run until `tasks` is dropped or aborted.
     pub(crate) async fn start(
-        mesh: Arc<dyn Mesh>,
+        mesh: Arc<dyn Observe>,
         stream: &str,
         runtime: Arc<dyn Runtime>,
         tasks: &mut JoinSet<()>,
@@ -142,7 +142,7 @@ impl Hub {
 
     async fn tail(
         self: Arc<Self>,
-        mesh: Arc<dyn Mesh>,
+        mesh: Arc<dyn Observe>,
         stream: String,
         dead: bool,
         mut after: EntryId,

@@ -5,7 +5,6 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::api::AppState;
 use crate::error::ApiError;
 
 /// (path under /assets/, content type, bytes)
@@ -50,7 +49,7 @@ fn asset(content_type: &'static str, bytes: &'static [u8]) -> Response {
     response
 }
 
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { axum::response::Html(INDEX) }))
         .route(

@@ -11,8 +11,8 @@ use swarm_schemas::Signal;
 use tokio::sync::Notify;
 
 use crate::{
-    Body, ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt,
-    Undecodable,
+    Body, Consume, ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Groups, MeshError, Observe,
+    Publish, Settlement, StartAt, Stores, Undecodable,
 };
 
 struct Pending {
@@ -208,8 +208,7 @@ impl InProcMesh {
     }
 }
 
-#[async_trait]
-impl Mesh for InProcMesh {
+impl Stores for InProcMesh {
     fn marks(&self, half_life: std::time::Duration) -> Arc<dyn crate::Marks> {
         Arc::new(crate::InProcMarks::new(Arc::clone(&self.field), half_life))
     }
@@ -221,11 +220,17 @@ impl Mesh for InProcMesh {
     fn unit_controls(&self) -> Arc<dyn crate::UnitControls> {
         Arc::new(self.controls.clone())
     }
+}
 
+#[async_trait]
+impl Publish for InProcMesh {
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
         Ok(self.lock().publish(stream, Ok(signal.clone())))
     }
+}
 
+#[async_trait]
+impl Groups for InProcMesh {
     async fn create_group(
         &self,
         stream: &str,
@@ -245,6 +250,37 @@ impl Mesh for InProcMesh {
         Ok(())
     }
 
+    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
+        let mut state = self.lock();
+        let Some(s) = state.streams.get_mut(stream) else {
+            return Ok(0);
+        };
+        if s.groups.is_empty() {
+            return Ok(0);
+        }
+        // The first entry some group still needs: its oldest pending one, or the first it has
+        // not delivered yet.
+        let keep_from = s
+            .groups
+            .values()
+            .map(|g| {
+                let undelivered = g.last_delivered.next();
+                g.pending
+                    .keys()
+                    .next()
+                    .map_or(undelivered, |oldest| (*oldest).min(undelivered))
+            })
+            .min()
+            .unwrap_or(EntryId::ZERO);
+        let kept = s.entries.split_off(&keep_from);
+        let removed = s.entries.len() as u64;
+        s.entries = kept;
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl Consume for InProcMesh {
     async fn read(
         &self,
         stream: &str,
@@ -353,7 +389,10 @@ impl Mesh for InProcMesh {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Observe for InProcMesh {
     async fn group_info(&self, stream: &str, group: &str) -> Result<GroupInfo, MeshError> {
         let mut state = self.lock();
         let s = state.existing(stream, group)?;
@@ -440,33 +479,5 @@ impl Mesh for InProcMesh {
                 return Ok(Vec::new());
             }
         }
-    }
-
-    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
-        let mut state = self.lock();
-        let Some(s) = state.streams.get_mut(stream) else {
-            return Ok(0);
-        };
-        if s.groups.is_empty() {
-            return Ok(0);
-        }
-        // The first entry some group still needs: its oldest pending one, or the first it has
-        // not delivered yet.
-        let keep_from = s
-            .groups
-            .values()
-            .map(|g| {
-                let undelivered = g.last_delivered.next();
-                g.pending
-                    .keys()
-                    .next()
-                    .map_or(undelivered, |oldest| (*oldest).min(undelivered))
-            })
-            .min()
-            .unwrap_or(EntryId::ZERO);
-        let kept = s.entries.split_off(&keep_from);
-        let removed = s.entries.len() as u64;
-        s.entries = kept;
-        Ok(removed)
     }
 }

@@ -19,6 +19,12 @@ pub mod stores;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+/// Every role trait, for code that calls mesh methods on a concrete mesh
+/// (`use swarm_mesh::prelude::*;`).
+pub mod prelude {
+    pub use crate::{Consume, Groups, Mesh, Observe, Publish, Stores};
+}
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -127,9 +133,8 @@ pub fn dead_letter_stream(stream: &str) -> String {
     format!("{stream}:dead")
 }
 
-/// A mesh of streams with consumer groups. See the crate docs for the semantics.
-#[async_trait]
-pub trait Mesh: Send + Sync + 'static {
+/// The stores that live on a mesh (see [`stores`]).
+pub trait Stores: Send + Sync + 'static {
     /// The field of marks on this mesh, evaporating with `half_life` (see [`stores`]). Every
     /// process on one mesh must use the same half-life: the field refuses another.
     fn marks(&self, half_life: Duration) -> std::sync::Arc<dyn Marks>;
@@ -139,10 +144,18 @@ pub trait Mesh: Send + Sync + 'static {
 
     /// The units' controls (enabled, quarantined) every reactor on this mesh applies.
     fn unit_controls(&self) -> std::sync::Arc<dyn UnitControls>;
+}
 
+/// Adding signals to streams.
+#[async_trait]
+pub trait Publish: Send + Sync + 'static {
     /// Appends a signal to a stream, creating the stream if needed.
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError>;
+}
 
+/// Consumer groups' life: creating them, and removing what all of them are done with.
+#[async_trait]
+pub trait Groups: Send + Sync + 'static {
     /// Creates a consumer group (and the stream); does nothing if the group exists.
     async fn create_group(
         &self,
@@ -151,6 +164,15 @@ pub trait Mesh: Send + Sync + 'static {
         start: StartAt,
     ) -> Result<(), MeshError>;
 
+    /// Removes entries that every group of the stream has delivered and acknowledged; never an
+    /// entry still pending or not yet delivered. Returns how many were removed.
+    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError>;
+}
+
+/// Reading a stream as a consumer of a group: deliveries, acknowledgements, settlements,
+/// claims of what another consumer left idle, dead letters.
+#[async_trait]
+pub trait Consume: Send + Sync + 'static {
     /// Delivers up to `count` entries the group has not delivered yet to `consumer`, waiting up
     /// to `block` for at least one. They join the group's pending list with one delivery.
     async fn read(
@@ -249,7 +271,11 @@ pub trait Mesh: Send + Sync + 'static {
             .copied()
             .ok_or_else(|| MeshError::Unavailable("dead letter was not added".into()))
     }
+}
 
+/// Watching streams and groups from outside: lengths, ranges, live tails, group state.
+#[async_trait]
+pub trait Observe: Send + Sync + 'static {
     /// Pending count, lag and per-consumer pending of a group.
     async fn group_info(&self, stream: &str, group: &str) -> Result<GroupInfo, MeshError>;
 
@@ -266,7 +292,7 @@ pub trait Mesh: Send + Sync + 'static {
     async fn len(&self, stream: &str) -> Result<u64, MeshError>;
 
     /// Id of the newest entry of the stream ([`EntryId::ZERO`] if it is empty or does not
-    /// exist): where a [`tail`](Mesh::tail) that wants only what comes next starts.
+    /// exist): where a [`tail`](Observe::tail) that wants only what comes next starts.
     async fn last_id(&self, stream: &str) -> Result<EntryId, MeshError>;
 
     /// Up to `count` entries with ids after `after`, outside any group, waiting up to `block`
@@ -278,8 +304,11 @@ pub trait Mesh: Send + Sync + 'static {
         count: usize,
         block: Duration,
     ) -> Result<Vec<Entry>, MeshError>;
-
-    /// Removes entries that every group of the stream has delivered and acknowledged; never an
-    /// entry still pending or not yet delivered. Returns how many were removed.
-    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError>;
 }
+
+/// A whole mesh of streams with consumer groups: every role. See the crate docs for the
+/// semantics. Code that needs only some of them takes those roles (the inspector publishes
+/// and observes); anything that implements every role is a `Mesh`.
+pub trait Mesh: Stores + Publish + Groups + Consume + Observe {}
+
+impl<T: Stores + Publish + Groups + Consume + Observe + ?Sized> Mesh for T {}

@@ -4,7 +4,8 @@ swarm_mesh::mesh_behaviour_suite!(async { swarm_mesh::InProcMesh::new() }, "inpr
 
 #[tokio::test]
 async fn undecodable_entries_are_delivered_as_data() {
-    use swarm_mesh::{InProcMesh, Mesh, StartAt};
+    use swarm_mesh::prelude::*;
+    use swarm_mesh::{InProcMesh, StartAt};
     let mesh = InProcMesh::new();
     mesh.create_group("s", "g", StartAt::Beginning)
         .await

@@ -2,6 +2,7 @@
 //! `ops/start-redis` (`SWARM_TEST_REDIS_URL`, default database 15 of the project's Redis on port 6390). A Redis that
 //! cannot be reached fails these tests; they never skip.
 
+use swarm_mesh::prelude::*;
 use swarm_mesh::{RedisMesh, RedisMeshConfig};
 
 fn url() -> String {
@@ -22,7 +23,7 @@ swarm_mesh::mesh_behaviour_suite!(mesh(), "redis");
 #[tokio::test]
 async fn entries_written_by_other_tools_are_delivered_as_undecodable_data() {
     use std::time::Duration;
-    use swarm_mesh::{Mesh, StartAt};
+    use swarm_mesh::StartAt;
     let mesh = mesh().await;
     mesh.create_group("s", "g", StartAt::Beginning)
         .await
@@ -78,7 +79,7 @@ async fn entries_written_by_other_tools_are_delivered_as_undecodable_data() {
 
 #[tokio::test]
 async fn a_value_written_by_another_tool_reads_as_corrupt_and_stays() {
-    use swarm_mesh::{Mesh, StoreError};
+    use swarm_mesh::StoreError;
     let mesh = mesh().await;
     let kv = mesh.kv();
     let client = redis::Client::open(url()).expect("url");

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use swarm_mesh::{InProcMesh, Mesh, StartAt};
+use swarm_mesh::prelude::*;
+use swarm_mesh::{InProcMesh, StartAt};
 use swarm_schemas::Signal;
 use swarm_tests::TestSwarm;
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_mesh::Mesh;
+use swarm_mesh::prelude::*;
 use swarm_schemas::Signal;
 use swarm_tests::{TestSwarm, wait_for};
 

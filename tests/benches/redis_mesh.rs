@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use swarm_memory::InProcMemory;
+use swarm_mesh::prelude::*;
 use swarm_mesh::{Mesh, RedisMesh, RedisMeshConfig, Settlement, StartAt};
 use swarm_reactor::{Reactor, ReactorConfig};
 use swarm_schemas::Signal;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use swarm_mesh::{EntryId, Mesh, RedisMesh, RedisMeshConfig, StartAt, dead_letter_stream};
+use swarm_mesh::prelude::*;
+use swarm_mesh::{EntryId, RedisMesh, RedisMeshConfig, StartAt, dead_letter_stream};
 use swarm_schemas::{DeadLetter, Signal};
 use uuid::Uuid;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 use swarm_memory::Memory;
+use swarm_mesh::prelude::*;
 use swarm_mesh::{
     Delivery, Entry, EntryId, GroupInfo, InProcMesh, Kv, Marks, Mesh, MeshError, Settlement,
     StartAt,
@@ -262,8 +263,7 @@ struct SlowAnswers {
     delay: Duration,
 }
 
-#[async_trait]
-impl Mesh for SlowAnswers {
+impl Stores for SlowAnswers {
     fn marks(&self, half_life: Duration) -> Arc<dyn Marks> {
         self.inner.marks(half_life)
     }
@@ -273,9 +273,17 @@ impl Mesh for SlowAnswers {
     fn unit_controls(&self) -> Arc<dyn swarm_mesh::UnitControls> {
         self.inner.unit_controls()
     }
+}
+
+#[async_trait]
+impl Publish for SlowAnswers {
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
         self.inner.publish(stream, signal).await
     }
+}
+
+#[async_trait]
+impl Groups for SlowAnswers {
     async fn create_group(
         &self,
         stream: &str,
@@ -284,6 +292,13 @@ impl Mesh for SlowAnswers {
     ) -> Result<(), MeshError> {
         self.inner.create_group(stream, group, start).await
     }
+    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
+        self.inner.trim_acknowledged(stream).await
+    }
+}
+
+#[async_trait]
+impl Consume for SlowAnswers {
     async fn read(
         &self,
         stream: &str,
@@ -345,6 +360,10 @@ impl Mesh for SlowAnswers {
     ) -> Result<(), MeshError> {
         self.inner.keep_alive(stream, group, consumer, ids).await
     }
+}
+
+#[async_trait]
+impl Observe for SlowAnswers {
     async fn group_info(&self, stream: &str, group: &str) -> Result<GroupInfo, MeshError> {
         self.inner.group_info(stream, group).await
     }
@@ -370,9 +389,6 @@ impl Mesh for SlowAnswers {
         block: Duration,
     ) -> Result<Vec<Entry>, MeshError> {
         self.inner.tail(stream, after, count, block).await
-    }
-    async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
-        self.inner.trim_acknowledged(stream).await
     }
 }
 

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_mesh::{Mesh, StartAt};
+use swarm_mesh::StartAt;
+use swarm_mesh::prelude::*;
 use swarm_schemas::{FailureKind, Outcome, Signal};
 use swarm_tests::TestSwarm;
 

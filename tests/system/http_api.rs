@@ -14,7 +14,6 @@ use swarm_inspector::{
     SimilarHit, Tokens, Topology,
 };
 use swarm_memory::InProcMemory;
-use swarm_mesh::Mesh;
 use swarm_reactor::Reactor;
 use swarm_schemas::{ExecutionRecord, UnitState, UnitStatus};
 use swarm_tests::{ORDER_FLOW, TestSwarm, wait_for_async, workspace_root};
@@ -79,7 +78,8 @@ impl Served {
         let inspector = Inspector::start(
             config,
             Services {
-                mesh: Arc::clone(&swarm.mesh) as Arc<dyn Mesh>,
+                publish: Arc::clone(&swarm.mesh) as _,
+                observe: Arc::clone(&swarm.mesh) as _,
                 memory: Arc::clone(&swarm.memory) as _,
                 runtime: Arc::new(reactor.handle()),
                 metrics: Some(recorder()),
@@ -873,7 +873,8 @@ async fn rate_limits_security_headers_and_loopback_without_tokens() {
     let swarm = TestSwarm::new();
     let (reactor, _) = swarm.start().await;
     let services = Services {
-        mesh: mesh as Arc<dyn Mesh>,
+        publish: Arc::clone(&mesh) as _,
+        observe: mesh,
         memory: Arc::new(InProcMemory::new()),
         runtime: Arc::new(reactor.handle()),
         metrics: None,

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use swarm_mesh::{EntryId, Mesh, RedisMesh};
+use swarm_mesh::prelude::*;
+use swarm_mesh::{EntryId, RedisMesh};
 use swarm_schemas::{FailureKind, Signal};
 use swarm_tests::observed::{
     GROUP, Running, STREAM, dead_letters, done, health, publish, setup, until,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use swarm_mesh::Mesh;
+use swarm_mesh::prelude::*;
 use swarm_schemas::{FailureKind, Outcome, Signal, UnitState};
 use swarm_tests::observed::{
     Running, STREAM, dead_letters, done as done_on_mesh, health, setup, until,

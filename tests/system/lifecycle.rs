@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use swarm_mesh::Mesh;
+use swarm_mesh::prelude::*;
 use swarm_reactor::{EnableError, Reactor};
 use swarm_schemas::{Signal, UnitState};
 use swarm_tests::{TestSwarm, wait_for};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use swarm_mesh::{Mesh, RedisMesh, RedisMeshConfig};
+use swarm_mesh::prelude::*;
+use swarm_mesh::{RedisMesh, RedisMeshConfig};
 use swarm_schemas::Signal;
 use swarm_tests::{OwnPostgres, ReactorSpec, deploy, redis_url};
 use uuid::Uuid;

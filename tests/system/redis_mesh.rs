@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use swarm_mesh::{Mesh, RedisMesh, RedisMeshConfig, StartAt};
+use swarm_mesh::prelude::*;
+use swarm_mesh::{RedisMesh, RedisMeshConfig, StartAt};
 use swarm_schemas::Signal;
 use swarm_tests::{OwnRedis, ReactorSpec, deploy, redis_url};
 use uuid::Uuid;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_mesh::Mesh;
+use swarm_mesh::prelude::*;
 use swarm_schemas::{Outcome, Signal};
 use swarm_tests::{TestSwarm, wait_for, wait_for_async};
 

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use swarm_mesh::{Mesh, RedisMesh};
+use swarm_mesh::RedisMesh;
+use swarm_mesh::prelude::*;
 use swarm_tests::observed::{
     GROUP, Running, STREAM, done, hang_state, publish, serve_a_and_b, setup, until,
 };

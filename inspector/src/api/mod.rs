@@ -16,7 +16,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::PrometheusHandle;
 use swarm_memory::Memory;
-use swarm_mesh::Mesh;
+use swarm_mesh::{Observe, Publish};
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -39,7 +39,8 @@ use crate::{Limits, Runtime, page};
 /// What every handler can reach.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub mesh: Arc<dyn Mesh>,
+    pub publish: Arc<dyn Publish>,
+    pub observe: Arc<dyn Observe>,
     pub memory: Arc<dyn Memory>,
     pub runtime: Arc<dyn Runtime>,
     pub hub: Arc<Hub>,

@@ -95,7 +95,7 @@ pub(crate) async fn post_signal(
     let correlation_id = signal.correlation_id;
     let mut reply = wait.map(|_| state.hub.await_reply(correlation_id, signal.id));
     let entry = state
-        .mesh
+        .publish
         .publish(&state.stream, &signal)
         .await
         .map_err(|e| ApiError::unavailable("mesh_unavailable", e.to_string()).retry_after(1))?;

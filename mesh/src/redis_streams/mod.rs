@@ -12,6 +12,8 @@
 //! block: a blocking command would stall every command multiplexed behind it, and the redis
 //! crate's default response timeout is shorter than a block.
 
+mod consume;
+mod observe;
 mod reply;
 mod stores;
 
@@ -25,10 +27,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
 use swarm_schemas::{Encoding, Signal};
 
-use crate::{
-    ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Mesh, MeshError, Settlement, StartAt,
-};
-use reply::{array, entry_id, field, field_for, int, read_reply, text, unexpected};
+use crate::{Delivery, EntryId, Groups, MeshError, Publish, StartAt, Stores};
+use reply::{array, entry_id, field, field_for, int, text, unexpected};
 
 /// Typed configuration of a [`RedisMesh`].
 #[derive(Debug, Clone)]
@@ -278,8 +278,7 @@ impl RedisMesh {
     }
 }
 
-#[async_trait]
-impl Mesh for RedisMesh {
+impl Stores for RedisMesh {
     fn marks(&self, half_life: Duration) -> std::sync::Arc<dyn crate::Marks> {
         std::sync::Arc::new(RedisMarks::new(
             self.conn(),
@@ -298,7 +297,10 @@ impl Mesh for RedisMesh {
             &self.config.key_prefix,
         ))
     }
+}
 
+#[async_trait]
+impl Publish for RedisMesh {
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
         let id: String = redis::cmd("XADD")
             .arg(self.key(stream))
@@ -309,7 +311,10 @@ impl Mesh for RedisMesh {
             .map_err(unavailable)?;
         parse_id(&id)
     }
+}
 
+#[async_trait]
+impl Groups for RedisMesh {
     async fn create_group(
         &self,
         stream: &str,
@@ -333,285 +338,6 @@ impl Mesh for RedisMesh {
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
-    }
-
-    async fn read(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<Delivery>, MeshError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(group)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count.max(1));
-        let reply = self
-            .stream_read(cmd, block, stream, ">", |e| error(stream, group, e))
-            .await?;
-        let entries = read_reply(&reply)?;
-        Ok(entries
-            .into_iter()
-            .map(|(id, body)| Delivery {
-                id,
-                body,
-                deliveries: 1,
-            })
-            .collect())
-    }
-
-    async fn read_own_pending(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        after: EntryId,
-        count: usize,
-    ) -> Result<Vec<Delivery>, MeshError> {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(group)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count.max(1))
-            .arg("STREAMS")
-            .arg(self.key(stream))
-            .arg(after.to_string())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        let entries = read_reply(&reply)?;
-        self.with_counts(stream, group, entries).await
-    }
-
-    async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut cmd = redis::cmd("XACK");
-        cmd.arg(self.key(stream)).arg(group);
-        for id in ids {
-            cmd.arg(id.to_string());
-        }
-        let n: u64 = cmd
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        Ok(n)
-    }
-
-    async fn settle_batch(
-        &self,
-        stream: &str,
-        group: &str,
-        settlements: &[Settlement],
-    ) -> Result<Vec<Vec<EntryId>>, MeshError> {
-        if settlements.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One MULTI/EXEC, one round trip: every XADD, then one XACK of every entry.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for settlement in settlements {
-            for (target, signal) in &settlement.emits {
-                pipe.cmd("XADD")
-                    .arg(self.key(target))
-                    .arg("*")
-                    .arg(encode(signal)?);
-            }
-        }
-        pipe.cmd("XACK").arg(self.key(stream)).arg(group);
-        for settlement in settlements {
-            pipe.arg(settlement.id.to_string());
-        }
-        pipe.ignore();
-        let ids: Vec<String> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        let mut ids = ids.into_iter();
-        settlements
-            .iter()
-            .map(|settlement| {
-                ids.by_ref()
-                    .take(settlement.emits.len())
-                    .map(|id| parse_id(&id))
-                    .collect()
-            })
-            .collect()
-    }
-
-    async fn claim_idle(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        count: usize,
-    ) -> Result<Vec<Delivery>, MeshError> {
-        let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(self.key(stream))
-            .arg(group)
-            .arg(consumer)
-            .arg(millis(min_idle))
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(count.max(1))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        let parts = array(&reply)
-            .filter(|p| p.len() >= 2)
-            .ok_or_else(|| unexpected("XAUTOCLAIM", &reply))?;
-        if let Some(deleted) = parts.get(2).and_then(array).filter(|d| !d.is_empty()) {
-            tracing::warn!(
-                stream,
-                count = deleted.len(),
-                "pending entries lost their data to trimming; Redis dropped them"
-            );
-        }
-        let entries = reply::entries(&parts[1])?;
-        self.with_counts(stream, group, entries).await
-    }
-
-    async fn keep_alive(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        ids: &[EntryId],
-    ) -> Result<(), MeshError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut invocation = self.keep_alive.key(self.key(stream));
-        invocation.arg(group).arg(consumer);
-        for id in ids {
-            invocation.arg(id.to_string());
-        }
-        let _: i64 = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        Ok(())
-    }
-
-    async fn group_info(&self, stream: &str, group: &str) -> Result<GroupInfo, MeshError> {
-        let groups = self.groups(stream, group).await?;
-        let info = groups
-            .iter()
-            .find(|g| field(g, "name").and_then(text).as_deref() == Some(group))
-            .ok_or_else(|| MeshError::NoGroup {
-                stream: stream.to_owned(),
-                group: group.to_owned(),
-            })?;
-        let pending = field(info, "pending").and_then(int).unwrap_or(0).max(0) as u64;
-        let lag = match field(info, "lag").and_then(int) {
-            Some(lag) => lag.max(0) as u64,
-            None => {
-                // Redis cannot tell (entries were deleted): count what lies past the last delivery.
-                let last = field(info, "last-delivered-id")
-                    .and_then(text)
-                    .unwrap_or_else(|| "0-0".into());
-                let after: Value = redis::cmd("XRANGE")
-                    .arg(self.key(stream))
-                    .arg(format!("({last}"))
-                    .arg("+")
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(|e| error(stream, group, e))?;
-                array(&after).map_or(0, |a| a.len() as u64)
-            }
-        };
-        let consumers: Value = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(self.key(stream))
-            .arg(group)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        let consumers = array(&consumers)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| {
-                Some(ConsumerInfo {
-                    name: field(c, "name").and_then(text)?,
-                    pending: field(c, "pending").and_then(int).unwrap_or(0).max(0) as u64,
-                })
-            })
-            .filter(|c| c.pending > 0)
-            .collect();
-        Ok(GroupInfo {
-            pending,
-            lag,
-            consumers,
-        })
-    }
-
-    async fn range(
-        &self,
-        stream: &str,
-        after: Option<EntryId>,
-        count: usize,
-    ) -> Result<Vec<Entry>, MeshError> {
-        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(self.key(stream))
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(i64::try_from(count).unwrap_or(i64::MAX).max(1))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(reply::entries(&reply)?
-            .into_iter()
-            .map(|(id, body)| Entry { id, body })
-            .collect())
-    }
-
-    async fn len(&self, stream: &str) -> Result<u64, MeshError> {
-        redis::cmd("XLEN")
-            .arg(self.key(stream))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn last_id(&self, stream: &str) -> Result<EntryId, MeshError> {
-        let reply: Value = redis::cmd("XREVRANGE")
-            .arg(self.key(stream))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(reply::entries(&reply)?
-            .first()
-            .map_or(EntryId::ZERO, |(id, _)| *id))
-    }
-
-    async fn tail(
-        &self,
-        stream: &str,
-        after: EntryId,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<Entry>, MeshError> {
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(count.max(1));
-        let reply = self
-            .stream_read(cmd, block, stream, &after.to_string(), unavailable)
-            .await?;
-        Ok(read_reply(&reply)?
-            .into_iter()
-            .map(|(id, body)| Entry { id, body })
-            .collect())
     }
 
     async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {

@@ -117,7 +117,8 @@ pub(crate) async fn start(
         config,
         swarm_inspector::Services {
             audit: reactor.audit().clone(),
-            mesh,
+            publish: Arc::clone(&mesh) as Arc<dyn swarm_mesh::Publish>,
+            observe: mesh,
             memory,
             runtime: Arc::new(reactor),
             metrics: Some(metrics),
