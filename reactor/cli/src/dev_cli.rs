@@ -216,9 +216,18 @@ impl DevLoop {
         }
     }
 
+    /// Runs the loop on a task of its own until aborted; says so if it stops by itself.
+    pub(crate) fn spawn(self, reactor: ReactorHandle) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            if let Err(error) = self.run(reactor).await {
+                eprintln!("error: the dev loop stopped: {error:#}");
+            }
+        })
+    }
+
     /// Watches the crates' sources and rebuilds and redeploys the one that changed, until the
     /// process ends.
-    pub(crate) async fn run(self, reactor: ReactorHandle) -> anyhow::Result<()> {
+    async fn run(self, reactor: ReactorHandle) -> anyhow::Result<()> {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, PathBuf)>();
         let mut debouncer = new_debouncer(
             Duration::from_millis(50),

@@ -15,9 +15,9 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 #[derive(Debug, Args)]
 pub(crate) struct DoctorArgs {
     #[command(flatten)]
-    units: crate::cli::UnitsDir,
+    units: crate::args::UnitsDir,
     #[command(flatten)]
-    mesh: crate::cli::MeshArgs,
+    mesh: crate::args::MeshArgs,
     #[command(flatten)]
     memory: crate::memory_cli::MemoryArgs,
     #[command(flatten)]

@@ -1,17 +1,24 @@
 //! The `swarm` command: run a reactor, emit signals, list units, search memory.
 
 mod api_client;
+mod args;
 mod audit_cli;
 mod cli;
 mod dev_cli;
 mod doctor_cli;
+mod emit_cli;
+mod explain_cli;
+mod feed_cli;
 mod host_cli;
 mod isolate_cli;
 mod memory_cli;
 mod new_cli;
+mod recording_cli;
 mod serve_cli;
 mod trust_cli;
 mod unit_config_cli;
+mod units_cli;
+mod up_cli;
 
 use std::process::ExitCode;
 

@@ -1,4 +1,5 @@
-//! Memory options shared by `swarm up` and `swarm memory`, and the `swarm memory` subcommands.
+//! Memory options shared by `swarm up`, `swarm memory` and `swarm explain`, and the `swarm
+//! memory` subcommands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +10,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use swarm_memory::{
     Embedder, Memory, OutcomeFilter, PgMemory, PgMemoryConfig, Retention, SearchQuery,
-    TractEmbedder, WriteBehind, WriteBehindConfig,
+    TractEmbedder,
 };
-use swarm_reactor::ranking::{Ranker, RankerConfig};
 use swarm_schemas::Outcome;
 
 #[derive(Debug, Args)]
@@ -81,28 +81,8 @@ fn redact(url: &str) -> String {
 }
 
 /// How `swarm up` writes to memory and what it keeps.
-#[derive(Debug, Args)]
-pub(crate) struct RecordArgs {
-    /// Directory where execution records wait while PostgreSQL is unavailable.
-    #[arg(
-        long = "spool",
-        env = "SWARM_SPOOL_DIR",
-        default_value = ".swarm/spool"
-    )]
-    pub spool_dir: PathBuf,
-    /// Forget executions older than this many days (compaction runs every --compact-every).
-    #[arg(long)]
-    pub retain_days: Option<f64>,
-    /// Keep at most this many executions, the newest.
-    #[arg(long)]
-    pub retain_rows: Option<u64>,
-    /// Seconds between compactions when a retention is set.
-    #[arg(long, default_value_t = 600)]
-    pub compact_every: u64,
-}
-
 /// Builds a retention from the command line's bounds.
-fn retention(days: Option<f64>, rows: Option<u64>) -> anyhow::Result<Retention> {
+pub(crate) fn retention(days: Option<f64>, rows: Option<u64>) -> anyhow::Result<Retention> {
     let max_age = match days {
         Some(days) if !(days.is_finite() && days > 0.0) => {
             bail!("--retain-days must be a positive number of days")
@@ -114,72 +94,6 @@ fn retention(days: Option<f64>, rows: Option<u64>) -> anyhow::Result<Retention> 
         max_age,
         max_rows: rows,
     })
-}
-
-/// The memory `swarm up` records into: PostgreSQL behind a write-behind queue and spool.
-pub(crate) struct Recording {
-    pub writer: Arc<WriteBehind>,
-    /// The audit trail, in the same database.
-    pub audit: Arc<dyn swarm_memory::AuditLog>,
-    compaction: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Recording {
-    pub async fn start(memory: &MemoryArgs, record: &RecordArgs) -> anyhow::Result<Self> {
-        let retention = retention(record.retain_days, record.retain_rows)?;
-        let postgres = Arc::new(memory.postgres().await?);
-        let audit = Arc::clone(&postgres) as Arc<dyn swarm_memory::AuditLog>;
-        let store: Arc<dyn Memory> = postgres;
-        let writer = WriteBehind::start(
-            Arc::clone(&store),
-            WriteBehindConfig::new(&record.spool_dir),
-        )
-        .with_context(|| {
-            format!(
-                "cannot open the spool directory {}",
-                record.spool_dir.display()
-            )
-        })?;
-        let compaction = (retention != Retention::default()).then(|| {
-            let every = Duration::from_secs(record.compact_every.max(1));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    match store.compact(&retention).await {
-                        Ok(done) => tracing::info!(
-                            executions = done.executions,
-                            shapes = done.shapes,
-                            "memory compacted"
-                        ),
-                        Err(error) => tracing::warn!(%error, "memory compaction failed"),
-                    }
-                }
-            })
-        });
-        Ok(Self {
-            writer: Arc::new(writer),
-            audit,
-            compaction,
-        })
-    }
-
-    /// Writes or spools what is queued.
-    pub async fn close(self) {
-        if let Some(task) = self.compaction {
-            task.abort();
-        }
-        let status = self.writer.close().await;
-        if status.spooled > 0 {
-            eprintln!(
-                "{} execution records wait in the spool for the memory database",
-                status.spooled
-            );
-        }
-        if status.lost > 0 {
-            eprintln!("{} execution records were lost (see the log)", status.lost);
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -312,102 +226,6 @@ async fn search(memory: &PgMemory, args: SearchArgs) -> anyhow::Result<ExitCode>
     }
     if hits.is_empty() {
         eprintln!("no execution matches");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ExplainArgs {
-    /// The execution's id (a UUID, as `swarm memory search --json` shows it).
-    execution: String,
-    #[command(flatten)]
-    memory: MemoryArgs,
-    /// Neighbours to list.
-    #[arg(long, default_value_t = 10)]
-    show: usize,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `swarm explain`: the ranking of one execution recomputed from memory.
-pub(crate) async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let id: uuid::Uuid = args
-        .execution
-        .parse()
-        .with_context(|| format!("`{}` is not an execution id (a UUID)", args.execution))?;
-    let memory = args.memory.postgres().await?;
-    let ranker = Ranker::new(RankerConfig::default());
-    let Some(why) = ranker.explain(&memory, id).await? else {
-        bail!("no execution {id} in memory");
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&why)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let e = &why.execution;
-    println!(
-        "execution {} of `{}`@{} on {} signal {}: {}",
-        e.id,
-        e.unit,
-        e.unit_version,
-        e.signal.kind,
-        e.signal.id,
-        match &e.outcome {
-            Outcome::Success => "succeeded".to_owned(),
-            Outcome::Failure { error, .. } => format!("failed: {error}"),
-        }
-    );
-    println!(
-        "chosen by policy {} with propensity {:.3} (the probability the ranker had of choosing it)",
-        e.policy, e.propensity
-    );
-    if why.siblings.len() > 1 {
-        println!("every execution of this signal, in order:");
-        for s in &why.siblings {
-            println!(
-                "  {} {:<24} {}",
-                s.started_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                s.unit,
-                if s.outcome.is_success() {
-                    "ok"
-                } else {
-                    "failed"
-                }
-            );
-        }
-    }
-    println!(
-        "standings from memory before it started (neutral prior; the live ranker also counted \
-         its own outcomes not yet stored, and each unit's global rate):"
-    );
-    println!(
-        "  {:<24} {:>10} {:>8} {:>8} {:>6} {:>8}",
-        "UNIT", "NEIGHBOURS", "WINS", "LOSSES", "MEAN", "P(FIRST)"
-    );
-    for s in &why.standings {
-        println!(
-            "  {:<24} {:>10} {:>8.2} {:>8.2} {:>6.3} {:>8.3}",
-            s.unit, s.neighbours, s.wins, s.losses, s.mean, s.p_first
-        );
-    }
-    println!("nearest past executions ({} in all):", why.neighbours.len());
-    println!(
-        "  {:<6} {:<27} {:<24} {:<7} {:>7} {:>7}",
-        "SIM", "STARTED", "UNIT", "OUTCOME", "REWARD", "WEIGHT"
-    );
-    for n in why.neighbours.iter().take(args.show) {
-        println!(
-            "  {:<6.3} {:<27} {:<24} {:<7} {:>7.3} {:>7.3}",
-            n.similarity,
-            n.started_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            n.unit,
-            if n.success { "ok" } else { "failed" },
-            n.reward,
-            n.weight
-        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,139 @@
+//! `swarm emit`: one signal onto a Redis mesh, or through the units directory in this process
+//! with every execution printed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use swarm_memory::{InProcMemory, Memory};
+use swarm_mesh::prelude::*;
+use swarm_mesh::{InProcMesh, Mesh, dead_letter_stream};
+use swarm_reactor::{Reactor, ReactorConfig};
+use swarm_schemas::{Outcome, Signal, validate_kind};
+
+use crate::args::{MeshArgs, UnitsDir, check_dir, private_dir};
+
+#[derive(Debug, Args)]
+pub(crate) struct EmitArgs {
+    /// Signal kind, such as `order.placed`.
+    kind: String,
+    /// Payload as JSON.
+    payload: String,
+    #[command(flatten)]
+    units: UnitsDir,
+    /// With a Redis mesh the signal is published there for the running reactors; without one it
+    /// runs through the units directory in this process and every execution is printed.
+    #[command(flatten)]
+    mesh: MeshArgs,
+    /// Give up waiting for the swarm to settle after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    #[command(flatten)]
+    host: crate::host_cli::HostArgs,
+}
+
+pub(crate) async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
+    validate_kind(&args.kind).with_context(|| format!("kind `{}` is invalid", args.kind))?;
+    let payload: serde_json::Value =
+        serde_json::from_str(&args.payload).context("payload is not valid JSON")?;
+    if let Some(redis) = args.mesh.redis().await? {
+        let signal = Signal::new(args.kind, payload);
+        let stream = ReactorConfig::new(PathBuf::new(), PathBuf::new()).stream;
+        let id = redis.publish(&stream, &signal).await?;
+        println!(
+            "emitted {} {} as entry {id} of {}",
+            signal.kind,
+            signal.id,
+            redis.key(&stream)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    check_dir(&args.units.dir)?;
+    let private = private_dir()?;
+    let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
+    config.trust = args.units.policy()?;
+    config.watch = false;
+    config.block = Duration::from_millis(20);
+    config.host = args.host.config()?;
+    let (stream, group) = (config.stream.clone(), config.group.clone());
+    let mesh = Arc::new(InProcMesh::new());
+    let memory = Arc::new(InProcMemory::new());
+    let (reactor, report) = Reactor::start(
+        config,
+        Arc::clone(&mesh) as Arc<dyn Mesh>,
+        Arc::clone(&memory) as Arc<dyn Memory>,
+    )
+    .await?;
+    for (path, error) in &report.failures {
+        eprintln!("refused {}: {error}", path.display());
+    }
+    let signal = Signal::new(args.kind, payload);
+    mesh.publish(&stream, &signal).await?;
+    println!("emitted {} {}", signal.kind, signal.id);
+
+    // The swarm has settled when nothing is pending or waiting in the group.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let info = mesh.group_info(&stream, &group).await?;
+        if info.pending == 0 && info.lag == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            reactor.stop().await;
+            bail!(
+                "the swarm did not settle within {} s ({} pending, {} waiting)",
+                args.timeout,
+                info.pending,
+                info.lag
+            );
+        }
+    }
+    reactor.stop().await;
+    print_run(&memory, mesh.as_ref(), &stream).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a one-shot run did: each execution (with what it emitted), then each dead letter.
+pub(crate) async fn print_run(
+    memory: &InProcMemory,
+    mesh: &dyn Mesh,
+    stream: &str,
+) -> anyhow::Result<()> {
+    for record in memory.all() {
+        let outcome = match &record.outcome {
+            Outcome::Success => "ok".to_owned(),
+            Outcome::Failure { kind, error } => {
+                format!("{kind:?} (attempt {}): {error}", record.attempt + 1)
+            }
+        };
+        println!(
+            "{} {}@{} <- {} {} [{} us] {}",
+            record.id,
+            record.unit,
+            record.unit_version,
+            record.signal.kind,
+            record.signal.id,
+            record.latency_us,
+            outcome
+        );
+        for id in &record.emitted {
+            println!("    emitted {id}");
+        }
+    }
+    for entry in mesh
+        .range(&dead_letter_stream(stream), None, usize::MAX)
+        .await?
+    {
+        if let Ok(letter) = entry.body {
+            println!(
+                "dead letter: {}",
+                letter.payload["reason"].as_str().unwrap_or("(no reason)")
+            );
+        }
+    }
+    Ok(())
+}
