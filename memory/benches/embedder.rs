@@ -213,7 +213,7 @@ fn main() {
     }
 
     println!(
-        "paraphrase-MiniLM-L3-v2 fp32, one thread, {} short sentences ({}–{} tokens), {REPEATS} \
+        "{MODEL_FILE} (fp32), one thread, {} short sentences ({}–{} tokens), {REPEATS} \
          alternating measurements of {ROUNDS} passes each:",
         SENTENCES.len(),
         tokens.iter().min().unwrap_or(&0),

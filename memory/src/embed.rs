@@ -24,6 +24,9 @@ pub trait Embedder: Send + Sync + 'static {
     /// Length of every vector.
     fn dimensions(&self) -> usize;
 
+    /// Which model makes the vectors: vectors of different models are never compared.
+    fn model(&self) -> &str;
+
     /// One vector per text, in order. Batching several texts is cheaper than one at a time.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }

@@ -52,7 +52,7 @@ pub fn models_dir() -> std::path::PathBuf {
         })
 }
 
-/// The MiniLM-L3 embedder, loaded once per process. Panics when the model is missing: tests
+/// The default embedder (all-MiniLM-L6-v2), loaded once per process. Panics when the model is missing: tests
 /// that need it fail rather than skip (`ops/fetch-model` fetches it).
 #[cfg(feature = "tract")]
 pub fn embedder() -> std::sync::Arc<dyn crate::Embedder> {

@@ -15,8 +15,9 @@ use tract_onnx::tract_core::model::translator::Translate;
 
 use crate::embed::{EmbedError, Embedder};
 
-/// The model file in a models directory (`ops/fetch-model` puts it there).
-pub const MODEL_FILE: &str = "paraphrase-MiniLM-L3-v2.onnx";
+/// The model file in a models directory (`ops/fetch-model` makes it there): all-MiniLM-L6-v2 in
+/// fp32.
+pub const MODEL_FILE: &str = "all-MiniLM-L6-v2.onnx";
 /// The tokenizer file in a models directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
@@ -30,7 +31,7 @@ const EXACT_UP_TO: usize = 32;
 const LONG_STEP: usize = 16;
 
 /// Concrete plans kept, the least recently used dropped first. Each holds its own copy of the
-/// weights packed for its shapes (about 22 MB for MiniLM-L3) and takes about 30 ms to make.
+/// weights packed for its shapes and takes about 30 ms to make.
 const MAX_PLANS: usize = 12;
 
 /// The length a text of `tokens` tokens is padded to when embedded alone.
@@ -56,6 +57,8 @@ pub struct TractEmbedder {
     single: Cache<usize, Arc<TypedSimplePlan>>,
     /// Whether the model takes `token_type_ids` as a third input.
     token_types: bool,
+    /// The model file's name without extension, and the start of its BLAKE3 digest.
+    model_id: String,
     dimensions: usize,
 }
 
@@ -85,7 +88,18 @@ impl TractEmbedder {
             .map_err(|e| load_error("tokenizer", tokenizer_file, e))?;
 
         let fail = |e: TractError| load_error("model", model, format!("{e:?}"));
-        let mut graph = tract_onnx::onnx().model_for_path(model).map_err(fail)?;
+        let bytes = std::fs::read(model).map_err(|e| load_error("model", model, e))?;
+        let model_id = format!(
+            "{}@{}",
+            model
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("model"),
+            &blake3::hash(&bytes).to_hex()[..12]
+        );
+        let mut graph = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .map_err(fail)?;
         let inputs = graph.input_outlets().map_err(fail)?.len();
         if !(2..=3).contains(&inputs) {
             return Err(load_error(
@@ -135,6 +149,7 @@ impl TractEmbedder {
             symbols: (batch, sequence),
             single: Cache::new(MAX_PLANS),
             token_types: inputs == 3,
+            model_id,
             dimensions,
         })
     }
@@ -174,6 +189,10 @@ impl TractEmbedder {
 impl Embedder for TractEmbedder {
     fn dimensions(&self) -> usize {
         self.dimensions
+    }
+
+    fn model(&self) -> &str {
+        &self.model_id
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {

@@ -1,5 +1,5 @@
 //! The tract embedder against reference embeddings computed with onnxruntime
-//! (`tests/fixtures/minilm-l3-reference.json`, made by `ops/reference-embeddings`), on the real
+//! (`tests/fixtures/minilm-l6-reference.json`, made by `ops/reference-embeddings`), on the real
 //! model fetched by `ops/fetch-model` (`SWARM_MODELS_DIR`, default `.swarm/models`). A missing
 //! model fails these tests; they never skip.
 
@@ -19,7 +19,7 @@ fn embedder() -> &'static TractEmbedder {
 }
 
 fn reference() -> Vec<(String, Vec<u32>, Vec<f32>)> {
-    let text = include_str!("fixtures/minilm-l3-reference.json");
+    let text = include_str!("fixtures/minilm-l6-reference.json");
     let value: Value = serde_json::from_str(text).expect("fixture is JSON");
     value["cases"]
         .as_array()
