@@ -132,6 +132,11 @@ pub struct ShapeEmbedder {
 const EMBED_BATCH: usize = 16;
 
 impl ShapeEmbedder {
+    /// The model that makes the vectors.
+    pub fn model(&self) -> &str {
+        self.embedder.model()
+    }
+
     /// Remembers the vectors of up to `capacity` shapes.
     pub fn new(embedder: Arc<dyn Embedder>, capacity: usize) -> Self {
         Self {

@@ -1,9 +1,9 @@
 //! [`PgMemory`]: executions in PostgreSQL, signal shapes embedded in pgvector `halfvec` columns
 //! with an HNSW index.
 //!
-//! Tables are in `memory/migrations` and applied by [`PgMemory::connect`]. One `record` call is
-//! one transaction: the batch's distinct shapes are upserted (the HNSW insert happens only for a
-//! shape never seen before), then every execution is inserted with one `UNNEST` statement;
+//! Tables are in `memory/migrations` and applied by [`PgMemory::connect`]. One `record` call
+//! embeds the shapes memory does not have yet, then writes in one transaction: the new shapes
+//! (the HNSW insert happens only for those), then every execution with one `UNNEST` statement;
 //! executions already present are skipped. A search finds the nearest shapes that have at least
 //! one execution passing the filters (HNSW with iterative scans, so filters do not starve the
 //! result), then the newest such executions of each. For k up to 100 the index is asked for four
@@ -108,6 +108,12 @@ pub struct PgProbe {
 }
 
 impl PgMemory {
+    /// The model whose vectors this memory writes and searches (none without an embedder: then
+    /// a search by vector compares with every shape).
+    fn model(&self) -> Option<&str> {
+        self.shapes.as_ref().map(ShapeEmbedder::model)
+    }
+
     /// Connects once (within `timeout`) and reports the server's version and pgvector, without
     /// applying migrations or changing anything: for `swarm doctor`.
     pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<PgProbe, MemoryError> {
@@ -228,8 +234,9 @@ impl Memory for PgMemory {
         if records.is_empty() {
             return Ok(());
         }
+        let batch = self.prepare(records).await?;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        self.insert(&mut tx, records).await?;
+        batch.write(&mut tx).await?;
         tx.commit().await.map_err(unavailable)
     }
 

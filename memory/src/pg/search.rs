@@ -59,7 +59,7 @@ impl PgMemory {
         let sql = format!(
             "WITH near AS MATERIALIZED (
                 SELECT s.id, s.text, s.embedding <=> $1 AS distance FROM shapes s
-                WHERE ($2::text IS NULL OR s.kind = $2)
+                WHERE ($2::text IS NULL OR s.kind = $2) AND ($10::text IS NULL OR s.model = $10)
                   AND EXISTS (SELECT 1 FROM executions e WHERE e.shape_id = s.id AND {FILTERS})
                 ORDER BY s.embedding <=> $1 LIMIT $8
             )
@@ -79,7 +79,8 @@ impl PgMemory {
             .bind(query.until)
             .bind(k)
             .bind(shapes)
-            .bind(per_shape);
+            .bind(per_shape)
+            .bind(self.model());
         let rows = match tx.as_mut() {
             Some(tx) => rows.fetch_all(&mut **tx).await,
             None => rows.fetch_all(&self.pool).await,

@@ -1,5 +1,7 @@
-//! Writing executions: one batch in one transaction, its distinct shapes upserted first, then
-//! every execution with one `UNNEST` statement.
+//! Writing executions. A batch is prepared first, outside any transaction: the shapes memory
+//! already has are looked up (never embedded again), the others embedded. Then one transaction
+//! upserts the new shapes, moves the known ones' `last_seen`, and inserts every execution with
+//! one `UNNEST` statement.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,35 +18,64 @@ use crate::{MemoryError, Shape};
 /// Embeddings by shape id.
 type Vectors = HashMap<i64, Arc<[f32]>>;
 
+/// A batch ready to write: everything that takes time (embedding, encoding) is done before its
+/// transaction opens.
+pub(super) struct Batch {
+    /// Shapes memory did not have, with their vectors, in id order (one order for every writer,
+    /// so that concurrent upserts of the same shapes cannot deadlock).
+    new: Vec<(Shape, Arc<[f32]>)>,
+    /// Shapes memory has already, in id order: only their `last_seen` moves.
+    known: Vec<i64>,
+    /// The model that made the new vectors.
+    model: String,
+    columns: Columns,
+}
+
 impl PgMemory {
-    /// Writes one batch in `tx`: the batch's distinct embedded shapes, then its executions.
-    pub(super) async fn insert(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        records: &[ExecutionRecord],
-    ) -> Result<(), MemoryError> {
+    /// Prepares a batch outside any transaction: which of its shapes memory has already (those
+    /// are never embedded again), the vectors of the others, the rows.
+    pub(super) async fn prepare(&self, records: &[ExecutionRecord]) -> Result<Batch, MemoryError> {
         let shapes: Vec<Shape> = records.iter().map(|r| Shape::of(&r.signal)).collect();
-        let vectors = self.embed(&shapes).await;
-        let mut distinct: Vec<&Shape> = shapes
+        let mut ids: Vec<i64> = shapes.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let known: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM shapes WHERE id = ANY($1) AND model = $2 ORDER BY id",
+        )
+        .bind(&ids)
+        .bind(self.model().unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut unknown: Vec<&Shape> = shapes
             .iter()
-            .filter(|s| vectors.contains_key(&s.id))
+            .filter(|s| known.binary_search(&s.id).is_err())
             .collect();
-        // One order for every writer, so that concurrent upserts of the same shapes cannot deadlock.
-        distinct.sort_by_key(|s| s.id);
-        distinct.dedup_by_key(|s| s.id);
-        upsert_shapes(tx, &distinct, &vectors).await?;
+        unknown.sort_by_key(|s| s.id);
+        unknown.dedup_by_key(|s| s.id);
+        let vectors = self.embed(unknown.iter().copied()).await;
+        let new: Vec<(Shape, Arc<[f32]>)> = unknown
+            .into_iter()
+            .filter_map(|s| vectors.get(&s.id).map(|v| (s.clone(), Arc::clone(v))))
+            .collect();
         let mut columns = Columns::default();
         for (record, shape) in records.iter().zip(&shapes) {
-            columns.push(record, vectors.contains_key(&shape.id).then_some(shape.id))?;
+            let stored = known.binary_search(&shape.id).is_ok() || vectors.contains_key(&shape.id);
+            columns.push(record, stored.then_some(shape.id))?;
         }
-        columns.insert(tx).await
+        Ok(Batch {
+            new,
+            known,
+            model: self.model().unwrap_or_default().to_owned(),
+            columns,
+        })
     }
 
     /// The vectors of `shapes` by shape id; none when embedding fails (those executions are
     /// kept, but cannot be found by search).
-    async fn embed(&self, shapes: &[Shape]) -> Vectors {
+    async fn embed<'a>(&self, shapes: impl Iterator<Item = &'a Shape>) -> Vectors {
         let embedded = match &self.shapes {
-            Some(embedder) => embedder.vectors(shapes.iter()).await,
+            Some(embedder) => embedder.vectors(shapes).await,
             None => Ok(Default::default()),
         };
         embedded.unwrap_or_else(|error| {
@@ -54,39 +85,63 @@ impl PgMemory {
     }
 }
 
-/// Adds the shapes memory does not have yet (the HNSW insert happens only for those); a
-/// shape seen again has its `last_seen` moved, at most once a minute.
+impl Batch {
+    /// Writes the batch in `tx`: new shapes, the known ones' `last_seen`, then the executions.
+    pub(super) async fn write(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), MemoryError> {
+        upsert_shapes(tx, &self.new, &self.model).await?;
+        if !self.known.is_empty() {
+            sqlx::query(
+                "UPDATE shapes SET last_seen = now()
+                 WHERE id = ANY($1) AND last_seen < now() - interval '1 minute'",
+            )
+            .bind(&self.known)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        self.columns.insert(tx).await
+    }
+}
+
+/// Adds the shapes memory does not have yet (the HNSW insert happens only for those). A shape
+/// stored with another model's vector gets this one's; one another writer added meanwhile has
+/// its `last_seen` moved, at most once a minute.
 async fn upsert_shapes(
     tx: &mut Transaction<'_, Postgres>,
-    distinct: &[&Shape],
-    vectors: &Vectors,
+    distinct: &[(Shape, Arc<[f32]>)],
+    model: &str,
 ) -> Result<(), MemoryError> {
     if !distinct.is_empty() {
         sqlx::query(
-            "INSERT INTO shapes (id, kind, text, embedding)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::halfvec[])
-             ON CONFLICT (id) DO UPDATE SET last_seen = now()
-             WHERE shapes.last_seen < now() - interval '1 minute'",
+            "INSERT INTO shapes (id, kind, text, embedding, model)
+             SELECT t.*, $5 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::halfvec[]) AS t
+             ON CONFLICT (id) DO UPDATE SET last_seen = now(),
+                 embedding = CASE WHEN shapes.model = EXCLUDED.model THEN shapes.embedding
+                                  ELSE EXCLUDED.embedding END,
+                 model = EXCLUDED.model
+             WHERE shapes.model <> EXCLUDED.model
+                OR shapes.last_seen < now() - interval '1 minute'",
         )
-        .bind(distinct.iter().map(|s| s.id).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|(s, _)| s.id).collect::<Vec<_>>())
         .bind(
             distinct
                 .iter()
-                .map(|s| pg_text(&s.kind))
+                .map(|(s, _)| pg_text(&s.kind))
                 .collect::<Vec<_>>(),
         )
         .bind(
             distinct
                 .iter()
-                .map(|s| pg_text(&s.text))
+                .map(|(s, _)| pg_text(&s.text))
                 .collect::<Vec<_>>(),
         )
         .bind(
             distinct
                 .iter()
-                .map(|s| HalfVector::from_f32_slice(&vectors[&s.id]))
+                .map(|(_, v)| HalfVector::from_f32_slice(v))
                 .collect::<Vec<_>>(),
         )
+        .bind(model)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?;
