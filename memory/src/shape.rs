@@ -122,10 +122,14 @@ fn mask(value: &str) -> String {
         .to_lowercase()
 }
 
-/// Embeds shapes and free text, remembering the vectors of shapes it has seen.
+/// Embeds shapes and free text, remembering the vectors of shapes it has seen. Texts to embed
+/// are sorted by length and cut into batches (little padding within a batch), and the batches
+/// run on the blocking pool, at most one per core at a time across every caller.
 pub struct ShapeEmbedder {
     embedder: Arc<dyn Embedder>,
     cache: quick_cache::sync::Cache<i64, Arc<[f32]>>,
+    /// One permit per core: how many embedder calls run at once.
+    cores: Arc<tokio::sync::Semaphore>,
 }
 
 /// Texts handed to the embedder in one call.
@@ -139,9 +143,11 @@ impl ShapeEmbedder {
 
     /// Remembers the vectors of up to `capacity` shapes.
     pub fn new(embedder: Arc<dyn Embedder>, capacity: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Self {
             embedder,
             cache: quick_cache::sync::Cache::new(capacity.max(16)),
+            cores: Arc::new(tokio::sync::Semaphore::new(cores)),
         }
     }
 
@@ -150,32 +156,42 @@ impl ShapeEmbedder {
         self.embedder.dimensions()
     }
 
-    /// The vector of every distinct shape in `shapes`, embedding those not cached (on the
-    /// blocking pool, in batches).
+    /// The vector of every distinct shape in `shapes`, embedding those not cached (batches of
+    /// similar length, in parallel on the blocking pool).
     pub async fn vectors<'a>(
         &self,
         shapes: impl IntoIterator<Item = &'a Shape>,
     ) -> Result<HashMap<i64, Arc<[f32]>>, MemoryError> {
         let mut found = HashMap::new();
-        let mut missing: Vec<(i64, String)> = Vec::new();
+        let mut missing: HashMap<i64, String> = HashMap::new();
         for shape in shapes {
-            if found.contains_key(&shape.id) || missing.iter().any(|(id, _)| *id == shape.id) {
+            if found.contains_key(&shape.id) || missing.contains_key(&shape.id) {
                 continue;
             }
             match self.cache.get(&shape.id) {
                 Some(vector) => {
                     found.insert(shape.id, vector);
                 }
-                None => missing.push((shape.id, shape.text.clone())),
+                None => {
+                    missing.insert(shape.id, shape.text.clone());
+                }
             }
         }
+        let mut missing: Vec<(i64, String)> = missing.into_iter().collect();
+        missing.sort_by_key(|(id, text)| (text.len(), *id));
+        let mut batches = tokio::task::JoinSet::new();
         for chunk in missing.chunks(EMBED_BATCH) {
-            let texts: Vec<String> = chunk.iter().map(|(_, text)| text.clone()).collect();
-            let vectors = self.embed_blocking(texts).await?;
-            for ((id, _), vector) in chunk.iter().zip(vectors) {
+            let (ids, texts): (Vec<i64>, Vec<String>) = chunk.iter().cloned().unzip();
+            let embedding = self.embed_blocking(texts);
+            batches.spawn(async move { embedding.await.map(|vectors| (ids, vectors)) });
+        }
+        while let Some(done) = batches.join_next().await {
+            let (ids, vectors) = done
+                .map_err(|e| MemoryError::Embed(format!("an embedding task failed: {e}")))??;
+            for (id, vector) in ids.into_iter().zip(vectors) {
                 let vector: Arc<[f32]> = vector.into();
-                self.cache.insert(*id, Arc::clone(&vector));
-                found.insert(*id, vector);
+                self.cache.insert(id, Arc::clone(&vector));
+                found.insert(id, vector);
             }
         }
         Ok(found)
@@ -208,23 +224,37 @@ impl ShapeEmbedder {
             .ok_or_else(|| MemoryError::Embed("the embedder returned no vector".into()))
     }
 
-    async fn embed_blocking(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, MemoryError> {
+    /// Embeds `texts` on the blocking pool once a core is free. The future owns what it needs,
+    /// so batches can run as tasks of their own.
+    fn embed_blocking(
+        &self,
+        texts: Vec<String>,
+    ) -> impl std::future::Future<Output = Result<Vec<Vec<f32>>, MemoryError>> + Send + 'static
+    {
         let embedder = Arc::clone(&self.embedder);
-        let count = texts.len();
-        let vectors = tokio::task::spawn_blocking(move || {
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed(&texts)
-        })
-        .await
-        .map_err(|e| MemoryError::Embed(format!("the embedder task failed: {e}")))?
-        .map_err(|e| MemoryError::Embed(e.to_string()))?;
-        if vectors.len() != count || vectors.iter().any(|v| v.len() != self.dimensions()) {
-            return Err(MemoryError::Embed(format!(
-                "the embedder returned {} vectors for {count} texts, or vectors of the wrong length",
-                vectors.len()
-            )));
+        let cores = Arc::clone(&self.cores);
+        let dimensions = self.dimensions();
+        async move {
+            let count = texts.len();
+            let _core = cores
+                .acquire_owned()
+                .await
+                .map_err(|e| MemoryError::Embed(format!("the embedder is closed: {e}")))?;
+            let vectors = tokio::task::spawn_blocking(move || {
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                embedder.embed(&texts)
+            })
+            .await
+            .map_err(|e| MemoryError::Embed(format!("the embedder task failed: {e}")))?
+            .map_err(|e| MemoryError::Embed(e.to_string()))?;
+            if vectors.len() != count || vectors.iter().any(|v| v.len() != dimensions) {
+                return Err(MemoryError::Embed(format!(
+                    "the embedder returned {} vectors for {count} texts, or vectors of the wrong length",
+                    vectors.len()
+                )));
+            }
+            Ok(vectors)
         }
-        Ok(vectors)
     }
 }
 
