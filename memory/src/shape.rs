@@ -186,8 +186,8 @@ impl ShapeEmbedder {
             batches.spawn(async move { embedding.await.map(|vectors| (ids, vectors)) });
         }
         while let Some(done) = batches.join_next().await {
-            let (ids, vectors) = done
-                .map_err(|e| MemoryError::Embed(format!("an embedding task failed: {e}")))??;
+            let (ids, vectors) =
+                done.map_err(|e| MemoryError::Embed(format!("an embedding task failed: {e}")))??;
             for (id, vector) in ids.into_iter().zip(vectors) {
                 let vector: Arc<[f32]> = vector.into();
                 self.cache.insert(id, Arc::clone(&vector));

@@ -6,12 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use quick_cache::sync::Cache;
-
 use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
-use tract_onnx::tract_core::model::translator::Translate;
 
 use crate::embed::{EmbedError, Embedder};
 
@@ -24,37 +21,33 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Longest input, in tokens; longer texts are cut (the model's position table has 512).
 pub const MAX_TOKENS: usize = 256;
 
-/// One text runs on a plan made concrete for its length in tokens: its exact length up to this
-/// many tokens, above it the length rounded up to a multiple of [`LONG_STEP`] (padding costs
-/// little next to the text there, and it bounds the number of distinct plans).
-const EXACT_UP_TO: usize = 32;
-const LONG_STEP: usize = 16;
+/// Texts in one group of a batch: at most this many, and the longest at most
+/// `GROUP_SLACK` tokens plus a quarter longer than the shortest.
+const GROUP_SIZE: usize = 32;
+const GROUP_SLACK: usize = 4;
 
-/// Concrete plans kept, the least recently used dropped first. Each holds its own copy of the
-/// weights packed for its shapes and takes about 30 ms to make.
-const MAX_PLANS: usize = 12;
-
-/// The length a text of `tokens` tokens is padded to when embedded alone.
-fn padded_length(tokens: usize) -> usize {
-    if tokens <= EXACT_UP_TO {
-        tokens.max(1)
-    } else {
-        tokens.div_ceil(LONG_STEP) * LONG_STEP
+/// `order` (indices sorted by their `lengths`) cut into groups of similar length.
+fn similar_lengths<'a>(order: &'a [usize], lengths: &'a [usize]) -> Vec<&'a [usize]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for end in 1..=order.len() {
+        let full = end - start == GROUP_SIZE;
+        let apart =
+            end < order.len() && lengths[order[end]] > lengths[order[start]] * 5 / 4 + GROUP_SLACK;
+        if end == order.len() || full || apart {
+            groups.push(&order[start..end]);
+            start = end;
+        }
     }
+    groups
 }
 
 /// A sentence model loaded and optimised for this machine.
 pub struct TractEmbedder {
     tokenizer: Tokenizer,
-    /// The model with symbolic batch and sequence sizes, optimised: runs any batch.
+    /// The model with symbolic batch and sequence sizes, optimised: runs any batch. One copy
+    /// of the packed weights serves every text and batch.
     plan: Arc<TypedSimplePlan>,
-    /// The decluttered model with symbolic sizes, and its two symbols (batch, sequence).
-    typed: TypedModel,
-    symbols: (Symbol, Symbol),
-    /// Plans made concrete for one text of a padded length, optimised for that shape (tract
-    /// picks kernels and drops shape arithmetic when every size is known). Built on first use,
-    /// at most [`MAX_PLANS`] kept.
-    single: Cache<usize, Arc<TypedSimplePlan>>,
     /// Whether the model takes `token_type_ids` as a third input.
     token_types: bool,
     /// The model file's name without extension, and the start of its BLAKE3 digest.
@@ -138,36 +131,15 @@ impl TractEmbedder {
             .and_then(|m| m.into_decluttered())
             .map_err(fail)?;
         let plan = typed
-            .clone()
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(fail)?;
         Ok(Self {
             tokenizer,
             plan,
-            typed,
-            symbols: (batch, sequence),
-            single: Cache::new(MAX_PLANS),
             token_types: inputs == 3,
             model_id,
             dimensions,
-        })
-    }
-
-    /// The plan for one text padded to `length` tokens.
-    fn single_plan(&self, length: usize) -> Result<Arc<TypedSimplePlan>, EmbedError> {
-        self.single.get_or_insert_with(&length, || {
-            let run = |e: TractError| EmbedError::Run(format!("{e:?}"));
-            let (batch, sequence) = &self.symbols;
-            let values = SymbolValues::default()
-                .with(batch, 1)
-                .with(sequence, length as i64)
-                .to_dim_map();
-            let concrete = values.translate_model(&self.typed).map_err(run)?;
-            concrete
-                .into_optimized()
-                .and_then(|m| m.into_runnable())
-                .map_err(run)
         })
     }
 
@@ -203,18 +175,16 @@ impl Embedder for TractEmbedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Run(e.to_string()))?;
-        // Texts of one padded length run together (padding a short text to a long one's length
-        // costs more than it saves); a length with one text runs its concrete plan.
-        let lengths: Vec<usize> = encodings
-            .iter()
-            .map(|e| padded_length(e.get_ids().len()))
-            .collect();
+        // Texts run in groups of similar length, each padded to its longest (padding a short
+        // text to a much longer one's length costs more than it saves).
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| lengths[i]);
         let mut out = vec![Vec::new(); encodings.len()];
-        for group in order.chunk_by(|&a, &b| lengths[a] == lengths[b]) {
+        for group in similar_lengths(&order, &lengths) {
             let members: Vec<&Encoding> = group.iter().map(|&i| &encodings[i]).collect();
-            for (&i, vector) in group.iter().zip(self.run(&members, lengths[group[0]])?) {
+            let longest = group.iter().map(|&i| lengths[i]).max().unwrap_or(1).max(1);
+            for (&i, vector) in group.iter().zip(self.run(&members, longest)?) {
                 out[i] = vector;
             }
         }
@@ -227,11 +197,7 @@ impl TractEmbedder {
     fn run(&self, encodings: &[&Encoding], longest: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
         let run = |e: TractError| EmbedError::Run(format!("{e:?}"));
         let batch = encodings.len();
-        let plan = if batch == 1 {
-            self.single_plan(longest)?
-        } else {
-            Arc::clone(&self.plan)
-        };
+        let plan = &self.plan;
         // Padded positions have mask 0: attention ignores them and they do not count in the
         // mean.
         let mut ids = vec![0i64; batch * longest];
