@@ -1,8 +1,11 @@
 //! [`WriteBehind`]: recording that never waits for the store.
 //!
 //! `record` hands the batch to a bounded queue and returns. One task drains the queue into the
-//! store in batches. When the store fails (PostgreSQL stopped, unreachable), or the queue is
-//! full, records go to a [spool](crate::spool) on disk instead; while anything is spooled, new
+//! store in batches. While the store is healthy, the queue holds at most `max_queued` records:
+//! past that, `record` waits for room (the reactor then settles, and so reads, more slowly and
+//! signals wait in the mesh), at most `max_wait`. When the store fails (PostgreSQL stopped,
+//! unreachable), the wait runs out, or the queue is full, records go to a
+//! [spool](crate::spool) on disk instead; while anything is spooled, new
 //! batches are spooled behind it, and every `retry_every` the task replays the spool, oldest
 //! first, until it is empty. Nothing is dropped unless the disk itself refuses the spool (or the
 //! store refuses a record as invalid), and each such loss is counted and logged.
@@ -32,6 +35,12 @@ pub struct WriteBehindConfig {
     pub spool_dir: PathBuf,
     /// How often a spool is replayed into the store.
     pub retry_every: Duration,
+    /// Records waiting in the queue, at most, while the store is healthy; `record` waits for
+    /// room past that.
+    pub max_queued: usize,
+    /// How long `record` waits for room before it spools instead (a store that is stuck
+    /// rather than slow).
+    pub max_wait: Duration,
 }
 
 impl WriteBehindConfig {
@@ -42,6 +51,8 @@ impl WriteBehindConfig {
             batch: 2048,
             spool_dir: spool_dir.into(),
             retry_every: Duration::from_secs(1),
+            max_queued: 8192,
+            max_wait: Duration::from_secs(10),
         }
     }
 }
@@ -62,7 +73,8 @@ pub struct WriterStatus {
 }
 
 enum Message {
-    Records(Vec<ExecutionRecord>),
+    /// Records, and the room they took in the queue.
+    Records(Vec<ExecutionRecord>, u32),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -73,6 +85,8 @@ struct Shared {
     lost: AtomicU64,
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Room in the queue, in records.
+    room: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -101,6 +115,8 @@ pub struct WriteBehind {
     inner: Arc<dyn Memory>,
     queue: mpsc::Sender<Message>,
     shared: Arc<Shared>,
+    max_queued: usize,
+    max_wait: Duration,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -115,8 +131,10 @@ impl WriteBehind {
             lost: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
+            room: tokio::sync::Semaphore::new(config.max_queued.max(1)),
         });
         let (queue, receiver) = mpsc::channel(config.queue.max(1));
+        let (max_queued, max_wait) = (config.max_queued.max(1), config.max_wait);
         let task = tokio::spawn(run(
             Arc::clone(&inner),
             receiver,
@@ -127,6 +145,8 @@ impl WriteBehind {
             inner,
             queue,
             shared,
+            max_queued,
+            max_wait,
             task: Mutex::new(Some(task)),
         })
     }
@@ -169,6 +189,26 @@ impl WriteBehind {
     }
 }
 
+impl WriteBehind {
+    /// Waits for room for `records` records in the queue while the store is healthy and nothing
+    /// is spooled, at most `max_wait`; returns the room taken (0: none, the records are queued
+    /// or spooled regardless).
+    async fn room_for(&self, records: usize) -> u32 {
+        let healthy = self.shared.healthy.load(Ordering::Relaxed);
+        if !healthy || self.shared.spool().pending() > 0 {
+            return 0;
+        }
+        let want = u32::try_from(records.min(self.max_queued)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(self.max_wait, self.shared.room.acquire_many(want)).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                want
+            }
+            _ => 0,
+        }
+    }
+}
+
 /// What one turn of the writing task took from the queue.
 #[derive(Default)]
 struct Round {
@@ -178,9 +218,13 @@ struct Round {
 }
 
 impl Round {
-    fn take(&mut self, message: Message) {
+    /// Takes `message` out of the queue, giving back the room its records took.
+    fn take(&mut self, message: Message, shared: &Shared) {
         match message {
-            Message::Records(records) => self.batch.extend(records),
+            Message::Records(records, room) => {
+                shared.room.add_permits(room as usize);
+                self.batch.extend(records);
+            }
             Message::Flush(done) => self.replies.push(done),
             Message::Close(done) => {
                 self.replies.push(done);
@@ -203,10 +247,10 @@ async fn run(
             message = receiver.recv() => {
                 let Some(message) = message else { break };
                 let mut round = Round::default();
-                round.take(message);
+                round.take(message, &shared);
                 while round.replies.is_empty() && round.batch.len() < config.batch {
                     match receiver.try_recv() {
-                        Ok(message) => round.take(message),
+                        Ok(message) => round.take(message, &shared),
                         Err(_) => break,
                     }
                 }
@@ -214,7 +258,7 @@ async fn run(
                     // Senders now fail and spool; whatever is already queued is taken here.
                     receiver.close();
                     while let Some(message) = receiver.recv().await {
-                        round.take(message);
+                        round.take(message, &shared);
                     }
                 }
                 store(&*inner, &shared, round.batch, config.batch).await;
@@ -340,9 +384,14 @@ impl Memory for WriteBehind {
         if records.is_empty() {
             return Ok(());
         }
-        match self.queue.try_send(Message::Records(records.to_vec())) {
+        let room = self.room_for(records.len()).await;
+        match self
+            .queue
+            .try_send(Message::Records(records.to_vec(), room))
+        {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
+                self.shared.room.add_permits(room as usize);
                 self.shared.spill(records);
             }
         }

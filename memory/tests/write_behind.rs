@@ -219,6 +219,90 @@ async fn a_full_queue_spills_to_the_spool_instead_of_waiting() {
 }
 
 #[tokio::test]
+async fn a_slow_store_slows_recording_instead_of_spooling() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::new();
+    store.gated.store(true, Ordering::SeqCst);
+    let writer = Arc::new(
+        WriteBehind::start(
+            store.clone(),
+            WriteBehindConfig {
+                batch: 10,
+                max_queued: 20,
+                max_wait: Duration::from_secs(30),
+                ..config(&dir)
+            },
+        )
+        .expect("start"),
+    );
+    let recording = {
+        let writer = Arc::clone(&writer);
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                writer.record(&batch(10, "u")).await.expect("record");
+            }
+        })
+    };
+    // The store takes one batch and holds it; the queue fills to 20 records; then recording
+    // waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !recording.is_finished(),
+        "recording waits for room in the queue"
+    );
+    assert_eq!(
+        writer.status().spooled,
+        0,
+        "nothing spooled while the store is healthy"
+    );
+    // The store lets batches through one at a time: recording goes on as room frees.
+    store.gated.store(false, Ordering::SeqCst);
+    store.gate.add_permits(1);
+    recording.await.expect("recording finishes");
+    let status = writer.flush().await;
+    assert_eq!(
+        (status.written, status.spooled, status.lost),
+        (100, 0, 0),
+        "{status:?}"
+    );
+    assert_eq!(store.inner.len(), 100);
+}
+
+#[tokio::test]
+async fn recording_waits_for_a_stuck_store_at_most_max_wait() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::new();
+    store.gated.store(true, Ordering::SeqCst);
+    let writer = WriteBehind::start(
+        store.clone(),
+        WriteBehindConfig {
+            batch: 10,
+            max_queued: 20,
+            max_wait: Duration::from_millis(100),
+            ..config(&dir)
+        },
+    )
+    .expect("start");
+    let started = std::time::Instant::now();
+    for _ in 0..6 {
+        writer.record(&batch(10, "u")).await.expect("record");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(5),
+        "recording waits for room, but at most max_wait each time: {took:?}"
+    );
+    store.gated.store(false, Ordering::SeqCst);
+    store.gate.add_permits(1_000);
+    let status = writer.flush().await;
+    assert_eq!(
+        (status.written + status.spooled, status.lost),
+        (60, 0),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
 async fn records_the_store_refuses_are_counted_and_the_rest_kept() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::new();
