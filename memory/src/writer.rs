@@ -27,7 +27,8 @@ use crate::{Compaction, Memory, MemoryError, Retention, SearchHit, SearchQuery, 
 /// How a [`WriteBehind`] queues, batches and spools.
 #[derive(Debug, Clone)]
 pub struct WriteBehindConfig {
-    /// Batches waiting in the queue, at most; a full queue spills to the spool.
+    /// Batches waiting in the queue, at most; `record` waits for a place (at most `max_wait`)
+    /// while the store is healthy, and spills to the spool otherwise.
     pub queue: usize,
     /// Records per call to the store, at most.
     pub batch: usize,
@@ -47,7 +48,9 @@ impl WriteBehindConfig {
     /// Defaults, spooling into `spool_dir`.
     pub fn new(spool_dir: impl Into<PathBuf>) -> Self {
         Self {
-            queue: 1024,
+            // As many batches as records may wait: with small batches, the records' bound
+            // (`max_queued`) is what fills first.
+            queue: 8192,
             batch: 2048,
             spool_dir: spool_dir.into(),
             retry_every: Duration::from_secs(1),
@@ -384,16 +387,22 @@ impl Memory for WriteBehind {
         if records.is_empty() {
             return Ok(());
         }
+        let started = tokio::time::Instant::now();
         let room = self.room_for(records.len()).await;
-        match self
-            .queue
-            .try_send(Message::Records(records.to_vec(), room))
-        {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
-                self.shared.room.add_permits(room as usize);
-                self.shared.spill(records);
-            }
+        let message = Message::Records(records.to_vec(), room);
+        let queued = if room > 0 {
+            // Room taken: wait for a place in the queue too, within what is left of max_wait.
+            let left = self.max_wait.saturating_sub(started.elapsed());
+            matches!(
+                tokio::time::timeout(left, self.queue.send(message)).await,
+                Ok(Ok(()))
+            )
+        } else {
+            self.queue.try_send(message).is_ok()
+        };
+        if !queued {
+            self.shared.room.add_permits(room as usize);
+            self.shared.spill(records);
         }
         Ok(())
     }

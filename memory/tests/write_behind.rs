@@ -181,7 +181,7 @@ async fn the_spool_outlives_the_writer() {
 }
 
 #[tokio::test]
-async fn a_full_queue_spills_to_the_spool_instead_of_waiting() {
+async fn a_full_queue_spills_to_the_spool_once_max_wait_has_passed() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::new();
     store.gated.store(true, Ordering::SeqCst);
@@ -190,6 +190,7 @@ async fn a_full_queue_spills_to_the_spool_instead_of_waiting() {
         WriteBehindConfig {
             queue: 2,
             batch: 10,
+            max_wait: Duration::from_millis(20),
             ..config(&dir)
         },
     )
@@ -205,7 +206,7 @@ async fn a_full_queue_spills_to_the_spool_instead_of_waiting() {
     );
     assert!(
         took < Duration::from_secs(5),
-        "recording did not wait for the store: {took:?}"
+        "recording waited for the stuck store at most max_wait each time: {took:?}"
     );
     store.gated.store(false, Ordering::SeqCst);
     store.gate.add_permits(1_000);
