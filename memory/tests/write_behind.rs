@@ -92,6 +92,14 @@ fn config(dir: &tempfile::TempDir) -> WriteBehindConfig {
     }
 }
 
+/// A writer in front of a store that holds every call until its gate opens.
+fn held(config: WriteBehindConfig) -> (Arc<Store>, WriteBehind) {
+    let store = Store::new();
+    store.gated.store(true, Ordering::SeqCst);
+    let writer = WriteBehind::start(store.clone(), config).expect("start");
+    (store, writer)
+}
+
 #[tokio::test]
 async fn records_reach_the_store_in_batches() {
     let dir = tempfile::tempdir().expect("dir");
@@ -183,18 +191,12 @@ async fn the_spool_outlives_the_writer() {
 #[tokio::test]
 async fn a_full_queue_spills_to_the_spool_once_max_wait_has_passed() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Store::new();
-    store.gated.store(true, Ordering::SeqCst);
-    let writer = WriteBehind::start(
-        store.clone(),
-        WriteBehindConfig {
-            queue: 2,
-            batch: 10,
-            max_wait: Duration::from_millis(20),
-            ..config(&dir)
-        },
-    )
-    .expect("start");
+    let (store, writer) = held(WriteBehindConfig {
+        queue: 2,
+        batch: 10,
+        max_wait: Duration::from_millis(20),
+        ..config(&dir)
+    });
     let started = std::time::Instant::now();
     for _ in 0..50 {
         writer.record(&batch(10, "u")).await.expect("record");
@@ -222,20 +224,13 @@ async fn a_full_queue_spills_to_the_spool_once_max_wait_has_passed() {
 #[tokio::test]
 async fn a_slow_store_slows_recording_instead_of_spooling() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Store::new();
-    store.gated.store(true, Ordering::SeqCst);
-    let writer = Arc::new(
-        WriteBehind::start(
-            store.clone(),
-            WriteBehindConfig {
-                batch: 10,
-                max_queued: 20,
-                max_wait: Duration::from_secs(30),
-                ..config(&dir)
-            },
-        )
-        .expect("start"),
-    );
+    let (store, writer) = held(WriteBehindConfig {
+        batch: 10,
+        max_queued: 20,
+        max_wait: Duration::from_secs(30),
+        ..config(&dir)
+    });
+    let writer = Arc::new(writer);
     let recording = {
         let writer = Arc::clone(&writer);
         tokio::spawn(async move {
@@ -272,18 +267,12 @@ async fn a_slow_store_slows_recording_instead_of_spooling() {
 #[tokio::test]
 async fn recording_waits_for_a_stuck_store_at_most_max_wait() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Store::new();
-    store.gated.store(true, Ordering::SeqCst);
-    let writer = WriteBehind::start(
-        store.clone(),
-        WriteBehindConfig {
-            batch: 10,
-            max_queued: 20,
-            max_wait: Duration::from_millis(100),
-            ..config(&dir)
-        },
-    )
-    .expect("start");
+    let (store, writer) = held(WriteBehindConfig {
+        batch: 10,
+        max_queued: 20,
+        max_wait: Duration::from_millis(100),
+        ..config(&dir)
+    });
     let started = std::time::Instant::now();
     for _ in 0..6 {
         writer.record(&batch(10, "u")).await.expect("record");
