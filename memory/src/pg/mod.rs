@@ -236,7 +236,7 @@ impl Memory for PgMemory {
         }
         let batch = self.prepare(records).await?;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        batch.write(&mut tx).await?;
+        self.write(&mut tx, batch).await?;
         tx.commit().await.map_err(unavailable)
     }
 

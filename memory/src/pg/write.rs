@@ -26,8 +26,6 @@ pub(super) struct Batch {
     new: Vec<(Shape, Arc<[f32]>)>,
     /// Shapes memory has already, in id order: only their `last_seen` moves.
     known: Vec<i64>,
-    /// The model that made the new vectors.
-    model: String,
     columns: Columns,
 }
 
@@ -66,7 +64,6 @@ impl PgMemory {
         Ok(Batch {
             new,
             known,
-            model: self.model().unwrap_or_default().to_owned(),
             columns,
         })
     }
@@ -85,21 +82,25 @@ impl PgMemory {
     }
 }
 
-impl Batch {
+impl PgMemory {
     /// Writes the batch in `tx`: new shapes, the known ones' `last_seen`, then the executions.
-    pub(super) async fn write(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), MemoryError> {
-        upsert_shapes(tx, &self.new, &self.model).await?;
-        if !self.known.is_empty() {
+    pub(super) async fn write(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        batch: Batch,
+    ) -> Result<(), MemoryError> {
+        upsert_shapes(tx, &batch.new, self.model().unwrap_or_default()).await?;
+        if !batch.known.is_empty() {
             sqlx::query(
                 "UPDATE shapes SET last_seen = now()
                  WHERE id = ANY($1) AND last_seen < now() - interval '1 minute'",
             )
-            .bind(&self.known)
+            .bind(&batch.known)
             .execute(&mut **tx)
             .await
             .map_err(unavailable)?;
         }
-        self.columns.insert(tx).await
+        batch.columns.insert(tx).await
     }
 }
 
