@@ -206,19 +206,7 @@ async fn main() {
     let reactor = spec.start_serving("shapes", &format!("127.0.0.1:{port}"));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let up = Instant::now();
-    while client
-        .get(format!("{base}/v1/health"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            up.elapsed() < Duration::from_secs(60),
-            "swarm up did not serve"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    swarm_tests::wait_serving(&client, &base).await;
 
     let mut config = RedisMeshConfig::new(redis_url());
     config.key_prefix.clone_from(&prefix);

@@ -235,6 +235,16 @@ pub async fn request(
     .await
 }
 
+/// Waits up to a minute for the inspector at `base` (`http://host:port`) to answer
+/// `/v1/health`; panics if it never does.
+pub async fn wait_serving(client: &reqwest::Client, base: &str) {
+    let answered = wait_for_async(Duration::from_secs(60), async || {
+        client.get(format!("{base}/v1/health")).send().await.ok()
+    })
+    .await;
+    assert!(answered.is_some(), "swarm up did not serve on {base}");
+}
+
 /// Like [`wait_for`], for checks that need to await.
 pub async fn wait_for_async<T>(
     timeout: Duration,
