@@ -1,5 +1,6 @@
 //! An in-process [`Memory`]: records kept in maps, for zero-setup runs and tests. With an
-//! embedder it searches by exact (brute-force) cosine similarity over signal shapes.
+//! embedder it searches signal shapes exactly (brute force): by cosine similarity, fused by
+//! reciprocal rank with the shapes that hold every word of the probe, as `PgMemory` does.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use parking_lot::Mutex;
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 
 use crate::query::{ago, nearest_rank};
+use crate::words::{self, Words};
 use crate::{
     Compaction, Embedder, Memory, MemoryError, Retention, SearchHit, SearchQuery, Shape,
     ShapeEmbedder, UnitStats, cosine, normalise,
@@ -21,13 +23,18 @@ struct Stored {
     shape: Option<i64>,
 }
 
+struct StoredShape {
+    text: String,
+    vector: Arc<[f32]>,
+    words: Words,
+}
+
 #[derive(Default)]
 struct State {
     by_id: HashMap<ExecutionId, Stored>,
     order: VecDeque<ExecutionId>,
     by_signal: HashMap<SignalId, Vec<ExecutionId>>,
-    /// Shape id → (text, vector).
-    shapes: HashMap<i64, (String, Arc<[f32]>)>,
+    shapes: HashMap<i64, StoredShape>,
 }
 
 impl State {
@@ -141,10 +148,11 @@ impl Memory for InProcMemory {
             let shape = shapes.remove(&record.id).and_then(|shape| {
                 let vector = vectors.get(&shape.id)?;
                 let id = shape.id;
-                state
-                    .shapes
-                    .entry(id)
-                    .or_insert_with(|| (shape.text, Arc::clone(vector)));
+                state.shapes.entry(id).or_insert_with(|| StoredShape {
+                    words: Words::of(&shape.text),
+                    text: shape.text,
+                    vector: Arc::clone(vector),
+                });
                 Some(id)
             });
             state.order.push_back(record.id);
@@ -195,46 +203,59 @@ impl Memory for InProcMemory {
         let embedder = self.shapes.as_ref().ok_or(MemoryError::NoEmbedder)?;
         query.validate(embedder.dimensions())?;
         let probe = embedder.probe(&query.probe).await?;
+        let words = query.words().map(|w| words::query(&w));
         let state = self.lock();
-        let similarity: HashMap<i64, f32> = state
-            .shapes
-            .iter()
-            .map(|(id, (_, vector))| (*id, cosine(&probe, vector)))
-            .collect();
-        let mut hits: Vec<SearchHit> = state
-            .by_id
-            .values()
-            .filter(|s| query.admits(&s.record))
-            .filter_map(|s| {
-                let shape = s.shape?;
-                Some(SearchHit {
-                    similarity: similarity[&shape],
-                    shape: state.shapes[&shape].0.clone(),
-                    record: s.record.clone(),
-                })
-            })
-            .collect();
-        hits.sort_by(|a, b| {
-            b.similarity
-                .total_cmp(&a.similarity)
-                .then(b.record.started_at.cmp(&a.record.started_at))
-                .then(b.record.id.cmp(&a.record.id))
-        });
-        let limit = query.shape_limit();
-        let mut taken: HashMap<&str, usize> = HashMap::new();
-        let mut kept = Vec::with_capacity(query.k);
-        for hit in &hits {
-            let n = taken.entry(hit.shape.as_str()).or_default();
-            if *n < limit {
-                *n += 1;
-                kept.push(hit);
-                if kept.len() == query.k {
-                    break;
-                }
+        // The executions passing the filters, by shape.
+        let mut admitted: HashMap<i64, Vec<&ExecutionRecord>> = HashMap::new();
+        for stored in state.by_id.values() {
+            if let Some(shape) = stored.shape.filter(|_| query.admits(&stored.record)) {
+                admitted.entry(shape).or_default().push(&stored.record);
             }
         }
-        let kept = kept.into_iter().cloned().collect();
-        Ok(kept)
+        let similarity: HashMap<i64, f32> = admitted
+            .keys()
+            .map(|id| (*id, cosine(&probe, &state.shapes[id].vector)))
+            .collect();
+        let candidates = query.shape_candidates();
+        let mut near: Vec<i64> = admitted.keys().copied().collect();
+        near.sort_by(|a, b| similarity[b].total_cmp(&similarity[a]).then(a.cmp(b)));
+        near.truncate(candidates);
+        let mut matched: Vec<(i64, f32)> = match &words {
+            Some(words) => admitted
+                .keys()
+                .filter(|id| state.shapes[*id].words.holds_all(words))
+                .map(|id| (*id, state.shapes[id].words.rank(words)))
+                .collect(),
+            None => Vec::new(),
+        };
+        matched.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        matched.truncate(candidates);
+        let matched: Vec<i64> = matched.into_iter().map(|(id, _)| id).collect();
+        let scores = words::fuse(&[&near, &matched]);
+        let mut shapes: Vec<(i64, f64)> = scores.into_iter().collect();
+        shapes.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then(similarity[&b.0].total_cmp(&similarity[&a.0]))
+                .then(a.0.cmp(&b.0))
+        });
+        let limit = query.shape_limit();
+        let mut hits = Vec::with_capacity(query.k);
+        for (shape, score) in shapes {
+            let mut executions = admitted.remove(&shape).unwrap_or_default();
+            executions.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+            for record in executions.into_iter().take(limit) {
+                if hits.len() == query.k {
+                    return Ok(hits);
+                }
+                hits.push(SearchHit {
+                    similarity: similarity[&shape],
+                    score,
+                    shape: state.shapes[&shape].text.clone(),
+                    record: record.clone(),
+                });
+            }
+        }
+        Ok(hits)
     }
 
     async fn unit_stats(&self) -> Result<Vec<UnitStats>, MemoryError> {

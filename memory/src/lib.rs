@@ -19,15 +19,16 @@ mod spool;
 pub mod testkit;
 #[cfg(feature = "tract")]
 mod tract_embedder;
+pub mod words;
 mod writer;
 
 pub use audit::{AuditLog, AuditQuery, AuditTrail, InProcAudit, MAX_AUDIT_READ};
 pub use embed::{EmbedError, Embedder, cosine};
 pub use inproc::InProcMemory;
 #[cfg(feature = "postgres")]
-pub use pg::{PgMemory, PgMemoryConfig, PgProbe};
+pub use pg::{PgMemory, PgMemoryConfig, PgProbe, ReindexProgress, Reindexed};
 pub use query::{
-    Compaction, MAX_K, OutcomeFilter, Probe, Retention, SearchHit, SearchQuery, UnitStats,
+    Compaction, Fusion, MAX_K, OutcomeFilter, Probe, Retention, SearchHit, SearchQuery, UnitStats,
 };
 pub use shape::{Shape, ShapeEmbedder, shape_id};
 #[cfg(feature = "tract")]

@@ -35,6 +35,19 @@ pub enum OutcomeFilter {
     Failure,
 }
 
+/// How a search orders the shapes it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fusion {
+    /// The nearest shapes by vector fused by reciprocal rank with the shapes that hold every
+    /// word of the probe (full-text, ranked like PostgreSQL's `ts_rank`). A probe without words
+    /// (a vector) is searched by vector alone.
+    #[default]
+    Hybrid,
+    /// The nearest shapes by vector alone.
+    Vector,
+}
+
 /// A similarity search over executions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery {
@@ -55,6 +68,8 @@ pub struct SearchQuery {
     /// At most this many executions of any one signal shape (the newest), so that the nearest
     /// few shapes do not fill all of `k`; `None`: no limit.
     pub per_shape: Option<usize>,
+    /// Vector neighbours alone, or fused with full-text matches.
+    pub fusion: Fusion,
 }
 
 impl SearchQuery {
@@ -83,6 +98,7 @@ impl SearchQuery {
             until: None,
             k: 10,
             per_shape: None,
+            fusion: Fusion::default(),
         }
     }
 
@@ -121,6 +137,40 @@ impl SearchQuery {
     pub fn per_shape(mut self, n: usize) -> Self {
         self.per_shape = Some(n);
         self
+    }
+
+    /// Orders shapes by vector alone, or fused with full-text matches.
+    pub fn fusion(mut self, fusion: Fusion) -> Self {
+        self.fusion = fusion;
+        self
+    }
+
+    /// The words a hybrid search matches: the text, or the shape's text; none for a vector
+    /// probe or a vector-only search.
+    pub fn words(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        if self.fusion == Fusion::Vector {
+            return None;
+        }
+        match &self.probe {
+            Probe::Text(text) => Some(Cow::Borrowed(text)),
+            Probe::Shape(shape) => Some(Cow::Borrowed(&shape.text)),
+            Probe::Signal(signal) => Some(Cow::Owned(crate::Shape::of(signal).text)),
+            Probe::Vector(_) => None,
+        }
+    }
+
+    /// How many shapes each ranked list (vector, words) contributes: enough to fill k, four
+    /// times over (at least 40) up to k = 100. An approximate index scan that stops at exactly
+    /// the shapes needed misses more of the true nearest, most of all under filters.
+    pub fn shape_candidates(&self) -> usize {
+        let per = self.shape_limit().max(1);
+        let needed = self.k.div_ceil(per);
+        if self.k <= 100 {
+            (needed * 4).max(40)
+        } else {
+            needed
+        }
     }
 
     /// Executions a search takes from one shape.
@@ -176,6 +226,9 @@ impl SearchQuery {
 pub struct SearchHit {
     /// Cosine similarity of the probe and the execution's signal shape (1 is identical).
     pub similarity: f32,
+    /// The shape's fused reciprocal-rank score, what hits are ordered by (a shape at rank r of
+    /// the vector or the words list adds `1 / (60 + r)`).
+    pub score: f64,
     /// The shape text that was matched.
     pub shape: String,
     /// The execution.

@@ -133,7 +133,7 @@ macro_rules! memory_behaviour_suite {
             use serde_json::json;
             use swarm_memory::testkit::{at, corpus, record};
             use swarm_memory::{
-                Memory, MemoryError, OutcomeFilter, Probe, Retention, SearchQuery,
+                Fusion, Memory, MemoryError, OutcomeFilter, Probe, Retention, SearchQuery,
             };
             use swarm_schemas::{FailureKind, Outcome, Signal};
 
@@ -223,11 +223,50 @@ macro_rules! memory_behaviour_suite {
                 assert_eq!(kinds[0], "payment.failed", "{kinds:?}");
                 let shipped = kinds.iter().position(|k| *k == "order.shipped").expect("shipped is found");
                 assert!(shipped > 0);
-                assert!(hits.windows(2).all(|w| w[0].similarity >= w[1].similarity), "most similar first");
+                assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "best fused score first");
                 assert!(hits[0].shape.contains("card refused"), "{}", hits[0].shape);
+                let by_vector = memory.search(&SearchQuery::text("payment declined").fusion(Fusion::Vector).k(6)).await.expect("search");
+                assert!(by_vector.windows(2).all(|w| w[0].similarity >= w[1].similarity), "by vector: most similar first");
+                assert_eq!(by_vector[0].record.signal.kind, "payment.failed");
 
                 let hits = memory.search(&SearchQuery::text("parcel delivery is on the way").k(1)).await.expect("search");
                 assert_eq!(hits[0].record.signal.kind, "order.shipped");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hybrid_search_fuses_shared_words_with_vectors() {
+                let memory = memory().await;
+                let mut records: Vec<_> = corpus()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, (kind, payload))| record(&Signal::new(kind, payload), "u", true, n as i64))
+                    .collect();
+                // A word the model has never seen, in one shape only.
+                let coded = Signal::new("inventory.low", json!({"item": "quixotry flanges", "warehouse": "south"}));
+                records.push(record(&coded, "u", true, 50));
+                memory.record(&records).await.expect("record");
+                let query = SearchQuery::text("quixotry").k(3);
+                let hybrid = memory.search(&query).await.expect("search");
+                assert!(hybrid[0].shape.contains("quixotry"), "{:?}", hybrid.iter().map(|h| &h.shape).collect::<Vec<_>>());
+                // First by words, and somewhere by vector: at least 1/61 + 1/(60 + 7).
+                assert!(hybrid[0].score > 1.0 / 61.0 + 1.0 / 68.0, "{}", hybrid[0].score);
+                assert!(hybrid.windows(2).all(|w| w[0].score >= w[1].score));
+                // Words in no shape leave the vector order alone.
+                let unmatched = memory.search(&SearchQuery::text("zzyzx wibblequanch").k(7)).await.expect("search");
+                let by_vector = memory.search(&SearchQuery::text("zzyzx wibblequanch").fusion(Fusion::Vector).k(7)).await.expect("search");
+                assert_eq!(unmatched, by_vector);
+                // Stop words alone match nothing either.
+                let stop = memory.search(&SearchQuery::text("the of and").k(7)).await.expect("search");
+                let stop_by_vector = memory.search(&SearchQuery::text("the of and").fusion(Fusion::Vector).k(7)).await.expect("search");
+                assert_eq!(stop.iter().map(|h| h.record.id).collect::<Vec<_>>(), stop_by_vector.iter().map(|h| h.record.id).collect::<Vec<_>>());
+                // Filters hold for the words' half too.
+                let filtered = memory.search(&query.clone().kind("email.bounced")).await.expect("search");
+                assert!(filtered.iter().all(|h| h.record.signal.kind == "email.bounced"));
+                // Odd text (quotes, operators, NUL, URLs) is only words.
+                for odd in ["it's & | ! <-> :*", "a\0'b\\", "http://x.example/a?b=1&c=2 'quixotry'", "\u{0}quixotry"] {
+                    let hits = memory.search(&SearchQuery::text(odd).k(3)).await.expect("odd text is searched");
+                    assert!(!hits.is_empty(), "{odd}");
+                }
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! PostgreSQL memory and the model behind each shape's vector: a shape is embedded once per
-//! model, search compares only vectors of the model in use, and a shape stored by another model
-//! is embedded again when it is next recorded. On the server `ops/start-postgres` runs.
+//! model, search compares only vectors of the model in use, a model memory does not serve never
+//! replaces a vector, and one it serves replaces another model's when it records the shape.
+//! On the server `ops/start-postgres` runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,12 +114,17 @@ async fn search_compares_only_vectors_of_the_model_in_use() {
         .await
         .expect("record");
     assert!(found(&old_memory, &signal).await);
+    assert_eq!(
+        old_memory.serving_model().await.expect("model").as_deref(),
+        Some("model-old"),
+        "the first model to open memory is the one it serves"
+    );
 
-    // Another model: the shape's vector is the old model's, so it is not compared...
+    // Another model: the shape's vector is the old model's, so it is not compared, and
+    // recording the shape again does not replace the vector memory serves.
     let new = Counted::new("model-new");
     let new_memory = open(&url, Arc::clone(&new)).await;
     assert!(!found(&new_memory, &signal).await);
-    // ...until the shape is recorded again: then it is embedded with the new model.
     let before = new.texts();
     new_memory
         .record(&[record(&signal, "triage", true, 5)])
@@ -126,12 +132,42 @@ async fn search_compares_only_vectors_of_the_model_in_use() {
         .expect("record");
     assert_eq!(
         new.texts() - before,
-        1,
-        "the shape is embedded with the new model"
+        0,
+        "a model memory does not serve embeds no known shape"
     );
+    assert!(!found(&new_memory, &signal).await);
+    assert!(found(&old_memory, &signal).await);
+
+    // A reindex moves memory to the new model.
+    let before = new.texts();
+    let done = new_memory.reindex(|_| {}).await.expect("reindex");
+    assert_eq!((done.embedded, done.shapes), (1, 1));
+    assert_eq!(new.texts() - before, 1);
     assert!(found(&new_memory, &signal).await);
     assert!(
         !found(&old_memory, &signal).await,
         "the old model no longer finds a vector that is not its own"
     );
+
+    // A shape the old process adds now is embedded again by the model memory serves when that
+    // one records it.
+    let late = Signal::new(
+        "support.ticket",
+        json!({ "subject": "Money back", "body": "refund the boots" }),
+    );
+    old_memory
+        .record(&[record(&late, "triage", true, 3)])
+        .await
+        .expect("record");
+    let before = new.texts();
+    new_memory
+        .record(&[record(&late, "triage", true, 2)])
+        .await
+        .expect("record");
+    assert_eq!(
+        new.texts() - before,
+        1,
+        "the served model replaces another model's vector"
+    );
+    assert!(found(&new_memory, &late).await);
 }

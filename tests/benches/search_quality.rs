@@ -1,6 +1,7 @@
 //! Search quality on a held-out corpus (`tests/fixtures/search-quality`): 120 signals in 12
 //! topics recorded into PostgreSQL, then each of 36 free-text queries asked of `swarm memory
-//! search -k 3`; precision@3 is the share of the hits whose signal is of the query's topic.
+//! search -k 3` (hybrid, the default) and of `--vector-only`; precision@3 is the share of the
+//! hits whose signal is of the query's topic.
 //! In the same run `ops/search-quality-reference` computes the bare models' precision@3 on
 //! the same shape texts with onnxruntime. Prints figures, asserts nothing.
 //!
@@ -47,9 +48,15 @@ fn corpus() -> Vec<(String, Signal)> {
 }
 
 /// The topics of the signals `swarm memory search` returns for `query`, best first.
-fn search(url: &str, query: &str, topics: &HashMap<SignalId, String>) -> Vec<String> {
+fn search(
+    url: &str,
+    query: &str,
+    extra: &[&str],
+    topics: &HashMap<SignalId, String>,
+) -> Vec<String> {
     let out = Command::new(swarm_tests::swarm_binary())
         .args(["memory", "search", query, "-k", "3", "--json"])
+        .args(extra)
         .env("SWARM_DATABASE_URL", url)
         .env("SWARM_MODELS_DIR", models_dir())
         .output()
@@ -87,18 +94,21 @@ async fn main() {
         .collect();
 
     let queries = lines(&fixtures().join("queries.jsonl"));
-    let mut right = 0;
+    let (mut right, mut right_by_vector) = (0, 0);
     let mut misses = Vec::new();
     for q in &queries {
         let (query, topic) = (text(q, "query"), text(q, "topic"));
-        let got = search(&url, &query, &topics);
+        let got = search(&url, &query, &[], &topics);
         let hits = got.iter().filter(|t| **t == topic).count();
         right += hits;
         if hits < 3 {
             misses.push(format!("  {query:?} ({topic}): {got:?}"));
         }
+        let by_vector = search(&url, &query, &["--vector-only"], &topics);
+        right_by_vector += by_vector.iter().filter(|t| **t == topic).count();
     }
     let swarm = right as f64 / (3 * queries.len()) as f64;
+    let swarm_by_vector = right_by_vector as f64 / (3 * queries.len()) as f64;
 
     // The bare models on the same shape texts.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/search-quality");
@@ -136,7 +146,8 @@ async fn main() {
             .len(),
         queries.len()
     );
-    println!("  swarm memory search (PostgreSQL, tract)     {swarm:.3}");
+    println!("  swarm memory search (PostgreSQL, tract)     {swarm:.3}  (hybrid, the default)");
+    println!("  swarm memory search --vector-only           {swarm_by_vector:.3}");
     let mut l6 = None;
     for b in &bare {
         let p = b["precision_at_3"].as_f64().unwrap_or(f64::NAN);

@@ -206,4 +206,58 @@ async fn up_remembers_executions_and_memory_search_finds_them() {
         stderr.starts_with("error: invalid query: k must be between 1 and 1000"),
         "{stderr}"
     );
+
+    // Memory as an earlier model left it: search with this model finds nothing until `swarm
+    // memory reindex` has embedded every shape again and switched.
+    sqlx::query("UPDATE shapes SET model = 'an-earlier-model'")
+        .execute(&pool)
+        .await
+        .expect("update");
+    sqlx::query("UPDATE memory_model SET model = 'an-earlier-model'")
+        .execute(&pool)
+        .await
+        .expect("update");
+    let shapes: i64 = sqlx::query_scalar("SELECT count(*) FROM shapes")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    let search = || {
+        memory(
+            &["search", "a new order was placed", "-k", "3", "--json"],
+            &url,
+        )
+    };
+    let output = search();
+    assert!(output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("memory holds another model's vectors"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let hits: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(hits.as_array().map(Vec::len), Some(0), "{hits:#}");
+    let output = memory(&["reindex"], &url);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("(was an-earlier-model)")
+            && said.contains(&format!("{shapes} shapes embedded, {shapes} in all")),
+        "{said}"
+    );
+    let hits: serde_json::Value = serde_json::from_slice(&search().stdout).expect("JSON");
+    assert_eq!(
+        hits[0]["record"]["signal"]["kind"], "order.placed",
+        "{hits:#}"
+    );
+    let output = memory(&["reindex"], &url);
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains(&format!("0 shapes embedded, {shapes} in all")),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use swarm_memory::{MAX_K, MemoryError, OutcomeFilter, SearchQuery};
+use swarm_memory::{Fusion, MAX_K, MemoryError, OutcomeFilter, SearchQuery};
 use swarm_schemas::{ExecutionId, ExecutionRecord, PostSignal};
 use utoipa::{IntoParams, ToSchema};
 
@@ -71,6 +71,10 @@ pub(crate) struct SimilarParams {
     outcome: Option<OutcomeFilter>,
     /// How many (default 10).
     k: Option<usize>,
+    /// `hybrid` (default): the vector neighbours fused with the shapes that hold every word of
+    /// the probe; `vector`: by vector alone.
+    #[param(value_type = Option<String>)]
+    fusion: Option<Fusion>,
 }
 
 /// A similarity search, as a body.
@@ -90,6 +94,10 @@ pub(crate) struct SimilarBody {
     outcome: Option<OutcomeFilter>,
     /// How many (default 10).
     k: Option<usize>,
+    /// `hybrid` (default): the vector neighbours fused with the shapes that hold every word of
+    /// the probe; `vector`: by vector alone.
+    #[schema(value_type = Option<String>)]
+    fusion: Option<Fusion>,
 }
 
 /// One execution found.
@@ -97,6 +105,8 @@ pub(crate) struct SimilarBody {
 pub struct SimilarHit {
     /// Cosine similarity of the probe and the execution's signal shape (1 is identical).
     pub similarity: f32,
+    /// The shape's fused reciprocal-rank score, what hits are ordered by.
+    pub score: f64,
     /// The signal shape that matched.
     pub shape: String,
     /// The execution.
@@ -123,6 +133,9 @@ async fn search(state: &AppState, body: SimilarBody) -> Result<Json<Vec<SimilarH
     if let Some(outcome) = body.outcome {
         query = query.outcome(outcome);
     }
+    if let Some(fusion) = body.fusion {
+        query = query.fusion(fusion);
+    }
     let k = body.k.unwrap_or(10);
     if !(1..=MAX_K).contains(&k) {
         return Err(ApiError::bad_request(
@@ -139,6 +152,7 @@ async fn search(state: &AppState, body: SimilarBody) -> Result<Json<Vec<SimilarH
         hits.into_iter()
             .map(|hit| SimilarHit {
                 similarity: hit.similarity,
+                score: hit.score,
                 shape: hit.shape,
                 execution: hit.record,
             })
@@ -146,7 +160,9 @@ async fn search(state: &AppState, body: SimilarBody) -> Result<Json<Vec<SimilarH
     ))
 }
 
-/// Executions whose signals are most like a text or a signal, most similar first.
+/// Executions whose signals are most like a text or a signal, best first: the vector neighbours
+/// fused by reciprocal rank with the shapes that hold every word of the probe (`fusion=vector`: by
+/// vector alone).
 #[utoipa::path(
     get,
     path = "/v1/executions/similar",
@@ -183,6 +199,7 @@ pub(crate) async fn similar(
             unit: params.unit,
             outcome: params.outcome,
             k: params.k,
+            fusion: params.fusion,
         },
     )
     .await

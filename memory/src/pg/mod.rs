@@ -19,9 +19,12 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 
 mod audit;
+mod reindex;
 mod rows;
 mod search;
 mod write;
+
+pub use reindex::{ReindexProgress, Reindexed};
 
 use rows::{COLUMNS, corrupt, decode};
 
@@ -70,8 +73,20 @@ pub struct PgMemory {
     pool: PgPool,
     /// None for a memory opened only to read, count and compact.
     shapes: Option<ShapeEmbedder>,
+    /// The model this process ran before, kept to search with while memory still serves its
+    /// vectors (during a reindex to `shapes`' model).
+    previous: Option<Previous>,
     config: PgMemoryConfig,
 }
+
+/// The previous model, and when memory last said which model it serves.
+struct Previous {
+    shapes: ShapeEmbedder,
+    serving: parking_lot::Mutex<Option<(bool, std::time::Instant)>>,
+}
+
+/// How long a process trusts what it last read of the model memory serves.
+const SERVING_TTL: Duration = Duration::from_secs(1);
 
 /// Data and constraint errors (SQLSTATE classes 22 and 23) are the records' fault; anything else
 /// is the store's.
@@ -110,7 +125,7 @@ pub struct PgProbe {
 impl PgMemory {
     /// The model whose vectors this memory writes and searches (none without an embedder: then
     /// a search by vector compares with every shape).
-    fn model(&self) -> Option<&str> {
+    pub fn model(&self) -> Option<&str> {
         self.shapes.as_ref().map(ShapeEmbedder::model)
     }
 
@@ -165,9 +180,16 @@ impl PgMemory {
             )));
         }
         let pool = Self::open(url, &config).await?;
+        // The first model to open a memory is the one it serves.
+        sqlx::query("INSERT INTO memory_model (model) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(embedder.model())
+            .execute(&pool)
+            .await
+            .map_err(unavailable)?;
         Ok(Self {
             pool,
             shapes: Some(ShapeEmbedder::new(embedder, config.shape_cache)),
+            previous: None,
             config,
         })
     }
@@ -182,6 +204,7 @@ impl PgMemory {
         Ok(Self {
             pool,
             shapes: None,
+            previous: None,
             config,
         })
     }
@@ -220,6 +243,44 @@ impl PgMemory {
             .await
             .map_err(|e| MemoryError::Unavailable(format!("migrations failed: {e}")))?;
         Ok(pool)
+    }
+
+    /// The same memory, also holding the model this process ran before: while memory still
+    /// serves that model's vectors (a reindex to the new model has not switched yet), searches
+    /// embed their probe with it and compare those vectors; after the switch, the new model's.
+    pub fn with_previous(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.previous = Some(Previous {
+            shapes: ShapeEmbedder::new(embedder, 1024),
+            serving: parking_lot::Mutex::new(None),
+        });
+        self
+    }
+
+    /// The embedder searches use, and whether it is the previous model's: that one while memory
+    /// serves its vectors (as last read, at most `SERVING_TTL` ago unless `fresh`), else this
+    /// process's own.
+    async fn search_embedder(
+        &self,
+        fresh: bool,
+    ) -> Result<(Option<&ShapeEmbedder>, bool), MemoryError> {
+        let Some(previous) = &self.previous else {
+            return Ok((self.shapes.as_ref(), false));
+        };
+        let known = *previous.serving.lock();
+        let serves_previous = match known {
+            Some((serves, at)) if !fresh && at.elapsed() < SERVING_TTL => serves,
+            _ => {
+                let serving = self.serving_model().await?;
+                let serves = serving.as_deref() == Some(previous.shapes.model());
+                *previous.serving.lock() = Some((serves, std::time::Instant::now()));
+                serves
+            }
+        };
+        Ok(if serves_previous {
+            (Some(&previous.shapes), true)
+        } else {
+            (self.shapes.as_ref(), false)
+        })
     }
 
     /// The connection pool (for tools and benchmarks that need SQL of their own).

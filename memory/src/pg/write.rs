@@ -37,8 +37,12 @@ impl PgMemory {
         let mut ids: Vec<i64> = shapes.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         ids.dedup();
+        // Known: stored with this model's vector, or stored at all when this model is not the
+        // one memory serves (its vector would not replace the stored one).
         let known: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM shapes WHERE id = ANY($1) AND model = $2 ORDER BY id",
+            "SELECT id FROM shapes WHERE id = ANY($1)
+               AND (model = $2 OR $2 IS DISTINCT FROM (SELECT model FROM memory_model))
+             ORDER BY id",
         )
         .bind(&ids)
         .bind(self.model().unwrap_or_default())
@@ -104,25 +108,29 @@ impl PgMemory {
     }
 }
 
+/// Whether an upsert's vector replaces the stored one: it is of another model, and its model
+/// is the one memory serves.
+const REPLACES: &str = "(shapes.model <> EXCLUDED.model
+    AND EXCLUDED.model IS NOT DISTINCT FROM (SELECT model FROM memory_model))";
+
 /// Adds the shapes memory does not have yet (the HNSW insert happens only for those). A shape
-/// stored with another model's vector gets this one's; one another writer added meanwhile has
-/// its `last_seen` moved, at most once a minute.
+/// stored with another model's vector gets this one's when this model is the one memory serves
+/// (`memory_model`), never otherwise; one another writer added meanwhile has its `last_seen`
+/// moved, at most once a minute.
 async fn upsert_shapes(
     tx: &mut Transaction<'_, Postgres>,
     distinct: &[(Shape, Arc<[f32]>)],
     model: &str,
 ) -> Result<(), MemoryError> {
     if !distinct.is_empty() {
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO shapes (id, kind, text, embedding, model)
              SELECT t.*, $5 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::halfvec[]) AS t
              ON CONFLICT (id) DO UPDATE SET last_seen = now(),
-                 embedding = CASE WHEN shapes.model = EXCLUDED.model THEN shapes.embedding
-                                  ELSE EXCLUDED.embedding END,
-                 model = EXCLUDED.model
-             WHERE shapes.model <> EXCLUDED.model
-                OR shapes.last_seen < now() - interval '1 minute'",
-        )
+                 embedding = CASE WHEN {REPLACES} THEN EXCLUDED.embedding ELSE shapes.embedding END,
+                 model = CASE WHEN {REPLACES} THEN EXCLUDED.model ELSE shapes.model END
+             WHERE {REPLACES} OR shapes.last_seen < now() - interval '1 minute'"
+        ))
         .bind(distinct.iter().map(|(s, _)| s.id).collect::<Vec<_>>())
         .bind(
             distinct

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use swarm_memory::{
-    Embedder, Memory, OutcomeFilter, PgMemory, PgMemoryConfig, Retention, SearchQuery,
+    Embedder, Fusion, Memory, OutcomeFilter, PgMemory, PgMemoryConfig, Retention, SearchQuery,
     TractEmbedder,
 };
 use swarm_schemas::Outcome;
@@ -26,18 +26,16 @@ pub(crate) struct MemoryArgs {
         default_value = ".swarm/models"
     )]
     pub models_dir: PathBuf,
+    /// Directory of the model this memory was embedded with before `--models`: while a
+    /// `swarm memory reindex` to the new model runs, searches keep answering with it.
+    #[arg(long = "previous-models", env = "SWARM_PREVIOUS_MODELS_DIR")]
+    pub previous_models_dir: Option<PathBuf>,
 }
 
 impl MemoryArgs {
     /// Loads the embedding model, with an error that says how to get it.
     pub fn embedder(&self) -> anyhow::Result<Arc<dyn Embedder>> {
-        let embedder = TractEmbedder::load_dir(&self.models_dir).with_context(|| {
-            format!(
-                "cannot load the embedding model from {} (run ops/fetch-model)",
-                self.models_dir.display()
-            )
-        })?;
-        Ok(Arc::new(embedder))
+        load_model(&self.models_dir)
     }
 
     fn url(&self) -> anyhow::Result<&str> {
@@ -48,13 +46,33 @@ impl MemoryArgs {
     }
 
     /// Connects to PostgreSQL (applying migrations) with the embedding model, for recording and
-    /// searching; errors when no URL was given.
+    /// searching; errors when no URL was given. Warns when memory serves another model.
     pub async fn postgres(&self) -> anyhow::Result<PgMemory> {
+        let memory = self.postgres_for_reindex().await?;
+        let serving = memory.serving_model().await?;
+        let model = memory.model().unwrap_or_default();
+        if self.previous_models_dir.is_none() && serving.as_deref().is_some_and(|s| s != model) {
+            tracing::warn!(
+                serving = serving.as_deref().unwrap_or_default(),
+                model,
+                "memory holds another model's vectors: until `swarm memory reindex` runs with \
+                 this model, searches find only shapes this model embedded"
+            );
+        }
+        Ok(memory)
+    }
+
+    /// Connects to PostgreSQL with the embedding model (and the previous one, if given).
+    async fn postgres_for_reindex(&self) -> anyhow::Result<PgMemory> {
         let url = self.url()?;
         let embedder = self.embedder()?;
-        PgMemory::connect(url, embedder, PgMemoryConfig::default())
+        let memory = PgMemory::connect(url, embedder, PgMemoryConfig::default())
             .await
-            .with_context(|| format!("cannot open the memory at {}", redact(url)))
+            .with_context(|| format!("cannot open the memory at {}", redact(url)))?;
+        Ok(match &self.previous_models_dir {
+            Some(dir) => memory.with_previous(load_model(dir)?),
+            None => memory,
+        })
     }
 
     /// Connects to PostgreSQL without loading the model, for statistics and compaction.
@@ -64,6 +82,17 @@ impl MemoryArgs {
             .await
             .with_context(|| format!("cannot open the memory at {}", redact(url)))
     }
+}
+
+/// Loads the embedding model in `dir`, with an error that says how to get it.
+fn load_model(dir: &std::path::Path) -> anyhow::Result<Arc<dyn Embedder>> {
+    let embedder = TractEmbedder::load_dir(dir).with_context(|| {
+        format!(
+            "cannot load the embedding model from {} (run ops/fetch-model)",
+            dir.display()
+        )
+    })?;
+    Ok(Arc::new(embedder))
 }
 
 /// A URL with any password replaced by `***`, for messages.
@@ -106,7 +135,8 @@ pub(crate) struct MemoryCommand {
 
 #[derive(Debug, Subcommand)]
 enum MemorySubcommand {
-    /// Executions whose signals are most similar to a text, most similar first.
+    /// Executions whose signals are most like a text, best first: the vector neighbours fused by
+    /// reciprocal rank with the shapes that hold every word of the text.
     Search(SearchArgs),
     /// Per-unit statistics of remembered executions.
     Stats {
@@ -114,6 +144,9 @@ enum MemorySubcommand {
         #[arg(long)]
         json: bool,
     },
+    /// Re-embed every shape with the model in `--models`, then switch search to those vectors.
+    /// Searches and writes go on meanwhile; a reindex that stops resumes where it stopped.
+    Reindex,
     /// Forget executions beyond a retention now.
     Compact {
         /// Forget executions older than this many days.
@@ -153,6 +186,9 @@ struct SearchArgs {
     /// How many executions.
     #[arg(short, default_value_t = 10)]
     k: usize,
+    /// Rank by vector alone, without fusing in the shapes that hold every word of the text.
+    #[arg(long)]
+    vector_only: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -162,6 +198,7 @@ pub(crate) async fn run(command: MemoryCommand) -> anyhow::Result<ExitCode> {
     let args = &command.memory;
     match command.command {
         MemorySubcommand::Search(search_args) => search(&args.postgres().await?, search_args).await,
+        MemorySubcommand::Reindex => reindex(&args.postgres_for_reindex().await?).await,
         MemorySubcommand::Stats { json } => {
             stats(&args.postgres_without_model().await?, json).await
         }
@@ -192,6 +229,9 @@ async fn search(memory: &PgMemory, args: SearchArgs) -> anyhow::Result<ExitCode>
         .between(args.since, args.until)
         .k(args.k);
     query.kind = args.kind;
+    if args.vector_only {
+        query.fusion = Fusion::Vector;
+    }
     query.unit = args.unit;
     query.outcome = args.outcome.map(|o| match o {
         OutcomeArg::Success => OutcomeFilter::Success,
@@ -226,6 +266,37 @@ async fn search(memory: &PgMemory, args: SearchArgs) -> anyhow::Result<ExitCode>
     }
     if hits.is_empty() {
         eprintln!("no execution matches");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reindex(memory: &PgMemory) -> anyhow::Result<ExitCode> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} shapes ({per_sec}, {eta} left)",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_message("embedding");
+    let done = memory
+        .reindex(|progress| {
+            bar.set_length(progress.total);
+            bar.set_position(progress.done);
+            if progress.switched {
+                bar.set_message("switched");
+            }
+        })
+        .await?;
+    bar.finish();
+    match &done.from {
+        Some(from) if *from != done.to => println!(
+            "memory serves {} (was {from}): {} shapes embedded, {} in all",
+            done.to, done.embedded, done.shapes
+        ),
+        _ => println!(
+            "memory serves {}: {} shapes embedded, {} in all",
+            done.to, done.embedded, done.shapes
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use swarm_memory::{Memory, MemoryError, SearchQuery, Shape};
+use swarm_memory::{Fusion, Memory, MemoryError, SearchQuery, Shape};
 
 use super::Ranker;
 use super::context::Context;
@@ -53,7 +53,9 @@ impl Ranker {
         until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Weighed>, MemoryError> {
+        // Closeness is the vectors' alone: a neighbour's weight is its cosine similarity.
         let query = SearchQuery::shape(shape.clone())
+            .fusion(Fusion::Vector)
             .kind(shape.kind.clone())
             .k(self.config.neighbours)
             .per_shape(self.config.per_shape)
