@@ -14,7 +14,7 @@ use crate::query::{ago, nearest_rank};
 use crate::words::{self, Words};
 use crate::{
     Compaction, Embedder, Memory, MemoryError, Retention, SearchHit, SearchQuery, Shape,
-    ShapeEmbedder, UnitStats, cosine, normalise,
+    ShapeEmbedder, UnitStats, cosine, normalise_owned,
 };
 
 struct Stored {
@@ -124,6 +124,10 @@ impl InProcMemory {
 #[async_trait]
 impl Memory for InProcMemory {
     async fn record(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        self.record_owned(records.to_vec()).await
+    }
+
+    async fn record_owned(&self, records: Vec<ExecutionRecord>) -> Result<(), MemoryError> {
         // Embed outside the lock; a shape the embedder fails on leaves its records unsearchable
         // rather than unrecorded.
         let mut shapes: HashMap<ExecutionId, Shape> = HashMap::new();
@@ -164,7 +168,7 @@ impl Memory for InProcMemory {
             state.by_id.insert(
                 record.id,
                 Stored {
-                    record: normalise(record),
+                    record: normalise_owned(record),
                     shape,
                 },
             );

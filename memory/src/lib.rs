@@ -64,8 +64,12 @@ pub enum MemoryError {
 /// A record as every store keeps it: times to the microsecond, and NUL characters in the error
 /// text replaced by U+FFFD (PostgreSQL text cannot hold NUL). The signal is kept exactly.
 pub fn normalise(record: &ExecutionRecord) -> ExecutionRecord {
+    normalise_owned(record.clone())
+}
+
+/// [`normalise`], taking the record.
+pub fn normalise_owned(mut record: ExecutionRecord) -> ExecutionRecord {
     use chrono::SubsecRound;
-    let mut record = record.clone();
     record.started_at = record.started_at.trunc_subsecs(6);
     if let swarm_schemas::Outcome::Failure { error, .. } = &mut record.outcome {
         if error.contains('\0') {
@@ -85,6 +89,12 @@ pub fn normalise(record: &ExecutionRecord) -> ExecutionRecord {
 pub trait Memory: Send + Sync + 'static {
     /// Records a batch of executions.
     async fn record(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError>;
+
+    /// Records a batch of executions the caller gives up: a memory that keeps records in
+    /// process (or queues them) takes them without a copy.
+    async fn record_owned(&self, records: Vec<ExecutionRecord>) -> Result<(), MemoryError> {
+        self.record(&records).await
+    }
 
     /// One execution by id.
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError>;

@@ -384,25 +384,31 @@ async fn replay(inner: &dyn Memory, shared: &Shared, max: usize) {
 #[async_trait]
 impl Memory for WriteBehind {
     async fn record(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        self.record_owned(records.to_vec()).await
+    }
+
+    async fn record_owned(&self, records: Vec<ExecutionRecord>) -> Result<(), MemoryError> {
         if records.is_empty() {
             return Ok(());
         }
         let started = tokio::time::Instant::now();
         let room = self.room_for(records.len()).await;
-        let message = Message::Records(records.to_vec(), room);
-        let queued = if room > 0 {
+        let slot = if room > 0 {
             // Room taken: wait for a place in the queue too, within what is left of max_wait.
             let left = self.max_wait.saturating_sub(started.elapsed());
-            matches!(
-                tokio::time::timeout(left, self.queue.send(message)).await,
-                Ok(Ok(()))
-            )
+            tokio::time::timeout(left, self.queue.reserve())
+                .await
+                .ok()
+                .and_then(Result::ok)
         } else {
-            self.queue.try_send(message).is_ok()
+            self.queue.try_reserve().ok()
         };
-        if !queued {
-            self.shared.room.add_permits(room as usize);
-            self.shared.spill(records);
+        match slot {
+            Some(slot) => slot.send(Message::Records(records, room)),
+            None => {
+                self.shared.room.add_permits(room as usize);
+                self.shared.spill(&records);
+            }
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! Asserts nothing.
 //!
 //! Run with: ops/start-redis && cargo bench -p swarm-tests --bench drain
+//! (`BENCH_UP_ARGS` adds arguments to `swarm up`, such as `--concurrency 512`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -176,7 +177,11 @@ async fn main() {
         units,
         work: work.path().to_owned(),
         claim_idle: 30.0,
-        extra_args: Vec::new(),
+        extra_args: std::env::var("BENCH_UP_ARGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
     };
     let reactor = spec.start("drain");
     let pid = reactor.pid();

@@ -76,18 +76,19 @@ impl Dispatcher {
             .collect();
         for record in &records {
             self.ranker.observe(record);
-            count_execution(record);
         }
+        count_executions(&records);
+        // Watchers get their copies; memory takes the records.
+        let watched = (self.executions.receiver_count() > 0).then(|| records.clone());
         if !records.is_empty() {
-            if let Err(error) = self.memory.record(&records).await {
-                tracing::warn!(%error, count = records.len(), "execution records not stored");
+            let count = records.len();
+            if let Err(error) = self.memory.record_owned(records).await {
+                tracing::warn!(%error, count, "execution records not stored");
             }
         }
-        if self.executions.receiver_count() > 0 {
-            for record in records {
-                // Nobody left watching is not an error.
-                let _ = self.executions.send(Arc::new(record));
-            }
+        for record in watched.into_iter().flatten() {
+            // Nobody left watching is not an error.
+            let _ = self.executions.send(Arc::new(record));
         }
         let dead_stream = dead_letter_stream(&c.stream);
         let mut settlements = Vec::with_capacity(work.len());
@@ -145,15 +146,28 @@ fn give_back(permit: &mut Option<OwnedSemaphorePermit>, waiting: usize) {
     }
 }
 
-/// Per-unit execution counts and latency, in the process's metrics recorder.
-fn count_execution(record: &ExecutionRecord) {
-    let outcome = if record.outcome.is_success() {
-        "success"
-    } else {
-        "failure"
-    };
-    metrics::counter!("swarm_executions_total", "unit" => record.unit.clone(), "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!("swarm_unit_latency_seconds", "unit" => record.unit.clone())
-        .record(record.latency_us as f64 / 1e6);
+/// Per-unit execution counts and latency, in the process's metrics recorder: each unit's
+/// counters and histogram are looked up once per batch, not once per record.
+fn count_executions(records: &[ExecutionRecord]) {
+    let mut units: Vec<&str> = records.iter().map(|r| r.unit.as_str()).collect();
+    units.sort_unstable();
+    units.dedup();
+    for unit in units {
+        let mine = || records.iter().filter(|r| r.unit == unit);
+        let successes = mine().filter(|r| r.outcome.is_success()).count() as u64;
+        let failures = mine().count() as u64 - successes;
+        let label = unit.to_owned();
+        if successes > 0 {
+            metrics::counter!("swarm_executions_total", "unit" => label.clone(), "outcome" => "success")
+                .increment(successes);
+        }
+        if failures > 0 {
+            metrics::counter!("swarm_executions_total", "unit" => label.clone(), "outcome" => "failure")
+                .increment(failures);
+        }
+        let latency = metrics::histogram!("swarm_unit_latency_seconds", "unit" => label);
+        for record in mine() {
+            latency.record(record.latency_us as f64 / 1e6);
+        }
+    }
 }
