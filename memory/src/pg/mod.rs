@@ -71,6 +71,8 @@ impl Default for PgMemoryConfig {
 /// Executions remembered in PostgreSQL + pgvector.
 pub struct PgMemory {
     pool: PgPool,
+    /// A read-only replica for searches, if one was given.
+    read: Option<PgPool>,
     /// None for a memory opened only to read, count and compact.
     shapes: Option<ShapeEmbedder>,
     /// The model this process ran before, kept to search with while memory still serves its
@@ -188,6 +190,7 @@ impl PgMemory {
             .map_err(unavailable)?;
         Ok(Self {
             pool,
+            read: None,
             shapes: Some(ShapeEmbedder::new(embedder, config.shape_cache)),
             previous: None,
             config,
@@ -203,6 +206,7 @@ impl PgMemory {
         let pool = Self::open(url, &config).await?;
         Ok(Self {
             pool,
+            read: None,
             shapes: None,
             previous: None,
             config,
@@ -210,11 +214,21 @@ impl PgMemory {
     }
 
     async fn open(url: &str, config: &PgMemoryConfig) -> Result<PgPool, MemoryError> {
+        let pool = Self::connect_pool(url, config).await?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| MemoryError::Unavailable(format!("migrations failed: {e}")))?;
+        Ok(pool)
+    }
+
+    /// A pool whose connections carry the HNSW scan settings.
+    async fn connect_pool(url: &str, config: &PgMemoryConfig) -> Result<PgPool, MemoryError> {
         let scan = [
             config.ef_search.to_string(),
             config.max_scan_tuples.to_string(),
         ];
-        let pool = PgPoolOptions::new()
+        PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             // The HNSW scan settings are the session's, set once per connection, so a search is
@@ -237,12 +251,21 @@ impl PgMemory {
             })
             .connect(url)
             .await
-            .map_err(unavailable)?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| MemoryError::Unavailable(format!("migrations failed: {e}")))?;
-        Ok(pool)
+            .map_err(unavailable)
+    }
+
+    /// The same memory, sending similarity searches (and so the ranker's refreshes) to a
+    /// read-only replica of its database at `url`, such as a streaming standby; writes,
+    /// reindexing and everything else stay on the primary. A replica answers with what it has
+    /// replayed: an execution recorded a moment ago may not be found yet.
+    pub async fn with_read_replica(mut self, url: &str) -> Result<Self, MemoryError> {
+        self.read = Some(Self::connect_pool(url, &self.config).await?);
+        Ok(self)
+    }
+
+    /// Where searches read: the replica if there is one, else the primary.
+    fn reader(&self) -> &PgPool {
+        self.read.as_ref().unwrap_or(&self.pool)
     }
 
     /// The same memory, also holding the model this process ran before: while memory still
@@ -285,7 +308,7 @@ impl PgMemory {
 
     /// The connection pool (for tools and benchmarks that need SQL of their own).
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.read.as_ref().unwrap_or(&self.pool)
     }
 }
 

@@ -68,7 +68,7 @@ impl PgMemory {
         // The exact search turns the index off for its own transaction (SET LOCAL); the
         // approximate one runs with the session's scan settings, in one round trip.
         let mut tx = if exact {
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            let mut tx = self.reader().begin().await.map_err(unavailable)?;
             sqlx::query(
                 "SELECT set_config('enable_indexscan', 'off', true), \
                  set_config('enable_bitmapscan', 'off', true)",
@@ -135,7 +135,7 @@ impl PgMemory {
             .bind(words);
         let rows = match tx.as_mut() {
             Some(tx) => rows.fetch_all(&mut **tx).await,
-            None => rows.fetch_all(&self.pool).await,
+            None => rows.fetch_all(self.reader()).await,
         }
         .map_err(unavailable)?;
         if let Some(tx) = tx {

@@ -19,6 +19,10 @@ pub(crate) struct MemoryArgs {
     /// PostgreSQL + pgvector URL of the shared memory (`postgres://user@host:port/db`).
     #[arg(long = "postgres", env = "SWARM_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// A read-only replica of that database (a streaming standby): similarity searches and the
+    /// ranker's refreshes read there, everything else from `--postgres`.
+    #[arg(long = "postgres-read", env = "SWARM_DATABASE_READ_URL")]
+    pub read_url: Option<String>,
     /// Directory holding the embedding model and tokenizer (`ops/fetch-model` fetches them).
     #[arg(
         long = "models",
@@ -48,7 +52,13 @@ impl MemoryArgs {
     /// Connects to PostgreSQL (applying migrations) with the embedding model, for recording and
     /// searching; errors when no URL was given. Warns when memory serves another model.
     pub async fn postgres(&self) -> anyhow::Result<PgMemory> {
-        let memory = self.postgres_for_reindex().await?;
+        let mut memory = self.postgres_for_reindex().await?;
+        if let Some(url) = &self.read_url {
+            memory = memory
+                .with_read_replica(url)
+                .await
+                .with_context(|| format!("cannot open the read replica at {}", redact(url)))?;
+        }
         let serving = memory.serving_model().await?;
         let model = memory.model().unwrap_or_default();
         if self.previous_models_dir.is_none() && serving.as_deref().is_some_and(|s| s != model) {
