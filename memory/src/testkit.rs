@@ -75,6 +75,31 @@ pub fn database_url() -> String {
     })
 }
 
+/// The URL of the project's read replica (`ops/start-postgres-replica`, which this runs: it is
+/// idempotent), naming the database the primary's URL names. Panics when the script fails.
+pub fn replica_url() -> String {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/start-postgres-replica");
+    let output = std::process::Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("{} runs: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "ops/start-postgres-replica: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `url` with its database replaced by the one `like` names (a database of the primary, on a
+/// replica of it).
+pub fn same_database(url: &str, like: &str) -> String {
+    match (url.rsplit_once('/'), like.rsplit_once('/')) {
+        (Some((server, _)), Some((_, name))) => format!("{server}/{name}"),
+        _ => panic!("{url} or {like} names no database"),
+    }
+}
+
 /// A new, empty database on the server of `url`, named `swarm_test_…`; returns its URL.
 /// `ops/test` drops these databases before each run.
 #[cfg(feature = "postgres")]

@@ -2,25 +2,21 @@
 //! them, the primary's do not), records go to the primary. Runs `ops/start-postgres-replica`
 //! (a streaming standby of the server `ops/start-postgres` runs).
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use swarm_memory::testkit::{corpus, database_url, embedder, fresh_database, record};
+use swarm_memory::testkit::{
+    corpus, database_url, embedder, fresh_database, record, replica_url, same_database,
+};
 use swarm_memory::{Memory, PgMemory, PgMemoryConfig, SearchQuery};
 use swarm_schemas::Signal;
 
-fn replica_server() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/start-postgres-replica");
-    let output = Command::new(script)
-        .output()
-        .expect("ops/start-postgres-replica runs");
-    assert!(
-        output.status.success(),
-        "ops/start-postgres-replica: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+async fn open(primary: &str, replica: &str) -> PgMemory {
+    PgMemory::connect(primary, embedder(), PgMemoryConfig::default())
+        .await
+        .expect("memory opens")
+        .with_read_replica(replica)
+        .await
+        .expect("the replica opens")
 }
 
 /// Scans of the `shapes` and `executions` tables a server has counted.
@@ -39,13 +35,8 @@ async fn scans(pool: &sqlx::PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_read_from_the_replica_and_records_go_to_the_primary() {
-    let replica = replica_server();
     let primary_url = fresh_database(&database_url()).await;
-    let name = primary_url.rsplit('/').next().expect("a database name");
-    let replica_url = match replica.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("{replica} names no database"),
-    };
+    let replica_url = same_database(&replica_url(), &primary_url);
     let writer = PgMemory::connect(&primary_url, embedder(), PgMemoryConfig::default())
         .await
         .expect("memory opens");
@@ -81,12 +72,7 @@ async fn searches_read_from_the_replica_and_records_go_to_the_primary() {
     let read = sqlx::PgPool::connect(&replica_url).await.expect("replica");
     let (on_primary, on_replica) = (scans(&primary).await, scans(&read).await);
 
-    let memory = PgMemory::connect(&primary_url, embedder(), PgMemoryConfig::default())
-        .await
-        .expect("memory opens")
-        .with_read_replica(&replica_url)
-        .await
-        .expect("the replica opens");
+    let memory = open(&primary_url, &replica_url).await;
     for _ in 0..5 {
         let hits = memory
             .search(&SearchQuery::text("payment declined").k(3))
@@ -111,12 +97,7 @@ async fn searches_read_from_the_replica_and_records_go_to_the_primary() {
     );
 
     // Writes still go to the primary.
-    let memory = PgMemory::connect(&primary_url, embedder(), PgMemoryConfig::default())
-        .await
-        .expect("memory opens")
-        .with_read_replica(&replica_url)
-        .await
-        .expect("the replica opens");
+    let memory = open(&primary_url, &replica_url).await;
     let more = record(
         &Signal::new(
             "email.bounced",

@@ -2,35 +2,16 @@
 //! is written on the primary shows on the replica within moments, the replica refuses writes,
 //! and run again, the script leaves it as it is.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use swarm_memory::testkit::{database_url, fresh_database};
-use swarm_tests::workspace_root;
-
-fn start() -> String {
-    let output = Command::new(workspace_root().join("ops/start-postgres-replica"))
-        .output()
-        .expect("ops/start-postgres-replica runs");
-    assert!(
-        output.status.success(),
-        "ops/start-postgres-replica: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
+use swarm_memory::testkit::{database_url, fresh_database, replica_url, same_database};
 
 #[tokio::test]
 async fn the_replica_streams_the_primary_and_refuses_writes() {
-    let replica = start();
-    assert_eq!(start(), replica, "run again, the same replica");
+    let replica = replica_url();
+    assert_eq!(replica_url(), replica, "run again, the same replica");
     // A database made on the primary now, with a row: the replica has both moments later.
     let primary_db = fresh_database(&database_url()).await;
-    let name = primary_db
-        .rsplit('/')
-        .next()
-        .expect("a database name")
-        .to_owned();
     let primary = sqlx::PgPool::connect(&primary_db)
         .await
         .expect("the primary");
@@ -49,10 +30,7 @@ async fn the_replica_streams_the_primary_and_refuses_writes() {
             .expect("pg_stat_replication");
     assert!(streaming >= 1, "the primary streams to no replica");
 
-    let replica_db = match replica.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("{replica} names no database"),
-    };
+    let replica_db = same_database(&replica, &primary_db);
     let deadline = Instant::now() + Duration::from_secs(30);
     let pool = loop {
         if let Ok(pool) = sqlx::PgPool::connect(&replica_db).await {
