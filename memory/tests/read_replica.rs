@@ -65,7 +65,7 @@ async fn searches_read_from_the_replica_and_records_go_to_the_primary() {
     }
     // A backend reports its statistics when it exits (an idle one, only after seconds): every
     // connection that scanned the tables so far is closed before the counts are taken.
-    writer.pool().close().await;
+    writer.close().await;
     drop(writer);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let primary = sqlx::PgPool::connect(&primary_url).await.expect("primary");
@@ -80,7 +80,7 @@ async fn searches_read_from_the_replica_and_records_go_to_the_primary() {
             .expect("search");
         assert_eq!(hits[0].record.signal.kind, "payment.failed");
     }
-    memory.pool().close().await;
+    memory.close().await;
     drop(memory);
     let deadline = Instant::now() + Duration::from_secs(15);
     while scans(&read).await <= on_replica {

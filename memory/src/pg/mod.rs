@@ -306,9 +306,18 @@ impl PgMemory {
         })
     }
 
-    /// The connection pool (for tools and benchmarks that need SQL of their own).
+    /// Closes the connections to the primary and to the replica, if any, waiting for them to
+    /// end.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        if let Some(read) = &self.read {
+            read.close().await;
+        }
+    }
+
+    /// The connection pool of the primary (for tools and benchmarks that need SQL of their own).
     pub fn pool(&self) -> &PgPool {
-        self.read.as_ref().unwrap_or(&self.pool)
+        &self.pool
     }
 }
 
