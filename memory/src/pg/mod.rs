@@ -1,14 +1,14 @@
 //! [`PgMemory`]: executions in PostgreSQL, signal shapes embedded in pgvector `halfvec` columns
-//! with an HNSW index.
-//!
-//! Tables are in `memory/migrations` and applied by [`PgMemory::connect`]. One `record` call
-//! embeds the shapes memory does not have yet, then writes in one transaction: the new shapes
-//! (the HNSW insert happens only for those), then every execution with one `UNNEST` statement;
-//! executions already present are skipped. A search finds the nearest shapes that have at least
-//! one execution passing the filters (HNSW with iterative scans, so filters do not starve the
-//! result), then the newest such executions of each. For k up to 100 the index is asked for four
-//! times as many shapes as needed (at least 40) and those are re-sorted by exact distance: an approximate
-//! scan that stops at exactly k misses more of the true nearest, most of all under filters.
+//! with an HNSW index. This file holds the handle: its connections (the primary, and a read
+//! replica for searches if one is given), the migrations in `memory/migrations` applied at
+//! connect, and the `Memory` trait over the parts:
+//! - `write.rs`: a batch's shapes looked up or embedded outside any transaction, then one
+//!   transaction for the new shapes and every execution;
+//! - `search.rs`: hybrid search, the HNSW neighbours fused with the shapes holding every word;
+//! - `serving.rs`: the model memory serves, and searching with the previous one until a switch;
+//! - `reindex.rs`: moving memory to another model while it serves;
+//! - `retention.rs`: compaction;
+//! - `rows.rs`, `audit.rs`: decoding rows, the audit table.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,15 +20,17 @@ use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 
 mod audit;
 mod reindex;
+mod retention;
 mod rows;
 mod search;
+mod serving;
 mod write;
 
 pub use reindex::{ReindexProgress, Reindexed};
 
 use rows::{COLUMNS, corrupt, decode};
+use serving::Previous;
 
-use crate::query::ago;
 use crate::{
     Compaction, Embedder, Memory, MemoryError, Retention, SearchHit, SearchQuery, ShapeEmbedder,
     UnitStats,
@@ -80,15 +82,6 @@ pub struct PgMemory {
     previous: Option<Previous>,
     config: PgMemoryConfig,
 }
-
-/// The previous model, and when memory last said which model it serves.
-struct Previous {
-    shapes: ShapeEmbedder,
-    serving: parking_lot::Mutex<Option<(bool, std::time::Instant)>>,
-}
-
-/// How long a process trusts what it last read of the model memory serves.
-const SERVING_TTL: Duration = Duration::from_secs(1);
 
 /// Data and constraint errors (SQLSTATE classes 22 and 23) are the records' fault; anything else
 /// is the store's.
@@ -182,12 +175,7 @@ impl PgMemory {
             )));
         }
         let pool = Self::open(url, &config).await?;
-        // The first model to open a memory is the one it serves.
-        sqlx::query("INSERT INTO memory_model (model) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(embedder.model())
-            .execute(&pool)
-            .await
-            .map_err(unavailable)?;
+        Self::claim_serving(&pool, embedder.model()).await?;
         Ok(Self {
             pool,
             read: None,
@@ -266,44 +254,6 @@ impl PgMemory {
     /// Where searches read: the replica if there is one, else the primary.
     fn reader(&self) -> &PgPool {
         self.read.as_ref().unwrap_or(&self.pool)
-    }
-
-    /// The same memory, also holding the model this process ran before: while memory still
-    /// serves that model's vectors (a reindex to the new model has not switched yet), searches
-    /// embed their probe with it and compare those vectors; after the switch, the new model's.
-    pub fn with_previous(mut self, embedder: Arc<dyn Embedder>) -> Self {
-        self.previous = Some(Previous {
-            shapes: ShapeEmbedder::new(embedder, 1024),
-            serving: parking_lot::Mutex::new(None),
-        });
-        self
-    }
-
-    /// The embedder searches use, and whether it is the previous model's: that one while memory
-    /// serves its vectors (as last read, at most `SERVING_TTL` ago unless `fresh`), else this
-    /// process's own.
-    async fn search_embedder(
-        &self,
-        fresh: bool,
-    ) -> Result<(Option<&ShapeEmbedder>, bool), MemoryError> {
-        let Some(previous) = &self.previous else {
-            return Ok((self.shapes.as_ref(), false));
-        };
-        let known = *previous.serving.lock();
-        let serves_previous = match known {
-            Some((serves, at)) if !fresh && at.elapsed() < SERVING_TTL => serves,
-            _ => {
-                let serving = self.serving_model().await?;
-                let serves = serving.as_deref() == Some(previous.shapes.model());
-                *previous.serving.lock() = Some((serves, std::time::Instant::now()));
-                serves
-            }
-        };
-        Ok(if serves_previous {
-            (Some(&previous.shapes), true)
-        } else {
-            (self.shapes.as_ref(), false)
-        })
     }
 
     /// Closes the connections to the primary and to the replica, if any, waiting for them to
@@ -411,36 +361,6 @@ impl Memory for PgMemory {
     }
 
     async fn compact(&self, retention: &Retention) -> Result<Compaction, MemoryError> {
-        let mut removed = Compaction::default();
-        if let Some(age) = retention.max_age {
-            let cutoff = ago(age);
-            let done = sqlx::query("DELETE FROM executions WHERE started_at < $1")
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            removed.executions += done.rows_affected();
-        }
-        if let Some(max) = retention.max_rows {
-            let done = sqlx::query(
-                "DELETE FROM executions WHERE (started_at, id) <= (
-                     SELECT started_at, id FROM executions ORDER BY started_at DESC, id DESC OFFSET $1 LIMIT 1)",
-            )
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            removed.executions += done.rows_affected();
-        }
-        let done = sqlx::query(
-            "DELETE FROM shapes s WHERE s.last_seen < $1
-               AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.shape_id = s.id)",
-        )
-        .bind(ago(self.config.shape_grace))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        removed.shapes = done.rows_affected();
-        Ok(removed)
+        self.forget_beyond(retention).await
     }
 }

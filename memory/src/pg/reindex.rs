@@ -52,14 +52,6 @@ pub struct Reindexed {
 }
 
 impl PgMemory {
-    /// The model whose vectors memory serves (`None` before any process with a model opened it).
-    pub async fn serving_model(&self) -> Result<Option<String>, MemoryError> {
-        sqlx::query_scalar("SELECT model FROM memory_model")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)
-    }
-
     /// Re-embeds every shape with this memory's model and then switches search to those
     /// vectors; `progress` hears after every batch. Resumes from the vectors an earlier,
     /// stopped reindex to the same model left. Searches and writes go on meanwhile.
