@@ -153,20 +153,6 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Resident and peak resident memory of a process, in MB.
-fn rss(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted
         .get(((sorted.len() as f64 - 1.0) * p) as usize)
@@ -303,7 +289,8 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let latencies = poster.await.unwrap_or_default();
-    let (rss_now, rss_peak) = rss(reactor.pid());
+    let memory = swarm_tests::proc_status(reactor.pid());
+    let (rss_now, rss_peak) = (memory.rss_mb, memory.peak_mb);
     println!(
         "memory holds {executions} executions and {shapes} shapes after {elapsed:.1} s: {:.0} distinct shapes/s embedded and recorded end to end",
         shapes as f64 / elapsed

@@ -12,7 +12,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use swarm_memory::testkit::{database_url, fresh_database, models_dir};
-use swarm_tests::{ReactorProcess, ReactorSpec, deploy, free_port, redis_url, workspace_root};
+use swarm_tests::{
+    ProcStatus, ReactorProcess, ReactorSpec, deploy, free_port, proc_status, redis_url,
+    workspace_root,
+};
 
 /// The example units, as `ops/deploy-units` names them.
 const UNITS: [&str; 6] = [
@@ -23,20 +26,6 @@ const UNITS: [&str; 6] = [
     "forager",
     "scout",
 ];
-
-/// A field of `/proc/<pid>/status`, in MB for `kB` fields.
-fn status(pid: u32, name: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(
-            f64::NAN,
-            |v| if name == "Threads:" { v } else { v / 1024.0 },
-        )
-}
 
 /// Starts the example reactor; `memory`: with PostgreSQL and the model.
 fn start(work: &Path, memory: Option<&str>) -> (ReactorProcess, String) {
@@ -130,11 +119,11 @@ async fn main() {
     })
     .await;
     let pid = reactor.pid();
-    let (rss, peak, threads) = (
-        status(pid, "VmRSS:"),
-        status(pid, "VmHWM:"),
-        status(pid, "Threads:"),
-    );
+    let ProcStatus {
+        rss_mb: rss,
+        peak_mb: peak,
+        threads,
+    } = proc_status(pid);
     reactor.stop();
 
     let bare_work = tempfile::tempdir().expect("work dir");
@@ -143,11 +132,11 @@ async fn main() {
     swarm_tests::wait_serving(&client, &bare_base).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let bare_pid = bare.pid();
-    let (bare_rss, bare_peak, bare_threads) = (
-        status(bare_pid, "VmRSS:"),
-        status(bare_pid, "VmHWM:"),
-        status(bare_pid, "Threads:"),
-    );
+    let ProcStatus {
+        rss_mb: bare_rss,
+        peak_mb: bare_peak,
+        threads: bare_threads,
+    } = proc_status(bare_pid);
     bare.stop();
 
     println!("the example reactor (6 units, Redis), after its feed:");

@@ -235,6 +235,35 @@ pub async fn request(
     .await
 }
 
+/// What a process's `/proc/<pid>/status` says of it: memory, now and at its peak, in MB.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStatus {
+    /// Resident memory (`VmRSS`).
+    pub rss_mb: f64,
+    /// The most resident memory so far (`VmHWM`).
+    pub peak_mb: f64,
+    /// Threads.
+    pub threads: f64,
+}
+
+/// Reads `/proc/<pid>/status`; a field it cannot read is NaN.
+pub fn proc_status(pid: u32) -> ProcStatus {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    ProcStatus {
+        rss_mb: field("VmRSS:") / 1024.0,
+        peak_mb: field("VmHWM:") / 1024.0,
+        threads: field("Threads:"),
+    }
+}
+
 /// Waits up to a minute for the inspector at `base` (`http://host:port`) to answer
 /// `/v1/health`; panics if it never does.
 pub async fn wait_serving(client: &reqwest::Client, base: &str) {

@@ -52,7 +52,10 @@ impl MemoryArgs {
     /// Connects to PostgreSQL (applying migrations) with the embedding model, for recording and
     /// searching; errors when no URL was given. Warns when memory serves another model.
     pub async fn postgres(&self) -> anyhow::Result<PgMemory> {
-        let mut memory = self.postgres_for_reindex().await?;
+        let mut memory = self.postgres_with_model().await?;
+        if let Some(dir) = &self.previous_models_dir {
+            memory = memory.with_previous(load_model(dir)?);
+        }
         if let Some(url) = &self.read_url {
             memory = memory
                 .with_read_replica(url)
@@ -72,17 +75,13 @@ impl MemoryArgs {
         Ok(memory)
     }
 
-    /// Connects to PostgreSQL with the embedding model (and the previous one, if given).
-    async fn postgres_for_reindex(&self) -> anyhow::Result<PgMemory> {
+    /// Connects to PostgreSQL with the embedding model alone: what a reindex needs (it never
+    /// searches, so neither the previous model nor the replica).
+    async fn postgres_with_model(&self) -> anyhow::Result<PgMemory> {
         let url = self.url()?;
-        let embedder = self.embedder()?;
-        let memory = PgMemory::connect(url, embedder, PgMemoryConfig::default())
+        PgMemory::connect(url, self.embedder()?, PgMemoryConfig::default())
             .await
-            .with_context(|| format!("cannot open the memory at {}", redact(url)))?;
-        Ok(match &self.previous_models_dir {
-            Some(dir) => memory.with_previous(load_model(dir)?),
-            None => memory,
-        })
+            .with_context(|| format!("cannot open the memory at {}", redact(url)))
     }
 
     /// Connects to PostgreSQL without loading the model, for statistics and compaction.
@@ -208,7 +207,7 @@ pub(crate) async fn run(command: MemoryCommand) -> anyhow::Result<ExitCode> {
     let args = &command.memory;
     match command.command {
         MemorySubcommand::Search(search_args) => search(&args.postgres().await?, search_args).await,
-        MemorySubcommand::Reindex => reindex(&args.postgres_for_reindex().await?).await,
+        MemorySubcommand::Reindex => reindex(&args.postgres_with_model().await?).await,
         MemorySubcommand::Stats { json } => {
             stats(&args.postgres_without_model().await?, json).await
         }

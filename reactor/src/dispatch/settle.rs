@@ -153,21 +153,24 @@ fn count_executions(records: &[ExecutionRecord]) {
     units.sort_unstable();
     units.dedup();
     for unit in units {
-        let mine = || records.iter().filter(|r| r.unit == unit);
-        let successes = mine().filter(|r| r.outcome.is_success()).count() as u64;
-        let failures = mine().count() as u64 - successes;
         let label = unit.to_owned();
+        let latency = metrics::histogram!("swarm_unit_latency_seconds", "unit" => label.clone());
+        let (mut successes, mut failures) = (0u64, 0u64);
+        for record in records.iter().filter(|r| r.unit == unit) {
+            latency.record(record.latency_us as f64 / 1e6);
+            if record.outcome.is_success() {
+                successes += 1;
+            } else {
+                failures += 1;
+            }
+        }
         if successes > 0 {
             metrics::counter!("swarm_executions_total", "unit" => label.clone(), "outcome" => "success")
                 .increment(successes);
         }
         if failures > 0 {
-            metrics::counter!("swarm_executions_total", "unit" => label.clone(), "outcome" => "failure")
+            metrics::counter!("swarm_executions_total", "unit" => label, "outcome" => "failure")
                 .increment(failures);
-        }
-        let latency = metrics::histogram!("swarm_unit_latency_seconds", "unit" => label);
-        for record in mine() {
-            latency.record(record.latency_us as f64 / 1e6);
         }
     }
 }
