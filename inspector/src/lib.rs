@@ -72,6 +72,8 @@ pub struct InspectorConfig {
     pub limits: Limits,
     /// The stream signals flow on.
     pub stream: String,
+    /// Partitions of the stream (see `swarm_mesh::partition`): the live view follows each.
+    pub partitions: u32,
     /// The reactors' consumer group (for pending and lag).
     pub group: String,
     /// JSON Schemas of payloads by signal kind; posts of those kinds must pass them.
@@ -99,6 +101,7 @@ impl InspectorConfig {
             tokens: Tokens::default(),
             limits: Limits::default(),
             stream: "swarm:signals".into(),
+            partitions: 1,
             group: "reactor".into(),
             payload_schemas: PayloadSchemas::default(),
         }
@@ -167,6 +170,7 @@ impl Inspector {
         let hub = live::Hub::start(
             Arc::clone(&services.observe),
             &config.stream,
+            config.partitions,
             Arc::clone(&services.runtime),
             &mut tasks,
         )
@@ -194,6 +198,7 @@ impl Inspector {
             runtime: services.runtime,
             hub,
             stream: config.stream,
+            partitions: config.partitions,
             group: config.group,
             schemas,
             metrics: services.metrics,

@@ -64,11 +64,13 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// Starts watching `stream` (and its dead letters) from their current ends, and the
-    /// runtime's executions. The tasks run until `tasks` is dropped or aborted.
+    /// Starts watching `stream` (each of its `partitions`, and their dead letters) from their
+    /// current ends, and the runtime's executions. The tasks run until `tasks` is dropped or
+    /// aborted.
     pub(crate) async fn start(
         mesh: Arc<dyn Observe>,
         stream: &str,
+        partitions: u32,
         runtime: Arc<dyn Runtime>,
         tasks: &mut JoinSet<()>,
     ) -> Result<Arc<Self>, swarm_mesh::MeshError> {
@@ -77,10 +79,11 @@ impl Hub {
             waiters: Mutex::new(HashMap::new()),
             traffic: Mutex::new(Traffic::default()),
         });
-        for (name, dead) in [
-            (stream.to_owned(), false),
-            (dead_letter_stream(stream), true),
-        ] {
+        let watched = (0..partitions.max(1)).flat_map(|k| {
+            let part = swarm_mesh::partition::partition_stream(stream, k, partitions);
+            [(dead_letter_stream(&part), true), (part, false)]
+        });
+        for (name, dead) in watched {
             // From the current end, known before the server answers anything: a signal posted
             // through the API is always seen.
             let after = mesh.last_id(&name).await?;

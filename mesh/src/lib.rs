@@ -13,6 +13,7 @@
 
 mod entry_id;
 mod inproc;
+pub mod partition;
 #[cfg(feature = "redis")]
 mod redis_streams;
 pub mod stores;
@@ -22,7 +23,7 @@ pub mod testkit;
 /// Every role trait, for code that calls mesh methods on a concrete mesh
 /// (`use swarm_mesh::prelude::*;`).
 pub mod prelude {
-    pub use crate::{Consume, Groups, Mesh, Observe, Publish, Stores};
+    pub use crate::{Consume, Groups, Mesh, Observe, Partitions, Publish, Stores};
 }
 
 use std::time::Duration;
@@ -32,8 +33,9 @@ use swarm_schemas::Signal;
 
 pub use entry_id::{BadEntryId, EntryId};
 pub use inproc::InProcMesh;
+pub use partition::Partitions;
 #[cfg(feature = "redis")]
-pub use redis_streams::{RedisKv, RedisMarks, RedisMesh, RedisMeshConfig};
+pub use redis_streams::{RedisConnection, RedisKv, RedisMarks, RedisMesh, RedisMeshConfig};
 pub use stores::inproc::{InProcKv, InProcMarks, InProcUnitControls};
 pub use stores::{Kv, Marks, StoreError, UnitControls};
 
@@ -51,6 +53,9 @@ pub enum MeshError {
     /// A signal could not be encoded for the wire.
     #[error("signal could not be encoded: {0}")]
     Encode(String),
+    /// A partition count that is out of range, or differs from the one recorded.
+    #[error("{0}")]
+    Partitions(String),
     /// The backing service is unreachable or refused the command.
     #[error("mesh unavailable: {0}")]
     Unavailable(String),
@@ -149,7 +154,8 @@ pub trait Stores: Send + Sync + 'static {
 /// Adding signals to streams.
 #[async_trait]
 pub trait Publish: Send + Sync + 'static {
-    /// Appends a signal to a stream, creating the stream if needed.
+    /// Appends a signal to a stream, creating the stream if needed. When the stream has
+    /// partitions, the signal goes to its partition (see [`partition`]).
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError>;
 }
 
@@ -196,6 +202,28 @@ pub trait Consume: Send + Sync + 'static {
         after: EntryId,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError>;
+
+    /// Takes over up to `count` entries pending with any consumer (this one included) whose
+    /// ids come after `after`, oldest first, however short their idle time, and delivers them
+    /// to `consumer`, counting the delivery: what the new sole reader of a partition does with
+    /// what its previous reader left (page by page, as with `read_own_pending`).
+    async fn claim_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        after: EntryId,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError>;
+
+    /// Those of `ids` still on the group's pending list (in the order given): what a settle
+    /// whose answer was lost checks before it is tried again, so it never emits twice.
+    async fn pending_among(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<EntryId>, MeshError>;
 
     /// Acknowledges entries: they leave the pending list. Returns how many were pending.
     async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError>;
@@ -309,6 +337,6 @@ pub trait Observe: Send + Sync + 'static {
 /// A whole mesh of streams with consumer groups: every role. See the crate docs for the
 /// semantics. Code that needs only some of them takes those roles (the inspector publishes
 /// and observes); anything that implements every role is a `Mesh`.
-pub trait Mesh: Stores + Publish + Groups + Consume + Observe {}
+pub trait Mesh: Stores + Publish + Groups + Consume + Observe + Partitions {}
 
-impl<T: Stores + Publish + Groups + Consume + Observe + ?Sized> Mesh for T {}
+impl<T: Stores + Publish + Groups + Consume + Observe + Partitions + ?Sized> Mesh for T {}

@@ -646,6 +646,185 @@ pub async fn kv_set_get_delete(mesh: &dyn Mesh, _stream: &str) {
     assert_eq!(kv.get("unit-a", "huge").await, Ok(None));
 }
 
+/// Whatever is pending, with any consumer and however recently delivered, can be taken over
+/// page by page, oldest first, each delivery counted.
+pub async fn pending_is_taken_over_from_any_consumer(mesh: &dyn Mesh, stream: &str) {
+    mesh.create_group(stream, G, StartAt::Beginning)
+        .await
+        .expect("group");
+    publish_n(mesh, stream, 5).await;
+    mesh.read(stream, G, "old-1", 2, NO_WAIT)
+        .await
+        .expect("read");
+    mesh.read(stream, G, "old-2", 2, NO_WAIT)
+        .await
+        .expect("read");
+    let first = mesh
+        .claim_pending(stream, G, "new", EntryId::ZERO, 3)
+        .await
+        .expect("claim");
+    assert_eq!(
+        first.iter().map(|d| n_of(&d.body)).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert!(first.iter().all(|d| d.deliveries == 2));
+    let after = first.last().map(|d| d.id).expect("a page");
+    let second = mesh
+        .claim_pending(stream, G, "new", after, 3)
+        .await
+        .expect("claim");
+    assert_eq!(
+        second.iter().map(|d| n_of(&d.body)).collect::<Vec<_>>(),
+        vec![3]
+    );
+    let last = second.last().map(|d| d.id).expect("a page");
+    assert!(
+        mesh.claim_pending(stream, G, "new", last, 3)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let info = mesh.group_info(stream, G).await.expect("info");
+    assert_eq!(info.pending, 4);
+    assert_eq!(info.lag, 1, "the undelivered entry is left for reading");
+    // What is still pending, among some ids (acknowledged, pending, never delivered).
+    let mut ids: Vec<EntryId> = first.iter().chain(&second).map(|d| d.id).collect();
+    mesh.ack(stream, G, &ids[..2]).await.expect("ack");
+    let undelivered = mesh.range(stream, Some(last), 1).await.expect("range")[0].id;
+    ids.push(undelivered);
+    ids.reverse();
+    assert_eq!(
+        mesh.pending_among(stream, G, &ids).await.expect("pending"),
+        vec![second[0].id, first[2].id],
+        "in the order asked"
+    );
+    let owners: Vec<_> = info.consumers.iter().filter(|c| c.pending > 0).collect();
+    assert_eq!(owners.len(), 1);
+    assert_eq!((owners[0].name.as_str(), owners[0].pending), ("new", 4));
+}
+
+/// A stream's partition count is recorded by the first to ask for one and kept; a stream none
+/// was recorded for has one partition, and nothing is recorded by asking.
+pub async fn partition_counts_are_recorded_once(mesh: &dyn Mesh, stream: &str) {
+    let other = format!("{stream}:other");
+    assert_eq!(mesh.partitions(&other, None).await, Ok(1));
+    assert_eq!(mesh.partitions(stream, Some(4)).await, Ok(4));
+    assert_eq!(mesh.partitions(stream, Some(8)).await, Ok(4));
+    assert_eq!(mesh.partitions(stream, None).await, Ok(4));
+    assert_eq!(
+        mesh.partitions(&other, Some(2)).await,
+        Ok(2),
+        "asking recorded nothing"
+    );
+    for bad in [0, crate::partition::MAX_PARTITIONS + 1] {
+        assert!(matches!(
+            mesh.partitions(&format!("{stream}:bad"), Some(bad)).await,
+            Err(MeshError::Partitions(_))
+        ));
+    }
+}
+
+/// A signal published to a partitioned stream lands in its key's partition, each partition in
+/// publish order; a partition settles (emits, dead letters, acknowledgements) like any stream.
+pub async fn signals_land_in_their_partition(mesh: &dyn Mesh, stream: &str) {
+    use crate::partition::{partition_of, partition_stream};
+    const P: u32 = 4;
+    assert_eq!(mesh.partitions(stream, Some(P)).await, Ok(P));
+    for k in 0..P {
+        mesh.create_group(&partition_stream(stream, k, P), G, StartAt::Beginning)
+            .await
+            .expect("group");
+    }
+    let mut published = Vec::new();
+    for n in 0..40u64 {
+        let mut s = signal(n);
+        s.partition_key = Some(format!("key-{}", n % 7));
+        mesh.publish(stream, &s).await.expect("publish");
+        published.push(s);
+    }
+    assert_eq!(
+        mesh.len(stream).await.expect("len"),
+        0,
+        "nothing in the base stream"
+    );
+    let mut seen = 0;
+    for k in 0..P {
+        let part = partition_stream(stream, k, P);
+        let got = mesh.read(&part, G, "c", 100, NO_WAIT).await.expect("read");
+        let ns: Vec<u64> = got.iter().map(|d| n_of(&d.body)).collect();
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "publish order: {ns:?}");
+        for n in &ns {
+            assert_eq!(partition_of(&published[*n as usize], P), k);
+        }
+        seen += ns.len();
+        let Some(first) = got.first() else { continue };
+        let emits = vec![
+            (part.clone(), signal(100)),
+            (dead_letter_stream(&part), signal(101)),
+        ];
+        mesh.settle(&part, G, first.id, &emits)
+            .await
+            .expect("settle");
+        assert_eq!(
+            mesh.group_info(&part, G).await.expect("info").pending,
+            got.len() as u64 - 1
+        );
+        assert_eq!(mesh.len(&dead_letter_stream(&part)).await.expect("len"), 1);
+    }
+    assert_eq!(seen, 40);
+}
+
+/// A lease has one owner at a time, who may keep it, give it up, or let it run out.
+pub async fn leases_are_exclusive_and_expire(mesh: &dyn Mesh, stream: &str) {
+    let long = Duration::from_secs(30);
+    assert_eq!(mesh.lease_owner(stream, 0).await, Ok(None));
+    assert_eq!(mesh.lease(stream, 0, "a", long).await, Ok(true));
+    assert_eq!(mesh.lease(stream, 0, "b", long).await, Ok(false));
+    assert_eq!(
+        mesh.lease(stream, 1, "b", long).await,
+        Ok(true),
+        "another partition"
+    );
+    assert_eq!(mesh.lease(stream, 0, "a", long).await, Ok(true), "kept");
+    assert_eq!(mesh.lease_owner(stream, 0).await, Ok(Some("a".to_owned())));
+    assert_eq!(mesh.release(stream, 0, "b").await, Ok(false));
+    assert_eq!(mesh.release(stream, 0, "a").await, Ok(true));
+    assert_eq!(
+        mesh.lease(stream, 0, "b", Duration::from_millis(150)).await,
+        Ok(true)
+    );
+    assert_eq!(mesh.lease(stream, 0, "a", long).await, Ok(false));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(mesh.lease_owner(stream, 0).await, Ok(None), "ran out");
+    assert_eq!(mesh.lease(stream, 0, "a", long).await, Ok(true));
+    assert_eq!(mesh.lease_owner(stream, 1).await, Ok(Some("b".to_owned())));
+}
+
+/// Members are live while their heartbeats last, listed by name; leaving takes one out.
+pub async fn members_heartbeat_and_expire(mesh: &dyn Mesh, stream: &str) {
+    let long = Duration::from_secs(30);
+    let short = Duration::from_millis(150);
+    assert_eq!(
+        mesh.heartbeat(stream, "b", short).await,
+        Ok(vec!["b".to_owned()])
+    );
+    assert_eq!(
+        mesh.heartbeat(stream, "a", long).await,
+        Ok(vec!["a".to_owned(), "b".to_owned()])
+    );
+    assert_eq!(
+        mesh.heartbeat(stream, "c", long).await,
+        Ok(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()])
+    );
+    mesh.leave(stream, "c").await.expect("leave");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        mesh.heartbeat(stream, "a", long).await,
+        Ok(vec!["a".to_owned()]),
+        "b ran out"
+    );
+}
+
 /// Generates one `#[tokio::test]` per behaviour case. `$make` is an async expression that
 /// yields a value implementing [`Mesh`]; `$prefix` makes stream names unique per run.
 #[macro_export]
@@ -657,7 +836,9 @@ macro_rules! mesh_behaviour_suite {
             idle_entries_are_claimed, settle_emits_and_acks, settle_batch_emits_and_acks_all, dead_letters_are_kept,
             trimming_keeps_unacknowledged, blocked_read_wakes_on_publish, tail_follows_the_stream,
             encodings_round_trip, marks_deposit_and_sense, marks_refuse_bad_operations,
-            marks_evaporate, marks_sense_prefix, kv_set_get_delete);
+            marks_evaporate, marks_sense_prefix, kv_set_get_delete, pending_is_taken_over_from_any_consumer, partition_counts_are_recorded_once,
+            signals_land_in_their_partition, leases_are_exclusive_and_expire,
+            members_heartbeat_and_expire);
     };
     (@cases $make:expr, $prefix:expr; $($case:ident),*) => {
         $(

@@ -23,6 +23,13 @@ pub struct ReactorConfig {
     pub debounce: Duration,
     /// The stream signals flow on.
     pub stream: String,
+    /// Partitions of the stream, when it is created (the count is fixed then and recorded on
+    /// the mesh): 1 has every process read the one stream; more have each partition read by
+    /// one process at a time, each key's signals in publish order.
+    pub partitions: u32,
+    /// How long a partition's lease, and a process's membership, last without renewal: how
+    /// soon the partitions of a process that died are taken over.
+    pub lease_ttl: Duration,
     /// The consumer group of this reactor role.
     pub group: String,
     /// This process's consumer name; keep it stable across restarts.
@@ -82,6 +89,8 @@ impl ReactorConfig {
             watch: true,
             debounce: Duration::from_millis(20),
             stream: "swarm:signals".to_owned(),
+            partitions: 1,
+            lease_ttl: Duration::from_secs(10),
             group: "reactor".to_owned(),
             consumer: "reactor-1".to_owned(),
             batch: 256,

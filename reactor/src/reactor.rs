@@ -50,7 +50,7 @@ const EXECUTIONS_BUFFER: usize = 4096;
 #[derive(Clone)]
 pub struct ReactorHandle {
     registry: Arc<Registry>,
-    in_flight: Arc<DashMap<swarm_mesh::EntryId, Arc<str>>>,
+    in_flight: Arc<crate::dispatch::InFlight>,
     executions: broadcast::Sender<Arc<ExecutionRecord>>,
     audit: AuditTrail,
 }

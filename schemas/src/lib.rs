@@ -32,7 +32,10 @@ pub use kind::{KindError, KindPattern, validate_kind};
 pub use manifest::{
     Dependency, DispatchPolicy, ManifestError, PatternDispatch, UnitManifest, validate_unit_name,
 };
-pub use signal::{Emit, Encoding, PostSignal, Signal, SignalId, UnitReply};
+pub use signal::{
+    Emit, Encoding, MAX_PARTITION_KEY_BYTES, PartitionKeyError, PostSignal, Signal, SignalId,
+    UnitReply, validate_partition_key,
+};
 pub use unit::{UnitControl, UnitState, UnitStatus};
 
 /// The semver crate, whose `Version` unit manifests carry.

@@ -34,6 +34,12 @@ pub struct Signal {
     pub parent_execution: Option<ExecutionId>,
     /// Shared by every signal descended from one root signal.
     pub trace_id: Uuid,
+    /// What orders this signal among others on a partitioned mesh: signals with one key land
+    /// in one partition and are handled in publish order. Absent, the key is the
+    /// `correlation_id`, so one conversation stays in order. Signals emitted while handling a
+    /// signal keep its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
     /// How many times this signal has been handed to a unit before (0 on the first try).
     #[serde(default)]
     pub attempt: u32,
@@ -72,6 +78,7 @@ impl Signal {
             correlation_id: id,
             parent_execution: None,
             trace_id: Uuid::now_v7(),
+            partition_key: None,
             attempt: 0,
             created_at: Utc::now(),
             encoding: Encoding::Json,
@@ -84,6 +91,23 @@ impl Signal {
         self
     }
 
+    /// The bytes of this signal's partition key: `partition_key` when it has one, else the
+    /// `correlation_id` written as lowercase hyphenated text. Every publisher must hash
+    /// these same bytes to place a signal.
+    pub fn with_partition_key_bytes<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+        match &self.partition_key {
+            Some(key) => f(key.as_bytes()),
+            None => {
+                let mut buf = uuid::Uuid::encode_buffer();
+                f(self
+                    .correlation_id
+                    .hyphenated()
+                    .encode_lower(&mut buf)
+                    .as_bytes())
+            }
+        }
+    }
+
     /// A signal emitted by `execution` while it handled `self`: lineage carried over.
     pub fn child(&self, execution: ExecutionId, emit: Emit) -> Self {
         Self {
@@ -93,6 +117,7 @@ impl Signal {
             correlation_id: self.correlation_id,
             parent_execution: Some(execution),
             trace_id: self.trace_id,
+            partition_key: self.partition_key.clone(),
             attempt: 0,
             created_at: Utc::now(),
             encoding: self.encoding,
@@ -123,6 +148,11 @@ pub struct PostSignal {
     /// How the signal travels on the mesh (default: `json`); what it emits travels the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
+    /// What orders this signal on a partitioned mesh (default: its conversation): signals with
+    /// one key are handled in the order they were posted. At most 255 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 255)))]
+    pub partition_key: Option<String>,
 }
 
 impl PostSignal {
@@ -139,7 +169,31 @@ impl PostSignal {
         if let Some(encoding) = self.encoding {
             signal.encoding = encoding;
         }
+        signal.partition_key = self.partition_key;
         signal
+    }
+}
+
+/// The longest partition key, in bytes.
+pub const MAX_PARTITION_KEY_BYTES: usize = 255;
+
+/// Why a partition key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionKeyError {
+    /// Empty.
+    #[error("a partition key cannot be empty")]
+    Empty,
+    /// Longer than [`MAX_PARTITION_KEY_BYTES`].
+    #[error("a partition key has at most {MAX_PARTITION_KEY_BYTES} bytes, not {0}")]
+    TooLong(usize),
+}
+
+/// Checks a partition key given from outside.
+pub fn validate_partition_key(key: &str) -> Result<(), PartitionKeyError> {
+    match key.len() {
+        0 => Err(PartitionKeyError::Empty),
+        n if n > MAX_PARTITION_KEY_BYTES => Err(PartitionKeyError::TooLong(n)),
+        _ => Ok(()),
     }
 }
 

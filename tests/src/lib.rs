@@ -4,6 +4,7 @@
 //! Redis servers of a test's own, and waiting for conditions.
 
 pub mod observed;
+pub mod partitioned;
 mod process;
 
 pub use process::{

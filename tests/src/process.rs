@@ -115,6 +115,16 @@ impl ReactorProcess {
     }
 }
 
+impl Drop for ReactorProcess {
+    /// A test that fails half way leaves no process behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM to a process; whether `kill` succeeded.
 pub fn sigterm(pid: u32) -> bool {
     Command::new("kill")

@@ -328,6 +328,26 @@ impl Consume for SlowAnswers {
             .read_own_pending(stream, group, consumer, after, count)
             .await
     }
+    async fn claim_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        after: EntryId,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        self.inner
+            .claim_pending(stream, group, consumer, after, count)
+            .await
+    }
+    async fn pending_among(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<EntryId>, MeshError> {
+        self.inner.pending_among(stream, group, ids).await
+    }
     async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
         self.inner.ack(stream, group, ids).await
     }
@@ -359,6 +379,39 @@ impl Consume for SlowAnswers {
         ids: &[EntryId],
     ) -> Result<(), MeshError> {
         self.inner.keep_alive(stream, group, consumer, ids).await
+    }
+}
+
+#[async_trait]
+impl swarm_mesh::Partitions for SlowAnswers {
+    async fn partitions(&self, stream: &str, wanted: Option<u32>) -> Result<u32, MeshError> {
+        self.inner.partitions(stream, wanted).await
+    }
+    async fn heartbeat(
+        &self,
+        stream: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, MeshError> {
+        self.inner.heartbeat(stream, member, ttl).await
+    }
+    async fn leave(&self, stream: &str, member: &str) -> Result<(), MeshError> {
+        self.inner.leave(stream, member).await
+    }
+    async fn lease(
+        &self,
+        stream: &str,
+        partition: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, MeshError> {
+        self.inner.lease(stream, partition, owner, ttl).await
+    }
+    async fn release(&self, stream: &str, partition: u32, owner: &str) -> Result<bool, MeshError> {
+        self.inner.release(stream, partition, owner).await
+    }
+    async fn lease_owner(&self, stream: &str, partition: u32) -> Result<Option<String>, MeshError> {
+        self.inner.lease_owner(stream, partition).await
     }
 }
 

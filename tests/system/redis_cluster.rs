@@ -2,20 +2,8 @@
 //! each with a replica, every slot served, the append-only file on; run again, it leaves the
 //! cluster as it is.
 
-use std::process::Command;
-
-use swarm_tests::workspace_root;
-
 fn start() -> String {
-    let output = Command::new(workspace_root().join("ops/start-redis-cluster"))
-        .output()
-        .expect("ops/start-redis-cluster runs");
-    assert!(
-        output.status.success(),
-        "ops/start-redis-cluster: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    swarm_tests::partitioned::start_cluster(None)
 }
 
 async fn query<T: redis::FromRedisValue>(node: &str, cmd: &mut redis::Cmd) -> T {

@@ -45,6 +45,8 @@ pub(crate) struct AppState {
     pub runtime: Arc<dyn Runtime>,
     pub hub: Arc<Hub>,
     pub stream: String,
+    /// Its partitions.
+    pub partitions: u32,
     pub group: String,
     pub schemas: Arc<SignalSchemas>,
     pub metrics: Option<PrometheusHandle>,
@@ -52,6 +54,26 @@ pub(crate) struct AppState {
     pub audit: swarm_memory::AuditTrail,
     pub limits: Arc<Limits>,
     pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// The reactors' group on the stream, summed over its partitions.
+    pub(crate) async fn group_info(&self) -> Result<swarm_mesh::GroupInfo, swarm_mesh::MeshError> {
+        let mut total = swarm_mesh::GroupInfo::default();
+        for k in 0..self.partitions.max(1) {
+            let part = swarm_mesh::partition::partition_stream(&self.stream, k, self.partitions);
+            let info = self.observe.group_info(&part, &self.group).await?;
+            total.pending += info.pending;
+            total.lag += info.lag;
+            for consumer in info.consumers {
+                match total.consumers.iter_mut().find(|c| c.name == consumer.name) {
+                    Some(known) => known.pending += consumer.pending,
+                    None => total.consumers.push(consumer),
+                }
+            }
+        }
+        Ok(total)
+    }
 }
 
 #[derive(OpenApi)]

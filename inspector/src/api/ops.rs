@@ -24,7 +24,7 @@ pub(crate) async fn topology(State(state): State<AppState>) -> Json<Topology> {
     let in_flight = state.runtime.in_flight();
     let mut topology = state.hub.traffic().topology(&units, &in_flight);
     // The group's backlog; left out (null) when the mesh cannot be asked now.
-    if let Ok(info) = state.observe.group_info(&state.stream, &state.group).await {
+    if let Ok(info) = state.group_info().await {
         topology.pending = Some(info.pending);
         topology.lag = Some(info.lag);
     }
@@ -47,7 +47,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
             "this server was started without a metrics recorder",
         ));
     };
-    if let Ok(info) = state.observe.group_info(&state.stream, &state.group).await {
+    if let Ok(info) = state.group_info().await {
         metrics::gauge!("swarm_stream_pending").set(info.pending as f64);
         metrics::gauge!("swarm_stream_lag").set(info.lag as f64);
     }

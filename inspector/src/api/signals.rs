@@ -235,6 +235,10 @@ impl SignalSchemas {
         validate_kind(&post.kind).map_err(|e| {
             unprocessable("bad_kind", format!("kind `{}` {e}", post.kind), Vec::new())
         })?;
+        if let Some(key) = &post.partition_key {
+            swarm_schemas::validate_partition_key(key)
+                .map_err(|e| unprocessable("bad_partition_key", e.to_string(), Vec::new()))?;
+        }
         if let Some(schema) = self.payloads.by_kind.get(&post.kind) {
             let payload = serde_json::Value::Object(post.payload.clone());
             let found = violations(schema, &payload);

@@ -121,6 +121,32 @@ impl Consume for RedisMesh {
             .collect()
     }
 
+    async fn claim_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        after: EntryId,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        self.auto_claim(stream, group, consumer, Duration::ZERO, after.next(), count)
+            .await
+    }
+
+    async fn pending_among(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<EntryId>, MeshError> {
+        let pending = self.pending_ids(stream, group, ids).await?;
+        Ok(ids
+            .iter()
+            .filter(|id| pending.contains(id))
+            .copied()
+            .collect())
+    }
+
     async fn claim_idle(
         &self,
         stream: &str,
@@ -129,29 +155,8 @@ impl Consume for RedisMesh {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, MeshError> {
-        let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(self.key(stream))
-            .arg(group)
-            .arg(consumer)
-            .arg(millis(min_idle))
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(count.max(1))
-            .query_async(&mut self.conn())
+        self.auto_claim(stream, group, consumer, min_idle, EntryId::ZERO, count)
             .await
-            .map_err(|e| error(stream, group, e))?;
-        let parts = array(&reply)
-            .filter(|p| p.len() >= 2)
-            .ok_or_else(|| unexpected("XAUTOCLAIM", &reply))?;
-        if let Some(deleted) = parts.get(2).and_then(array).filter(|d| !d.is_empty()) {
-            tracing::warn!(
-                stream,
-                count = deleted.len(),
-                "pending entries lost their data to trimming; Redis dropped them"
-            );
-        }
-        let entries = reply::entries(&parts[1])?;
-        self.with_counts(stream, group, entries).await
     }
 
     async fn keep_alive(
@@ -174,5 +179,42 @@ impl Consume for RedisMesh {
             .await
             .map_err(|e| error(stream, group, e))?;
         Ok(())
+    }
+}
+
+impl RedisMesh {
+    /// XAUTOCLAIM from `start` (inclusive) of entries idle at least `min_idle`.
+    async fn auto_claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: EntryId,
+        count: usize,
+    ) -> Result<Vec<Delivery>, MeshError> {
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(self.key(stream))
+            .arg(group)
+            .arg(consumer)
+            .arg(millis(min_idle))
+            .arg(start.to_string())
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| error(stream, group, e))?;
+        let parts = array(&reply)
+            .filter(|p| p.len() >= 2)
+            .ok_or_else(|| unexpected("XAUTOCLAIM", &reply))?;
+        if let Some(deleted) = parts.get(2).and_then(array).filter(|d| !d.is_empty()) {
+            tracing::warn!(
+                stream,
+                count = deleted.len(),
+                "pending entries lost their data to trimming; Redis dropped them"
+            );
+        }
+        let entries = reply::entries(&parts[1])?;
+        self.with_counts(stream, group, entries).await
     }
 }

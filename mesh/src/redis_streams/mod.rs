@@ -12,22 +12,25 @@
 //! block: a blocking command would stall every command multiplexed behind it, and the redis
 //! crate's default response timeout is shorter than a block.
 
+mod conn;
 mod consume;
 mod observe;
+mod partitions;
 mod reply;
 mod stores;
 
+pub use conn::Conn as RedisConnection;
 pub use stores::{RedisKv, RedisMarks};
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Value};
+use redis::{RedisError, Value};
 use swarm_schemas::{Encoding, Signal};
 
 use crate::{Delivery, EntryId, Groups, MeshError, Publish, StartAt, Stores};
+use conn::{Conn, Target};
 use reply::{array, entry_id, field, field_for, int, text, unexpected};
 
 /// Typed configuration of a [`RedisMesh`].
@@ -71,11 +74,13 @@ return n
 
 /// A mesh on Redis Streams.
 pub struct RedisMesh {
-    client: Client,
+    target: Target,
     config: RedisMeshConfig,
-    commands: ConnectionManager,
-    blocking: Mutex<Vec<ConnectionManager>>,
+    commands: Conn,
+    blocking: Mutex<Vec<Conn>>,
     keep_alive: redis::Script,
+    /// Partition counts seen (fixed once recorded), for placing published signals.
+    partition_counts: partitions::Counts,
 }
 
 fn error(stream: &str, group: &str, e: RedisError) -> MeshError {
@@ -117,37 +122,43 @@ impl RedisMesh {
     /// Connects to Redis. Fails if it cannot be reached now; later outages are survived by
     /// reconnecting with backoff.
     pub async fn connect(config: RedisMeshConfig) -> Result<Self, MeshError> {
-        let client = Client::open(config.url.as_str())
+        let target = Target::open(&config.url)
             .map_err(|e| MeshError::Unavailable(format!("bad Redis URL `{}`: {e}", config.url)))?;
-        let commands = ConnectionManager::new_with_config(
-            client.clone(),
-            Self::manager_config(config.command_timeout),
-        )
-        .await
-        .map_err(|e| {
+        let commands = target.connect(config.command_timeout).await.map_err(|e| {
             MeshError::Unavailable(format!("cannot connect to Redis at {}: {e}", config.url))
         })?;
         Ok(Self {
-            client,
+            target,
             config,
             commands,
             blocking: Mutex::new(Vec::new()),
             keep_alive: redis::Script::new(KEEP_ALIVE),
+            partition_counts: partitions::Counts::default(),
         })
     }
 
-    fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(response_timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(3)
+    /// A new connection to the mesh's Redis (one server or the cluster), for tools and
+    /// benchmarks that issue their own commands.
+    pub async fn open_connection(&self) -> Result<RedisConnection, MeshError> {
+        self.target
+            .connect(self.config.command_timeout)
+            .await
+            .map_err(unavailable)
     }
 
-    /// The Redis key of a mesh stream.
+    /// Whether this mesh is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    /// The Redis key of a mesh stream: `{P}:S`, or `{P#k}:S` (and `{P#k}:S:dead`) for
+    /// partition `k` of `S`, so each partition has a hash tag of its own.
     pub fn key(&self, stream: &str) -> String {
-        format!("{{{}}}:{stream}", self.config.key_prefix)
+        let prefix = &self.config.key_prefix;
+        match crate::partition::split_partition(stream) {
+            Some((base, k, rest)) => format!("{{{prefix}#{k}}}:{base}{rest}"),
+            None => format!("{{{prefix}}}:{stream}"),
+        }
     }
 
     /// The Redis server's version (from `INFO server`).
@@ -163,20 +174,19 @@ impl RedisMesh {
             .ok_or_else(|| MeshError::Unavailable("INFO server has no redis_version".into()))
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.commands.clone()
     }
 
-    async fn blocking_conn(&self) -> Result<ConnectionManager, MeshError> {
+    async fn blocking_conn(&self) -> Result<Conn, MeshError> {
         let pooled = self.blocking.lock().pop();
         match pooled {
             Some(conn) => Ok(conn),
-            None => ConnectionManager::new_with_config(
-                self.client.clone(),
-                Self::manager_config(self.config.max_block + Duration::from_secs(10)),
-            )
-            .await
-            .map_err(unavailable),
+            None => self
+                .target
+                .connect(self.config.max_block + Duration::from_secs(10))
+                .await
+                .map_err(unavailable),
         }
     }
 
@@ -208,19 +218,20 @@ impl RedisMesh {
         Ok(reply)
     }
 
-    fn return_blocking(&self, conn: ConnectionManager) {
+    fn return_blocking(&self, conn: Conn) {
         self.blocking.lock().push(conn);
     }
 
-    /// Delivery counts of `ids` in the group's pending list.
-    async fn delivery_counts(
+    /// The pending entries of the group between the least and the greatest of `ids`, with
+    /// their delivery counts.
+    async fn pending_range(
         &self,
         stream: &str,
         group: &str,
         ids: &[EntryId],
-    ) -> Result<Vec<u32>, MeshError> {
+    ) -> Result<std::collections::HashMap<EntryId, u32>, MeshError> {
         let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) else {
-            return Ok(Vec::new());
+            return Ok(std::collections::HashMap::new());
         };
         let reply: Value = redis::cmd("XPENDING")
             .arg(self.key(stream))
@@ -232,7 +243,7 @@ impl RedisMesh {
             .await
             .map_err(|e| error(stream, group, e))?;
         let rows = array(&reply).ok_or_else(|| unexpected("XPENDING", &reply))?;
-        let counts: std::collections::HashMap<EntryId, u32> = rows
+        Ok(rows
             .iter()
             .filter_map(|row| {
                 let row = array(row)?;
@@ -241,7 +252,48 @@ impl RedisMesh {
                     u32::try_from(int(row.get(3)?)?).unwrap_or(u32::MAX),
                 ))
             })
-            .collect();
+            .collect())
+    }
+
+    /// Which of `ids` are pending in the group: one `XPENDING id id 1` each, in one pipeline.
+    async fn pending_ids(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<std::collections::HashSet<EntryId>, MeshError> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let key = self.key(stream);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            let id = id.to_string();
+            pipe.cmd("XPENDING")
+                .arg(&key)
+                .arg(group)
+                .arg(&id)
+                .arg(&id)
+                .arg(1);
+        }
+        let replies: Vec<Value> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| error(stream, group, e))?;
+        Ok(replies
+            .iter()
+            .filter_map(|reply| entry_id(array(array(reply)?.first()?)?.first()?))
+            .collect())
+    }
+
+    /// Delivery counts of `ids` in the group's pending list.
+    async fn delivery_counts(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<u32>, MeshError> {
+        let counts = self.pending_range(stream, group, ids).await?;
         Ok(ids
             .iter()
             .map(|id| counts.get(id).copied().unwrap_or(1))
@@ -302,8 +354,16 @@ impl Stores for RedisMesh {
 #[async_trait]
 impl Publish for RedisMesh {
     async fn publish(&self, stream: &str, signal: &Signal) -> Result<EntryId, MeshError> {
+        let key = match self.placed_count(stream).await? {
+            p if p > 1 => self.key(&crate::partition::partition_stream(
+                stream,
+                crate::partition::partition_of(signal, p),
+                p,
+            )),
+            _ => self.key(stream),
+        };
         let id: String = redis::cmd("XADD")
-            .arg(self.key(stream))
+            .arg(key)
             .arg("*")
             .arg(encode(signal)?)
             .query_async(&mut self.conn())

@@ -22,22 +22,37 @@ impl Observe for RedisMesh {
                 group: group.to_owned(),
             })?;
         let pending = field(info, "pending").and_then(int).unwrap_or(0).max(0) as u64;
-        let lag = match field(info, "lag").and_then(int) {
-            Some(lag) => lag.max(0) as u64,
-            None => {
-                // Redis cannot tell (entries were deleted): count what lies past the last delivery.
-                let last = field(info, "last-delivered-id")
-                    .and_then(text)
-                    .unwrap_or_else(|| "0-0".into());
-                let after: Value = redis::cmd("XRANGE")
-                    .arg(self.key(stream))
-                    .arg(format!("({last}"))
-                    .arg("+")
+        let last = field(info, "last-delivered-id")
+            .and_then(text)
+            .unwrap_or_else(|| "0-0".into());
+        // Entries past the group's last delivery, up to `most` of them.
+        let past = |most: Option<usize>| {
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(self.key(stream)).arg(format!("({last}")).arg("+");
+            if let Some(most) = most {
+                cmd.arg("COUNT").arg(most);
+            }
+            async move {
+                let after: Value = cmd
                     .query_async(&mut self.conn())
                     .await
                     .map_err(|e| error(stream, group, e))?;
-                array(&after).map_or(0, |a| a.len() as u64)
+                Ok::<u64, MeshError>(array(&after).map_or(0, |a| a.len() as u64))
             }
+        };
+        let lag = match field(info, "lag").and_then(int) {
+            // Redis counts entries read, and that count can go stale (after a failover, on a
+            // promoted replica): a lag with nothing past the last delivery is none.
+            Some(lag) if lag > 0 => {
+                if past(Some(1)).await? == 0 {
+                    0
+                } else {
+                    lag as u64
+                }
+            }
+            Some(_) => 0,
+            // Redis cannot tell (entries were deleted): count what lies past the last delivery.
+            None => past(None).await?,
         };
         let consumers: Value = redis::cmd("XINFO")
             .arg("CONSUMERS")

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use super::conn::Conn;
 use async_trait::async_trait;
 use redis::RedisError;
-use redis::aio::ConnectionManager;
 use swarm_schemas::{Mark, MarkOp, MarksPrefixReply, MarksReply};
 
 use crate::stores::{EVAPORATED, Kv, Marks, StoreError, check_key, check_ops, ms, value_text};
@@ -82,7 +82,7 @@ fn unavailable(e: RedisError) -> StoreError {
 
 /// The field of marks on Redis.
 pub struct RedisMarks {
-    conn: ConnectionManager,
+    conn: Conn,
     field: String,
     half_life_key: String,
     half_life: Duration,
@@ -91,7 +91,7 @@ pub struct RedisMarks {
 }
 
 impl RedisMarks {
-    pub(crate) fn new(conn: ConnectionManager, key_prefix: &str, half_life: Duration) -> Self {
+    pub(crate) fn new(conn: Conn, key_prefix: &str, half_life: Duration) -> Self {
         let (field, half_life_key) = Self::keys_of(key_prefix);
         Self {
             conn,
@@ -241,12 +241,12 @@ impl Marks for RedisMarks {
 
 /// The units' controls on Redis: one hash, a field per unit.
 pub struct RedisUnitControls {
-    conn: ConnectionManager,
+    conn: Conn,
     key: String,
 }
 
 impl RedisUnitControls {
-    pub(crate) fn new(conn: ConnectionManager, key_prefix: &str) -> Self {
+    pub(crate) fn new(conn: Conn, key_prefix: &str) -> Self {
         Self {
             conn,
             key: format!("{{{key_prefix}}}:units:control"),
@@ -295,12 +295,12 @@ impl crate::UnitControls for RedisUnitControls {
 
 /// The key-value store on Redis.
 pub struct RedisKv {
-    conn: ConnectionManager,
+    conn: Conn,
     key_prefix: String,
 }
 
 impl RedisKv {
-    pub(crate) fn new(conn: ConnectionManager, key_prefix: &str) -> Self {
+    pub(crate) fn new(conn: Conn, key_prefix: &str) -> Self {
         Self {
             conn,
             key_prefix: key_prefix.to_owned(),

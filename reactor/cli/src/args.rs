@@ -47,7 +47,8 @@ impl UnitsDir {
 
 #[derive(Debug, Args)]
 pub(crate) struct MeshArgs {
-    /// Redis URL of a shared mesh (`redis://host:port/db`); without it the mesh is in-process.
+    /// Redis URL of a shared mesh (`redis://host:port/db`, or a Redis Cluster as
+    /// `redis+cluster://host:port,host:port/`); without it the mesh is in-process.
     #[arg(long = "redis", env = "SWARM_REDIS_URL")]
     pub(crate) redis_url: Option<String>,
     /// Hash tag shared by every Redis key of this mesh.

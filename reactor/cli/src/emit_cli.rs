@@ -22,6 +22,10 @@ pub(crate) struct EmitArgs {
     kind: String,
     /// Payload as JSON.
     payload: String,
+    /// What orders the signal on a partitioned stream: signals with one key are handled in the
+    /// order they were emitted (default: its own conversation).
+    #[arg(long)]
+    partition_key: Option<String>,
     #[command(flatten)]
     units: UnitsDir,
     /// With a Redis mesh the signal is published there for the running reactors; without one it
@@ -39,15 +43,23 @@ pub(crate) async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     validate_kind(&args.kind).with_context(|| format!("kind `{}` is invalid", args.kind))?;
     let payload: serde_json::Value =
         serde_json::from_str(&args.payload).context("payload is not valid JSON")?;
+    if let Some(key) = &args.partition_key {
+        swarm_schemas::validate_partition_key(key)?;
+    }
+    let mut signal = Signal::new(args.kind, payload);
+    signal.partition_key = args.partition_key;
     if let Some(redis) = args.mesh.redis().await? {
-        let signal = Signal::new(args.kind, payload);
         let stream = ReactorConfig::new(PathBuf::new(), PathBuf::new()).stream;
         let id = redis.publish(&stream, &signal).await?;
+        let partitions = redis.partitions(&stream, None).await?;
+        let partition = swarm_mesh::partition::partition_of(&signal, partitions);
         println!(
             "emitted {} {} as entry {id} of {}",
             signal.kind,
             signal.id,
-            redis.key(&stream)
+            redis.key(&swarm_mesh::partition::partition_stream(
+                &stream, partition, partitions
+            ))
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -70,7 +82,6 @@ pub(crate) async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
     }
-    let signal = Signal::new(args.kind, payload);
     mesh.publish(&stream, &signal).await?;
     println!("emitted {} {}", signal.kind, signal.id);
 

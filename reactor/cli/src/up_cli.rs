@@ -39,6 +39,17 @@ pub(crate) struct UpArgs {
     /// Seconds an entry may stay pending with a silent consumer before another takes it over.
     #[arg(long, default_value_t = 30.0)]
     claim_idle: f64,
+    /// Partitions of the signal stream, fixed when the stream is created (a stream that exists
+    /// keeps its count): with 1 every process reads the one stream; with more, each partition
+    /// is read by one process at a time and each key's signals are handled in publish order.
+    /// (default: the count recorded for the stream, or 1 for a new stream).
+    #[arg(long, env = "SWARM_PARTITIONS",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(swarm_mesh::partition::MAX_PARTITIONS)))]
+    partitions: Option<u32>,
+    /// Seconds a partition's lease and a process's membership last unrenewed: how soon a dead
+    /// process's partitions are taken over.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    lease_ttl: f64,
     /// Tries per signal and unit before the signal is dead-lettered.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
@@ -158,6 +169,10 @@ impl UpPlan {
         config.watch = !args.no_watch;
         config.consumer = args.consumer.clone().unwrap_or_else(hostname);
         config.claim_idle = Duration::from_secs_f64(args.claim_idle);
+        if args.lease_ttl < 0.3 {
+            bail!("--lease-ttl must be at least 0.3 seconds");
+        }
+        config.lease_ttl = Duration::from_secs_f64(args.lease_ttl);
         if let Some(path) = &args.unit_config {
             config.unit_config = crate::unit_config_cli::read(path)?;
         }
@@ -259,7 +274,7 @@ pub(crate) async fn up(
     args: UpArgs,
     dev: Option<crate::dev_cli::DevLoop>,
 ) -> anyhow::Result<ExitCode> {
-    let plan = UpPlan::resolve(&args)?;
+    let mut plan = UpPlan::resolve(&args)?;
     let metrics = swarm_inspector::install_metrics_recorder()
         .context("cannot install the metrics recorder")?;
     // Listen before anything starts: a SIGTERM while the reactor is starting (it may already
@@ -267,6 +282,17 @@ pub(crate) async fn up(
     let stop_signals = StopSignals::listen()?;
     let backing = Backing::connect(&args).await?;
     let stream = plan.config.stream.clone();
+    let partitions = backing.mesh.partitions(&stream, args.partitions).await?;
+    if let Some(asked) = args.partitions.filter(|&asked| asked != partitions) {
+        bail!(
+            "the stream `{stream}` has {partitions} partitions, fixed when it was created; \
+             --partitions {asked} cannot change that (leave it out to use the stream's count)"
+        );
+    }
+    plan.config.partitions = partitions;
+    if let Some(inspector) = plan.inspector.as_mut() {
+        inspector.partitions = partitions;
+    }
     let (reactor, report) = Reactor::start_audited(
         plan.config.clone(),
         Arc::clone(&backing.mesh),

@@ -1,7 +1,7 @@
 //! One batch of deliveries: intake (decode, poison checks, the plan of first tries), the calls
 //! with their retries and fallbacks, then the batch handed to settlement.
 
-use super::{Dispatcher, Work};
+use super::{Dispatcher, Part, Work};
 use crate::attempt::{Attempt, Attempted};
 use crate::execute::{Retries, UnitRun, fall_back, retry};
 use crate::lanes::call_all;
@@ -10,6 +10,7 @@ use crate::policy::groups;
 use crate::slot::UnitSlot;
 use std::sync::Arc;
 use swarm_mesh::Delivery;
+use swarm_mesh::partition::order_key;
 use swarm_schemas::{DispatchPolicy, Signal};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
@@ -30,19 +31,21 @@ impl Dispatcher {
     /// settled on its own when its last retry ends, so a unit that hangs until its deadline
     /// holds up only its own signal.
     pub(super) async fn process_batch(
-        &self,
+        self: &Arc<Self>,
+        part: &Arc<Part>,
         deliveries: Vec<Delivery>,
         permit: Option<OwnedSemaphorePermit>,
     ) {
         let (mut work, attempts, owners) = self.intake(deliveries);
         let results = call_all(attempts, self.config.unit_threads, &self.watchdog).await;
         let (retries, outstanding) = self.follow_up(&mut work, owners, results);
-        self.settle_in_turn(work, retries, outstanding, permit)
+        self.settle_in_turn(part, work, retries, outstanding, permit)
             .await;
     }
 
-    /// Intake and plan: one [`Work`] per delivery not already running here, with the unit
-    /// calls its signal gets (and their owners, in the same order). A delivery that is not a
+    /// Intake and plan: one [`Work`] per delivery (admitted by the partition's key order, so
+    /// none is already running here), with the unit calls its signal gets (and their owners,
+    /// in the same order). A delivery that is not a
     /// signal, or was delivered more than `max_deliveries` times, gets only its dead letter.
     pub(super) fn intake(
         &self,
@@ -58,15 +61,8 @@ impl Dispatcher {
             deliveries,
         } in deliveries
         {
-            let kind: Arc<str> = body
-                .as_ref()
-                .map_or_else(|_| Arc::from(""), |s| Arc::from(s.kind.as_str()));
-            if self.in_flight.insert(id, Arc::clone(&kind)).is_some() {
-                // Already running here (claimed back while in flight): leave it to that run.
-                continue;
-            }
             metrics::counter!("swarm_signals_in_total").increment(1);
-            let mut entry = Work::new(id);
+            let mut entry = Work::new(id, body.as_ref().ok().map(order_key));
             match body {
                 Err(bad) => entry.dead.push(not_a_signal(id, deliveries, bad)),
                 Ok(signal) if deliveries > self.config.max_deliveries => entry.dead.push(

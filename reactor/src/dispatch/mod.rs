@@ -8,6 +8,8 @@
 //! cannot emit twice.
 
 mod batch;
+mod order;
+mod partitions;
 mod settle;
 
 use std::sync::Arc;
@@ -15,15 +17,21 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use swarm_memory::Memory;
-use swarm_mesh::{EntryId, Mesh, StartAt};
+use swarm_mesh::partition::partition_stream;
+use swarm_mesh::{Delivery, EntryId, Mesh, StartAt};
 use swarm_schemas::{ExecutionRecord, Signal};
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::ReactorConfig;
 use crate::quarantine::Watchdog;
 use crate::ranking::Ranker;
 use crate::registry::Registry;
+use order::KeyOrder;
+
+/// Entries read and not yet settled, by (partition, entry id), with their signal's kind (empty
+/// when undecodable).
+pub(crate) type InFlight = DashMap<(u32, EntryId), Arc<str>>;
 
 pub(crate) struct Dispatcher {
     pub mesh: Arc<dyn Mesh>,
@@ -31,69 +39,164 @@ pub(crate) struct Dispatcher {
     pub registry: Arc<Registry>,
     pub ranker: Arc<Ranker>,
     pub config: Arc<ReactorConfig>,
-    /// Entries read and not yet settled, with their signal's kind (empty when undecodable).
-    pub in_flight: Arc<DashMap<EntryId, Arc<str>>>,
+    /// Entries read and not yet settled.
+    pub in_flight: Arc<InFlight>,
     /// Every execution record, once recorded, for whoever watches (the inspector).
     pub executions: broadcast::Sender<Arc<ExecutionRecord>>,
     /// Call deadlines, stuck calls, quarantine.
     pub watchdog: Arc<Watchdog>,
 }
 
+/// One partition this process reads: its stream, and the order of its keys.
+pub(crate) struct Part {
+    index: u32,
+    stream: String,
+    order: KeyOrder,
+}
+
+impl Part {
+    fn new(stream: &str, index: u32, partitions: u32) -> Arc<Self> {
+        Arc::new(Self {
+            index,
+            stream: partition_stream(stream, index, partitions),
+            order: KeyOrder::new(index),
+        })
+    }
+}
+
+/// How a process comes to read a partition.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Taking {
+    /// Shared with other processes of the group (one partition, no lease): first what this
+    /// consumer left pending before a restart.
+    Shared,
+    /// Just leased: first everything pending in the group, whoever it was delivered to (a
+    /// partition has one reader, so the entries of any other consumer were abandoned).
+    Leased,
+}
+
 impl Dispatcher {
-    /// Reads and dispatches until `shutdown` turns true, then waits for running signals.
+    /// Reads and dispatches until `shutdown` turns true, then waits for running signals. With
+    /// one partition every process of the group reads the stream; with more, each partition is
+    /// read by the process holding its lease (see [`partitions`]).
     pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let c = &self.config;
+        let partitions = loop {
+            match self.mesh.partitions(&c.stream, Some(c.partitions)).await {
+                Ok(recorded) => break recorded,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the stream's partition count; retrying");
+                    if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+                        return;
+                    }
+                }
+            }
+        };
+        if partitions != c.partitions {
+            tracing::warn!(
+                asked = c.partitions,
+                recorded = partitions,
+                stream = %c.stream,
+                "the stream's partition count was fixed when it was created; using it"
+            );
+        }
+        let refresh = tokio::spawn(Arc::clone(&self).refresh_rankings(shutdown.clone()));
+        if partitions == 1 {
+            let part = Part::new(&c.stream, 0, 1);
+            Arc::clone(&self)
+                .run_partition(part, Taking::Shared, shutdown)
+                .await;
+        } else {
+            Arc::clone(&self).run_leased(partitions, shutdown).await;
+        }
+        refresh.abort();
+        // Gone before `run` returns: it holds the registry, and the units unload (on_unload)
+        // when it is dropped.
+        let _ = refresh.await;
+    }
+
+    /// Reads and dispatches one partition until `stop` turns true, then waits until everything
+    /// it read has settled.
+    async fn run_partition(
+        self: Arc<Self>,
+        part: Arc<Part>,
+        taking: Taking,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let c = &self.config;
         while let Err(error) = self
             .mesh
-            .create_group(&c.stream, &c.group, StartAt::Beginning)
+            .create_group(&part.stream, &c.group, StartAt::Beginning)
             .await
         {
-            tracing::warn!(%error, "cannot create the consumer group; retrying");
-            if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+            tracing::warn!(%error, stream = %part.stream, "cannot create the consumer group; retrying");
+            if sleep_or_shutdown(Duration::from_secs(1), &mut stop).await {
                 return;
             }
         }
-        // Entries this consumer took before a restart run beside new ones: one of them may hang
-        // its unit again, and must not hold up the rest for longer than a call's deadline.
-        // They are all read before the first new read, so none is taken twice.
+        // Entries taken before run beside new ones: one of them may hang its unit again, and
+        // must not hold up the rest for longer than a call's deadline. They are all read
+        // before the first new read, so none is taken twice, and each key's keep their order.
         let mut tasks = JoinSet::new();
-        if self.resume_own_pending(&mut tasks, &mut shutdown).await {
-            while tasks.join_next().await.is_some() {}
+        if self.take_over(&part, taking, &mut tasks, &mut stop).await {
+            self.drain(&part, tasks).await;
             return;
         }
-        let housekeeping = tokio::spawn(Arc::clone(&self).housekeeping(shutdown.clone()));
-        let refresh = tokio::spawn(Arc::clone(&self).refresh_rankings(shutdown.clone()));
+        let housekeeping =
+            tokio::spawn(Arc::clone(&self).housekeeping(Arc::clone(&part), stop.clone()));
         let concurrency = c.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
         let mut backoff = Duration::from_millis(50);
         loop {
+            // Entries waiting behind their key are read and pending: bound them.
+            tokio::select! {
+                () = part.order.room(concurrency * 4) => {}
+                _ = stop.changed() => break,
+            }
             let read = self
                 .mesh
-                .read(&c.stream, &c.group, &c.consumer, c.batch, c.block);
+                .read(&part.stream, &c.group, &c.consumer, c.batch, c.block);
             tokio::pin!(read);
             let (deliveries, stopping) = tokio::select! {
                 result = &mut read => (result, false),
                 // A read already sent may have taken entries into this consumer's pending
                 // list; dropped, it would leave them there until the next start. Its answer
                 // comes within the block time, and what it brought runs before stopping.
-                _ = shutdown.changed() => (read.await, true),
+                _ = stop.changed() => (read.await, true),
             };
             match deliveries {
                 Ok(deliveries) if deliveries.is_empty() => {}
                 Ok(deliveries) => {
                     backoff = Duration::from_millis(50);
-                    // One permit per signal: at most `concurrency` signals in flight.
-                    let wanted =
-                        u32::try_from(deliveries.len().min(concurrency)).unwrap_or(u32::MAX);
-                    let Ok(permit) = Arc::clone(&permits).acquire_many_owned(wanted).await else {
+                    let run = part.order.admit(deliveries, &self.in_flight);
+                    if !run.is_empty() {
+                        // One permit per signal: at most `concurrency` signals in flight.
+                        let wanted = u32::try_from(run.len().min(concurrency)).unwrap_or(u32::MAX);
+                        let Ok(permit) = Arc::clone(&permits).acquire_many_owned(wanted).await
+                        else {
+                            break;
+                        };
+                        self.spawn_batch(&part, run, Some(permit), &mut tasks);
+                    }
+                }
+                Err(swarm_mesh::MeshError::NoGroup { .. }) => {
+                    // The mesh lost the group (a failover to a replica that never had it, or
+                    // someone deleted it): make it again, from what the stream still holds.
+                    tracing::warn!(stream = %part.stream, "the consumer group is gone; creating it again");
+                    if let Err(error) = self
+                        .mesh
+                        .create_group(&part.stream, &c.group, StartAt::Beginning)
+                        .await
+                    {
+                        tracing::warn!(%error, "cannot create the consumer group; retrying");
+                    }
+                    if sleep_or_shutdown(backoff, &mut stop).await {
                         break;
-                    };
-                    let this = Arc::clone(&self);
-                    tasks.spawn(async move { this.process_batch(deliveries, Some(permit)).await });
+                    }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, ?backoff, "mesh read failed; retrying");
-                    if sleep_or_shutdown(backoff, &mut shutdown).await {
+                    tracing::warn!(%error, ?backoff, stream = %part.stream, "mesh read failed; retrying");
+                    if sleep_or_shutdown(backoff, &mut stop).await {
                         break;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -105,47 +208,83 @@ impl Dispatcher {
             }
         }
         // Stop reading; let what started finish and settle.
-        while tasks.join_next().await.is_some() {}
+        self.drain(&part, tasks).await;
         housekeeping.abort();
-        refresh.abort();
-        // Gone before `run` returns: they hold the registry, and the units unload (on_unload)
-        // when it is dropped.
         let _ = housekeeping.await;
-        let _ = refresh.await;
     }
 
-    /// Reads the entries pending for this consumer from before a restart, page by page, and
-    /// runs each page in a task of `tasks`. Each re-read counts a delivery, so an entry that
-    /// hung or crashed every process that ran it is dead-lettered at `max_deliveries` instead
-    /// of being run again. Returns whether shutdown came first.
-    async fn resume_own_pending(
+    /// Waits for the batches of `tasks` and for every entry waiting behind its key.
+    async fn drain(&self, part: &Part, mut tasks: JoinSet<()>) {
+        while tasks.join_next().await.is_some() {}
+        part.order.idle().await;
+    }
+
+    fn spawn_batch(
         self: &Arc<Self>,
+        part: &Arc<Part>,
+        deliveries: Vec<Delivery>,
+        permit: Option<OwnedSemaphorePermit>,
         tasks: &mut JoinSet<()>,
-        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let this = Arc::clone(self);
+        let part = Arc::clone(part);
+        tasks.spawn(async move { this.process_batch(&part, deliveries, permit).await });
+    }
+
+    /// Runs the entries whose turn came when the entries before them settled.
+    pub(super) fn run_released(self: &Arc<Self>, part: &Arc<Part>, released: Vec<Delivery>) {
+        if released.is_empty() {
+            return;
+        }
+        let this = Arc::clone(self);
+        let part = Arc::clone(part);
+        // Not in the partition's task set: `drain` waits for them through the key order.
+        tokio::spawn(async move { this.process_batch(&part, released, None).await });
+    }
+
+    /// Reads what was pending before this process took the partition, page by page, and runs
+    /// each page in a task of `tasks`. Each re-read counts a delivery, so an entry that hung or
+    /// crashed every process that ran it is dead-lettered at `max_deliveries` instead of being
+    /// run again. Returns whether `stop` came first.
+    async fn take_over(
+        self: &Arc<Self>,
+        part: &Arc<Part>,
+        taking: Taking,
+        tasks: &mut JoinSet<()>,
+        stop: &mut watch::Receiver<bool>,
     ) -> bool {
         let c = &self.config;
         let mut after = EntryId::ZERO;
-        while !*shutdown.borrow() {
-            match self
-                .mesh
-                .read_own_pending(&c.stream, &c.group, &c.consumer, after, c.batch)
-                .await
-            {
-                Ok(own) => {
-                    let Some(last) = own.last().map(|d| d.id) else {
+        while !*stop.borrow() {
+            let page = match taking {
+                Taking::Shared => {
+                    self.mesh
+                        .read_own_pending(&part.stream, &c.group, &c.consumer, after, c.batch)
+                        .await
+                }
+                Taking::Leased => {
+                    self.mesh
+                        .claim_pending(&part.stream, &c.group, &c.consumer, after, c.batch)
+                        .await
+                }
+            };
+            match page {
+                Ok(page) => {
+                    let Some(last) = page.last().map(|d| d.id) else {
                         return false;
                     };
                     after = last;
                     tracing::info!(
-                        count = own.len(),
-                        "resuming entries pending from a previous run"
+                        count = page.len(),
+                        stream = %part.stream,
+                        "taking over entries pending from before"
                     );
-                    let this = Arc::clone(self);
-                    tasks.spawn(async move { this.process_batch(own, None).await });
+                    let run = part.order.admit(page, &self.in_flight);
+                    self.spawn_batch(part, run, None, tasks);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot read own pending entries; retrying");
-                    if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+                    tracing::warn!(%error, "cannot read the pending entries; retrying");
+                    if sleep_or_shutdown(Duration::from_secs(1), stop).await {
                         return true;
                     }
                 }
@@ -153,7 +292,6 @@ impl Dispatcher {
         }
         true
     }
-
     /// Keeps the ranker's rankings fresh from memory, off the dispatch path.
     async fn refresh_rankings(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.ranker_refresh);
@@ -181,9 +319,10 @@ impl Dispatcher {
     }
 
     /// Keeps running entries claimed, takes over entries abandoned by dead consumers, and
-    /// trims what every group has acknowledged.
-    async fn housekeeping(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// trims what every group has acknowledged, on one partition.
+    async fn housekeeping(self: Arc<Self>, part: Arc<Part>, mut stop: watch::Receiver<bool>) {
         let c = &self.config;
+        let stream = &part.stream;
         // First ticks one period from now, not at once.
         let every = |period: Duration| {
             tokio::time::interval_at(tokio::time::Instant::now() + period, period)
@@ -193,30 +332,36 @@ impl Dispatcher {
         let mut trim = every(c.trim_every);
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = stop.changed() => return,
                 _ = keep_alive.tick() => {
-                    let ids: Vec<EntryId> = self.in_flight.iter().map(|e| *e.key()).collect();
+                    // Entries waiting behind their key are in flight too.
+                    let ids: Vec<EntryId> = self
+                        .in_flight
+                        .iter()
+                        .filter(|e| e.key().0 == part.index)
+                        .map(|e| e.key().1)
+                        .collect();
                     if !ids.is_empty() {
-                        if let Err(error) = self.mesh.keep_alive(&c.stream, &c.group, &c.consumer, &ids).await {
+                        if let Err(error) = self.mesh.keep_alive(stream, &c.group, &c.consumer, &ids).await {
                             tracing::warn!(%error, "keep-alive failed");
                         }
                     }
                 }
                 _ = claim.tick() => {
-                    match self.mesh.claim_idle(&c.stream, &c.group, &c.consumer, c.claim_idle, c.batch).await {
+                    match self.mesh.claim_idle(stream, &c.group, &c.consumer, c.claim_idle, c.batch).await {
                         Ok(claimed) if claimed.is_empty() => {}
                         Ok(claimed) => {
                             for delivery in &claimed {
                                 tracing::info!(entry = %delivery.id, deliveries = delivery.deliveries, "claimed an abandoned entry");
                             }
-                            let this = Arc::clone(&self);
-                            tokio::spawn(async move { this.process_batch(claimed, None).await });
+                            let run = part.order.admit(claimed, &self.in_flight);
+                            self.run_released(&part, run);
                         }
                         Err(error) => tracing::warn!(%error, "claiming idle entries failed"),
                     }
                 }
                 _ = trim.tick() => {
-                    if let Err(error) = self.mesh.trim_acknowledged(&c.stream).await {
+                    if let Err(error) = self.mesh.trim_acknowledged(stream).await {
                         tracing::warn!(%error, "trimming failed");
                     }
                 }
@@ -228,6 +373,8 @@ impl Dispatcher {
 /// One delivered entry on its way through a batch.
 struct Work {
     id: EntryId,
+    /// Its order key (none when undecodable).
+    key: Option<u64>,
     signal: Option<Signal>,
     emitted: Vec<Signal>,
     dead: Vec<Signal>,
@@ -237,9 +384,10 @@ struct Work {
 }
 
 impl Work {
-    fn new(id: EntryId) -> Self {
+    fn new(id: EntryId, key: Option<u64>) -> Self {
         Self {
             id,
+            key,
             signal: None,
             emitted: Vec::new(),
             dead: Vec::new(),

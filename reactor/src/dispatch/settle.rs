@@ -1,7 +1,7 @@
 //! Settling a batch: its records to memory, then its emits, dead letters and acknowledgements
 //! to the mesh in one atomic step, in the order the batches were read.
 
-use super::{Dispatcher, Work};
+use super::{Dispatcher, Part, Work};
 use crate::execute::UnitRun;
 use std::sync::Arc;
 use swarm_mesh::{Settlement, dead_letter_stream};
@@ -14,7 +14,8 @@ impl Dispatcher {
     /// as its last retry task ends. An entry whose retry task failed is not settled, so it
     /// stays pending.
     pub(super) async fn settle_in_turn(
-        &self,
+        self: &Arc<Self>,
+        part: &Arc<Part>,
         work: Vec<Work>,
         mut retries: JoinSet<(usize, UnitRun)>,
         mut outstanding: Vec<usize>,
@@ -28,7 +29,7 @@ impl Dispatcher {
             .filter_map(|(w, _)| w.take())
             .collect();
         let mut waiting = work.iter().filter(|w| w.is_some()).count();
-        self.settle(ready).await;
+        self.settle(part, ready).await;
         give_back(&mut permit, waiting);
         while let Some(joined) = retries.join_next().await {
             let (index, run) = match joined {
@@ -47,7 +48,7 @@ impl Dispatcher {
             entry.dead.extend(run.dead_letter);
             if outstanding[index] == 0 {
                 let done: Vec<Work> = work[index].take().into_iter().collect();
-                self.settle(done).await;
+                self.settle(part, done).await;
                 waiting -= 1;
                 give_back(&mut permit, waiting);
             }
@@ -60,12 +61,13 @@ impl Dispatcher {
                 ..w
             })
             .collect();
-        self.settle(left).await;
+        self.settle(part, left).await;
     }
 
     /// Records the executions of `work` and settles each complete entry with what it emitted
-    /// and its dead letters, in one atomic step; an incomplete one stays pending.
-    pub(super) async fn settle(&self, mut work: Vec<Work>) {
+    /// and its dead letters, in one atomic step; an incomplete one stays pending. Then the
+    /// next entry of each settled entry's key gets its turn.
+    pub(super) async fn settle(self: &Arc<Self>, part: &Arc<Part>, mut work: Vec<Work>) {
         if work.is_empty() {
             return;
         }
@@ -90,19 +92,21 @@ impl Dispatcher {
             // Nobody left watching is not an error.
             let _ = self.executions.send(Arc::new(record));
         }
-        let dead_stream = dead_letter_stream(&c.stream);
+        let dead_stream = dead_letter_stream(&part.stream);
         let mut settlements = Vec::with_capacity(work.len());
         let mut ids = Vec::with_capacity(work.len());
+        let mut keys = Vec::with_capacity(work.len());
         let (mut out, mut dead) = (0u64, 0u64);
         for entry in work {
             ids.push(entry.id);
+            keys.extend(entry.key);
             if entry.complete {
                 out += entry.emitted.len() as u64;
                 dead += entry.dead.len() as u64;
                 let emits = entry
                     .emitted
                     .into_iter()
-                    .map(|s| (c.stream.clone(), s))
+                    .map(|s| (part.stream.clone(), s))
                     .chain(entry.dead.into_iter().map(|s| (dead_stream.clone(), s)))
                     .collect();
                 settlements.push(Settlement {
@@ -113,26 +117,53 @@ impl Dispatcher {
                 tracing::warn!(entry = %entry.id, "not every unit ran; the entry stays pending and will be redelivered");
             }
         }
-        match self
-            .mesh
-            .settle_batch(&c.stream, &c.group, &settlements)
-            .await
-        {
-            Ok(_) => {
-                metrics::counter!("swarm_signals_out_total").increment(out);
-                metrics::counter!("swarm_dead_letters_total").increment(dead);
-                metrics::counter!("swarm_signals_settled_total")
-                    .increment(settlements.len() as u64);
-            }
-            Err(error) => {
-                metrics::counter!("swarm_settle_failures_total").increment(1);
-                tracing::warn!(%error, entries = settlements.len(), "settle failed; the entries stay pending and will be redelivered");
+        // A settle that fails (the mesh is down, or failing over) is tried again, for as long
+        // as nobody else may claim the entries: giving up would let the key's next entries run
+        // before these are delivered again.
+        let give_up = tokio::time::Instant::now() + c.claim_idle;
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            match self
+                .mesh
+                .settle_batch(&part.stream, &c.group, &settlements)
+                .await
+            {
+                Ok(_) => {
+                    metrics::counter!("swarm_signals_out_total").increment(out);
+                    metrics::counter!("swarm_dead_letters_total").increment(dead);
+                    metrics::counter!("swarm_signals_settled_total")
+                        .increment(settlements.len() as u64);
+                    break;
+                }
+                Err(error) if tokio::time::Instant::now() + backoff < give_up => {
+                    metrics::counter!("swarm_settle_retries_total").increment(1);
+                    tracing::warn!(%error, entries = settlements.len(), ?backoff, "settle failed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                    // The failure may have been only the answer's: what was acknowledged
+                    // meanwhile is settled, and must not emit again.
+                    let ids: Vec<_> = settlements.iter().map(|s| s.id).collect();
+                    if let Ok(pending) = self.mesh.pending_among(&part.stream, &c.group, &ids).await
+                    {
+                        settlements.retain(|s| pending.contains(&s.id));
+                    }
+                }
+                Err(error) => {
+                    metrics::counter!("swarm_settle_failures_total").increment(1);
+                    tracing::warn!(%error, entries = settlements.len(), "settle failed; the entries stay pending and will be redelivered");
+                    break;
+                }
             }
         }
         for id in ids {
-            self.in_flight.remove(&id);
+            self.in_flight.remove(&(part.index, id));
         }
         metrics::gauge!("swarm_in_flight").set(self.in_flight.len() as f64);
+        // An entry left pending (a unit could not run, or the mesh stayed down past
+        // `claim_idle`) lets its key go on too: it is delivered again later, after newer
+        // entries of its key.
+        let next = part.order.release(keys);
+        self.run_released(part, next);
     }
 }
 

@@ -1,0 +1,201 @@
+//! A partitioned stream read by three `swarm up` processes on the project's Redis: each
+//! partition is read by one process at a time, and each key's signals are handled in publish
+//! order, while processes join, and after one is SIGKILLed under load and the others take its
+//! partitions over. The order is checked through the mesh (see `swarm_tests::partitioned`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use swarm_mesh::partition::partition_stream;
+use swarm_mesh::prelude::*;
+use swarm_schemas::Signal;
+use swarm_tests::partitioned::{STREAM, backlog, diagnose, observed_mesh, tick, tocks};
+use swarm_tests::{ReactorSpec, deploy, redis_url};
+use uuid::Uuid;
+
+const PARTITIONS: u32 = 8;
+const KEYS: usize = 100;
+const SIGNALS: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_is_handled_in_publish_order_across_three_processes_and_a_kill() {
+    let units = tempfile::tempdir().expect("units dir");
+    let work = tempfile::tempdir().expect("work dir");
+    deploy(units.path(), "fixture-counter-v1", "counter.so");
+    let prefix = format!("test-{}", Uuid::now_v7());
+    let mesh = observed_mesh(&redis_url(), &prefix, PARTITIONS).await;
+    let spec = ReactorSpec {
+        redis: redis_url(),
+        prefix,
+        units: units.path().to_owned(),
+        work: work.path().to_owned(),
+        claim_idle: 30.0,
+        extra_args: ["--partitions", "8", "--lease-ttl", "1"]
+            .map(str::to_owned)
+            .to_vec(),
+    };
+    let a = spec.start("a");
+    let b = spec.start("b");
+    let mut c = Some(spec.start("c"));
+
+    // 10,000 ticks over 100 keys, published while the processes join and share the
+    // partitions out; one is SIGKILLed a third of the way through.
+    let mut ticks: HashMap<Uuid, (usize, usize)> = HashMap::new();
+    let started = Instant::now();
+    for n in 0..SIGNALS {
+        let (key, seq) = (n % KEYS, n / KEYS);
+        let signal = tick(key, seq);
+        while mesh.publish(STREAM, &signal).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ticks.insert(signal.id, (key, seq));
+        if n % 100 == 99 {
+            // About 5,000 a second.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if n == SIGNALS / 3 {
+            if let Some(victim) = c.take() {
+                victim.kill();
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while backlog(&mesh, PARTITIONS).await != Some(0) {
+        if Instant::now() > deadline {
+            let state = diagnose(&mesh, PARTITIONS, &[&a, &b]).await;
+            panic!(
+                "every tick handled: {:?} left{state}",
+                backlog(&mesh, PARTITIONS).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    let mut owners = Vec::new();
+    for k in 0..PARTITIONS {
+        owners.push(mesh.lease_owner(STREAM, k).await.expect("lease owner"));
+    }
+    assert!(
+        a.stop() && b.stop(),
+        "the survivors exit cleanly on SIGTERM"
+    );
+
+    let seen = tocks(&mesh, PARTITIONS, &ticks).await;
+    println!(
+        "{SIGNALS} ticks over {KEYS} keys in {PARTITIONS} partitions through 3 processes (one \
+         SIGKILLed): handled in {:.1} s; tocks per process {:?}; lease owners at the end {owners:?}",
+        took.as_secs_f64(),
+        seen.by_pid
+    );
+    assert_eq!(seen.by_key.len(), KEYS);
+    for (key, seqs) in &seen.by_key {
+        assert_eq!(
+            seqs,
+            &(0..SIGNALS / KEYS).collect::<Vec<_>>(),
+            "key {key}: ticks handled in publish order, each once"
+        );
+    }
+    assert!(
+        seen.by_pid.len() >= 2,
+        "more than one process handled ticks: {:?}",
+        seen.by_pid
+    );
+    assert!(
+        owners
+            .iter()
+            .all(|o| o.as_deref().is_some_and(|o| o == "a" || o == "b")),
+        "the killed process's partitions were taken over: {owners:?}"
+    );
+}
+
+/// The same on the in-process mesh, with three reactors in one process: ticks that take a
+/// random few milliseconds each would finish out of order if a key's ticks ran side by side;
+/// one reactor stops half way and hands its partitions over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_reactors_keep_each_key_in_order_through_a_handover() {
+    use swarm_tests::TestSwarm;
+    const SIGNALS: usize = 2_000;
+    const KEYS: usize = 20;
+    const P: u32 = 4;
+    let mut swarm = TestSwarm::new();
+    swarm.deploy("fixture-counter-v1", "counter.so");
+    swarm.config.partitions = P;
+    swarm.config.lease_ttl = Duration::from_millis(300);
+    let start = |consumer: &str| {
+        let mut config = swarm.config.clone();
+        config.consumer = consumer.to_owned();
+        swarm_reactor::Reactor::start(
+            config,
+            Arc::clone(&swarm.mesh) as Arc<dyn swarm_mesh::Mesh>,
+            Arc::clone(&swarm.memory) as _,
+        )
+    };
+    let (a, _) = start("a").await.expect("a starts");
+    let (b, _) = start("b").await.expect("b starts");
+    let (c, _) = start("c").await.expect("c starts");
+    let stream = swarm.config.stream.clone();
+    let mut order: HashMap<Uuid, (usize, usize)> = HashMap::new();
+    let mut c = Some(c);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for n in 0..SIGNALS {
+        let (key, seq) = (n % KEYS, n / KEYS);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut signal = Signal::new("tick", json!({ "sleep_ms": seed % 4 }));
+        signal.partition_key = Some(format!("k{key}"));
+        swarm.mesh.publish(&stream, &signal).await.expect("publish");
+        order.insert(signal.id, (key, seq));
+        if n % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if n == SIGNALS / 2 {
+            if let Some(c) = c.take() {
+                c.stop().await;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut left = 0;
+        for k in 0..P {
+            let part = partition_stream(&stream, k, P);
+            left += swarm
+                .mesh
+                .group_info(&part, &swarm.config.group)
+                .await
+                .map_or(1, |i| i.pending + i.lag);
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "every tick handled: {left} left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+    let mut seen: HashMap<usize, Vec<usize>> = HashMap::new();
+    for k in 0..P {
+        let part = partition_stream(&stream, k, P);
+        for signal in swarm.signals(&part).await {
+            if signal.kind == "tock" {
+                let of: Uuid = signal.payload["of"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("tock names its tick");
+                let (key, seq) = order[&of];
+                seen.entry(key).or_default().push(seq);
+            }
+        }
+    }
+    assert_eq!(seen.len(), KEYS);
+    for (key, seqs) in &seen {
+        assert_eq!(
+            seqs,
+            &(0..SIGNALS / KEYS).collect::<Vec<_>>(),
+            "key {key}: in publish order, each once"
+        );
+    }
+}
