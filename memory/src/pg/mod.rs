@@ -19,6 +19,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 
 mod audit;
+mod days;
 mod reindex;
 mod retention;
 mod rows;
@@ -81,6 +82,8 @@ pub struct PgMemory {
     /// vectors (during a reindex to `shapes`' model).
     previous: Option<Previous>,
     config: PgMemoryConfig,
+    /// Days whose executions partition exists.
+    days: days::KnownDays,
 }
 
 /// Data and constraint errors (SQLSTATE classes 22 and 23) are the records' fault; anything else
@@ -182,6 +185,7 @@ impl PgMemory {
             shapes: Some(ShapeEmbedder::new(embedder, config.shape_cache)),
             previous: None,
             config,
+            days: days::KnownDays::default(),
         })
     }
 
@@ -198,6 +202,7 @@ impl PgMemory {
             shapes: None,
             previous: None,
             config,
+            days: days::KnownDays::default(),
         })
     }
 
@@ -277,6 +282,8 @@ impl Memory for PgMemory {
         if records.is_empty() {
             return Ok(());
         }
+        self.ensure_days(records.iter().map(|r| r.started_at))
+            .await?;
         let batch = self.prepare(records).await?;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         self.write(&mut tx, batch).await?;

@@ -1,4 +1,5 @@
-//! Compaction: forgetting the executions beyond a retention, then the shapes nothing uses.
+//! Compaction: forgetting the executions beyond a retention (whole days of them where it can,
+//! see `days.rs`), then the shapes nothing uses.
 
 use super::{PgMemory, unavailable};
 use crate::query::ago;
@@ -14,6 +15,9 @@ impl PgMemory {
         let mut removed = Compaction::default();
         if let Some(age) = retention.max_age {
             let cutoff = ago(age);
+            // Whole days first, then what is left of the day the cutoff falls in (and of the
+            // default partition).
+            removed.executions += self.drop_days_before(cutoff).await?;
             let done = sqlx::query("DELETE FROM executions WHERE started_at < $1")
                 .bind(cutoff)
                 .execute(&self.pool)

@@ -240,7 +240,7 @@ impl Columns {
                AS t(id, signal_id, kind, shape_id, unit, unit_version, generation, attempt, success,
                  failure_kind, error, started_at, latency_us, emitted, parent_execution, policy,
                  propensity, signal, host_calls)
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id, started_at) DO NOTHING",
         )
         .bind(self.id)
         .bind(self.signal_id)
