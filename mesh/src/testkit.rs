@@ -591,7 +591,9 @@ pub async fn marks_sense_prefix(mesh: &dyn Mesh, _stream: &str) {
     let read = marks.sense_prefix("site.").await.expect("prefix");
     let keys: Vec<&str> = read.marks.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(keys, ["site.b", "site.c", "site.a"]);
-    assert!((read.marks[0].value - 3.0).abs() < 1e-6, "{read:?}");
+    // Evaporated for the few milliseconds between the deposit and the read: within 1e-4 of 3
+    // is within about 170 ms.
+    assert!((read.marks[0].value - 3.0).abs() < 1e-4, "{read:?}");
     let literal = marks.sense_prefix("a*").await.expect("prefix");
     let keys: Vec<&str> = literal.marks.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(keys, ["a*b"], "a prefix is not a pattern");

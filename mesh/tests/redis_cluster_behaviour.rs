@@ -39,6 +39,17 @@ async fn mesh() -> RedisMesh {
 swarm_mesh::mesh_behaviour_suite!(mesh(), "cluster");
 
 #[tokio::test]
+async fn the_server_version_is_the_lowest_of_the_nodes() {
+    let version = mesh().await.server_version().await.expect("INFO server");
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("a version: {version}"));
+    assert!(major >= 7, "{version}");
+}
+
+#[tokio::test]
 async fn partitions_spread_over_the_masters() {
     use swarm_mesh::partition::partition_stream;
     let mesh = mesh().await;

@@ -464,6 +464,32 @@ async fn bad_posts_get_clear_json_errors_and_the_server_keeps_serving() {
         "bad_kind",
     )
     .await;
+    // A partition key: not empty, at most 255 bytes (200 two-byte characters are 400).
+    let body = expect_error(
+        post().json(&json!({"kind": "blob.put", "payload": {}, "partition_key": ""})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "schema_violation",
+    )
+    .await;
+    assert!(
+        body.error
+            .details
+            .iter()
+            .any(|d| d.starts_with("/partition_key")),
+        "{:?}",
+        body.error.details
+    );
+    let body = expect_error(
+        post().json(&json!({"kind": "blob.put", "payload": {}, "partition_key": "é".repeat(200)})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "bad_partition_key",
+    )
+    .await;
+    assert!(
+        body.error.message.contains("255 bytes"),
+        "{}",
+        body.error.message
+    );
     // The kind's payload schema: qty must be a positive integer, and nothing extra.
     let body = expect_error(
         post().json(&json!({"kind": "order.placed", "payload": {"id": 1, "items": [{"sku": "tea", "qty": 0}], "x": 1}})),
@@ -511,16 +537,18 @@ async fn bad_posts_get_clear_json_errors_and_the_server_keeps_serving() {
             .is_empty()
     );
     healthy(&served).await;
+    // A post with a partition key is taken.
+    let accepted = post()
+        .json(&json!({"kind": "blob.put", "payload": {}, "partition_key": "customer-7"}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
     let response = post().json(&order(3)).send().await.expect("post");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    assert_eq!(
-        served
-            .swarm
-            .signals(&served.swarm.config.stream)
-            .await
-            .len(),
-        1
-    );
+    let posted = served.swarm.signals(&served.swarm.config.stream).await;
+    assert_eq!(posted.len(), 2);
+    assert_eq!(posted[0].partition_key.as_deref(), Some("customer-7"));
     served.stop().await;
 }
 

@@ -161,16 +161,29 @@ impl RedisMesh {
         }
     }
 
-    /// The Redis server's version (from `INFO server`).
+    /// The Redis server's version (from `INFO server`); on a cluster, the lowest of its nodes'.
     pub async fn server_version(&self) -> Result<String, MeshError> {
-        let info: String = redis::cmd("INFO")
+        let reply: Value = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .map(|v| v.trim().to_owned())
+        // A cluster answers with each node's text, by node.
+        let texts: Vec<String> = match &reply {
+            Value::Map(nodes) => nodes.iter().filter_map(|(_, info)| text(info)).collect(),
+            other => text(other).into_iter().collect(),
+        };
+        let number = |version: &str| -> Vec<u64> {
+            version.split('.').map(|n| n.parse().unwrap_or(0)).collect()
+        };
+        texts
+            .iter()
+            .filter_map(|info| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix("redis_version:"))
+                    .map(|v| v.trim().to_owned())
+            })
+            .min_by_key(|version| number(version))
             .ok_or_else(|| MeshError::Unavailable("INFO server has no redis_version".into()))
     }
 
