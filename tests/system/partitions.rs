@@ -32,7 +32,7 @@ async fn each_key_is_handled_in_publish_order_across_three_processes_and_a_kill(
         units: units.path().to_owned(),
         work: work.path().to_owned(),
         claim_idle: 30.0,
-        extra_args: ["--partitions", "8", "--lease-ttl", "1"]
+        extra_args: ["--partitions", "8", "--lease-ttl", "2"]
             .map(str::to_owned)
             .to_vec(),
     };
