@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::{
     Body, Consume, ConsumerInfo, Delivery, Entry, EntryId, GroupInfo, Groups, MeshError, Observe,
-    Partitions, Publish, Settlement, StartAt, Stores, Undecodable, partition,
+    Publish, Settlement, StartAt, Stores, Undecodable, partition,
 };
 
 struct Pending {
@@ -102,21 +102,11 @@ impl State {
     }
 }
 
-/// Partition counts, members and leases (see [`crate::partition`]).
-#[derive(Default)]
-struct Layout {
-    partitions: HashMap<String, u32>,
-    /// Per stream: member → when its heartbeat runs out.
-    members: HashMap<String, HashMap<String, Instant>>,
-    /// Per partition stream: owner and when the lease runs out.
-    leases: HashMap<String, (String, Instant)>,
-}
-
 /// Streams, groups and pending lists held in process memory.
 #[derive(Default, Clone)]
 pub struct InProcMesh {
     state: Arc<Mutex<State>>,
-    layout: Arc<Mutex<Layout>>,
+    pub(crate) layout: Arc<Mutex<crate::inproc_partitions::Layout>>,
     field: Arc<Mutex<crate::stores::inproc::Field>>,
     kv: crate::InProcKv,
     controls: crate::InProcUnitControls,
@@ -244,87 +234,6 @@ impl Publish for InProcMesh {
             _ => stream.to_owned(),
         };
         Ok(self.lock().publish(&stream, Ok(signal.clone())))
-    }
-}
-
-#[async_trait]
-impl Partitions for InProcMesh {
-    async fn partitions(&self, stream: &str, wanted: Option<u32>) -> Result<u32, MeshError> {
-        let mut layout = self.layout.lock();
-        if let Some(&recorded) = layout.partitions.get(stream) {
-            return Ok(recorded);
-        }
-        let Some(wanted) = wanted else {
-            return Ok(1);
-        };
-        let wanted = partition::check_partitions(wanted)?;
-        layout.partitions.insert(stream.to_owned(), wanted);
-        Ok(wanted)
-    }
-
-    async fn heartbeat(
-        &self,
-        stream: &str,
-        member: &str,
-        ttl: Duration,
-    ) -> Result<Vec<String>, MeshError> {
-        let now = Instant::now();
-        let mut layout = self.layout.lock();
-        let members = layout.members.entry(stream.to_owned()).or_default();
-        members.insert(member.to_owned(), now + ttl);
-        members.retain(|_, until| *until > now);
-        let mut live: Vec<String> = members.keys().cloned().collect();
-        live.sort();
-        Ok(live)
-    }
-
-    async fn leave(&self, stream: &str, member: &str) -> Result<(), MeshError> {
-        if let Some(members) = self.layout.lock().members.get_mut(stream) {
-            members.remove(member);
-        }
-        Ok(())
-    }
-
-    async fn lease(
-        &self,
-        stream: &str,
-        partition: u32,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, MeshError> {
-        let now = Instant::now();
-        let mut layout = self.layout.lock();
-        let lease = layout
-            .leases
-            .entry(format!("{stream}#{partition}"))
-            .or_insert_with(|| (owner.to_owned(), now));
-        if lease.0 != owner && lease.1 > now {
-            return Ok(false);
-        }
-        *lease = (owner.to_owned(), now + ttl);
-        Ok(true)
-    }
-
-    async fn release(&self, stream: &str, partition: u32, owner: &str) -> Result<bool, MeshError> {
-        let mut layout = self.layout.lock();
-        let key = format!("{stream}#{partition}");
-        let held = layout
-            .leases
-            .get(&key)
-            .is_some_and(|(o, until)| o == owner && *until > Instant::now());
-        if held {
-            layout.leases.remove(&key);
-        }
-        Ok(held)
-    }
-
-    async fn lease_owner(&self, stream: &str, partition: u32) -> Result<Option<String>, MeshError> {
-        let layout = self.layout.lock();
-        Ok(layout
-            .leases
-            .get(&format!("{stream}#{partition}"))
-            .filter(|(_, until)| *until > Instant::now())
-            .map(|(owner, _)| owner.clone()))
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod entry_id;
 mod inproc;
+mod inproc_partitions;
 pub mod partition;
 #[cfg(feature = "redis")]
 mod redis_streams;

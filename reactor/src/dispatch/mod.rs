@@ -8,6 +8,7 @@
 //! cannot emit twice.
 
 mod batch;
+mod housekeeping;
 mod order;
 mod partitions;
 mod settle;
@@ -291,82 +292,6 @@ impl Dispatcher {
             }
         }
         true
-    }
-    /// Keeps the ranker's rankings fresh from memory, off the dispatch path.
-    async fn refresh_rankings(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.ranker_refresh);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {}
-            }
-            match self
-                .ranker
-                .refresh(&*self.memory, chrono::Utc::now(), 256)
-                .await
-            {
-                Ok(_) => failing = false,
-                Err(error) if !failing => {
-                    // Ranking goes on from this process's own outcomes meanwhile.
-                    tracing::info!(%error, "rankings cannot be refreshed from memory");
-                    failing = true;
-                }
-                Err(_) => {}
-            }
-        }
-    }
-
-    /// Keeps running entries claimed, takes over entries abandoned by dead consumers, and
-    /// trims what every group has acknowledged, on one partition.
-    async fn housekeeping(self: Arc<Self>, part: Arc<Part>, mut stop: watch::Receiver<bool>) {
-        let c = &self.config;
-        let stream = &part.stream;
-        // First ticks one period from now, not at once.
-        let every = |period: Duration| {
-            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-        };
-        let mut keep_alive = every(c.claim_idle / 3);
-        let mut claim = every(c.claim_idle / 2);
-        let mut trim = every(c.trim_every);
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = keep_alive.tick() => {
-                    // Entries waiting behind their key are in flight too.
-                    let ids: Vec<EntryId> = self
-                        .in_flight
-                        .iter()
-                        .filter(|e| e.key().0 == part.index)
-                        .map(|e| e.key().1)
-                        .collect();
-                    if !ids.is_empty() {
-                        if let Err(error) = self.mesh.keep_alive(stream, &c.group, &c.consumer, &ids).await {
-                            tracing::warn!(%error, "keep-alive failed");
-                        }
-                    }
-                }
-                _ = claim.tick() => {
-                    match self.mesh.claim_idle(stream, &c.group, &c.consumer, c.claim_idle, c.batch).await {
-                        Ok(claimed) if claimed.is_empty() => {}
-                        Ok(claimed) => {
-                            for delivery in &claimed {
-                                tracing::info!(entry = %delivery.id, deliveries = delivery.deliveries, "claimed an abandoned entry");
-                            }
-                            let run = part.order.admit(claimed, &self.in_flight);
-                            self.run_released(&part, run);
-                        }
-                        Err(error) => tracing::warn!(%error, "claiming idle entries failed"),
-                    }
-                }
-                _ = trim.tick() => {
-                    if let Err(error) = self.mesh.trim_acknowledged(stream).await {
-                        tracing::warn!(%error, "trimming failed");
-                    }
-                }
-            }
-        }
     }
 }
 
