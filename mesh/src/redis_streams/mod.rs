@@ -29,9 +29,9 @@ use parking_lot::Mutex;
 use redis::{RedisError, Value};
 use swarm_schemas::{Encoding, Signal};
 
-use crate::{Delivery, EntryId, Groups, MeshError, Publish, StartAt, Stores};
+use crate::{EntryId, Groups, MeshError, Publish, StartAt, Stores};
 use conn::{Conn, Target};
-use reply::{array, entry_id, field, field_for, int, text, unexpected};
+use reply::{array, entry_id, field, field_for, text, unexpected};
 
 /// Typed configuration of a [`RedisMesh`].
 #[derive(Debug, Clone)]
@@ -233,103 +233,6 @@ impl RedisMesh {
 
     fn return_blocking(&self, conn: Conn) {
         self.blocking.lock().push(conn);
-    }
-
-    /// The pending entries of the group between the least and the greatest of `ids`, with
-    /// their delivery counts.
-    async fn pending_range(
-        &self,
-        stream: &str,
-        group: &str,
-        ids: &[EntryId],
-    ) -> Result<std::collections::HashMap<EntryId, u32>, MeshError> {
-        let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) else {
-            return Ok(std::collections::HashMap::new());
-        };
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(self.key(stream))
-            .arg(group)
-            .arg(first.to_string())
-            .arg(last.to_string())
-            .arg(ids.len().max(1) * 4)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        let rows = array(&reply).ok_or_else(|| unexpected("XPENDING", &reply))?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let row = array(row)?;
-                Some((
-                    entry_id(row.first()?)?,
-                    u32::try_from(int(row.get(3)?)?).unwrap_or(u32::MAX),
-                ))
-            })
-            .collect())
-    }
-
-    /// Which of `ids` are pending in the group: one `XPENDING id id 1` each, in one pipeline.
-    async fn pending_ids(
-        &self,
-        stream: &str,
-        group: &str,
-        ids: &[EntryId],
-    ) -> Result<std::collections::HashSet<EntryId>, MeshError> {
-        if ids.is_empty() {
-            return Ok(std::collections::HashSet::new());
-        }
-        let key = self.key(stream);
-        let mut pipe = redis::pipe();
-        for id in ids {
-            let id = id.to_string();
-            pipe.cmd("XPENDING")
-                .arg(&key)
-                .arg(group)
-                .arg(&id)
-                .arg(&id)
-                .arg(1);
-        }
-        let replies: Vec<Value> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        Ok(replies
-            .iter()
-            .filter_map(|reply| entry_id(array(array(reply)?.first()?)?.first()?))
-            .collect())
-    }
-
-    /// Delivery counts of `ids` in the group's pending list.
-    async fn delivery_counts(
-        &self,
-        stream: &str,
-        group: &str,
-        ids: &[EntryId],
-    ) -> Result<Vec<u32>, MeshError> {
-        let counts = self.pending_range(stream, group, ids).await?;
-        Ok(ids
-            .iter()
-            .map(|id| counts.get(id).copied().unwrap_or(1))
-            .collect())
-    }
-
-    async fn with_counts(
-        &self,
-        stream: &str,
-        group: &str,
-        entries: Vec<(EntryId, crate::Body)>,
-    ) -> Result<Vec<Delivery>, MeshError> {
-        let ids: Vec<EntryId> = entries.iter().map(|(id, _)| *id).collect();
-        let counts = self.delivery_counts(stream, group, &ids).await?;
-        Ok(entries
-            .into_iter()
-            .zip(counts)
-            .map(|((id, body), deliveries)| Delivery {
-                id,
-                body,
-                deliveries,
-            })
-            .collect())
     }
 
     async fn groups(&self, stream: &str, group: &str) -> Result<Vec<Value>, MeshError> {
