@@ -96,6 +96,14 @@ pub trait Memory: Send + Sync + 'static {
         self.record(&records).await
     }
 
+    /// Does ahead of [`record`](Memory::record) the slow part of recording `records`, and
+    /// writes nothing: a memory that embeds shapes embeds those it does not have yet, so that
+    /// a writer can embed one batch while it writes the one before. Recording gives the same
+    /// result with or without it.
+    async fn embed_ahead(&self, _records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        Ok(())
+    }
+
     /// One execution by id.
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError>;
 

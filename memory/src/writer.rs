@@ -1,7 +1,7 @@
 //! [`WriteBehind`]: recording that never waits for the store.
 //!
 //! `record` hands the batch to a bounded queue and returns. One task drains the queue into the
-//! store in batches. While the store is healthy, the queue holds at most `max_queued` records:
+//! store in batches, embedding the next batch's new shapes while it writes the one before. While the store is healthy, the queue holds at most `max_queued` records:
 //! past that, `record` waits for room (the reactor then settles, and so reads, more slowly and
 //! signals wait in the mesh), at most `max_wait`. When the store fails (PostgreSQL stopped,
 //! unreachable), the wait runs out, or the queue is full, records go to a
@@ -237,9 +237,61 @@ impl Round {
     }
 }
 
+/// The writing task, in two stages one round apart: this one takes rounds from the queue and
+/// embeds their new shapes ([`Memory::embed_ahead`]) while [`store_rounds`] stores the round
+/// before, so that the embedder need not wait for the store's writes.
 async fn run(
     inner: Arc<dyn Memory>,
     mut receiver: mpsc::Receiver<Message>,
+    shared: Arc<Shared>,
+    config: WriteBehindConfig,
+) {
+    let (rounds, taken) = mpsc::channel(1);
+    let storing = tokio::spawn(store_rounds(
+        Arc::clone(&inner),
+        taken,
+        Arc::clone(&shared),
+        config.clone(),
+    ));
+    while let Some(message) = receiver.recv().await {
+        let mut round = Round::default();
+        round.take(message, &shared);
+        while round.replies.is_empty() && round.batch.len() < config.batch {
+            match receiver.try_recv() {
+                Ok(message) => round.take(message, &shared),
+                Err(_) => break,
+            }
+        }
+        if round.closing {
+            // Senders now fail and spool; whatever is already queued is taken here.
+            receiver.close();
+            while let Some(message) = receiver.recv().await {
+                round.take(message, &shared);
+            }
+        }
+        // Records bound for the spool are not embedded now: the replay records them later.
+        let storing_now = shared.healthy.load(Ordering::Relaxed) && shared.spool().pending() == 0;
+        if storing_now && !round.batch.is_empty() {
+            if let Err(error) = inner.embed_ahead(&round.batch).await {
+                tracing::debug!(%error, "shapes not embedded ahead; recording embeds them");
+            }
+        }
+        let closing = round.closing;
+        if rounds.send(round).await.is_err() || closing {
+            break;
+        }
+    }
+    drop(rounds);
+    if let Err(error) = storing.await {
+        tracing::error!(%error, "the memory store task failed");
+    }
+}
+
+/// The second stage of [`run`]: stores each round (or spools it), answers its flushes, and
+/// replays the spool every `retry_every`.
+async fn store_rounds(
+    inner: Arc<dyn Memory>,
+    mut rounds: mpsc::Receiver<Round>,
     shared: Arc<Shared>,
     config: WriteBehindConfig,
 ) {
@@ -247,23 +299,8 @@ async fn run(
     replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            message = receiver.recv() => {
-                let Some(message) = message else { break };
-                let mut round = Round::default();
-                round.take(message, &shared);
-                while round.replies.is_empty() && round.batch.len() < config.batch {
-                    match receiver.try_recv() {
-                        Ok(message) => round.take(message, &shared),
-                        Err(_) => break,
-                    }
-                }
-                if round.closing {
-                    // Senders now fail and spool; whatever is already queued is taken here.
-                    receiver.close();
-                    while let Some(message) = receiver.recv().await {
-                        round.take(message, &shared);
-                    }
-                }
+            round = rounds.recv() => {
+                let Some(round) = round else { break };
                 store(&*inner, &shared, round.batch, config.batch).await;
                 if !round.replies.is_empty() {
                     replay(&*inner, &shared, config.batch).await;

@@ -3,7 +3,7 @@
 //! restarted is `tests/system/memory_outage.rs`.)
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,12 +16,15 @@ use swarm_schemas::{ExecutionId, ExecutionRecord, Signal, SignalId};
 use tokio::sync::Semaphore;
 
 /// An in-process store that fails while `down`, waits for a permit while `gated`, and refuses
-/// records of the unit `refused`.
+/// records of the unit `refused`; it notes the units of the batches embedded ahead, and counts
+/// the calls to `record` that have begun.
 struct Store {
     inner: InProcMemory,
     down: AtomicBool,
     gate: Semaphore,
     gated: AtomicBool,
+    ahead: parking_lot::Mutex<Vec<String>>,
+    recording: AtomicUsize,
 }
 
 impl Store {
@@ -31,6 +34,8 @@ impl Store {
             down: AtomicBool::new(false),
             gate: Semaphore::new(0),
             gated: AtomicBool::new(false),
+            ahead: parking_lot::Mutex::new(Vec::new()),
+            recording: AtomicUsize::new(0),
         })
     }
 }
@@ -38,6 +43,7 @@ impl Store {
 #[async_trait]
 impl Memory for Store {
     async fn record(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        self.recording.fetch_add(1, Ordering::SeqCst);
         if self.gated.load(Ordering::SeqCst) {
             self.gate.acquire().await.expect("gate").forget();
         }
@@ -48,6 +54,12 @@ impl Memory for Store {
             return Err(MemoryError::Rejected("a refused unit".into()));
         }
         self.inner.record(records).await
+    }
+    async fn embed_ahead(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        let mut units: Vec<String> = records.iter().map(|r| r.unit.clone()).collect();
+        units.dedup();
+        self.ahead.lock().extend(units);
+        Ok(())
     }
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
         self.inner.execution(id).await
@@ -112,6 +124,46 @@ async fn records_reach_the_store_in_batches() {
     assert_eq!((status.written, status.spooled, status.lost), (1000, 0, 0));
     assert_eq!(store.inner.len(), 1000);
     assert!(status.store_healthy);
+}
+
+/// Polls `done` every 10 ms for up to 10 s.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+#[tokio::test]
+async fn the_next_batch_is_embedded_while_one_is_written() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, writer) = held(config(&dir));
+    writer.record(&batch(10, "first")).await.expect("record");
+    eventually("the first batch is being written", || {
+        store.recording.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(
+        *store.ahead.lock(),
+        ["first"],
+        "embedded before it was written"
+    );
+    writer.record(&batch(20, "second")).await.expect("record");
+    eventually("the second batch is embedded ahead", || {
+        store.ahead.lock().len() == 2
+    })
+    .await;
+    assert_eq!(*store.ahead.lock(), ["first", "second"]);
+    // The first batch's write is still held: the second was embedded alongside it.
+    assert_eq!(store.recording.load(Ordering::SeqCst), 1);
+    assert_eq!(store.inner.len(), 0);
+    store.gate.add_permits(1_000);
+    let status = writer.flush().await;
+    assert_eq!((status.written, status.spooled, status.lost), (30, 0, 0));
+    assert_eq!(store.inner.len(), 30);
 }
 
 #[tokio::test]

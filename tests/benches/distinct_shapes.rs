@@ -2,9 +2,10 @@
 //! is a new shape to embed) posted over HTTP to a `swarm up` on Redis with memory in
 //! PostgreSQL, each handled by the `noop` unit. Prints, once a second, what was posted, the
 //! mesh's backlog and what memory holds; then distinct shapes/s embedded and recorded, the HTTP
-//! posts' latency and refusals, the reactor's RSS, and onnxruntime's batched embedding
-//! throughput on the same texts, model and cores (`ops/embedding-throughput-reference`), in
-//! the same run. Asserts nothing.
+//! posts' latency and refusals, the reactor's RSS; then the two engines alone on the texts swarm
+//! embeds (the signals' shape texts), on every core, in the same run: onnxruntime's batched
+//! throughput (`ops/embedding-throughput-reference`) and tract's through the reactor's own
+//! `ShapeEmbedder`. Asserts nothing.
 //!
 //! Run with: ops/start-redis && ops/start-postgres &&
 //!   cargo bench -p swarm-tests --bench distinct_shapes
@@ -19,8 +20,10 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use swarm_memory::testkit::{database_url, fresh_database, models_dir};
+use swarm_memory::{Shape, ShapeEmbedder, TractEmbedder};
 use swarm_mesh::prelude::*;
 use swarm_mesh::{RedisMesh, RedisMeshConfig};
+use swarm_schemas::Signal;
 use swarm_tests::{ReactorSpec, deploy, free_port, redis_url};
 
 const WORDS: &[&str] = &[
@@ -146,6 +149,9 @@ fn text(rng: &mut SmallRng, n: usize) -> String {
     words.join(" ")
 }
 
+/// The kind of every signal posted (the noop unit takes it).
+const KIND: &str = "bench.noop";
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -199,11 +205,16 @@ async fn main() {
     let mesh = RedisMesh::connect(config).await.expect("redis");
     let pool = sqlx::PgPool::connect(&db).await.expect("postgres");
 
-    // The texts, made up front; onnxruntime gets the same ones.
+    // The texts, made up front; the engines alone get what swarm embeds: their shapes' texts.
     let mut rng = SmallRng::seed_from_u64(7);
     let texts: Vec<String> = (0..signals).map(|n| text(&mut rng, n)).collect();
+    let shapes: Vec<Shape> = texts
+        .iter()
+        .map(|text| Shape::of(&Signal::new(KIND, json!({ "text": text }))))
+        .collect();
     let reference_texts = work.path().join("texts.txt");
-    std::fs::write(&reference_texts, texts.join("\n")).expect("texts written");
+    let shape_texts: Vec<&str> = shapes.iter().map(|s| s.text.as_str()).collect();
+    std::fs::write(&reference_texts, shape_texts.join("\n")).expect("texts written");
 
     // Post at `rate`, each post on a task of its own, latencies kept.
     let posted = Arc::new(AtomicU64::new(0));
@@ -231,7 +242,7 @@ async fn main() {
                 );
                 posts.spawn(async move {
                     let sent = Instant::now();
-                    let body = json!({ "kind": "bench.noop", "payload": { "text": text } });
+                    let body = json!({ "kind": KIND, "payload": { "text": text } });
                     let ok = client
                         .post(url)
                         .json(&body)
@@ -258,7 +269,7 @@ async fn main() {
         "{signals} signals of distinct free text posted at {rate}/s to swarm up (Redis mesh, memory in PostgreSQL, noop unit)"
     );
     println!("   t s   posted   backlog   shapes   executions");
-    let (mut shapes, mut executions) = (0i64, 0i64);
+    let (mut shapes_held, mut executions) = (0i64, 0i64);
     let mut first_shape_at = None;
     let deadline = Duration::from_secs(900);
     while (executions as usize) < signals && started.elapsed() < deadline {
@@ -267,15 +278,15 @@ async fn main() {
             .group_info("swarm:signals", "reactor")
             .await
             .unwrap_or_default();
-        shapes = sqlx::query_scalar("SELECT count(*) FROM shapes")
+        shapes_held = sqlx::query_scalar("SELECT count(*) FROM shapes")
             .fetch_one(&pool)
             .await
-            .unwrap_or(shapes);
+            .unwrap_or(shapes_held);
         executions = sqlx::query_scalar("SELECT count(*) FROM executions")
             .fetch_one(&pool)
             .await
             .unwrap_or(executions);
-        if shapes > 0 && first_shape_at.is_none() {
+        if shapes_held > 0 && first_shape_at.is_none() {
             first_shape_at = Some(started.elapsed());
         }
         println!(
@@ -283,7 +294,7 @@ async fn main() {
             started.elapsed().as_secs_f64(),
             posted.load(Ordering::Relaxed),
             info.pending + info.lag,
-            shapes,
+            shapes_held,
             executions
         );
     }
@@ -292,8 +303,8 @@ async fn main() {
     let memory = swarm_tests::proc_status(reactor.pid());
     let (rss_now, rss_peak) = (memory.rss_mb, memory.peak_mb);
     println!(
-        "memory holds {executions} executions and {shapes} shapes after {elapsed:.1} s: {:.0} distinct shapes/s embedded and recorded end to end",
-        shapes as f64 / elapsed
+        "memory holds {executions} executions and {shapes_held} shapes after {elapsed:.1} s: {:.0} distinct shapes/s embedded and recorded end to end",
+        shapes_held as f64 / elapsed
     );
     println!(
         "HTTP posts: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} refused",
@@ -305,6 +316,8 @@ async fn main() {
     println!("reactor RSS after the feed: {rss_now:.0} MB (peak {rss_peak:.0} MB)");
     let _ = reactor.stop();
 
+    let swarm_rate = shapes_held as f64 / elapsed;
+
     let reference = std::process::Command::new(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/embedding-throughput-reference"),
     )
@@ -312,18 +325,41 @@ async fn main() {
     .output()
     .expect("the reference script runs");
     let line = String::from_utf8_lossy(&reference.stdout);
-    match serde_json::from_str::<Value>(line.trim()) {
+    let ort = match serde_json::from_str::<Value>(line.trim()) {
         Ok(r) => {
             let ort = r["texts_per_second"].as_f64().unwrap_or(f64::NAN);
             println!(
-                "onnxruntime, same texts, batches of 16 on {} threads: {ort:.0} texts/s; swarm / onnxruntime {:.2}",
-                r["threads"],
-                shapes as f64 / elapsed / ort
+                "onnxruntime alone, the same shape texts, batches of 16 on {} threads: {ort:.0} texts/s",
+                r["threads"]
             );
+            ort
         }
-        Err(_) => println!(
-            "onnxruntime reference failed: {}",
-            String::from_utf8_lossy(&reference.stderr)
-        ),
-    }
+        Err(_) => {
+            println!(
+                "onnxruntime reference failed: {}",
+                String::from_utf8_lossy(&reference.stderr)
+            );
+            f64::NAN
+        }
+    };
+    let tract = tract_alone(&shapes).await;
+    println!(
+        "swarm end to end / onnxruntime alone: {:.2}; tract alone / onnxruntime alone: {:.2}",
+        swarm_rate / ort,
+        tract / ort
+    );
+}
+
+/// Texts per second of tract alone on `shapes`, through the reactor's `ShapeEmbedder` (batches
+/// by length, one per core at a time), the model loaded first.
+async fn tract_alone(shapes: &[Shape]) -> f64 {
+    let embedder = TractEmbedder::load_dir(&models_dir()).expect("the model (ops/fetch-model)");
+    let embedder = ShapeEmbedder::new(Arc::new(embedder), shapes.len());
+    let started = Instant::now();
+    let vectors = embedder.vectors(shapes).await.expect("embedded");
+    let rate = vectors.len() as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "tract alone, the same shape texts, as the reactor batches them on every core: {rate:.0} texts/s"
+    );
+    rate
 }

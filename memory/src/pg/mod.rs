@@ -290,6 +290,10 @@ impl Memory for PgMemory {
         tx.commit().await.map_err(unavailable)
     }
 
+    async fn embed_ahead(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        self.embed_new(records).await
+    }
+
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM executions e WHERE e.id = $1"

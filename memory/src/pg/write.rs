@@ -34,11 +34,43 @@ impl PgMemory {
     /// are never embedded again), the vectors of the others, the rows.
     pub(super) async fn prepare(&self, records: &[ExecutionRecord]) -> Result<Batch, MemoryError> {
         let shapes: Vec<Shape> = records.iter().map(|r| Shape::of(&r.signal)).collect();
+        let (known, unknown) = self.known(&shapes).await?;
+        let vectors = self.embed(unknown.iter().copied()).await;
+        let new: Vec<(Shape, Arc<[f32]>)> = unknown
+            .into_iter()
+            .filter_map(|s| vectors.get(&s.id).map(|v| (s.clone(), Arc::clone(v))))
+            .collect();
+        let mut columns = Columns::default();
+        for (record, shape) in records.iter().zip(&shapes) {
+            let stored = known.binary_search(&shape.id).is_ok() || vectors.contains_key(&shape.id);
+            columns.push(record, stored.then_some(shape.id))?;
+        }
+        Ok(Batch {
+            new,
+            known,
+            columns,
+        })
+    }
+
+    /// Embeds the shapes of `records` that memory does not have yet (the vectors wait in the
+    /// embedder's cache for [`prepare`](Self::prepare)).
+    pub(super) async fn embed_new(&self, records: &[ExecutionRecord]) -> Result<(), MemoryError> {
+        let shapes: Vec<Shape> = records.iter().map(|r| Shape::of(&r.signal)).collect();
+        let (_, unknown) = self.known(&shapes).await?;
+        self.embed(unknown.into_iter()).await;
+        Ok(())
+    }
+
+    /// Which of `shapes` memory has already (their ids, sorted), and the others (distinct, in
+    /// id order). Known: stored with this model's vector, or stored at all when this model is
+    /// not the one memory serves (its vector would not replace the stored one).
+    async fn known<'a>(
+        &self,
+        shapes: &'a [Shape],
+    ) -> Result<(Vec<i64>, Vec<&'a Shape>), MemoryError> {
         let mut ids: Vec<i64> = shapes.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         ids.dedup();
-        // Known: stored with this model's vector, or stored at all when this model is not the
-        // one memory serves (its vector would not replace the stored one).
         let known: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM shapes WHERE id = ANY($1)
                AND (model = $2 OR $2 IS DISTINCT FROM (SELECT model FROM memory_model))
@@ -55,21 +87,7 @@ impl PgMemory {
             .collect();
         unknown.sort_by_key(|s| s.id);
         unknown.dedup_by_key(|s| s.id);
-        let vectors = self.embed(unknown.iter().copied()).await;
-        let new: Vec<(Shape, Arc<[f32]>)> = unknown
-            .into_iter()
-            .filter_map(|s| vectors.get(&s.id).map(|v| (s.clone(), Arc::clone(v))))
-            .collect();
-        let mut columns = Columns::default();
-        for (record, shape) in records.iter().zip(&shapes) {
-            let stored = known.binary_search(&shape.id).is_ok() || vectors.contains_key(&shape.id);
-            columns.push(record, stored.then_some(shape.id))?;
-        }
-        Ok(Batch {
-            new,
-            known,
-            columns,
-        })
+        Ok((known, unknown))
     }
 
     /// The vectors of `shapes` by shape id; none when embedding fails (those executions are
