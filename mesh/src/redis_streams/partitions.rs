@@ -4,6 +4,7 @@
 //! `{P}:lease:S#k` (the owner, expiring with the lease).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -50,6 +51,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
+
+/// The scripts, each hashed once (redis-rs sends `EVALSHA` by that hash, and the script
+/// itself only when the server does not have it yet).
+static HEARTBEAT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(HEARTBEAT));
+static LEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LEASE));
+static RELEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE));
 
 impl RedisMesh {
     fn layout_key(&self, what: &str, stream: &str) -> String {
@@ -114,7 +121,7 @@ impl Partitions for RedisMesh {
         member: &str,
         ttl: Duration,
     ) -> Result<Vec<String>, MeshError> {
-        let mut members: Vec<String> = redis::Script::new(HEARTBEAT)
+        let mut members: Vec<String> = HEARTBEAT_SCRIPT
             .key(self.layout_key("members", stream))
             .arg(member)
             .arg(millis(ttl).max(1))
@@ -143,7 +150,7 @@ impl Partitions for RedisMesh {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, MeshError> {
-        let taken: i64 = redis::Script::new(LEASE)
+        let taken: i64 = LEASE_SCRIPT
             .key(self.layout_key("lease", &format!("{stream}#{partition}")))
             .arg(owner)
             .arg(millis(ttl).max(1))
@@ -154,7 +161,7 @@ impl Partitions for RedisMesh {
     }
 
     async fn release(&self, stream: &str, partition: u32, owner: &str) -> Result<bool, MeshError> {
-        let released: i64 = redis::Script::new(RELEASE)
+        let released: i64 = RELEASE_SCRIPT
             .key(self.layout_key("lease", &format!("{stream}#{partition}")))
             .arg(owner)
             .invoke_async(&mut self.conn())
