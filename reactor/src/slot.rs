@@ -67,7 +67,8 @@ impl Generation {
 
 /// A unit name's place in the registry, across generations.
 pub struct UnitSlot {
-    pub(crate) name: String,
+    /// Shared: every signal's ranking names its candidates without a copy.
+    pub(crate) name: Arc<str>,
     pub(crate) current: ArcSwapOption<Generation>,
     pub(crate) enabled: AtomicBool,
     pub(crate) generations: AtomicU64,
@@ -80,6 +81,11 @@ impl UnitSlot {
     /// The unit's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The unit's name, shared.
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
     }
 
     /// The generation serving now, if the unit is still loaded.

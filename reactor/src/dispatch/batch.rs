@@ -55,13 +55,13 @@ impl Dispatcher {
         let mut attempts = Vec::new();
         let mut owners: Vec<Owner> = Vec::new();
         let now = chrono::Utc::now();
+        metrics::counter!("swarm_signals_in_total").increment(deliveries.len() as u64);
         for Delivery {
             id,
             body,
             deliveries,
         } in deliveries
         {
-            metrics::counter!("swarm_signals_in_total").increment(1);
             let mut entry = Work::new(id, body.as_ref().ok().map(order_key));
             match body {
                 Err(bad) => entry.dead.push(not_a_signal(id, deliveries, bad)),
@@ -174,7 +174,7 @@ impl Dispatcher {
                 continue;
             }
             group.units = live;
-            let names: Vec<Arc<str>> = group.units.iter().map(|s| Arc::from(s.name())).collect();
+            let names: Vec<Arc<str>> = group.units.iter().map(|s| s.shared_name()).collect();
             let order = self.ranker.rank(signal, &names, group.policy, now);
             let slot_of = |unit: &Arc<str>| {
                 group

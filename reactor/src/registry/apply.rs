@@ -202,7 +202,7 @@ impl Registry {
                 s.current()
                     .is_some_and(|g| g.manifest().dependencies.iter().any(|d| d.name == name))
             })
-            .map(|s| s.name.clone())
+            .map(|s| s.name.to_string())
             .collect();
         if !dependents.is_empty() {
             tracing::warn!(unit = %name, ?dependents, "removed a unit that loaded units depend on");

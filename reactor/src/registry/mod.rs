@@ -245,7 +245,7 @@ impl Registry {
                 let generation = slot.current()?;
                 let manifest = generation.manifest();
                 Some(UnitStatus {
-                    name: slot.name.clone(),
+                    name: slot.name.to_string(),
                     version: manifest.version.to_string(),
                     generation: generation.number,
                     state: if !slot.is_enabled() {

@@ -30,7 +30,7 @@ impl Registry {
             .iter()
             .filter_map(|slot| {
                 slot.current()
-                    .map(|g| (slot.name.clone(), g.manifest().clone()))
+                    .map(|g| (slot.name.to_string(), g.manifest().clone()))
             })
             .collect();
         for unit in &opened {
@@ -148,7 +148,7 @@ impl Registry {
             .entry(name.clone())
             .or_insert_with(|| {
                 Arc::new(UnitSlot {
-                    name: name.clone(),
+                    name: Arc::from(name.as_str()),
                     current: ArcSwapOption::empty(),
                     enabled: AtomicBool::new(self.desired.get(&name).is_none_or(|c| c.enabled)),
                     generations: AtomicU64::new(0),
