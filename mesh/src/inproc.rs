@@ -169,6 +169,7 @@ impl InProcMesh {
                 id: *id,
                 body: body_of(entries, id),
                 deliveries: pending.deliveries,
+                json: None,
             });
         }
         Ok(out)
@@ -203,6 +204,7 @@ impl InProcMesh {
                 id: *id,
                 body: body.clone(),
                 deliveries: 1,
+                json: None,
             });
         }
         Ok(out)

@@ -93,6 +93,10 @@ pub struct Delivery {
     pub body: Body,
     /// How many times it has been delivered in this group, this delivery included.
     pub deliveries: u32,
+    /// The signal's JSON as it was read, when it travelled as JSON (none in process, or for
+    /// MessagePack): a unit is handed these bytes as they are instead of the signal encoded
+    /// again.
+    pub json: Option<std::sync::Arc<[u8]>>,
 }
 
 /// One entry to acknowledge, with the signals to add in the same atomic step.

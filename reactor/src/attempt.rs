@@ -21,6 +21,9 @@ pub(crate) struct Attempt {
     /// The unit's place in the registry: its name, its timeouts and quarantine.
     pub slot: Arc<UnitSlot>,
     pub signal: Signal,
+    /// `signal`'s JSON as the mesh delivered it, when the unit sees it unchanged: handed to
+    /// the unit as is.
+    pub json: Option<Arc<[u8]>>,
     /// The dispatch policy that chose this unit, and the probability it had of doing so.
     pub policy: &'static str,
     pub propensity: f64,
@@ -109,7 +112,11 @@ pub(crate) fn run(attempt: &Attempt) -> Ran {
     let mut generation = Arc::clone(&attempt.generation);
     let mut host_calls = Vec::new();
     let signal = &attempt.signal;
-    let result = match serde_json::to_vec(signal) {
+    let encoded = match &attempt.json {
+        Some(json) => Ok(std::borrow::Cow::Borrowed(&**json)),
+        None => serde_json::to_vec(signal).map(std::borrow::Cow::Owned),
+    };
+    let result = match encoded {
         Ok(bytes) => {
             // The unit catches its own panics; this guards the host-side checks around it.
             catch_unwind(AssertUnwindSafe(|| {

@@ -94,6 +94,7 @@ pub(crate) async fn retry(
             generation,
             slot: Arc::clone(&slot),
             signal: seen,
+            json: None,
             policy,
             propensity,
         };
@@ -151,6 +152,7 @@ pub(crate) async fn fall_back(
             generation,
             slot: Arc::clone(&slot),
             signal: signal.clone(),
+            json: None,
             policy: "first_success",
             propensity,
         };

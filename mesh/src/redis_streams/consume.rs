@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use redis::Value;
 
-use super::reply::{self, array, entry_id, int, read_reply, unexpected};
+use super::reply::{self, array, body_and_json, entry_id, int, read_reply_with, unexpected};
 use super::{RedisMesh, encode, error, millis, parse_id};
 use crate::{Consume, Delivery, EntryId, MeshError, Settlement};
 
@@ -29,13 +29,14 @@ impl Consume for RedisMesh {
         let reply = self
             .stream_read(cmd, block, stream, ">", |e| error(stream, group, e))
             .await?;
-        let entries = read_reply(&reply)?;
+        let entries = read_reply_with(&reply, body_and_json)?;
         Ok(entries
             .into_iter()
-            .map(|(id, body)| Delivery {
+            .map(|(id, (body, json))| Delivery {
                 id,
                 body,
                 deliveries: 1,
+                json,
             })
             .collect())
     }
@@ -60,7 +61,7 @@ impl Consume for RedisMesh {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| error(stream, group, e))?;
-        let entries = read_reply(&reply)?;
+        let entries = read_reply_with(&reply, body_and_json)?;
         self.with_counts(stream, group, entries).await
     }
 
@@ -265,17 +266,18 @@ impl RedisMesh {
         &self,
         stream: &str,
         group: &str,
-        entries: Vec<(EntryId, crate::Body)>,
+        entries: Vec<(EntryId, reply::BodyAndJson)>,
     ) -> Result<Vec<Delivery>, MeshError> {
         let ids: Vec<EntryId> = entries.iter().map(|(id, _)| *id).collect();
         let counts = self.delivery_counts(stream, group, &ids).await?;
         Ok(entries
             .into_iter()
             .zip(counts)
-            .map(|((id, body), deliveries)| Delivery {
+            .map(|((id, (body, json)), deliveries)| Delivery {
                 id,
                 body,
                 deliveries,
+                json,
             })
             .collect())
     }
@@ -311,7 +313,7 @@ impl RedisMesh {
                 "pending entries lost their data to trimming; Redis dropped them"
             );
         }
-        let entries = reply::entries(&parts[1])?;
+        let entries = reply::entries_with(&parts[1], body_and_json)?;
         self.with_counts(stream, group, entries).await
     }
 }

@@ -1,6 +1,8 @@
 //! Reading Redis replies (RESP2 values) into entries, ids and group state. Nothing here trusts
 //! the shape of a reply: anything unexpected becomes an error or an undecodable entry.
 
+use std::sync::Arc;
+
 use redis::Value;
 use swarm_schemas::{Encoding, Signal};
 
@@ -98,8 +100,30 @@ pub(crate) fn body(fields: &Value) -> Body {
     })
 }
 
+/// An entry's body, and its JSON as read when it decoded from JSON (see
+/// [`Delivery::json`](crate::Delivery::json)).
+pub(crate) type BodyAndJson = (Body, Option<Arc<[u8]>>);
+
+/// Decodes an entry's fields into a [`BodyAndJson`].
+pub(crate) fn body_and_json(fields: &Value) -> BodyAndJson {
+    let body = body(fields);
+    let json = match (&body, field(fields, JSON_FIELD)) {
+        (Ok(_), Some(Value::BulkString(bytes))) => Some(Arc::from(bytes.as_slice())),
+        _ => None,
+    };
+    (body, json)
+}
+
 /// `[[id, fields]…]` into entries.
 pub(crate) fn entries(value: &Value) -> Result<Vec<(EntryId, Body)>, MeshError> {
+    entries_with(value, body)
+}
+
+/// `[[id, fields]…]` into entries, each entry's fields decoded by `decode`.
+pub(crate) fn entries_with<T>(
+    value: &Value,
+    decode: fn(&Value) -> T,
+) -> Result<Vec<(EntryId, T)>, MeshError> {
     let Some(items) = array(value) else {
         return if matches!(value, Value::Nil) {
             Ok(Vec::new())
@@ -114,18 +138,26 @@ pub(crate) fn entries(value: &Value) -> Result<Vec<(EntryId, Body)>, MeshError> 
                 .filter(|p| p.len() == 2)
                 .ok_or_else(|| unexpected("an entry", item))?;
             let id = entry_id(&pair[0]).ok_or_else(|| unexpected("an entry id", &pair[0]))?;
-            Ok((id, body(&pair[1])))
+            Ok((id, decode(&pair[1])))
         })
         .collect()
 }
 
 /// The entries of the one stream in an XREADGROUP reply (nil when the wait timed out).
 pub(crate) fn read_reply(value: &Value) -> Result<Vec<(EntryId, Body)>, MeshError> {
+    read_reply_with(value, body)
+}
+
+/// [`read_reply`], each entry's fields decoded by `decode`.
+pub(crate) fn read_reply_with<T>(
+    value: &Value,
+    decode: fn(&Value) -> T,
+) -> Result<Vec<(EntryId, T)>, MeshError> {
     match value {
         Value::Nil => Ok(Vec::new()),
-        Value::Map(pairs) => pairs
-            .first()
-            .map_or(Ok(Vec::new()), |(_, entries_value)| entries(entries_value)),
+        Value::Map(pairs) => pairs.first().map_or(Ok(Vec::new()), |(_, entries_value)| {
+            entries_with(entries_value, decode)
+        }),
         other => {
             let streams = array(other).ok_or_else(|| unexpected("XREADGROUP", other))?;
             let Some(stream) = streams.first() else {
@@ -134,7 +166,7 @@ pub(crate) fn read_reply(value: &Value) -> Result<Vec<(EntryId, Body)>, MeshErro
             let pair = array(stream)
                 .filter(|p| p.len() == 2)
                 .ok_or_else(|| unexpected("XREADGROUP", stream))?;
-            entries(&pair[1])
+            entries_with(&pair[1], decode)
         }
     }
 }
@@ -170,6 +202,24 @@ mod tests {
         assert!(errors[1].starts_with("not a signal"));
         assert_eq!(errors[2], "entry data was trimmed");
         assert_eq!(got[1].1.clone().expect_err("undecodable").raw, "{oops");
+    }
+
+    #[test]
+    fn a_json_signal_keeps_its_bytes_and_nothing_else_does() {
+        let signal = Signal::new("order.placed", serde_json::json!({"id": 7}));
+        let json = serde_json::to_vec(&signal).expect("encodes");
+        let fields =
+            |name: &str, bytes: Vec<u8>| Value::Array(vec![bulk(name), Value::BulkString(bytes)]);
+        let (body, kept) = body_and_json(&fields("s", json.clone()));
+        assert_eq!(body, Ok(signal.clone()));
+        assert_eq!(kept.as_deref(), Some(json.as_slice()));
+        let packed = rmp_serde::to_vec_named(&signal).expect("encodes");
+        let (body, kept) = body_and_json(&fields("m", packed));
+        assert!(body.is_ok());
+        assert_eq!(kept, None, "MessagePack is encoded again for the unit");
+        let (body, kept) = body_and_json(&fields("s", b"{oops".to_vec()));
+        assert!(body.is_err());
+        assert_eq!(kept, None, "an undecodable entry never reaches a unit");
     }
 
     #[test]

@@ -15,6 +15,14 @@ use swarm_schemas::{DispatchPolicy, Signal};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
+/// A signal to plan the first tries of: entry `index` of its batch, with its JSON as delivered.
+pub(super) struct Call<'a> {
+    signal: &'a Signal,
+    json: Option<Arc<[u8]>>,
+    index: usize,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
 /// A unit's first try of a signal, and the units to fall back on if it fails (first-success).
 pub(super) struct Owner {
     entry: usize,
@@ -60,6 +68,7 @@ impl Dispatcher {
             id,
             body,
             deliveries,
+            json,
         } in deliveries
         {
             let mut entry = Work::new(id, body.as_ref().ok().map(order_key));
@@ -70,7 +79,13 @@ impl Dispatcher {
                 ),
                 Ok(signal) => {
                     let index = work.len();
-                    self.plan(&signal, index, now, &mut entry, &mut attempts, &mut owners);
+                    let call = Call {
+                        signal: &signal,
+                        json,
+                        index,
+                        now,
+                    };
+                    self.plan(call, &mut entry, &mut attempts, &mut owners);
                     entry.signal = Some(signal);
                 }
             }
@@ -147,13 +162,17 @@ impl Dispatcher {
     /// breaker leave a dead letter (for a competing group, only when none is left).
     pub(super) fn plan(
         &self,
-        signal: &Signal,
-        index: usize,
-        now: chrono::DateTime<chrono::Utc>,
+        call: Call<'_>,
         entry: &mut Work,
         attempts: &mut Vec<Attempt>,
         owners: &mut Vec<Owner>,
     ) {
+        let Call {
+            signal,
+            json,
+            index,
+            now,
+        } = call;
         let candidates = self.registry.candidates(&signal.kind);
         for mut group in groups(&signal.kind, candidates, &self.config.dispatch) {
             let (quarantined, live): (Vec<_>, Vec<_>) =
@@ -206,6 +225,7 @@ impl Dispatcher {
                         generation,
                         slot: Arc::clone(&slot),
                         signal: signal.clone(),
+                        json: json.clone(),
                         policy: group.policy.name(),
                         propensity: choice.propensity,
                     });

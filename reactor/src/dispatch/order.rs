@@ -146,6 +146,7 @@ mod tests {
             id: EntryId { ms: 1, seq },
             body: Ok(signal),
             deliveries: 1,
+            json: None,
         }
     }
 
