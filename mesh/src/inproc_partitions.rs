@@ -18,11 +18,6 @@ pub(crate) struct Layout {
     leases: HashMap<String, (String, Instant)>,
 }
 
-/// Where the lease of `partition` of `stream` is kept.
-fn lease_key(stream: &str, partition: u32) -> String {
-    format!("{stream}#{partition}")
-}
-
 #[async_trait]
 impl Partitions for InProcMesh {
     async fn partitions(&self, stream: &str, wanted: Option<u32>) -> Result<u32, MeshError> {
@@ -72,7 +67,7 @@ impl Partitions for InProcMesh {
         let mut layout = self.layout.lock();
         let lease = layout
             .leases
-            .entry(lease_key(stream, partition))
+            .entry(partition::partition_name(stream, partition))
             .or_insert_with(|| (owner.to_owned(), now));
         if lease.0 != owner && lease.1 > now {
             return Ok(false);
@@ -83,7 +78,7 @@ impl Partitions for InProcMesh {
 
     async fn release(&self, stream: &str, partition: u32, owner: &str) -> Result<bool, MeshError> {
         let mut layout = self.layout.lock();
-        let key = lease_key(stream, partition);
+        let key = partition::partition_name(stream, partition);
         let held = layout
             .leases
             .get(&key)
@@ -98,7 +93,7 @@ impl Partitions for InProcMesh {
         let layout = self.layout.lock();
         Ok(layout
             .leases
-            .get(&lease_key(stream, partition))
+            .get(&partition::partition_name(stream, partition))
             .filter(|(_, until)| *until > Instant::now())
             .map(|(owner, _)| owner.clone()))
     }

@@ -45,8 +45,14 @@ pub fn partition_stream(stream: &str, partition: u32, partitions: u32) -> String
     if partitions <= 1 {
         stream.to_owned()
     } else {
-        format!("{stream}#{partition}")
+        partition_name(stream, partition)
     }
+}
+
+/// `S#k`: the name of partition `partition` of `stream` on a partitioned mesh, its stream's
+/// and its lease's.
+pub(crate) fn partition_name(stream: &str, partition: u32) -> String {
+    format!("{stream}#{partition}")
 }
 
 /// Splits a mesh stream name into `(base, partition, rest)` when it names a partition: the

@@ -63,6 +63,11 @@ impl RedisMesh {
         format!("{{{}}}:{what}:{stream}", self.config.key_prefix)
     }
 
+    /// The key of the lease of `partition` of `stream`.
+    fn lease_key(&self, stream: &str, partition: u32) -> String {
+        self.layout_key("lease", &partition::partition_name(stream, partition))
+    }
+
     /// The partition count that places a signal published to `stream` (1 for a partition
     /// stream itself, or a stream none recorded).
     pub(super) async fn placed_count(&self, stream: &str) -> Result<u32, MeshError> {
@@ -151,7 +156,7 @@ impl Partitions for RedisMesh {
         ttl: Duration,
     ) -> Result<bool, MeshError> {
         let taken: i64 = LEASE_SCRIPT
-            .key(self.layout_key("lease", &format!("{stream}#{partition}")))
+            .key(self.lease_key(stream, partition))
             .arg(owner)
             .arg(millis(ttl).max(1))
             .invoke_async(&mut self.conn())
@@ -162,7 +167,7 @@ impl Partitions for RedisMesh {
 
     async fn release(&self, stream: &str, partition: u32, owner: &str) -> Result<bool, MeshError> {
         let released: i64 = RELEASE_SCRIPT
-            .key(self.layout_key("lease", &format!("{stream}#{partition}")))
+            .key(self.lease_key(stream, partition))
             .arg(owner)
             .invoke_async(&mut self.conn())
             .await
@@ -172,7 +177,7 @@ impl Partitions for RedisMesh {
 
     async fn lease_owner(&self, stream: &str, partition: u32) -> Result<Option<String>, MeshError> {
         redis::cmd("GET")
-            .arg(self.layout_key("lease", &format!("{stream}#{partition}")))
+            .arg(self.lease_key(stream, partition))
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)
