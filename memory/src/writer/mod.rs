@@ -1,7 +1,8 @@
 //! [`WriteBehind`]: recording that never waits for the store.
 //!
 //! `record` hands the batch to a bounded queue and returns. One task drains the queue into the
-//! store in batches, embedding the next batch's new shapes while it writes the one before. While the store is healthy, the queue holds at most `max_queued` records:
+//! store in batches, embedding the next batch's new shapes while it writes the one before
+//! ([`drain`]). While the store is healthy, the queue holds at most `max_queued` records:
 //! past that, `record` waits for room (the reactor then settles, and so reads, more slowly and
 //! signals wait in the mesh), at most `max_wait`. When the store fails (PostgreSQL stopped,
 //! unreachable), the wait runs out, or the queue is full, records go to a
@@ -22,6 +23,8 @@ use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::spool::Spool;
+
+mod drain;
 use crate::{Compaction, Memory, MemoryError, Retention, SearchHit, SearchQuery, UnitStats};
 
 /// How a [`WriteBehind`] queues, batches and spools.
@@ -138,7 +141,7 @@ impl WriteBehind {
         });
         let (queue, receiver) = mpsc::channel(config.queue.max(1));
         let (max_queued, max_wait) = (config.max_queued.max(1), config.max_wait);
-        let task = tokio::spawn(run(
+        let task = tokio::spawn(drain::run(
             Arc::clone(&inner),
             receiver,
             Arc::clone(&shared),
@@ -209,212 +212,6 @@ impl WriteBehind {
             }
             _ => 0,
         }
-    }
-}
-
-/// What one turn of the writing task took from the queue.
-#[derive(Default)]
-struct Round {
-    batch: Vec<ExecutionRecord>,
-    replies: Vec<oneshot::Sender<()>>,
-    closing: bool,
-}
-
-impl Round {
-    /// Takes `message` out of the queue, giving back the room its records took.
-    fn take(&mut self, message: Message, shared: &Shared) {
-        match message {
-            Message::Records(records, room) => {
-                shared.room.add_permits(room as usize);
-                self.batch.extend(records);
-            }
-            Message::Flush(done) => self.replies.push(done),
-            Message::Close(done) => {
-                self.replies.push(done);
-                self.closing = true;
-            }
-        }
-    }
-}
-
-/// The writing task, in two stages one round apart: this one takes rounds from the queue and
-/// embeds their new shapes ([`Memory::embed_ahead`]) while [`store_rounds`] stores the round
-/// before, so that the embedder need not wait for the store's writes.
-async fn run(
-    inner: Arc<dyn Memory>,
-    mut receiver: mpsc::Receiver<Message>,
-    shared: Arc<Shared>,
-    config: WriteBehindConfig,
-) {
-    let (rounds, taken) = mpsc::channel(1);
-    let storing = tokio::spawn(store_rounds(
-        Arc::clone(&inner),
-        taken,
-        Arc::clone(&shared),
-        config.clone(),
-    ));
-    while let Some(message) = receiver.recv().await {
-        let mut round = Round::default();
-        round.take(message, &shared);
-        while round.replies.is_empty() && round.batch.len() < config.batch {
-            match receiver.try_recv() {
-                Ok(message) => round.take(message, &shared),
-                Err(_) => break,
-            }
-        }
-        if round.closing {
-            // Senders now fail and spool; whatever is already queued is taken here.
-            receiver.close();
-            while let Some(message) = receiver.recv().await {
-                round.take(message, &shared);
-            }
-        }
-        // Records bound for the spool are not embedded now: the replay records them later.
-        let storing_now = shared.healthy.load(Ordering::Relaxed) && shared.spool().pending() == 0;
-        if storing_now && !round.batch.is_empty() {
-            if let Err(error) = inner.embed_ahead(&round.batch).await {
-                tracing::debug!(%error, "shapes not embedded ahead; recording embeds them");
-            }
-        }
-        let closing = round.closing;
-        if rounds.send(round).await.is_err() || closing {
-            break;
-        }
-    }
-    drop(rounds);
-    if let Err(error) = storing.await {
-        tracing::error!(%error, "the memory store task failed");
-    }
-}
-
-/// The second stage of [`run`]: stores each round (or spools it), answers its flushes, and
-/// replays the spool every `retry_every`.
-async fn store_rounds(
-    inner: Arc<dyn Memory>,
-    mut rounds: mpsc::Receiver<Round>,
-    shared: Arc<Shared>,
-    config: WriteBehindConfig,
-) {
-    let mut replay_tick = tokio::time::interval(config.retry_every);
-    replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            round = rounds.recv() => {
-                let Some(round) = round else { break };
-                store(&*inner, &shared, round.batch, config.batch).await;
-                if !round.replies.is_empty() {
-                    replay(&*inner, &shared, config.batch).await;
-                }
-                for done in round.replies {
-                    let _ = done.send(());
-                }
-                if round.closing {
-                    break;
-                }
-            }
-            _ = replay_tick.tick() => replay(&*inner, &shared, config.batch).await,
-        }
-    }
-}
-
-/// Writes a batch to the store, or spools it when the store fails or a spool is waiting.
-async fn store(inner: &dyn Memory, shared: &Shared, batch: Vec<ExecutionRecord>, max: usize) {
-    if batch.is_empty() {
-        return;
-    }
-    if shared.spool().pending() > 0 {
-        shared.spill(&batch);
-        return;
-    }
-    for chunk in batch.chunks(max.max(1)) {
-        if let Err(error) = write(inner, shared, chunk).await {
-            tracing::warn!(%error, count = chunk.len(), "memory store unavailable; execution records spooled to disk");
-            shared.spill(chunk);
-        }
-    }
-}
-
-/// One call to the store. Records it refuses as invalid are written one by one, and those it
-/// still refuses are counted lost; an unavailable store is returned as an error.
-async fn write(
-    inner: &dyn Memory,
-    shared: &Shared,
-    records: &[ExecutionRecord],
-) -> Result<(), MemoryError> {
-    let mut result = inner.record(records).await;
-    let mut written = records.len() as u64;
-    if let Err(MemoryError::Rejected(reason)) = &result {
-        tracing::warn!(%reason, "the store refused a batch; writing its records one by one");
-        result = Ok(());
-        for record in records {
-            match inner.record(std::slice::from_ref(record)).await {
-                Err(MemoryError::Rejected(reason)) => {
-                    written -= 1;
-                    shared.lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(execution = %record.id, %reason, "execution record refused by the store");
-                    shared.failed(format!("refused {}: {reason}", record.id));
-                }
-                Ok(()) => {}
-                Err(error) => {
-                    result = Err(error);
-                    break;
-                }
-            }
-        }
-    }
-    match &result {
-        Ok(()) => {
-            shared.written.fetch_add(written, Ordering::Relaxed);
-            shared.healthy.store(true, Ordering::Relaxed);
-        }
-        Err(error) => {
-            shared.healthy.store(false, Ordering::Relaxed);
-            shared.failed(error);
-        }
-    }
-    result
-}
-
-/// Replays the spool into the store, oldest segment first, stopping at the first failure.
-async fn replay(inner: &dyn Memory, shared: &Shared, max: usize) {
-    if shared.spool().pending() == 0 {
-        return;
-    }
-    let segments = match shared.spool().take_segments() {
-        Ok(segments) => segments,
-        Err(error) => {
-            tracing::error!(%error, "the spool cannot be listed");
-            shared.failed(format!("spool: {error}"));
-            return;
-        }
-    };
-    for path in segments {
-        let segment = match Spool::read(&path) {
-            Ok(segment) => segment,
-            Err(error) => {
-                tracing::error!(%error, path = %path.display(), "a spool segment cannot be read");
-                shared.failed(format!("spool: {error}"));
-                return;
-            }
-        };
-        for chunk in segment.records.chunks(max.max(1)) {
-            if write(inner, shared, chunk).await.is_err() {
-                return;
-            }
-        }
-        if segment.unreadable > 0 {
-            shared.lost.fetch_add(segment.unreadable, Ordering::Relaxed);
-            tracing::error!(lines = segment.unreadable, path = %path.display(), "unreadable spool lines skipped");
-        }
-        if let Err(error) = shared.spool().remove(&segment) {
-            tracing::error!(%error, path = %path.display(), "a replayed spool segment cannot be removed");
-            shared.failed(format!("spool: {error}"));
-            return;
-        }
-        tracing::info!(
-            records = segment.records.len(),
-            "spooled execution records caught up"
-        );
     }
 }
 
