@@ -16,7 +16,7 @@ use swarm_mesh::{RedisMesh, RedisMeshConfig, StartAt};
 use swarm_schemas::Signal;
 use uuid::Uuid;
 
-use crate::workspace_root;
+use crate::{ReactorSpec, deploy, workspace_root};
 
 /// The reactors' stream.
 pub const STREAM: &str = "swarm:signals";
@@ -46,6 +46,48 @@ pub async fn observed_mesh(url: &str, prefix: &str, partitions: u32) -> Arc<Redi
         .expect("observer group");
     }
     Arc::new(mesh)
+}
+
+/// What an ordering test of several `swarm up` processes starts from: the counter unit
+/// deployed, an [`observed_mesh`] of a prefix of its own, and the spec of `swarm up` on it
+/// with the stream's partitions and 2-second leases. The directories last as long as it.
+pub struct Partitioned {
+    /// The mesh, observed.
+    pub mesh: Arc<RedisMesh>,
+    /// `swarm up` on it.
+    pub spec: ReactorSpec,
+    _units: tempfile::TempDir,
+    _work: tempfile::TempDir,
+}
+
+impl Partitioned {
+    /// Set up on the Redis at `url`; a claimed entry waits `claim_idle` seconds.
+    pub async fn new(url: &str, partitions: u32, claim_idle: f64) -> Self {
+        let units = tempfile::tempdir().expect("units dir");
+        let work = tempfile::tempdir().expect("work dir");
+        deploy(units.path(), "fixture-counter-v1", "counter.so");
+        let prefix = format!("test-{}", Uuid::now_v7());
+        let mesh = observed_mesh(url, &prefix, partitions).await;
+        let spec = ReactorSpec {
+            redis: url.to_owned(),
+            prefix,
+            units: units.path().to_owned(),
+            work: work.path().to_owned(),
+            claim_idle,
+            extra_args: vec![
+                "--partitions".into(),
+                partitions.to_string(),
+                "--lease-ttl".into(),
+                "2".into(),
+            ],
+        };
+        Self {
+            mesh,
+            spec,
+            _units: units,
+            _work: work,
+        }
+    }
 }
 
 /// Tick `seq` of key `key`, keyed `customer-<key>`.

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use swarm_mesh::partition::partition_stream;
 use swarm_mesh::prelude::*;
-use swarm_tests::partitioned::{OwnCluster, STREAM, backlog, diagnose, observed_mesh, tick, tocks};
-use swarm_tests::{ReactorSpec, deploy};
+use swarm_tests::partitioned::{OwnCluster, Partitioned, STREAM, backlog, diagnose, tick, tocks};
 use uuid::Uuid;
 
 const PARTITIONS: u32 = 8;
@@ -23,21 +22,7 @@ const BASE_PORT: u16 = 6411;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_fails_over_and_the_reactors_carry_on() {
     let cluster = OwnCluster::start(BASE_PORT);
-    let units = tempfile::tempdir().expect("units dir");
-    let work = tempfile::tempdir().expect("work dir");
-    deploy(units.path(), "fixture-counter-v1", "counter.so");
-    let prefix = format!("test-{}", Uuid::now_v7());
-    let mesh = observed_mesh(&cluster.url, &prefix, PARTITIONS).await;
-    let spec = ReactorSpec {
-        redis: cluster.url.clone(),
-        prefix,
-        units: units.path().to_owned(),
-        work: work.path().to_owned(),
-        claim_idle: 10.0,
-        extra_args: ["--partitions", "8", "--lease-ttl", "2"]
-            .map(str::to_owned)
-            .to_vec(),
-    };
+    let Partitioned { mesh, spec, .. } = &Partitioned::new(&cluster.url, PARTITIONS, 10.0).await;
     let a = spec.start("a");
     let b = spec.start("b");
     let c = spec.start("c");
@@ -71,12 +56,12 @@ async fn a_killed_master_fails_over_and_the_reactors_carry_on() {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(180);
-    while backlog(&mesh, PARTITIONS).await != Some(0) {
+    while backlog(mesh, PARTITIONS).await != Some(0) {
         if Instant::now() > deadline {
-            let state = diagnose(&mesh, PARTITIONS, &[&a, &b, &c]).await;
+            let state = diagnose(mesh, PARTITIONS, &[&a, &b, &c]).await;
             panic!(
                 "every surviving tick handled: {:?} left{state}",
-                backlog(&mesh, PARTITIONS).await
+                backlog(mesh, PARTITIONS).await
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -92,7 +77,7 @@ async fn a_killed_master_fails_over_and_the_reactors_carry_on() {
         "all exit cleanly on SIGTERM"
     );
 
-    let seen = tocks(&mesh, PARTITIONS, &ticks).await;
+    let seen = tocks(mesh, PARTITIONS, &ticks).await;
     let handled: usize = seen.by_key.values().map(Vec::len).sum();
     let lost = SIGNALS.saturating_sub(handled);
     println!(

@@ -11,8 +11,8 @@ use serde_json::json;
 use swarm_mesh::partition::partition_stream;
 use swarm_mesh::prelude::*;
 use swarm_schemas::Signal;
-use swarm_tests::partitioned::{STREAM, backlog, diagnose, observed_mesh, tick, tocks};
-use swarm_tests::{ReactorSpec, deploy, redis_url};
+use swarm_tests::partitioned::{Partitioned, STREAM, backlog, diagnose, tick, tocks};
+use swarm_tests::redis_url;
 use uuid::Uuid;
 
 const PARTITIONS: u32 = 8;
@@ -21,21 +21,7 @@ const SIGNALS: usize = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_is_handled_in_publish_order_across_three_processes_and_a_kill() {
-    let units = tempfile::tempdir().expect("units dir");
-    let work = tempfile::tempdir().expect("work dir");
-    deploy(units.path(), "fixture-counter-v1", "counter.so");
-    let prefix = format!("test-{}", Uuid::now_v7());
-    let mesh = observed_mesh(&redis_url(), &prefix, PARTITIONS).await;
-    let spec = ReactorSpec {
-        redis: redis_url(),
-        prefix,
-        units: units.path().to_owned(),
-        work: work.path().to_owned(),
-        claim_idle: 30.0,
-        extra_args: ["--partitions", "8", "--lease-ttl", "2"]
-            .map(str::to_owned)
-            .to_vec(),
-    };
+    let Partitioned { mesh, spec, .. } = &Partitioned::new(&redis_url(), PARTITIONS, 30.0).await;
     let a = spec.start("a");
     let b = spec.start("b");
     let mut c = Some(spec.start("c"));
@@ -62,12 +48,12 @@ async fn each_key_is_handled_in_publish_order_across_three_processes_and_a_kill(
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while backlog(&mesh, PARTITIONS).await != Some(0) {
+    while backlog(mesh, PARTITIONS).await != Some(0) {
         if Instant::now() > deadline {
-            let state = diagnose(&mesh, PARTITIONS, &[&a, &b]).await;
+            let state = diagnose(mesh, PARTITIONS, &[&a, &b]).await;
             panic!(
                 "every tick handled: {:?} left{state}",
-                backlog(&mesh, PARTITIONS).await
+                backlog(mesh, PARTITIONS).await
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -82,7 +68,7 @@ async fn each_key_is_handled_in_publish_order_across_three_processes_and_a_kill(
         "the survivors exit cleanly on SIGTERM"
     );
 
-    let seen = tocks(&mesh, PARTITIONS, &ticks).await;
+    let seen = tocks(mesh, PARTITIONS, &ticks).await;
     println!(
         "{SIGNALS} ticks over {KEYS} keys in {PARTITIONS} partitions through 3 processes (one \
          SIGKILLed): handled in {:.1} s; tocks per process {:?}; lease owners at the end {owners:?}",
