@@ -125,6 +125,22 @@ fn order(id: u64) -> Value {
 }
 
 /// Sends a request and checks it is answered with `status` and a JSON error of `code`.
+/// [`expect_error`] with 422 and `code`, whose details name a place at or below `pointer` (a
+/// JSON pointer).
+async fn expect_violation_at(
+    request: reqwest::RequestBuilder,
+    code: &str,
+    pointer: &str,
+) -> ErrorBody {
+    let body = expect_error(request, StatusCode::UNPROCESSABLE_ENTITY, code).await;
+    assert!(
+        body.error.details.iter().any(|d| d.starts_with(pointer)),
+        "{pointer}: {:?}",
+        body.error.details
+    );
+    body
+}
+
 async fn expect_error(
     request: reqwest::RequestBuilder,
     status: StatusCode,
@@ -421,17 +437,12 @@ async fn bad_posts_get_clear_json_errors_and_the_server_keeps_serving() {
         "unsupported_media_type",
     )
     .await;
-    let body = expect_error(
+    expect_violation_at(
         post().json(&json!({"kind": "order.placed", "payload": "not an object"})),
-        StatusCode::UNPROCESSABLE_ENTITY,
         "schema_violation",
+        "/payload",
     )
     .await;
-    assert!(
-        body.error.details.iter().any(|d| d.starts_with("/payload")),
-        "{:?}",
-        body.error.details
-    );
     expect_error(
         post().json(&json!({"kind": "order.placed", "payload": {}, "surprise": 1})),
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -444,20 +455,12 @@ async fn bad_posts_get_clear_json_errors_and_the_server_keeps_serving() {
         "schema_violation",
     )
     .await;
-    let body = expect_error(
+    expect_violation_at(
         post().json(&json!({"kind": "blob.put", "payload": {}, "encoding": "xml"})),
-        StatusCode::UNPROCESSABLE_ENTITY,
         "schema_violation",
+        "/encoding",
     )
     .await;
-    assert!(
-        body.error
-            .details
-            .iter()
-            .any(|d| d.starts_with("/encoding")),
-        "{:?}",
-        body.error.details
-    );
     expect_error(
         post().json(&json!({"kind": "Order Placed!", "payload": {}})),
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -465,20 +468,12 @@ async fn bad_posts_get_clear_json_errors_and_the_server_keeps_serving() {
     )
     .await;
     // A partition key: not empty, at most 255 bytes (200 two-byte characters are 400).
-    let body = expect_error(
+    expect_violation_at(
         post().json(&json!({"kind": "blob.put", "payload": {}, "partition_key": ""})),
-        StatusCode::UNPROCESSABLE_ENTITY,
         "schema_violation",
+        "/partition_key",
     )
     .await;
-    assert!(
-        body.error
-            .details
-            .iter()
-            .any(|d| d.starts_with("/partition_key")),
-        "{:?}",
-        body.error.details
-    );
     let body = expect_error(
         post().json(&json!({"kind": "blob.put", "payload": {}, "partition_key": "é".repeat(200)})),
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -491,20 +486,12 @@ async fn bad_posts_get_clear_json_errors_and_the_server_keeps_serving() {
         body.error.message
     );
     // The kind's payload schema: qty must be a positive integer, and nothing extra.
-    let body = expect_error(
+    let body = expect_violation_at(
         post().json(&json!({"kind": "order.placed", "payload": {"id": 1, "items": [{"sku": "tea", "qty": 0}], "x": 1}})),
-        StatusCode::UNPROCESSABLE_ENTITY,
         "payload_schema_violation",
+        "/items/0/qty",
     )
     .await;
-    assert!(
-        body.error
-            .details
-            .iter()
-            .any(|d| d.starts_with("/items/0/qty")),
-        "{:?}",
-        body.error.details
-    );
     assert!(body.error.details.len() >= 2, "{:?}", body.error.details);
     // Too big: refused before it is read whole.
     let huge = json!({"kind": "blob.put", "payload": {"data": "x".repeat(200 * 1024)}});
