@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -76,15 +78,16 @@ struct Token {
 }
 
 /// The configured tokens. Empty: nothing is checked (the server then binds to loopback only).
+/// Clones share one set: [`Tokens::replace`] changes it for every clone (a reloaded file).
 #[derive(Clone, Default)]
 pub struct Tokens {
-    tokens: Arc<Vec<Token>>,
+    tokens: Arc<ArcSwap<Vec<Token>>>,
 }
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.tokens.iter().map(|t| (&t.name, &t.scopes)))
+            .entries(self.tokens.load().iter().map(|t| (&t.name, &t.scopes)))
             .finish()
     }
 }
@@ -114,8 +117,18 @@ impl Tokens {
             });
         }
         Ok(Self {
-            tokens: Arc::new(tokens),
+            tokens: Arc::new(ArcSwap::from_pointee(tokens)),
         })
+    }
+
+    /// Makes `other`'s tokens this set's, for every clone of it.
+    pub fn replace(&self, other: &Tokens) {
+        self.tokens.store(other.tokens.load_full());
+    }
+
+    /// How many tokens are configured.
+    pub fn len(&self) -> usize {
+        self.tokens.load().len()
     }
 
     /// Parses a tokens file: a JSON list of `{"name", "token", "scopes"}`.
@@ -125,29 +138,17 @@ impl Tokens {
 
     /// Whether any token is configured.
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// The configured token `presented` is, or `None`. Every configured digest is compared,
-    /// in constant time, whatever matches.
-    fn find(&self, presented: &str) -> Option<&Token> {
-        let digest = blake3::hash(presented.as_bytes());
-        let mut found = None;
-        for token in self.tokens.iter() {
-            if bool::from(token.digest.ct_eq(digest.as_bytes())) {
-                found = Some(token);
-            }
-        }
-        found
+        self.tokens.load().is_empty()
     }
 
     /// Who presents `presented`, for the audit trail: the token's name; `anonymous` when no
     /// tokens are configured; otherwise what is wrong with it, in parentheses.
     pub(crate) fn caller(&self, presented: Option<&str>) -> String {
-        if self.is_empty() {
+        let tokens = self.tokens.load();
+        if tokens.is_empty() {
             return "anonymous".to_owned();
         }
-        match presented.map(|p| self.find(p)) {
+        match presented.map(|p| find(&tokens, p)) {
             Some(Some(token)) => token.name.clone(),
             Some(None) => "(invalid token)".to_owned(),
             None => "(no token)".to_owned(),
@@ -156,7 +157,8 @@ impl Tokens {
 
     /// Whether `presented` grants `scope`; the error says why not.
     pub fn check(&self, presented: Option<&str>, scope: Scope) -> Result<(), ApiError> {
-        if self.is_empty() {
+        let tokens = self.tokens.load();
+        if tokens.is_empty() {
             return Ok(());
         }
         let Some(presented) = presented else {
@@ -166,7 +168,7 @@ impl Tokens {
                 "this endpoint needs a bearer token (Authorization: Bearer TOKEN)",
             ));
         };
-        match self.find(presented).map(|t| &t.scopes) {
+        match find(&tokens, presented).map(|t| &t.scopes) {
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_token",
@@ -180,6 +182,19 @@ impl Tokens {
             Some(_) => Ok(()),
         }
     }
+}
+
+/// The configured token `presented` is, or `None`. Every configured digest is compared, in
+/// constant time, whatever matches.
+fn find<'a>(tokens: &'a [Token], presented: &str) -> Option<&'a Token> {
+    let digest = blake3::hash(presented.as_bytes());
+    let mut found = None;
+    for token in tokens {
+        if bool::from(token.digest.ct_eq(digest.as_bytes())) {
+            found = Some(token);
+        }
+    }
+    found
 }
 
 /// The bearer token of a request: the `Authorization` header, or, for a websocket upgrade

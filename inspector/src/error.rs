@@ -81,6 +81,19 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The body as JSON bytes, for answers written outside a handler.
+    pub(crate) fn body_bytes(&self) -> Vec<u8> {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status: self.status.as_u16(),
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                details: self.details.clone(),
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
 }
 
 impl IntoResponse for ApiError {

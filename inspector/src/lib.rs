@@ -10,14 +10,19 @@
 
 mod api;
 mod auth;
+mod edge;
 mod error;
+mod gate;
 mod guard;
 mod live;
 mod page;
+mod serve;
+mod tokens_file;
 mod topology;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +36,9 @@ pub use api::{BadSchema, Health, PayloadSchemas, Posted, Replied, SimilarHit, Un
 pub use auth::{MIN_TOKEN_LEN, Scope, TokenSpec, Tokens, TokensError};
 pub use error::{ErrorBody, ErrorDetail};
 pub use live::LiveEvent;
+pub use serve::ConnectionLimits;
 pub use swarm_runtime::{EnableError, Runtime};
+pub use tokens_file::{TokensFileError, read_tokens};
 pub use topology::{Edge, KindNode, Relation, Topology, UnitNode, WINDOW_SECONDS};
 
 /// Limits that protect the server.
@@ -45,8 +52,19 @@ pub struct Limits {
     pub rate_burst: NonZeroU32,
     /// Longest wait for a reply a post may ask for.
     pub max_wait: Duration,
+    /// Longest a request may take, its body read included (a post that waits for a reply
+    /// gets its wait on top; the live websocket, once open, is not bound by it).
+    pub request_timeout: Duration,
     /// Origins (`https://host:port`) besides the server's own allowed to open `/v1/live`.
     pub allowed_origins: Vec<String>,
+    /// Posts waiting for a reply at once, in all.
+    pub max_waiters: usize,
+    /// Posts one client address may have waiting at once.
+    pub max_waiters_per_client: usize,
+    /// Live websockets open at once, in all.
+    pub max_watchers: usize,
+    /// Live websockets one client address may have open at once.
+    pub max_watchers_per_client: usize,
 }
 
 impl Default for Limits {
@@ -56,7 +74,12 @@ impl Default for Limits {
             rate_per_second: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
             rate_burst: NonZeroU32::new(400).unwrap_or(NonZeroU32::MIN),
             max_wait: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
             allowed_origins: Vec::new(),
+            max_waiters: 1024,
+            max_waiters_per_client: 128,
+            max_watchers: 256,
+            max_watchers_per_client: 16,
         }
     }
 }
@@ -68,8 +91,14 @@ pub struct InspectorConfig {
     pub addr: SocketAddr,
     /// Bearer tokens; none: nothing is checked and the server listens on loopback only.
     pub tokens: Tokens,
-    /// Limits.
+    /// The file `tokens` were read from: watched, and read again when it changes.
+    pub tokens_file: Option<PathBuf>,
+    /// Limits on requests.
     pub limits: Limits,
+    /// Limits on connections.
+    pub connections: ConnectionLimits,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
     /// The stream signals flow on.
     pub stream: String,
     /// Partitions of the stream (see `swarm_mesh::partition`): the live view follows each.
@@ -99,12 +128,55 @@ impl InspectorConfig {
         Self {
             addr,
             tokens: Tokens::default(),
+            tokens_file: None,
             limits: Limits::default(),
+            connections: ConnectionLimits::default(),
+            tls: None,
             stream: "swarm:signals".into(),
             partitions: 1,
             group: "reactor".into(),
             payload_schemas: PayloadSchemas::default(),
         }
+    }
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The TLS acceptor of these files (HTTP/1.1 over TLS 1.2 and 1.3).
+    fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |path: &Path, error: &dyn std::fmt::Display| StartError::Tls {
+            path: path.to_owned(),
+            message: error.to_string(),
+        };
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(&self.cert, &e))?;
+        if certs.is_empty() {
+            return Err(bad(&self.cert, &"no certificate in the file"));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| bad(&self.key, &e))?;
+        // ring, not aws-lc (which adds minutes of C to a fresh build); it has no post-quantum
+        // key exchange, which rustls now flags.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&self.cert, &e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad(&self.key, &e))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 }
 
@@ -142,11 +214,23 @@ pub enum StartError {
     /// The mesh could not be asked where its streams end.
     #[error("cannot reach the mesh: {0}")]
     Mesh(#[from] swarm_mesh::MeshError),
+    /// The certificate or key cannot be used.
+    #[error("TLS: {path}: {message}")]
+    Tls {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The tokens file cannot be watched.
+    #[error(transparent)]
+    TokensFile(#[from] TokensFileError),
 }
 
 /// A running inspector. Stop it with [`Inspector::stop`].
 pub struct Inspector {
     addr: SocketAddr,
+    https: bool,
     loopback_only: bool,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
@@ -166,6 +250,7 @@ impl Inspector {
             );
         }
         let schemas = Arc::new(api::SignalSchemas::new(config.payload_schemas)?);
+        let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         let mut tasks = JoinSet::new();
         let hub = live::Hub::start(
             Arc::clone(&services.observe),
@@ -191,6 +276,15 @@ impl Inspector {
             });
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
+        if let Some(path) = config.tokens_file {
+            tokens_file::watch_tokens(
+                path,
+                config.tokens.clone(),
+                shutdown_rx.clone(),
+                &mut tasks,
+            )?;
+        }
+        let limits = Arc::new(config.limits);
         let state = api::AppState {
             publish: services.publish,
             observe: services.observe,
@@ -204,28 +298,39 @@ impl Inspector {
             metrics: services.metrics,
             tokens: config.tokens,
             audit: services.audit,
-            limits: Arc::new(config.limits),
+            waiters: gate::Gate::new(limits.max_waiters, limits.max_waiters_per_client),
+            watchers: gate::Gate::new(limits.max_watchers, limits.max_watchers_per_client),
+            limits: Arc::clone(&limits),
             shutdown: shutdown_rx.clone(),
         };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = serve::listen(addr).map_err(|source| StartError::Bind { addr, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let app = api::app(state, limiter).into_make_service_with_connect_info::<SocketAddr>();
-        let mut stop = shutdown_rx;
-        let server = tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(error) = serving.await {
-                tracing::error!(%error, "the inspector stopped serving");
-            }
-        });
-        tracing::info!(%addr, loopback_only, "inspector serving");
+        let edge = edge::Edge {
+            limits,
+            loopback_only,
+        };
+        let serving = serve::Serving {
+            router: api::app(state, limiter, edge),
+            connections: gate::Gate::new(
+                config.connections.max_connections,
+                config.connections.max_connections_per_client,
+            ),
+            limits: config.connections,
+            tls,
+        };
+        let https = serving.tls.is_some();
+        let server = tokio::spawn(serve::serve(
+            listener,
+            serving,
+            shutdown_rx,
+            Duration::from_secs(5),
+        ));
+        tracing::info!(%addr, loopback_only, https, "inspector serving");
         Ok(Self {
             addr,
+            https,
             loopback_only,
             shutdown,
             server,
@@ -238,6 +343,12 @@ impl Inspector {
         self.addr
     }
 
+    /// Its URL: `http://` or, with TLS, `https://` and the address it listens on.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
+    }
+
     /// Whether it serves loopback only because no token is configured.
     pub fn loopback_only(&self) -> bool {
         self.loopback_only
@@ -246,7 +357,7 @@ impl Inspector {
     /// Stops taking connections, closes the websockets, waits for requests in progress.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), &mut self.server)
+        if tokio::time::timeout(Duration::from_secs(6), &mut self.server)
             .await
             .is_err()
         {

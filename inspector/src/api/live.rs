@@ -1,9 +1,10 @@
 //! `/v1/live`: the mesh as it happens, over a websocket.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -131,11 +132,14 @@ pub(crate) fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<()
         (status = 101, description = "Websocket of LiveEvent messages"),
         (status = 400, body = ErrorBody),
         (status = 403, description = "Origin not allowed", body = ErrorBody),
+        (status = 429, description = "This client holds as many live watchers as it may", body = ErrorBody),
+        (status = 503, description = "The server holds as many live watchers as it takes", body = ErrorBody),
     ),
     security(("bearer" = ["read"]))
 )]
 pub(crate) async fn live(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<LiveParams>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -144,9 +148,16 @@ pub(crate) async fn live(
     let upgrade =
         upgrade.map_err(|e| ApiError::new(e.status(), "not_a_websocket", e.body_text()))?;
     let filter = Filter::new(params)?;
+    let place = state
+        .watchers
+        .admit(peer.ip())
+        .map_err(|full| full.error("live watchers"))?;
     let events = state.hub.subscribe();
     let shutdown = state.shutdown.clone();
-    Ok(upgrade.on_upgrade(move |socket| watch_live(socket, events, filter, shutdown)))
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        watch_live(socket, events, filter, shutdown).await;
+        drop(place);
+    }))
 }
 
 async fn watch_live(

@@ -31,7 +31,9 @@ pub(crate) use signals::SignalSchemas;
 pub use signals::{BadSchema, PayloadSchemas, Posted, Replied};
 
 use crate::auth::{Scope, Tokens, require};
+use crate::edge::{self, Edge};
 use crate::error::{ApiError, ErrorBody};
+use crate::gate::Gate;
 use crate::guard::{RateLimiter, rate_limit};
 use crate::live::{Hub, LiveEvent};
 use crate::{Limits, Runtime, page};
@@ -53,6 +55,10 @@ pub(crate) struct AppState {
     pub tokens: Tokens,
     pub audit: swarm_memory::AuditTrail,
     pub limits: Arc<Limits>,
+    /// Posts waiting for a reply, bounded in all and per client.
+    pub waiters: Gate,
+    /// Live websockets, bounded in all and per client.
+    pub watchers: Gate,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -116,7 +122,7 @@ fn scoped(
 }
 
 /// The whole application: API, OpenAPI document, page, guards.
-pub(crate) fn app(state: AppState, limiter: Arc<RateLimiter>) -> Router {
+pub(crate) fn app(state: AppState, limiter: Arc<RateLimiter>, edge: Edge) -> Router {
     let body_limit = state.limits.body_limit;
     let router = routes(&state)
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
@@ -130,7 +136,8 @@ pub(crate) fn app(state: AppState, limiter: Arc<RateLimiter>) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(handler_panicked))
-        .layer(from_fn_with_state(limiter, rate_limit));
+        .layer(from_fn_with_state(limiter, rate_limit))
+        .layer(from_fn_with_state(edge, edge::edge));
     with_security_headers(router)
 }
 

@@ -1,10 +1,11 @@
 //! Posting signals, with or without waiting for the reply.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -66,13 +67,15 @@ pub struct Replied {
         (status = 400, description = "Malformed JSON or options", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The signal breaks a schema", body = ErrorBody),
-        (status = 503, description = "The mesh cannot be reached", body = ErrorBody),
+        (status = 429, description = "This client holds as many waiting posts as it may", body = ErrorBody),
+        (status = 503, description = "The mesh cannot be reached, or the server holds as many waiting posts as it takes", body = ErrorBody),
         (status = 504, description = "Posted, but no reply came in time", body = ErrorBody),
     ),
     security(("bearer" = ["emit"]))
 )]
 pub(crate) async fn post_signal(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(options): Query<PostOptions>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response, ApiError> {
@@ -92,6 +95,16 @@ pub(crate) async fn post_signal(
         }
     };
     let signal = state.schemas.check(body)?;
+    // A waiting post holds a place until its reply or its wait is over.
+    let _waiting = match wait {
+        Some(_) => Some(
+            state
+                .waiters
+                .admit(peer.ip())
+                .map_err(|full| full.error("waiting posts"))?,
+        ),
+        None => None,
+    };
     let correlation_id = signal.correlation_id;
     let mut reply = wait.map(|_| state.hub.await_reply(correlation_id, signal.id));
     let entry = state
