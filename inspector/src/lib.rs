@@ -32,7 +32,10 @@ use swarm_mesh::{Observe, Publish};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use api::{BadSchema, Health, PayloadSchemas, Posted, Replied, SimilarHit, UnitProblem};
+pub use api::{
+    BadSchema, Health, MeshHealth, PayloadSchemas, Posted, RecordingHealth, Replied, SimilarHit,
+    UnitProblem,
+};
 pub use auth::{MIN_TOKEN_LEN, Scope, TokenSpec, Tokens, TokensError};
 pub use error::{ErrorBody, ErrorDetail};
 pub use live::LiveEvent;

@@ -104,6 +104,12 @@ pub trait Memory: Send + Sync + 'static {
         Ok(())
     }
 
+    /// How recording goes, for a memory that records through a queue and a spool
+    /// ([`WriteBehind`]); `None` for one that records directly.
+    fn writer_status(&self) -> Option<WriterStatus> {
+        None
+    }
+
     /// One execution by id.
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError>;
 

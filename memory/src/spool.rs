@@ -22,6 +22,8 @@ pub(crate) struct Spool {
     current: Option<(PathBuf, BufWriter<File>, u64)>,
     next_segment: u64,
     pending: u64,
+    /// Bytes of every segment.
+    bytes: u64,
 }
 
 /// What reading a segment found.
@@ -30,6 +32,8 @@ pub(crate) struct Segment {
     pub records: Vec<ExecutionRecord>,
     /// Lines that were not a record (a line cut short when a process died mid-append).
     pub unreadable: u64,
+    /// The segment's size.
+    pub bytes: u64,
 }
 
 impl Spool {
@@ -41,10 +45,12 @@ impl Spool {
             current: None,
             next_segment: 0,
             pending: 0,
+            bytes: 0,
         };
         for (number, path) in spool.segment_paths()? {
             spool.next_segment = spool.next_segment.max(number + 1);
             let file = File::open(&path)?;
+            spool.bytes += file.metadata()?.len();
             spool.pending += BufReader::new(file).lines().count() as u64;
         }
         Ok(spool)
@@ -53,6 +59,11 @@ impl Spool {
     /// Records spooled and not yet replayed.
     pub fn pending(&self) -> u64 {
         self.pending
+    }
+
+    /// Bytes spooled and not yet replayed.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Appends records to the newest segment.
@@ -76,13 +87,19 @@ impl Spool {
         let Some((_, writer, count)) = self.current.as_mut() else {
             unreachable!("a segment was just opened")
         };
+        let mut line = Vec::with_capacity(1024);
+        let mut bytes = 0;
         for record in records {
-            serde_json::to_writer(&mut *writer, record)?;
-            writer.write_all(b"\n")?;
+            line.clear();
+            serde_json::to_writer(&mut line, record)?;
+            line.push(b'\n');
+            writer.write_all(&line)?;
+            bytes += line.len() as u64;
         }
         writer.flush()?;
         *count += records.len() as u64;
         self.pending += records.len() as u64;
+        self.bytes += bytes;
         Ok(())
     }
 
@@ -98,12 +115,14 @@ impl Spool {
 
     /// Reads one closed segment.
     pub fn read(path: &Path) -> std::io::Result<Segment> {
+        let file = File::open(path)?;
         let mut segment = Segment {
             path: path.to_owned(),
             records: Vec::new(),
             unreadable: 0,
+            bytes: file.metadata()?.len(),
         };
-        for line in BufReader::new(File::open(path)?).lines() {
+        for line in BufReader::new(file).lines() {
             match serde_json::from_str(&line?) {
                 Ok(record) => segment.records.push(record),
                 Err(_) => segment.unreadable += 1,
@@ -118,6 +137,7 @@ impl Spool {
         self.pending = self
             .pending
             .saturating_sub(segment.records.len() as u64 + segment.unreadable);
+        self.bytes = self.bytes.saturating_sub(segment.bytes);
         Ok(())
     }
 
@@ -181,11 +201,19 @@ mod tests {
         file.write_all(b"{\"id\":\"0192").expect("write");
         drop(file);
 
+        let on_disk = std::fs::metadata(&segment).expect("segment").len();
         let mut spool = Spool::open(dir.path()).expect("reopen");
         assert_eq!(spool.pending(), 6);
+        assert_eq!(
+            spool.bytes(),
+            on_disk,
+            "the bytes of what waits are counted"
+        );
         spool.append(&records[..1]).expect("append after reopening");
         let segments = spool.take_segments().expect("segments");
         assert_eq!(segments.len(), 2, "reopening starts a new segment");
+        let appended = std::fs::metadata(&segments[1]).expect("segment").len();
+        assert_eq!(spool.bytes(), on_disk + appended);
         let first = Spool::read(&segments[0]).expect("read");
         assert_eq!(first.records, records);
         assert_eq!(first.unreadable, 1);
@@ -194,6 +222,7 @@ mod tests {
         assert_eq!(second.records, records[..1]);
         spool.remove(&second).expect("remove");
         assert_eq!(spool.pending(), 0);
+        assert_eq!(spool.bytes(), 0);
         assert!(spool.take_segments().expect("segments").is_empty());
     }
 }

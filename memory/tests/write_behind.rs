@@ -212,6 +212,82 @@ async fn a_store_that_is_down_is_caught_up_from_the_spool() {
 }
 
 #[tokio::test]
+async fn a_full_spool_holds_records_back_until_the_store_returns() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::new();
+    let cap = 64 * 1024;
+    let writer = Arc::new(
+        WriteBehind::start(
+            store.clone(),
+            WriteBehindConfig {
+                spool_max_bytes: cap,
+                max_queued: 100,
+                max_wait: Duration::from_millis(200),
+                ..config(&dir)
+            },
+        )
+        .expect("start"),
+    );
+    store.down.store(true, Ordering::SeqCst);
+    // The first batch meets the store down; the next ones fill the spool to its cap.
+    let mut sent = Vec::new();
+    let mut status = writer.status();
+    while status.spool_bytes < cap {
+        let records = batch(50, "u");
+        writer.record(&records).await.expect("record");
+        sent.extend(records);
+        status = writer.status();
+    }
+    // Once what was queued is spooled (or kept by the writer), the spool is where it stays.
+    let status = writer.flush().await;
+    assert!(!status.store_healthy);
+    let (held_before, spooled_at_cap) = (status.held, status.spool_bytes);
+
+    // Now recording waits: the records are held, the spool grows no more.
+    let waiting = {
+        let writer = Arc::clone(&writer);
+        let records = batch(50, "u");
+        sent.extend(records.clone());
+        tokio::spawn(async move { writer.record(&records).await })
+    };
+    eventually("the records are held", || {
+        writer.status().held == held_before + 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "recording waits while the spool is full"
+    );
+    let status = writer.status();
+    assert_eq!(
+        status.spool_bytes, spooled_at_cap,
+        "the spool stays at its cap"
+    );
+    assert_eq!(status.spool_max_bytes, cap);
+
+    // The store returns: the replay makes room, the held records go on, and all arrive.
+    store.down.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("recording resumes once there is room")
+        .expect("task")
+        .expect("record");
+    let status = writer.flush().await;
+    assert_eq!(status.held, 0);
+    assert_eq!(
+        (status.written, status.spooled, status.lost),
+        (sent.len() as u64, 0, 0),
+        "{status:?}"
+    );
+    let mut stored: Vec<_> = store.inner.all().into_iter().map(|r| r.id).collect();
+    let mut expected: Vec<_> = sent.iter().map(|r| r.id).collect();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected);
+}
+
+#[tokio::test]
 async fn the_spool_outlives_the_writer() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::new();

@@ -2,6 +2,9 @@
 //! keeps processing (executions are spooled to disk), and once PostgreSQL is back every
 //! execution is in memory, each once. The PostgreSQL server is the test's own, started by the
 //! project's `ops/start-postgres`; the mesh is the project's Redis.
+//!
+//! With a spool capped at a few MB, the reactor holds its records once the spool is full, reads
+//! no more (the signals wait in Redis), says so in its health, and loses nothing either.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,36 +33,99 @@ async fn stored(pool: &sqlx::PgPool) -> Option<i64> {
         .ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_stopped_for_30_s_loses_no_execution() {
-    let postgres = OwnPostgres::start();
-    let units = tempfile::tempdir().expect("units dir");
-    let work = tempfile::tempdir().expect("work dir");
-    deploy(units.path(), "fixture-counter-v1", "counter.so");
-    let prefix = format!("test-{}", Uuid::now_v7());
-    let mut config = RedisMeshConfig::new(redis_url());
-    config.key_prefix.clone_from(&prefix);
-    let mesh = Arc::new(
-        RedisMesh::connect(config)
-            .await
-            .expect("the tests need Redis: ops/start-redis"),
-    );
-    let spool = work.path().join("spool");
-    let spec = ReactorSpec {
-        redis: redis_url(),
-        prefix,
-        units: units.path().to_owned(),
-        work: work.path().to_owned(),
-        claim_idle: 30.0,
-        extra_args: vec![
+/// A test's own PostgreSQL, a mesh of its own prefix on the project's Redis, and the spec of a
+/// reactor running the counter unit that records into that PostgreSQL through `spool`.
+struct Outage {
+    postgres: OwnPostgres,
+    mesh: Arc<RedisMesh>,
+    spec: ReactorSpec,
+    spool: std::path::PathBuf,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Outage {
+    async fn new(extra_args: &[&str]) -> Self {
+        let postgres = OwnPostgres::start();
+        let units = tempfile::tempdir().expect("units dir");
+        let work = tempfile::tempdir().expect("work dir");
+        deploy(units.path(), "fixture-counter-v1", "counter.so");
+        let prefix = format!("test-{}", Uuid::now_v7());
+        let mut config = RedisMeshConfig::new(redis_url());
+        config.key_prefix.clone_from(&prefix);
+        let mesh = Arc::new(
+            RedisMesh::connect(config)
+                .await
+                .expect("the tests need Redis: ops/start-redis"),
+        );
+        let spool = work.path().join("spool");
+        let mut args = vec![
             "--postgres".into(),
             postgres.url(),
             "--spool".into(),
             spool.display().to_string(),
             "--models".into(),
             swarm_memory::testkit::models_dir().display().to_string(),
-        ],
-    };
+        ];
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+        let spec = ReactorSpec {
+            redis: redis_url(),
+            prefix,
+            units: units.path().to_owned(),
+            work: work.path().to_owned(),
+            claim_idle: 30.0,
+            extra_args: args,
+        };
+        Self {
+            postgres,
+            mesh,
+            spec,
+            spool,
+            _dirs: (units, work),
+        }
+    }
+}
+
+/// Once PostgreSQL is back: waits (up to `within`) for the group to settle every entry, then
+/// (up to a minute) for `expected` executions to be stored; the pool and the count stored.
+async fn outage_settled(
+    mesh: &RedisMesh,
+    postgres: &OwnPostgres,
+    expected: usize,
+    within: Duration,
+) -> (sqlx::PgPool, i64) {
+    let deadline = Instant::now() + within;
+    while !mesh
+        .group_info(STREAM, GROUP)
+        .await
+        .is_ok_and(|i| i.pending == 0 && i.lag == 0)
+    {
+        assert!(Instant::now() < deadline, "the mesh settles");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pool = sqlx::PgPool::connect(&postgres.url())
+        .await
+        .expect("reconnect");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut count = 0;
+    while Instant::now() < deadline {
+        count = stored(&pool).await.unwrap_or(0);
+        if count as usize >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (pool, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_for_30_s_loses_no_execution() {
+    let Outage {
+        postgres,
+        mesh,
+        spec,
+        spool,
+        _dirs,
+    } = Outage::new(&[]).await;
     let reactor = spec.start("r1");
     let deadline = Instant::now() + Duration::from_secs(60);
     while mesh.group_info(STREAM, GROUP).await.is_err() {
@@ -112,27 +178,7 @@ async fn postgres_stopped_for_30_s_loses_no_execution() {
     postgres.restart();
 
     let ids = publisher.await.expect("publisher");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mesh
-        .group_info(STREAM, GROUP)
-        .await
-        .is_ok_and(|i| i.pending == 0 && i.lag == 0)
-    {
-        assert!(Instant::now() < deadline, "the mesh settles");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pool = sqlx::PgPool::connect(&postgres.url())
-        .await
-        .expect("reconnect");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut count = 0;
-    while Instant::now() < deadline {
-        count = stored(&pool).await.unwrap_or(0);
-        if count as usize >= SIGNALS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (pool, count) = outage_settled(&mesh, &postgres, SIGNALS, Duration::from_secs(60)).await;
     let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT signal_id) FROM executions")
         .fetch_one(&pool)
         .await
@@ -168,4 +214,121 @@ async fn postgres_stopped_for_30_s_loses_no_execution() {
     assert_eq!(ran, SIGNALS, "each signal ran once");
     assert_eq!(count as usize, SIGNALS, "each execution is stored once");
     assert_eq!(distinct as usize, SIGNALS);
+}
+
+/// The inspector's health, parsed.
+async fn health(client: &reqwest::Client, http: &str) -> Option<swarm_inspector::Health> {
+    client
+        .get(format!("http://{http}/v1/health"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_slows_the_reads_and_loses_nothing() {
+    const CAP: u64 = 4 << 20;
+    // More signals than the spool and the reactor's signals in flight hold together.
+    const FLOOD: usize = 20_000;
+    let Outage {
+        postgres,
+        mesh,
+        spec,
+        _dirs,
+        ..
+    } = Outage::new(&["--spool-max-bytes", &CAP.to_string()]).await;
+    let http = format!("127.0.0.1:{}", swarm_tests::free_port());
+    let reactor = spec.start_serving("r1", &http);
+    let client = reqwest::Client::new();
+    let up = swarm_tests::wait_for_async(Duration::from_secs(60), async || {
+        mesh.group_info(STREAM, GROUP).await.ok()?;
+        health(&client, &http).await
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "the reactor started (see {})",
+        reactor.log.display()
+    );
+
+    // PostgreSQL stops; then 10,000 signals arrive at once.
+    postgres.stop();
+    let mut ids = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        let signal = Signal::new("tick", json!({ "note": "a payload of a few words" }));
+        mesh.publish(STREAM, &signal).await.expect("publish");
+        ids.push(signal.id);
+    }
+
+    // The spool fills; the reactor holds its records and says why.
+    let full = swarm_tests::wait_for_async(Duration::from_secs(120), async || {
+        let health = health(&client, &http).await?;
+        health
+            .recording
+            .as_ref()
+            .is_some_and(|r| r.held > 0)
+            .then_some(health)
+    })
+    .await
+    .expect("the spool fills and records are held");
+    let recording = full.recording.clone().expect("recording health");
+    assert_eq!(full.status, "degraded");
+    assert!(!recording.store_healthy);
+    assert!(
+        full.mesh.is_some(),
+        "health reports the group's backlog: {full:?}"
+    );
+    let reason = recording.reason.clone().unwrap_or_default();
+    assert!(reason.contains("the spool is full"), "{reason}");
+
+    // It reads no more: what ran stays put, the rest waits in Redis.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ran_then = executions_ran(&spec);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ran_later = executions_ran(&spec);
+    let info = mesh.group_info(STREAM, GROUP).await.expect("group info");
+    let waiting = info.lag + info.pending;
+    let spool_bytes = health(&client, &http)
+        .await
+        .and_then(|h| h.recording)
+        .map_or(0, |r| r.spool_bytes);
+    assert_eq!(
+        ran_later, ran_then,
+        "no signal runs while the spool is full"
+    );
+    // The cap may be passed by the batch that started below it, not more.
+    assert!(
+        spool_bytes < CAP + (2 << 20),
+        "the spool holds {spool_bytes} bytes against a cap of {CAP}"
+    );
+    assert!(
+        info.lag > 0 && info.lag as usize + ran_later >= FLOOD,
+        "the signals not run wait in Redis, unread (lag {}, ran {ran_later})",
+        info.lag
+    );
+
+    // PostgreSQL returns: the spool drains, the reactor reads again, nothing is lost.
+    postgres.restart();
+    let (pool, count) = outage_settled(&mesh, &postgres, FLOOD, Duration::from_secs(180)).await;
+    let stored_ids: Vec<Uuid> = sqlx::query_scalar("SELECT signal_id FROM executions")
+        .fetch_all(&pool)
+        .await
+        .expect("ids");
+    let stored_ids: std::collections::HashSet<Uuid> = stored_ids.into_iter().collect();
+    let missing = ids.iter().filter(|id| !stored_ids.contains(id)).count();
+    let after = health(&client, &http).await.expect("health");
+    let ran = executions_ran(&spec);
+    assert!(reactor.stop(), "the reactor exits cleanly");
+    println!(
+        "full spool: cap {CAP} bytes; at the hold {ran_then} of {FLOOD} signals had run, {waiting} waited in Redis, \
+         spool {spool_bytes} bytes, reason: {reason}; after PostgreSQL returned {count} executions stored, {missing} missing, health {}",
+        after.status
+    );
+    assert_eq!(missing, 0, "every signal's execution is in memory");
+    assert_eq!(count as usize, FLOOD, "each execution is stored once");
+    assert_eq!(ran, FLOOD, "each signal ran once");
+    assert_eq!(after.status, "ok", "{after:?}");
 }

@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use executions::SimilarHit;
-pub use ops::{Health, UnitProblem};
+pub use ops::{Health, MeshHealth, RecordingHealth, UnitProblem};
 pub(crate) use signals::SignalSchemas;
 pub use signals::{BadSchema, PayloadSchemas, Posted, Replied};
 

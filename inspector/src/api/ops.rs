@@ -70,6 +70,77 @@ pub struct Health {
     /// What makes it degraded, one entry per unit; empty when `ok`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<UnitProblem>,
+    /// How recording into memory goes, when it goes through a queue and a spool
+    /// (`swarm up --postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingHealth>,
+    /// The reactors' group on the stream: entries delivered and not yet settled, and entries
+    /// not yet delivered (a lag that grows is a group that cannot keep up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshHealth>,
+}
+
+/// How recording into memory goes.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordingHealth {
+    /// Whether the last call to the memory store succeeded.
+    pub store_healthy: bool,
+    /// Records waiting in the spool for the store.
+    pub spooled: u64,
+    /// Bytes of the spool, and the most it may hold.
+    pub spool_bytes: u64,
+    /// The spool's cap, bytes.
+    pub spool_max_bytes: u64,
+    /// Records held back because the spool is full: while any are, the reactor reads no more
+    /// from the mesh (the signals wait there).
+    pub held: u64,
+    /// Records lost (the spool could not be written, or the store refused them as invalid).
+    pub lost: u64,
+    /// What is wrong, in words; absent when nothing is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl RecordingHealth {
+    fn of(status: swarm_memory::WriterStatus) -> Self {
+        let mut reason = Vec::new();
+        if !status.store_healthy {
+            reason.push(format!(
+                "the memory store is unavailable ({})",
+                status.last_error.as_deref().unwrap_or("no answer")
+            ));
+        }
+        if status.spooled > 0 {
+            reason.push(format!(
+                "{} execution records wait in the spool ({} of {} bytes)",
+                status.spooled, status.spool_bytes, status.spool_max_bytes
+            ));
+        }
+        if status.held > 0 {
+            reason.push(format!(
+                "the spool is full: {} records are held and the reactor reads no more from the mesh until it has room",
+                status.held
+            ));
+        }
+        Self {
+            store_healthy: status.store_healthy,
+            spooled: status.spooled,
+            spool_bytes: status.spool_bytes,
+            spool_max_bytes: status.spool_max_bytes,
+            held: status.held,
+            lost: status.lost,
+            reason: (!reason.is_empty()).then(|| reason.join("; ")),
+        }
+    }
+}
+
+/// The reactors' group on the stream.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MeshHealth {
+    /// Entries delivered to a reactor and not yet settled.
+    pub pending: u64,
+    /// Entries not yet delivered to any reactor.
+    pub lag: u64,
 }
 
 /// A unit that degrades the process: quarantined, or with calls stuck past their deadline.
@@ -126,14 +197,23 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
         .iter()
         .filter_map(UnitProblem::of)
         .collect();
-    Json(Health {
-        status: if problems.is_empty() {
-            "ok"
-        } else {
-            "degraded"
+    let recording = state.memory.writer_status().map(RecordingHealth::of);
+    // Health answers even when the mesh does not.
+    let group = tokio::time::timeout(std::time::Duration::from_secs(1), state.group_info()).await;
+    let mesh = group.ok().and_then(Result::ok).map(|info| {
+        metrics::gauge!("swarm_stream_pending").set(info.pending as f64);
+        metrics::gauge!("swarm_stream_lag").set(info.lag as f64);
+        MeshHealth {
+            pending: info.pending,
+            lag: info.lag,
         }
-        .into(),
+    });
+    let degraded = !problems.is_empty() || recording.as_ref().is_some_and(|r| r.reason.is_some());
+    Json(Health {
+        status: if degraded { "degraded" } else { "ok" }.into(),
         tokens: !state.tokens.is_empty(),
         problems,
+        recording,
+        mesh,
     })
 }

@@ -16,16 +16,18 @@ use crate::{Memory, MemoryError};
 #[derive(Default)]
 struct Round {
     batch: Vec<ExecutionRecord>,
+    /// The room its records took in the queue: given back once they are stored or spooled.
+    room: usize,
     replies: Vec<oneshot::Sender<()>>,
     closing: bool,
 }
 
 impl Round {
-    /// Takes `message` out of the queue, giving back the room its records took.
-    fn take(&mut self, message: Message, shared: &Shared) {
+    /// Takes `message` out of the queue.
+    fn take(&mut self, message: Message) {
         match message {
             Message::Records(records, room) => {
-                shared.room.add_permits(room as usize);
+                self.room += room as usize;
                 self.batch.extend(records);
             }
             Message::Flush(done) => self.replies.push(done),
@@ -55,10 +57,10 @@ pub(super) async fn run(
     ));
     while let Some(message) = receiver.recv().await {
         let mut round = Round::default();
-        round.take(message, &shared);
+        round.take(message);
         while round.replies.is_empty() && round.batch.len() < config.batch {
             match receiver.try_recv() {
-                Ok(message) => round.take(message, &shared),
+                Ok(message) => round.take(message),
                 Err(_) => break,
             }
         }
@@ -66,7 +68,7 @@ pub(super) async fn run(
             // Senders now fail and spool; whatever is already queued is taken here.
             receiver.close();
             while let Some(message) = receiver.recv().await {
-                round.take(message, &shared);
+                round.take(message);
             }
         }
         // Records bound for the spool are not embedded now: the replay records them later.
@@ -88,7 +90,9 @@ pub(super) async fn run(
 }
 
 /// The second stage of [`run`]: stores each round (or spools it), answers its flushes, and
-/// replays the spool every `retry_every`.
+/// replays the spool every `retry_every`. Records that can be neither stored nor spooled (the
+/// store fails and the spool is full) are kept here, still holding their room in the queue, so
+/// the queue fills and `record` waits: they are tried again after each replay.
 async fn store_rounds(
     inner: Arc<dyn Memory>,
     mut rounds: mpsc::Receiver<Round>,
@@ -97,13 +101,17 @@ async fn store_rounds(
 ) {
     let mut replay_tick = tokio::time::interval(config.retry_every);
     replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut kept = Kept::default();
     loop {
         tokio::select! {
             round = rounds.recv() => {
                 let Some(round) = round else { break };
-                store(&*inner, &shared, round.batch, config.batch).await;
+                kept.add(&shared, round.batch, round.room);
+                // Closing: nothing may be lost, so the spool takes what is kept past its cap.
+                kept.settle(&*inner, &shared, config.batch, round.closing).await;
                 if !round.replies.is_empty() {
                     replay(&*inner, &shared, config.batch).await;
+                    kept.settle(&*inner, &shared, config.batch, round.closing).await;
                 }
                 for done in round.replies {
                     let _ = done.send(());
@@ -112,26 +120,86 @@ async fn store_rounds(
                     break;
                 }
             }
-            _ = replay_tick.tick() => replay(&*inner, &shared, config.batch).await,
+            _ = replay_tick.tick() => {
+                replay(&*inner, &shared, config.batch).await;
+                kept.settle(&*inner, &shared, config.batch, false).await;
+            }
         }
     }
 }
 
-/// Writes a batch to the store, or spools it when the store fails or a spool is waiting.
-async fn store(inner: &dyn Memory, shared: &Shared, batch: Vec<ExecutionRecord>, max: usize) {
-    if batch.is_empty() {
-        return;
+/// Records the store has not taken yet, and the room in the queue they hold.
+#[derive(Default)]
+struct Kept {
+    records: Vec<ExecutionRecord>,
+    room: usize,
+    /// How many of `records` count as held (the spool was full for them).
+    held: u64,
+}
+
+impl Kept {
+    fn add(&mut self, shared: &Shared, records: Vec<ExecutionRecord>, room: usize) {
+        self.records.extend(records);
+        self.room += room;
+        self.set_held(shared, 0);
     }
-    if shared.spool().pending() > 0 {
-        shared.spill(&batch);
-        return;
+
+    /// Stores what is kept, or spools it; keeps it still if the store fails and the spool is
+    /// full (unless `force`); gives the room back once nothing is kept.
+    async fn settle(&mut self, inner: &dyn Memory, shared: &Shared, max: usize, force: bool) {
+        if !self.records.is_empty() {
+            let unstored = store(inner, shared, std::mem::take(&mut self.records), max).await;
+            if !unstored.is_empty() {
+                if force || shared.spool().bytes() < shared.spool_max_bytes {
+                    shared.spill(&unstored);
+                } else {
+                    if self.held == 0 {
+                        tracing::warn!(
+                            count = unstored.len(),
+                            "the spool is full: execution records kept in the writer until it has room; recording waits meanwhile"
+                        );
+                    }
+                    let held = unstored.len() as u64;
+                    self.records = unstored;
+                    self.set_held(shared, held);
+                    return;
+                }
+            }
+        }
+        self.set_held(shared, 0);
+        shared.room.add_permits(std::mem::take(&mut self.room));
     }
-    for chunk in batch.chunks(max.max(1)) {
-        if let Err(error) = write(inner, shared, chunk).await {
-            tracing::warn!(%error, count = chunk.len(), "memory store unavailable; execution records spooled to disk");
-            shared.spill(chunk);
+
+    fn set_held(&mut self, shared: &Shared, held: u64) {
+        if held != self.held {
+            shared.held.fetch_add(held, Ordering::Relaxed);
+            shared.held.fetch_sub(self.held, Ordering::Relaxed);
+            self.held = held;
+            metrics::gauge!("swarm_memory_held_records")
+                .set(shared.held.load(Ordering::Relaxed) as f64);
         }
     }
+}
+
+/// Writes a batch to the store; returns what it did not write (everything while a spool is
+/// waiting, which the batch must queue behind; the chunks the store failed on otherwise).
+async fn store(
+    inner: &dyn Memory,
+    shared: &Shared,
+    batch: Vec<ExecutionRecord>,
+    max: usize,
+) -> Vec<ExecutionRecord> {
+    if batch.is_empty() || shared.spool().pending() > 0 {
+        return batch;
+    }
+    let mut unstored = Vec::new();
+    for chunk in batch.chunks(max.max(1)) {
+        if let Err(error) = write(inner, shared, chunk).await {
+            tracing::warn!(%error, count = chunk.len(), "memory store unavailable; execution records go to the spool");
+            unstored.extend_from_slice(chunk);
+        }
+    }
+    unstored
 }
 
 /// One call to the store. Records it refuses as invalid are written one by one, and those it
@@ -211,6 +279,7 @@ async fn replay(inner: &dyn Memory, shared: &Shared, max: usize) {
             shared.failed(format!("spool: {error}"));
             return;
         }
+        shared.spool_shrank();
         tracing::info!(
             records = segment.records.len(),
             "spooled execution records caught up"

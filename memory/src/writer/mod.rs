@@ -8,8 +8,13 @@
 //! unreachable), the wait runs out, or the queue is full, records go to a
 //! [spool](crate::spool) on disk instead; while anything is spooled, new
 //! batches are spooled behind it, and every `retry_every` the task replays the spool, oldest
-//! first, until it is empty. Nothing is dropped unless the disk itself refuses the spool (or the
-//! store refuses a record as invalid), and each such loss is counted and logged.
+//! first, until it is empty. The spool holds at most `spool_max_bytes` (a batch may pass the
+//! mark it starts below): when it is full, queued records the store fails on stay in the
+//! writer, holding their room in the queue, and `record` holds its records and waits for the
+//! replay to make room. The reactor then settles, and so reads, no more: signals wait in the
+//! mesh, which keeps them; the status says so. Only closing spools past the cap. Nothing is
+//! dropped unless the disk itself refuses the spool (or the store refuses a record as invalid),
+//! and each such loss is counted and logged.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +50,8 @@ pub struct WriteBehindConfig {
     /// How long `record` waits for room before it spools instead (a store that is stuck
     /// rather than slow).
     pub max_wait: Duration,
+    /// Bytes the spool may hold; past them `record` waits for room.
+    pub spool_max_bytes: u64,
 }
 
 impl WriteBehindConfig {
@@ -59,6 +66,7 @@ impl WriteBehindConfig {
             retry_every: Duration::from_secs(1),
             max_queued: 8192,
             max_wait: Duration::from_secs(10),
+            spool_max_bytes: 1 << 30,
         }
     }
 }
@@ -70,6 +78,13 @@ pub struct WriterStatus {
     pub written: u64,
     /// Records waiting in the spool.
     pub spooled: u64,
+    /// Bytes of the spool.
+    pub spool_bytes: u64,
+    /// Bytes the spool may hold.
+    pub spool_max_bytes: u64,
+    /// Records held back because the spool is full: their signals stay unsettled, and the
+    /// reactor reads no more until there is room.
+    pub held: u64,
     /// Records lost: the spool could not be written, or the store refused them as invalid.
     pub lost: u64,
     /// Whether the last call to the store succeeded.
@@ -87,6 +102,11 @@ enum Message {
 
 struct Shared {
     spool: Mutex<Spool>,
+    spool_max_bytes: u64,
+    /// Records `record` holds while the spool is full.
+    held: AtomicU64,
+    /// Woken when the spool shrinks or the store recovers.
+    room_in_spool: tokio::sync::Notify,
     written: AtomicU64,
     lost: AtomicU64,
     healthy: AtomicBool,
@@ -107,12 +127,25 @@ impl Shared {
 
     /// Spools `records`; if even that fails, counts them lost.
     fn spill(&self, records: &[ExecutionRecord]) {
-        if let Err(error) = self.spool().append(records) {
+        let mut spool = self.spool();
+        if let Err(error) = spool.append(records) {
             self.lost.fetch_add(records.len() as u64, Ordering::Relaxed);
             tracing::error!(%error, count = records.len(), "execution records lost: the spool cannot be written");
             self.failed(format!("spool: {error}"));
         }
+        gauge_spool(&spool);
     }
+
+    /// The spool shrank: records held for room may go on.
+    fn spool_shrank(&self) {
+        gauge_spool(&self.spool());
+        self.room_in_spool.notify_waiters();
+    }
+}
+
+fn gauge_spool(spool: &Spool) {
+    metrics::gauge!("swarm_memory_spool_bytes").set(spool.bytes() as f64);
+    metrics::gauge!("swarm_memory_spooled_records").set(spool.pending() as f64);
 }
 
 /// A [`Memory`] that records through a bounded queue and a disk spool into another memory.
@@ -131,8 +164,12 @@ impl WriteBehind {
     /// writing task on the current tokio runtime.
     pub fn start(inner: Arc<dyn Memory>, config: WriteBehindConfig) -> std::io::Result<Self> {
         let spool = Spool::open(&config.spool_dir)?;
+        gauge_spool(&spool);
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
+            spool_max_bytes: config.spool_max_bytes,
+            held: AtomicU64::new(0),
+            room_in_spool: tokio::sync::Notify::new(),
             written: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
@@ -159,9 +196,16 @@ impl WriteBehind {
 
     /// What the writer has done so far.
     pub fn status(&self) -> WriterStatus {
+        let (spooled, spool_bytes) = {
+            let spool = self.shared.spool();
+            (spool.pending(), spool.bytes())
+        };
         WriterStatus {
             written: self.shared.written.load(Ordering::Relaxed),
-            spooled: self.shared.spool().pending(),
+            spooled,
+            spool_bytes,
+            spool_max_bytes: self.shared.spool_max_bytes,
+            held: self.shared.held.load(Ordering::Relaxed),
             lost: self.shared.lost.load(Ordering::Relaxed),
             store_healthy: self.shared.healthy.load(Ordering::Relaxed),
             last_error: self.shared.last_error.lock().clone(),
@@ -196,14 +240,50 @@ impl WriteBehind {
 }
 
 impl WriteBehind {
-    /// Waits for room for `records` records in the queue while the store is healthy and nothing
-    /// is spooled, at most `max_wait`; returns the room taken (0: none, the records are queued
-    /// or spooled regardless).
-    async fn room_for(&self, records: usize) -> u32 {
-        let healthy = self.shared.healthy.load(Ordering::Relaxed);
-        if !healthy || self.shared.spool().pending() > 0 {
-            return 0;
+    /// Spools `records` once the spool has room for them, holding them meanwhile (their
+    /// signals stay unsettled, so the reactor reads no more); if the store has recovered and
+    /// the spool emptied while they waited, they are recorded as usual instead.
+    async fn spill_when_room(&self, records: Vec<ExecutionRecord>) {
+        let shared = &self.shared;
+        let count = records.len() as u64;
+        let mut holding = false;
+        loop {
+            let wake = shared.room_in_spool.notified();
+            let (bytes, pending) = {
+                let spool = shared.spool();
+                (spool.bytes(), spool.pending())
+            };
+            if bytes < shared.spool_max_bytes {
+                shared.spill(&records);
+                break;
+            }
+            if pending == 0 && shared.healthy.load(Ordering::Relaxed) {
+                // Only reachable with a cap of 0 bytes: nothing waits, so nothing can make room.
+                shared.spill(&records);
+                break;
+            }
+            if !holding {
+                holding = true;
+                let held = shared.held.fetch_add(count, Ordering::Relaxed) + count;
+                metrics::gauge!("swarm_memory_held_records").set(held as f64);
+                tracing::warn!(
+                    spool_bytes = bytes,
+                    cap = shared.spool_max_bytes,
+                    "the spool is full: execution records held until it has room; the reactor reads no more meanwhile"
+                );
+            }
+            // Woken when a replay removes a segment; the tick is a safety net.
+            let _ = tokio::time::timeout(Duration::from_millis(250), wake).await;
         }
+        if holding {
+            let held = shared.held.fetch_sub(count, Ordering::Relaxed) - count;
+            metrics::gauge!("swarm_memory_held_records").set(held as f64);
+        }
+    }
+
+    /// Waits for room for `records` records in the queue, at most `max_wait`; returns the room
+    /// taken (0: none, the records are queued or spooled regardless).
+    async fn room_for(&self, records: usize) -> u32 {
         let want = u32::try_from(records.min(self.max_queued)).unwrap_or(u32::MAX);
         match tokio::time::timeout(self.max_wait, self.shared.room.acquire_many(want)).await {
             Ok(Ok(permit)) => {
@@ -225,8 +305,14 @@ impl Memory for WriteBehind {
         if records.is_empty() {
             return Ok(());
         }
+        // While the store fails or anything waits in the spool, records go behind it.
+        if !self.shared.healthy.load(Ordering::Relaxed) || self.shared.spool().pending() > 0 {
+            self.spill_when_room(records).await;
+            return Ok(());
+        }
         let started = tokio::time::Instant::now();
         let room = self.room_for(records.len()).await;
+        // No room within max_wait (a store that is stuck rather than slow): the spool.
         let slot = if room > 0 {
             // Room taken: wait for a place in the queue too, within what is left of max_wait.
             let left = self.max_wait.saturating_sub(started.elapsed());
@@ -235,16 +321,20 @@ impl Memory for WriteBehind {
                 .ok()
                 .and_then(Result::ok)
         } else {
-            self.queue.try_reserve().ok()
+            None
         };
         match slot {
             Some(slot) => slot.send(Message::Records(records, room)),
             None => {
                 self.shared.room.add_permits(room as usize);
-                self.shared.spill(&records);
+                self.spill_when_room(records).await;
             }
         }
         Ok(())
+    }
+
+    fn writer_status(&self) -> Option<WriterStatus> {
+        Some(self.status())
     }
 
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {

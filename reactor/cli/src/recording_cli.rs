@@ -20,6 +20,10 @@ pub(crate) struct RecordArgs {
         default_value = ".swarm/spool"
     )]
     pub spool_dir: PathBuf,
+    /// Bytes the spool may hold (at least 1 MiB). When it is full the reactor reads no more
+    /// from the mesh until PostgreSQL is back and the spool has room: signals wait in Redis.
+    #[arg(long, env = "SWARM_SPOOL_MAX_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub spool_max_bytes: u64,
     /// Forget executions older than this many days (compaction runs every --compact-every).
     #[arg(long)]
     pub retain_days: Option<f64>,
@@ -47,7 +51,10 @@ impl Recording {
         let store: Arc<dyn Memory> = postgres;
         let writer = WriteBehind::start(
             Arc::clone(&store),
-            WriteBehindConfig::new(&record.spool_dir),
+            WriteBehindConfig {
+                spool_max_bytes: record.spool_max_bytes,
+                ..WriteBehindConfig::new(&record.spool_dir)
+            },
         )
         .with_context(|| {
             format!(
