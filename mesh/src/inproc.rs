@@ -287,6 +287,42 @@ impl Groups for InProcMesh {
         s.entries = kept;
         Ok(removed)
     }
+
+    async fn trim_retained(
+        &self,
+        stream: &str,
+        max_len: Option<u64>,
+        before: Option<EntryId>,
+    ) -> Result<u64, MeshError> {
+        let mut state = self.lock();
+        let Some(s) = state.streams.get_mut(stream) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        if let Some(before) = before {
+            let kept = s.entries.split_off(&before);
+            removed += s.entries.len() as u64;
+            s.entries = kept;
+        }
+        if let Some(max_len) = max_len {
+            while s.entries.len() as u64 > max_len {
+                s.entries.pop_first();
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn delete(&self, stream: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
+        let mut state = self.lock();
+        let Some(s) = state.streams.get_mut(stream) else {
+            return Ok(0);
+        };
+        Ok(ids
+            .iter()
+            .filter(|id| s.entries.remove(id).is_some())
+            .count() as u64)
+    }
 }
 
 #[async_trait]

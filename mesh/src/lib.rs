@@ -178,6 +178,19 @@ pub trait Groups: Send + Sync + 'static {
     /// Removes entries that every group of the stream has delivered and acknowledged; never an
     /// entry still pending or not yet delivered. Returns how many were removed.
     async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError>;
+
+    /// Removes the entries before `before`, then the oldest past `max_len`, whatever any group
+    /// still owes: a retention for streams kept for people rather than consumed, such as dead
+    /// letters. Returns how many were removed.
+    async fn trim_retained(
+        &self,
+        stream: &str,
+        max_len: Option<u64>,
+        before: Option<EntryId>,
+    ) -> Result<u64, MeshError>;
+
+    /// Removes the entries `ids` (those that exist); returns how many it removed.
+    async fn delete(&self, stream: &str, ids: &[EntryId]) -> Result<u64, MeshError>;
 }
 
 /// Reading a stream as a consumer of a group: deliveries, acknowledgements, settlements,

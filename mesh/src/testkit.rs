@@ -322,6 +322,48 @@ pub async fn dead_letters_are_kept(mesh: &dyn Mesh, stream: &str) {
     assert_eq!(dead[0].body.as_ref().ok().map(|s| s.id), Some(letter.id));
 }
 
+/// A retention trims by age, then by length, pending or not; deleting removes named entries.
+pub async fn retention_and_deletion(mesh: &dyn Mesh, stream: &str) {
+    mesh.create_group(stream, G, StartAt::Beginning)
+        .await
+        .expect("group");
+    let ids = publish_n(mesh, stream, 6).await;
+    // Delivered and never acknowledged: a retention does not care.
+    mesh.read(stream, G, "c", 6, NO_WAIT).await.expect("read");
+    let left = async || {
+        mesh.range(stream, None, 10)
+            .await
+            .expect("range")
+            .iter()
+            .map(|e| n_of(&e.body))
+            .collect::<Vec<_>>()
+    };
+    let removed = mesh
+        .trim_retained(stream, None, Some(ids[2]))
+        .await
+        .expect("trim by age");
+    assert_eq!(removed, 2);
+    assert_eq!(left().await, vec![2, 3, 4, 5]);
+    let removed = mesh
+        .trim_retained(stream, Some(3), None)
+        .await
+        .expect("trim by length");
+    assert_eq!(removed, 1);
+    assert_eq!(left().await, vec![3, 4, 5]);
+    let removed = mesh
+        .delete(stream, &[ids[4], ids[0]])
+        .await
+        .expect("delete");
+    assert_eq!(removed, 1, "only entries that exist are counted");
+    assert_eq!(left().await, vec![3, 5]);
+    assert_eq!(
+        mesh.trim_retained("never-written", Some(0), Some(ids[5]))
+            .await
+            .expect("a stream that does not exist"),
+        0
+    );
+}
+
 /// Trimming removes only entries every group has delivered and acknowledged.
 pub async fn trimming_keeps_unacknowledged(mesh: &dyn Mesh, stream: &str) {
     mesh.create_group(stream, G, StartAt::Beginning)
@@ -836,7 +878,7 @@ macro_rules! mesh_behaviour_suite {
             delivers_in_order_once, pending_until_acked, groups_share_and_consumers_split,
             group_start_positions, missing_group_is_an_error, own_pending_is_redelivered,
             idle_entries_are_claimed, settle_emits_and_acks, settle_batch_emits_and_acks_all, dead_letters_are_kept,
-            trimming_keeps_unacknowledged, blocked_read_wakes_on_publish, tail_follows_the_stream,
+            trimming_keeps_unacknowledged, retention_and_deletion, blocked_read_wakes_on_publish, tail_follows_the_stream,
             encodings_round_trip, marks_deposit_and_sense, marks_refuse_bad_operations,
             marks_evaporate, marks_sense_prefix, kv_set_get_delete, pending_is_taken_over_from_any_consumer, partition_counts_are_recorded_once,
             signals_land_in_their_partition, leases_are_exclusive_and_expire,

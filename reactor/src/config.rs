@@ -60,8 +60,13 @@ pub struct ReactorConfig {
     pub max_deliveries: u32,
     /// Entries pending this long with any consumer are claimed by this one.
     pub claim_idle: Duration,
-    /// How often acknowledged entries are trimmed from the stream.
+    /// How often acknowledged entries are trimmed from the stream (and dead letters past
+    /// their retention from the dead-letter stream).
     pub trim_every: Duration,
+    /// Dead letters kept, at most (the oldest go first); `None`: no bound.
+    pub dead_letter_max: Option<u64>,
+    /// Dead letters older than this are removed; `None`: no bound.
+    pub dead_letter_max_age: Option<Duration>,
     /// Configuration handed to each unit's constructor, by unit name.
     pub unit_config: BTreeMap<String, serde_json::Value>,
     /// Dispatch policies that override the units' manifests for the kinds they match (the
@@ -105,6 +110,8 @@ impl ReactorConfig {
             max_deliveries: 5,
             claim_idle: Duration::from_secs(30),
             trim_every: Duration::from_secs(5),
+            dead_letter_max: Some(100_000),
+            dead_letter_max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             unit_config: BTreeMap::new(),
             dispatch: Vec::new(),
             ranker: RankerConfig::default(),

@@ -21,6 +21,18 @@ use swarm_memory::InProcMemory;
 use swarm_mesh::{InProcMesh, Mesh, RedisMesh, RedisMeshConfig};
 use swarm_reactor::{LoadReport, Reactor, ReactorConfig};
 
+/// A mesh of a fresh key prefix (a hash tag of its own) on the project's Redis, and the prefix:
+/// a test's own streams, apart from every other test's.
+pub async fn fresh_mesh() -> (String, Arc<RedisMesh>) {
+    let prefix = format!("test-{}", uuid::Uuid::now_v7());
+    let mut config = RedisMeshConfig::new(redis_url());
+    config.key_prefix.clone_from(&prefix);
+    let mesh = RedisMesh::connect(config)
+        .await
+        .expect("the tests need Redis: ops/start-redis");
+    (prefix, Arc::new(mesh))
+}
+
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swarm_mesh::prelude::*;
-use swarm_mesh::{EntryId, RedisMesh, RedisMeshConfig, StartAt, dead_letter_stream};
+use swarm_mesh::{EntryId, RedisMesh, StartAt, dead_letter_stream};
 use swarm_schemas::{DeadLetter, Signal};
-use uuid::Uuid;
 
 use crate::{ReactorProcess, ReactorSpec, deploy, redis_url};
 
@@ -36,14 +35,7 @@ pub async fn setup(extra_args: &[&str]) -> Setup {
     let units = tempfile::tempdir().expect("units dir");
     let work = tempfile::tempdir().expect("work dir");
     deploy(units.path(), "fixture-hang", "hang.so");
-    let prefix = format!("test-{}", Uuid::now_v7());
-    let mut config = RedisMeshConfig::new(redis_url());
-    config.key_prefix.clone_from(&prefix);
-    let mesh = Arc::new(
-        RedisMesh::connect(config)
-            .await
-            .expect("the tests need Redis: ops/start-redis"),
-    );
+    let (prefix, mesh) = crate::fresh_mesh().await;
     // Keeps every entry until the test has read it (the reactors trim what all groups acked).
     mesh.create_group(STREAM, OBSERVER, StartAt::Beginning)
         .await

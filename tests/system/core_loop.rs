@@ -295,6 +295,17 @@ impl Groups for SlowAnswers {
     async fn trim_acknowledged(&self, stream: &str) -> Result<u64, MeshError> {
         self.inner.trim_acknowledged(stream).await
     }
+    async fn trim_retained(
+        &self,
+        stream: &str,
+        max_len: Option<u64>,
+        before: Option<EntryId>,
+    ) -> Result<u64, MeshError> {
+        self.inner.trim_retained(stream, max_len, before).await
+    }
+    async fn delete(&self, stream: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
+        self.inner.delete(stream, ids).await
+    }
 }
 
 #[async_trait]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use swarm_mesh::RedisMesh;
 use swarm_mesh::prelude::*;
-use swarm_mesh::{RedisMesh, RedisMeshConfig};
 use swarm_schemas::Signal;
 use swarm_tests::{OwnPostgres, ReactorSpec, deploy, redis_url};
 use uuid::Uuid;
@@ -49,14 +49,7 @@ impl Outage {
         let units = tempfile::tempdir().expect("units dir");
         let work = tempfile::tempdir().expect("work dir");
         deploy(units.path(), "fixture-counter-v1", "counter.so");
-        let prefix = format!("test-{}", Uuid::now_v7());
-        let mut config = RedisMeshConfig::new(redis_url());
-        config.key_prefix.clone_from(&prefix);
-        let mesh = Arc::new(
-            RedisMesh::connect(config)
-                .await
-                .expect("the tests need Redis: ops/start-redis"),
-        );
+        let (prefix, mesh) = swarm_tests::fresh_mesh().await;
         let spool = work.path().join("spool");
         let mut args = vec![
             "--postgres".into(),

@@ -354,4 +354,48 @@ impl Groups for RedisMesh {
             .await
             .map_err(unavailable)
     }
+
+    async fn trim_retained(
+        &self,
+        stream: &str,
+        max_len: Option<u64>,
+        before: Option<EntryId>,
+    ) -> Result<u64, MeshError> {
+        let mut removed = 0;
+        if let Some(before) = before {
+            let n: u64 = redis::cmd("XTRIM")
+                .arg(self.key(stream))
+                .arg("MINID")
+                .arg(before.to_string())
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            removed += n;
+        }
+        if let Some(max_len) = max_len {
+            let n: u64 = redis::cmd("XTRIM")
+                .arg(self.key(stream))
+                .arg("MAXLEN")
+                .arg(max_len)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    async fn delete(&self, stream: &str, ids: &[EntryId]) -> Result<u64, MeshError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut xdel = redis::cmd("XDEL");
+        xdel.arg(self.key(stream));
+        for id in ids {
+            xdel.arg(id.to_string());
+        }
+        xdel.query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
 }

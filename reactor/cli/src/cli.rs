@@ -48,6 +48,8 @@ enum Command {
     /// The audit trail of a running swarm: loads, swaps, refusals, enables and disables,
     /// quarantines, trust changes and admin calls — who, from where, when.
     Audit(crate::audit_cli::AuditArgs),
+    /// The dead letters of a Redis mesh: list them, publish their signals again, or drop them.
+    DeadLetters(crate::dead_letters_cli::DeadLettersArgs),
 }
 
 impl Cli {
@@ -69,6 +71,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Memory(args) => crate::memory_cli::run(args).await,
         Command::Explain(args) => crate::explain_cli::explain(args).await,
         Command::Audit(args) => crate::audit_cli::run(args).await,
+        Command::DeadLetters(args) => crate::dead_letters_cli::run(args).await,
         Command::New(command) => crate::new_cli::run(command),
         Command::Doctor(args) => crate::doctor_cli::run(*args).await,
         Command::Trust(command) => crate::trust_cli::run(command),

@@ -4,6 +4,7 @@ mod api_client;
 mod args;
 mod audit_cli;
 mod cli;
+mod dead_letters_cli;
 mod dev_cli;
 mod doctor_cli;
 mod emit_cli;

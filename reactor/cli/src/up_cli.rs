@@ -39,6 +39,12 @@ pub(crate) struct UpArgs {
     /// Seconds an entry may stay pending with a silent consumer before another takes it over.
     #[arg(long, default_value_t = 30.0)]
     claim_idle: f64,
+    /// Dead letters kept per partition, at most (the oldest go first; 0: no bound).
+    #[arg(long, default_value_t = 100_000)]
+    dead_letter_max: u64,
+    /// Days a dead letter is kept (0: no bound).
+    #[arg(long, default_value_t = 7.0)]
+    dead_letter_days: f64,
     /// Partitions of the signal stream, fixed when the stream is created (a stream that exists
     /// keeps its count): with 1 every process reads the one stream; with more, each partition
     /// is read by one process at a time and each key's signals are handled in publish order.
@@ -169,6 +175,12 @@ impl UpPlan {
         config.watch = !args.no_watch;
         config.consumer = args.consumer.clone().unwrap_or_else(hostname);
         config.claim_idle = Duration::from_secs_f64(args.claim_idle);
+        if !(args.dead_letter_days.is_finite() && args.dead_letter_days >= 0.0) {
+            bail!("--dead-letter-days must be a number of days, 0 or more");
+        }
+        config.dead_letter_max = (args.dead_letter_max > 0).then_some(args.dead_letter_max);
+        config.dead_letter_max_age = (args.dead_letter_days > 0.0)
+            .then(|| Duration::from_secs_f64(args.dead_letter_days * 86_400.0));
         if args.lease_ttl < 0.3 {
             bail!("--lease-ttl must be at least 0.3 seconds");
         }

@@ -36,6 +36,36 @@ impl Dispatcher {
         }
     }
 
+    /// Removes the partition's dead letters past their retention (count and age).
+    async fn trim_dead_letters(&self, stream: &str) {
+        let c = &self.config;
+        if c.dead_letter_max.is_none() && c.dead_letter_max_age.is_none() {
+            return;
+        }
+        let before = c.dead_letter_max_age.map(|age| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            EntryId {
+                ms: u64::try_from(now.saturating_sub(age).as_millis()).unwrap_or(0),
+                seq: 0,
+            }
+        });
+        let dead = swarm_mesh::dead_letter_stream(stream);
+        match self
+            .mesh
+            .trim_retained(&dead, c.dead_letter_max, before)
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => {
+                metrics::counter!("swarm_dead_letters_expired_total").increment(removed);
+                tracing::info!(removed, stream = %dead, "dead letters past their retention removed");
+            }
+            Err(error) => tracing::warn!(%error, "trimming dead letters failed"),
+        }
+    }
+
     /// Keeps running entries claimed, takes over entries abandoned by dead consumers, and
     /// trims what every group has acknowledged, on one partition.
     pub(super) async fn housekeeping(
@@ -86,6 +116,7 @@ impl Dispatcher {
                     if let Err(error) = self.mesh.trim_acknowledged(stream).await {
                         tracing::warn!(%error, "trimming failed");
                     }
+                    self.trim_dead_letters(stream).await;
                 }
             }
         }
