@@ -30,7 +30,7 @@ pub use pg::{PgMemory, PgMemoryConfig, PgProbe, ReindexProgress, Reindexed};
 pub use query::{
     Compaction, Fusion, MAX_K, OutcomeFilter, Probe, Retention, SearchHit, SearchQuery, UnitStats,
 };
-pub use shape::{Shape, ShapeEmbedder, shape_id};
+pub use shape::{MAX_SHAPE_CHARS, Shape, ShapeEmbedder, shape_id};
 #[cfg(feature = "tract")]
 pub use tract_embedder::{MAX_TOKENS, MODEL_FILE, TOKENIZER_FILE, TractEmbedder};
 pub use writer::{WriteBehind, WriteBehindConfig, WriterStatus};

@@ -28,7 +28,7 @@ pub use host::{
     EVAPORATED, MAX_KEY_BYTES, MAX_MARK_OPS, MAX_VALUE_BYTES, evaporated, kv_value_text,
     sort_strongest_first, validate_key, validate_mark_ops,
 };
-pub use kind::{KindError, KindPattern, validate_kind};
+pub use kind::{KindError, KindPattern, MAX_KIND_LEN, validate_kind};
 pub use manifest::{
     Dependency, DispatchPolicy, ManifestError, PatternDispatch, UnitManifest, validate_unit_name,
 };

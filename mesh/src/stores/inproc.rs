@@ -222,6 +222,45 @@ mod tests {
         (Arc::new(move || read.load(Ordering::SeqCst) as f64), now)
     }
 
+    proptest::proptest! {
+        /// Whatever the deposits and the time between them, a mark reads as the sum of each
+        /// deposit halved once per half-life since it was made; a prefix read drops it only
+        /// once that sum is below `EVAPORATED`.
+        #[test]
+        fn a_mark_is_the_sum_of_its_evaporated_deposits(
+            half_life_ms in 1u64..20_000,
+            steps in proptest::collection::vec((-5.0f64..5.0, 0u64..30_000), 1..12),
+            read_after in 0u64..200_000,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let (clock, now) = manual_clock();
+            let marks = InProcMarks::with_clock(Duration::from_millis(half_life_ms), clock);
+            let mut made = Vec::new();
+            for (amount, wait) in &steps {
+                now.fetch_add(*wait, Ordering::SeqCst);
+                let op = [MarkOp::Deposit { key: "site.a".into(), amount: *amount }];
+                runtime.block_on(marks.apply(&op)).expect("deposit");
+                made.push((*amount, now.load(Ordering::SeqCst)));
+            }
+            now.fetch_add(read_after, Ordering::SeqCst);
+            let at = now.load(Ordering::SeqCst);
+            let model: f64 = made
+                .iter()
+                .map(|(amount, t)| amount * 0.5f64.powf((at - t) as f64 / half_life_ms as f64))
+                .sum();
+            let sense = [MarkOp::Sense { key: "site.a".into() }];
+            let read = runtime.block_on(marks.apply(&sense)).expect("sense").values[0];
+            proptest::prop_assert!(
+                (read - model).abs() <= 1e-9 * (1.0 + model.abs()),
+                "read {read}, model {model}"
+            );
+            let listed = runtime.block_on(marks.sense_prefix("site.")).expect("prefix").marks;
+            proptest::prop_assert_eq!(listed.is_empty(), read.abs() < EVAPORATED);
+        }
+    }
+
     #[tokio::test]
     async fn a_deposit_halves_every_half_life() {
         let (clock, now) = manual_clock();
