@@ -773,6 +773,8 @@ async fn topology_metrics_and_the_openapi_document() {
         "swarm_signals_out_total",
         "swarm_stream_pending",
         "swarm_stream_lag",
+        "swarm_stream_length",
+        "swarm_dead_letters_kept",
         "swarm_unit_loads_total",
     ] {
         assert!(text.contains(needle), "no {needle} in\n{text}");

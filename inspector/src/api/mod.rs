@@ -64,6 +64,31 @@ pub(crate) struct AppState {
 
 impl AppState {
     /// The reactors' group on the stream, summed over its partitions.
+    /// The stream's backlog summed over its partitions: the group's pending and lag, the
+    /// stream's length and the dead letters kept; also set as gauges for `/metrics`.
+    pub(crate) async fn backlog(&self) -> Result<MeshHealth, swarm_mesh::MeshError> {
+        let info = self.group_info().await?;
+        let (mut length, mut dead_letters) = (0, 0);
+        for k in 0..self.partitions.max(1) {
+            let part = swarm_mesh::partition::partition_stream(&self.stream, k, self.partitions);
+            length += self.observe.len(&part).await?;
+            dead_letters += self
+                .observe
+                .len(&swarm_mesh::dead_letter_stream(&part))
+                .await?;
+        }
+        metrics::gauge!("swarm_stream_pending").set(info.pending as f64);
+        metrics::gauge!("swarm_stream_lag").set(info.lag as f64);
+        metrics::gauge!("swarm_stream_length").set(length as f64);
+        metrics::gauge!("swarm_dead_letters_kept").set(dead_letters as f64);
+        Ok(MeshHealth {
+            pending: info.pending,
+            lag: info.lag,
+            length,
+            dead_letters,
+        })
+    }
+
     pub(crate) async fn group_info(&self) -> Result<swarm_mesh::GroupInfo, swarm_mesh::MeshError> {
         let mut total = swarm_mesh::GroupInfo::default();
         for k in 0..self.partitions.max(1) {

@@ -47,10 +47,8 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
             "this server was started without a metrics recorder",
         ));
     };
-    if let Ok(info) = state.group_info().await {
-        metrics::gauge!("swarm_stream_pending").set(info.pending as f64);
-        metrics::gauge!("swarm_stream_lag").set(info.lag as f64);
-    }
+    // The backlog's gauges are set as it is read.
+    let _ = state.backlog().await;
     let mut response = handle.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -134,13 +132,18 @@ impl RecordingHealth {
     }
 }
 
-/// The reactors' group on the stream.
+/// The signal stream and the reactors' group on it, summed over its partitions.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MeshHealth {
     /// Entries delivered to a reactor and not yet settled.
     pub pending: u64,
     /// Entries not yet delivered to any reactor.
     pub lag: u64,
+    /// Entries in the stream (what the slowest group still needs is kept; a length that keeps
+    /// growing is a group that cannot keep up).
+    pub length: u64,
+    /// Dead letters kept.
+    pub dead_letters: u64,
 }
 
 /// A unit that degrades the process: quarantined, or with calls stuck past their deadline.
@@ -199,15 +202,8 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
         .collect();
     let recording = state.memory.writer_status().map(RecordingHealth::of);
     // Health answers even when the mesh does not.
-    let group = tokio::time::timeout(std::time::Duration::from_secs(1), state.group_info()).await;
-    let mesh = group.ok().and_then(Result::ok).map(|info| {
-        metrics::gauge!("swarm_stream_pending").set(info.pending as f64);
-        metrics::gauge!("swarm_stream_lag").set(info.lag as f64);
-        MeshHealth {
-            pending: info.pending,
-            lag: info.lag,
-        }
-    });
+    let backlog = tokio::time::timeout(std::time::Duration::from_secs(1), state.backlog()).await;
+    let mesh = backlog.ok().and_then(Result::ok);
     let degraded = !problems.is_empty() || recording.as_ref().is_some_and(|r| r.reason.is_some());
     Json(Health {
         status: if degraded { "degraded" } else { "ok" }.into(),
