@@ -1,5 +1,6 @@
 //! What every request passes first: the `Host` check of loopback mode, the refusal of a body
-//! declared larger than the limit, and the request timeout.
+//! larger than the limit (read and dropped first, so the client reads the 413), and the
+//! request timeout.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,7 +44,20 @@ pub(crate) async fn edge(State(edge): State<Edge>, request: Request, next: Next)
         return too_large(request, declared, limit, edge.limits.request_timeout).await;
     }
     let timeout = timeout_of(&request, &edge.limits);
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    let answer = async move {
+        // A body of unknown length (chunked) is read here, within the limit, so that one that
+        // turns out too large is answered once it has been read (and dropped), not reset.
+        let request = if request.headers().contains_key(header::TRANSFER_ENCODING) {
+            match read_within(request, limit).await {
+                Ok(request) => request,
+                Err(response) => return *response,
+            }
+        } else {
+            request
+        };
+        next.run(request).await
+    };
+    match tokio::time::timeout(timeout, answer).await {
         Ok(response) => response,
         Err(_) => {
             metrics::counter!("swarm_inspector_timed_out_total").increment(1);
@@ -86,7 +100,6 @@ fn declared_length(request: &Request) -> Option<u64> {
 /// 413 for a body declared larger than `limit`. A body of reasonable size is read and dropped
 /// first, so a client that sends before it reads gets the answer; the connection then closes.
 async fn too_large(request: Request, declared: u64, limit: usize, within: Duration) -> Response {
-    metrics::counter!("swarm_inspector_body_too_large_total").increment(1);
     if declared <= DRAIN_AT_MOST {
         let mut body = request.into_body().into_data_stream();
         let _ = tokio::time::timeout(within, async {
@@ -94,12 +107,46 @@ async fn too_large(request: Request, declared: u64, limit: usize, within: Durati
         })
         .await;
     }
-    let mut response = ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the body is {declared} bytes; this server takes at most {limit}"),
-    )
-    .into_response();
+    body_too_large(format!(
+        "the body is {declared} bytes; this server takes at most {limit}"
+    ))
+}
+
+/// The request with its body read into memory, if it is at most `limit` bytes; otherwise the
+/// answer: 413 once the rest (up to 64 MiB) has been read and dropped, or 400 if the body
+/// broke off.
+async fn read_within(request: Request, limit: usize) -> Result<Request, Box<Response>> {
+    let (parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut read: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Box::new(
+                ApiError::bad_request("bad_body", format!("the body broke off: {e}"))
+                    .into_response(),
+            )
+        })?;
+        read += chunk.len() as u64;
+        if read <= limit as u64 {
+            kept.extend_from_slice(&chunk);
+        } else if read > DRAIN_AT_MOST {
+            break;
+        }
+    }
+    if read > limit as u64 {
+        return Err(Box::new(body_too_large(format!(
+            "the body is more than {limit} bytes, the most this server takes"
+        ))));
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(kept)))
+}
+
+/// 413, closing the connection.
+fn body_too_large(message: String) -> Response {
+    metrics::counter!("swarm_inspector_body_too_large_total").increment(1);
+    let mut response =
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message).into_response();
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -328,6 +328,36 @@ async fn oversized_bodies_and_foreign_hosts_get_json_errors() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(response).await, "body_too_large");
 
+    // A body of unknown length (chunked): a small one is served, a large one gets the 413
+    // once it has been sent, not a reset.
+    for (size, status) in [(200usize, "202"), (20 * 1024 * 1024, "413")] {
+        let mut stream = connect_from([127, 0, 0, 1], edge.addr)
+            .await
+            .expect("connect");
+        let head = "POST /v1/signals HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut body = json!({ "kind": "edge.ping", "payload": {} }).to_string();
+        body.push_str(&" ".repeat(size.saturating_sub(body.len())));
+        for chunk in body.as_bytes().chunks(64 * 1024) {
+            let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+            framed.extend_from_slice(chunk);
+            framed.extend_from_slice(b"\r\n");
+            stream
+                .write_all(&framed)
+                .await
+                .expect("the whole body is taken");
+        }
+        stream.write_all(b"0\r\n\r\n").await.expect("write");
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{size} bytes chunked: {answer:?}"
+        );
+        if status == "413" {
+            assert_eq!(raw_error_code(&answer), "body_too_large");
+        }
+    }
+
     // Loopback mode (no tokens): a DNS-rebinding page's Host is refused, loopback names pass.
     for (host, status) in [
         ("evil.example", "403"),
