@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -182,11 +181,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Tells a refused connection why, if its socket takes the answer at once, and closes it:
 /// nothing waits on a client the server has no room for.
 fn refuse(stream: &TcpStream, full: Full) {
-    let body = full.error("connections").body_bytes();
-    let status = match full {
-        Full::Client => StatusCode::TOO_MANY_REQUESTS,
-        Full::All => StatusCode::SERVICE_UNAVAILABLE,
-    };
+    let error = full.error("connections");
+    let (status, body) = (error.status(), error.body_bytes());
     let mut answer = format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()

@@ -78,6 +78,16 @@ impl Outage {
     }
 }
 
+/// How many of the signals `ids` have no execution stored.
+async fn missing(pool: &sqlx::PgPool, ids: &[Uuid]) -> usize {
+    let stored: Vec<Uuid> = sqlx::query_scalar("SELECT signal_id FROM executions")
+        .fetch_all(pool)
+        .await
+        .expect("ids");
+    let stored: std::collections::HashSet<Uuid> = stored.into_iter().collect();
+    ids.iter().filter(|id| !stored.contains(id)).count()
+}
+
 /// Once PostgreSQL is back: waits (up to `within`) for the group to settle every entry, then
 /// (up to a minute) for `expected` executions to be stored; the pool and the count stored.
 async fn outage_settled(
@@ -176,12 +186,7 @@ async fn postgres_stopped_for_30_s_loses_no_execution() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    let stored_ids: Vec<Uuid> = sqlx::query_scalar("SELECT signal_id FROM executions")
-        .fetch_all(&pool)
-        .await
-        .expect("ids");
-    let stored_ids: std::collections::HashSet<Uuid> = stored_ids.into_iter().collect();
-    let missing = ids.iter().filter(|id| !stored_ids.contains(id)).count();
+    let missing = missing(&pool, &ids).await;
     let ran = executions_ran(&spec);
     assert!(reactor.stop(), "the reactor exits cleanly");
 
@@ -310,12 +315,7 @@ async fn a_full_spool_slows_the_reads_and_loses_nothing() {
     // PostgreSQL returns: the spool drains, the reactor reads again, nothing is lost.
     postgres.restart();
     let (pool, count) = outage_settled(&mesh, &postgres, FLOOD, Duration::from_secs(180)).await;
-    let stored_ids: Vec<Uuid> = sqlx::query_scalar("SELECT signal_id FROM executions")
-        .fetch_all(&pool)
-        .await
-        .expect("ids");
-    let stored_ids: std::collections::HashSet<Uuid> = stored_ids.into_iter().collect();
-    let missing = ids.iter().filter(|id| !stored_ids.contains(id)).count();
+    let missing = missing(&pool, &ids).await;
     let after = health(&client, &http).await.expect("health");
     let ran = executions_ran(&spec);
     assert!(reactor.stop(), "the reactor exits cleanly");

@@ -132,13 +132,11 @@ impl Letters {
         let mut chosen = Vec::new();
         for name in ids {
             let (k, id) = self.parse(name)?;
-            let before = EntryId {
-                ms: id.ms,
-                seq: id.seq.saturating_sub(1),
+            // The range starts after the id just before this one.
+            let after = match id.seq.checked_sub(1) {
+                Some(seq) => Some(EntryId { ms: id.ms, seq }),
+                None => id.ms.checked_sub(1).map(|ms| EntryId { ms, seq: u64::MAX }),
             };
-            let after = (id.seq > 0)
-                .then_some(before)
-                .or_else(|| id.ms.checked_sub(1).map(|ms| EntryId { ms, seq: u64::MAX }));
             let entry = self
                 .mesh
                 .range(&self.streams[k], after, 1)
