@@ -245,15 +245,89 @@ impl Inspector {
     /// replaced by loopback (and a warning says so).
     pub async fn start(config: InspectorConfig, services: Services) -> Result<Self, StartError> {
         let addr = config.serving_addr();
-        let loopback_only = config.tokens.is_empty();
         if addr != config.addr {
             tracing::warn!(
                 asked = %config.addr,
                 "no API token is configured: serving on loopback only; configure tokens to serve other addresses"
             );
         }
-        let schemas = Arc::new(api::SignalSchemas::new(config.payload_schemas)?);
         let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+        let connections = config.connections.clone();
+        let app = Application::build(config, services).await?;
+        let listener = serve::listen(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let serving = serve::Serving {
+            router: app.router,
+            connections: gate::Gate::new(
+                connections.max_connections,
+                connections.max_connections_per_client,
+            ),
+            limits: connections,
+            tls,
+        };
+        let https = serving.tls.is_some();
+        let server = tokio::spawn(serve::serve(
+            listener,
+            serving,
+            app.shutdown.subscribe(),
+            Duration::from_secs(5),
+        ));
+        tracing::info!(%addr, loopback_only = app.loopback_only, https, "inspector serving");
+        Ok(Self {
+            addr,
+            https,
+            loopback_only: app.loopback_only,
+            shutdown: app.shutdown,
+            server,
+            tasks: app.tasks,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its URL: `http://` or, with TLS, `https://` and the address it listens on.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
+    }
+
+    /// Whether it serves loopback only because no token is configured.
+    pub fn loopback_only(&self) -> bool {
+        self.loopback_only
+    }
+
+    /// Stops taking connections, closes the websockets, waits for requests in progress.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(Duration::from_secs(6), &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
+        self.tasks.shutdown().await;
+    }
+}
+
+/// The application (API, page, guards) and what runs beside it: what [`Inspector::start`]
+/// serves on its listener.
+struct Application {
+    router: axum::Router,
+    loopback_only: bool,
+    /// Sent `true` to close the websockets and stop the tasks.
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Application {
+    async fn build(config: InspectorConfig, services: Services) -> Result<Self, StartError> {
+        let loopback_only = config.tokens.is_empty();
+        let schemas = Arc::new(api::SignalSchemas::new(config.payload_schemas)?);
         let mut tasks = JoinSet::new();
         let hub = live::Hub::start(
             Arc::clone(&services.observe),
@@ -304,69 +378,37 @@ impl Inspector {
             waiters: gate::Gate::new(limits.max_waiters, limits.max_waiters_per_client),
             watchers: gate::Gate::new(limits.max_watchers, limits.max_watchers_per_client),
             limits: Arc::clone(&limits),
-            shutdown: shutdown_rx.clone(),
+            shutdown: shutdown_rx,
         };
-        let listener = serve::listen(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
         let edge = edge::Edge {
             limits,
             loopback_only,
         };
-        let serving = serve::Serving {
-            router: api::app(state, limiter, edge),
-            connections: gate::Gate::new(
-                config.connections.max_connections,
-                config.connections.max_connections_per_client,
-            ),
-            limits: config.connections,
-            tls,
-        };
-        let https = serving.tls.is_some();
-        let server = tokio::spawn(serve::serve(
-            listener,
-            serving,
-            shutdown_rx,
-            Duration::from_secs(5),
-        ));
-        tracing::info!(%addr, loopback_only, https, "inspector serving");
         Ok(Self {
-            addr,
-            https,
+            router: api::app(state, limiter, edge),
             loopback_only,
             shutdown,
-            server,
             tasks,
         })
     }
+}
 
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
+/// The application without a listener, public for the fuzz targets (`tests/fuzz`), which
+/// drive it with `tower::ServiceExt::oneshot`: requests need a `ConnectInfo<SocketAddr>`
+/// extension, as the server adds.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
 
-    /// Its URL: `http://` or, with TLS, `https://` and the address it listens on.
-    pub fn url(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
-        format!("{scheme}://{}/", self.addr)
-    }
-
-    /// Whether it serves loopback only because no token is configured.
-    pub fn loopback_only(&self) -> bool {
-        self.loopback_only
-    }
-
-    /// Stops taking connections, closes the websockets, waits for requests in progress.
-    pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
-        if tokio::time::timeout(Duration::from_secs(6), &mut self.server)
-            .await
-            .is_err()
-        {
-            self.server.abort();
-        }
-        self.tasks.shutdown().await;
+    /// The router [`Inspector::start`] serves, the tasks beside it (they run while the set is
+    /// kept) and the sender that stops them.
+    pub async fn application(
+        config: InspectorConfig,
+        services: Services,
+    ) -> Result<(axum::Router, JoinSet<()>, watch::Sender<bool>), StartError> {
+        let app = Application::build(config, services).await?;
+        Ok((app.router, app.tasks, app.shutdown))
     }
 }
 

@@ -9,6 +9,9 @@
 
 mod audit;
 mod embed;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inproc;
 #[cfg(feature = "postgres")]
 mod pg;

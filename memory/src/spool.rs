@@ -51,7 +51,7 @@ impl Spool {
             spool.next_segment = spool.next_segment.max(number + 1);
             let file = File::open(&path)?;
             spool.bytes += file.metadata()?.len();
-            spool.pending += BufReader::new(file).lines().count() as u64;
+            spool.pending += BufReader::new(file).split(b'\n').count() as u64;
         }
         Ok(spool)
     }
@@ -116,19 +116,14 @@ impl Spool {
     /// Reads one closed segment.
     pub fn read(path: &Path) -> std::io::Result<Segment> {
         let file = File::open(path)?;
-        let mut segment = Segment {
+        let bytes = file.metadata()?.len();
+        let (records, unreadable) = decode(BufReader::new(file))?;
+        Ok(Segment {
             path: path.to_owned(),
-            records: Vec::new(),
-            unreadable: 0,
-            bytes: file.metadata()?.len(),
-        };
-        for line in BufReader::new(file).lines() {
-            match serde_json::from_str(&line?) {
-                Ok(record) => segment.records.push(record),
-                Err(_) => segment.unreadable += 1,
-            }
-        }
-        Ok(segment)
+            records,
+            unreadable,
+            bytes,
+        })
     }
 
     /// Deletes a replayed segment.
@@ -167,16 +162,29 @@ impl Spool {
     }
 }
 
+/// The records in a segment's lines, and how many lines were not one: a line cut short, or
+/// not even UTF-8, is counted and skipped, never an error that would stop the replay of every
+/// segment after it. Lines are counted as [`Spool::open`] counts them.
+pub(crate) fn decode(reader: impl BufRead) -> std::io::Result<(Vec<ExecutionRecord>, u64)> {
+    let mut records = Vec::new();
+    let mut unreadable = 0;
+    for line in reader.split(b'\n') {
+        match serde_json::from_slice(&line?) {
+            Ok(record) => records.push(record),
+            Err(_) => unreadable += 1,
+        }
+    }
+    Ok((records, unreadable))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testkit::record;
     use swarm_schemas::Signal;
 
-    #[test]
-    fn spooled_records_survive_reopening_and_torn_lines_are_counted() {
-        let dir = tempfile::tempdir().expect("dir");
-        let records: Vec<ExecutionRecord> = (0..5)
+    fn records(n: i64) -> Vec<ExecutionRecord> {
+        (0..n)
             .map(|n| {
                 record(
                     &Signal::new("a", serde_json::json!({ "n": n })),
@@ -185,7 +193,13 @@ mod tests {
                     n,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn spooled_records_survive_reopening_and_torn_lines_are_counted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let records = records(5);
         let mut spool = Spool::open(dir.path()).expect("open");
         spool.append(&records[..3]).expect("append");
         spool.append(&records[3..]).expect("append");
@@ -224,5 +238,33 @@ mod tests {
         assert_eq!(spool.pending(), 0);
         assert_eq!(spool.bytes(), 0);
         assert!(spool.take_segments().expect("segments").is_empty());
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_counted_and_the_rest_still_replays() {
+        // A torn write can end inside a multi-byte character; before, one such line made the
+        // whole segment unreadable, and every segment after it waited for ever.
+        let dir = tempfile::tempdir().expect("dir");
+        let records = records(2);
+        let mut spool = Spool::open(dir.path()).expect("open");
+        spool.append(&records[..1]).expect("append");
+        let segment = dir.path().join(format!("{PREFIX}{:016}{SUFFIX}", 0));
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("segment");
+        file.write_all(b"{\"kind\":\"caf\xc3\n").expect("write");
+        drop(file);
+        spool.append(&records[1..]).expect("append");
+        drop(spool);
+
+        let mut spool = Spool::open(dir.path()).expect("reopen");
+        assert_eq!(spool.pending(), 3);
+        let segments = spool.take_segments().expect("segments");
+        let read = Spool::read(&segments[0]).expect("a segment with a bad line still reads");
+        assert_eq!(read.records, records);
+        assert_eq!(read.unreadable, 1);
+        spool.remove(&read).expect("remove");
+        assert_eq!(spool.pending(), 0);
     }
 }

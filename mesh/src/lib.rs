@@ -35,6 +35,9 @@ use swarm_schemas::Signal;
 pub use entry_id::{BadEntryId, EntryId};
 pub use inproc::InProcMesh;
 pub use partition::Partitions;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use redis_streams::fuzzing;
 #[cfg(feature = "redis")]
 pub use redis_streams::{RedisConnection, RedisKv, RedisMarks, RedisMesh, RedisMeshConfig};
 pub use stores::inproc::{InProcKv, InProcMarks, InProcUnitControls};

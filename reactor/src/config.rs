@@ -68,7 +68,7 @@ pub struct ReactorConfig {
     /// Dead letters older than this are removed; `None`: no bound.
     pub dead_letter_max_age: Option<Duration>,
     /// Configuration handed to each unit's constructor, by unit name.
-    pub unit_config: BTreeMap<String, serde_json::Value>,
+    pub unit_config: UnitConfig,
     /// Dispatch policies that override the units' manifests for the kinds they match (the
     /// first matching pattern wins).
     pub dispatch: Vec<(KindPattern, DispatchPolicy)>,
@@ -121,4 +121,13 @@ impl ReactorConfig {
             isolation: Isolation::default(),
         }
     }
+}
+
+/// The units' configuration: a section for each unit's constructor, by unit name.
+pub type UnitConfig = BTreeMap<String, serde_json::Value>;
+
+/// Parses a unit configuration file's text: a JSON object of sections by unit name. Each
+/// section is checked against its unit's config schema when the unit is loaded.
+pub fn parse_unit_config(text: &str) -> Result<UnitConfig, serde_json::Error> {
+    serde_json::from_str(text)
 }

@@ -13,6 +13,9 @@ mod controls;
 mod dispatch;
 mod error;
 mod execute;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod isolate;
 mod lanes;
@@ -30,7 +33,7 @@ mod status;
 pub mod trust;
 mod watcher;
 
-pub use config::ReactorConfig;
+pub use config::{ReactorConfig, UnitConfig, parse_unit_config};
 pub use error::LoadError;
 pub use host::{HostConfig, HostPattern, HostServices};
 pub use isolate::{Isolation, WorkerLimits};

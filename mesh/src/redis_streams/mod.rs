@@ -20,6 +20,10 @@ mod partitions;
 mod reply;
 mod stores;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use conn::Conn as RedisConnection;
 pub use stores::{RedisKv, RedisMarks};
 

@@ -5,7 +5,6 @@
 //! its unit's config schema refuses refuses that unit's reload, with the offending fields, and
 //! the unit keeps serving with the configuration it had.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,16 +12,13 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
-use swarm_reactor::{Change, Registry};
-
-/// The units' configuration, by unit name.
-pub(crate) type UnitConfig = BTreeMap<String, serde_json::Value>;
+use swarm_reactor::{Change, Registry, UnitConfig};
 
 /// Reads and parses the file: a JSON object of sections by unit name.
 pub(crate) fn read(path: &Path) -> anyhow::Result<UnitConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
+    swarm_reactor::parse_unit_config(&text).with_context(|| {
         format!(
             "{} is not a JSON object of unit configurations by unit name",
             path.display()

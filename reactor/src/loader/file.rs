@@ -33,20 +33,26 @@ pub(crate) fn read(source: &Path) -> Result<UnitFile, LoadError> {
         path: source.to_owned(),
         message: e.to_string(),
     })?;
-    if !bytes.starts_with(ELF_MAGIC) {
-        return Err(LoadError::NotALibrary {
-            path: source.to_owned(),
-        });
-    }
-    check_elf(&bytes).map_err(|message| LoadError::BadElf {
-        path: source.to_owned(),
-        message,
-    })?;
+    check(source, &bytes)?;
     let hash: [u8; 32] = sha2::Sha256::digest(&bytes).into();
     Ok(UnitFile {
         source: source.to_owned(),
         bytes,
         hash,
+    })
+}
+
+/// Checks the bytes of the unit file at `source` before anything opens them: an ELF shared
+/// object for this host, whole.
+pub(crate) fn check(source: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if !bytes.starts_with(ELF_MAGIC) {
+        return Err(LoadError::NotALibrary {
+            path: source.to_owned(),
+        });
+    }
+    check_elf(bytes).map_err(|message| LoadError::BadElf {
+        path: source.to_owned(),
+        message,
     })
 }
 

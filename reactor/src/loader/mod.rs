@@ -12,6 +12,7 @@
 
 #![allow(unsafe_code)]
 
+mod checks;
 mod file;
 mod loaded;
 
@@ -27,6 +28,11 @@ use swarm_schemas::UnitManifest;
 
 use file::private_copy;
 pub(crate) use file::{UnitFile, read};
+#[cfg(feature = "fuzzing")]
+pub(crate) use {
+    checks::{config as check_config, manifest as read_manifest},
+    file::check as check_file,
+};
 
 use crate::LoadError;
 use crate::host::{HostCall, HostTable};
@@ -135,13 +141,10 @@ pub(crate) fn open_isolated(
         })?;
         let result = worker.request(wire::MANIFEST, 0, &[]);
         let manifest = if result.status == STATUS_OK {
-            serde_json::from_slice::<UnitManifest>(&result.bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|m| m.validate().map(|()| m).map_err(|e| e.to_string()))
-                .map_err(|message| LoadError::BadManifest {
-                    path: source.clone(),
-                    message,
-                })
+            checks::manifest(&result.bytes).map_err(|message| LoadError::BadManifest {
+                path: source.clone(),
+                message,
+            })
         } else {
             // The worker could not open the library: its reason, as the loader words it.
             Err(LoadError::Open {
@@ -209,9 +212,7 @@ fn open_copy(source: &Path, private_copy: &Path, hash: [u8; 32]) -> Result<Opene
 
     let result = call_manifest(&vtable);
     let manifest = if result.status == STATUS_OK {
-        serde_json::from_slice::<UnitManifest>(&result.bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|m| m.validate().map(|()| m).map_err(|e| e.to_string()))
+        checks::manifest(&result.bytes)
     } else {
         Err(format!(
             "manifest() failed: {}",
@@ -345,7 +346,7 @@ impl Opened {
         self,
         config: Option<&serde_json::Value>,
     ) -> Result<Loaded, LoadError> {
-        let config = self.checked_config(config)?;
+        let config = checks::config(&self.manifest, config)?;
         let config = serde_json::to_vec(&config).unwrap_or_else(|_| b"null".to_vec());
         let (status, bytes, instance) = match &self.code {
             Code::Native { vtable, .. } => {
@@ -380,42 +381,6 @@ impl Opened {
             },
             message: String::from_utf8_lossy(&bytes).into_owned(),
         })
-    }
-}
-
-impl Opened {
-    /// The configuration the constructor gets: the unit's section, or, for a unit whose
-    /// manifest declares a config schema, `{}` when it has none; checked against that schema.
-    fn checked_config(
-        &self,
-        config: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value, LoadError> {
-        let unit = &self.manifest.name;
-        let Some(schema) = &self.manifest.config_schema else {
-            return Ok(config.cloned().unwrap_or(serde_json::Value::Null));
-        };
-        let config = config
-            .cloned()
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-        let validator = jsonschema::validator_for(schema).map_err(|e| LoadError::ConfigSchema {
-            unit: unit.clone(),
-            message: e.to_string(),
-        })?;
-        let problems: Vec<String> = validator
-            .iter_errors(&config)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                format!("{}: {e}", if path.is_empty() { "/" } else { &path })
-            })
-            .collect();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(LoadError::Config {
-                unit: unit.clone(),
-                problems,
-            })
-        }
     }
 }
 
