@@ -11,29 +11,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use swarm_memory::testkit::{database_url, fresh_database, models_dir};
+use swarm_memory::testkit::{database_url, fresh_database};
 use swarm_tests::{
-    ProcStatus, ReactorProcess, ReactorSpec, deploy, free_port, proc_status, redis_url,
-    workspace_root,
+    ProcStatus, ReactorProcess, ReactorSpec, example_reactor_args, free_port, proc_status,
+    redis_url, workspace_root,
 };
-
-/// The example units, as `ops/deploy-units` names them.
-const UNITS: [&str; 6] = [
-    "order-validate",
-    "order-price",
-    "fulfil-express",
-    "fulfil-standard",
-    "forager",
-    "scout",
-];
 
 /// Starts the example reactor; `memory`: with PostgreSQL and the model.
 fn start(work: &Path, memory: Option<&str>) -> (ReactorProcess, String) {
     let units = work.join("units");
-    std::fs::create_dir_all(&units).expect("units dir");
-    for unit in UNITS {
-        deploy(&units, unit, &format!("{unit}.so"));
-    }
+    let mut extra_args = example_reactor_args(&units, work, memory);
     let feed = work.join("feed.jsonl");
     let mut signals = String::new();
     for example in ["order-flow", "foraging"] {
@@ -44,29 +31,7 @@ fn start(work: &Path, memory: Option<&str>) -> (ReactorProcess, String) {
         signals.push_str(&std::fs::read_to_string(&path).expect("the example's signals"));
     }
     std::fs::write(&feed, signals).expect("feed written");
-    let root = workspace_root();
-    let mut extra_args: Vec<String> = vec![
-        "--payload-schemas".into(),
-        root.join("examples/order-flow/schemas")
-            .display()
-            .to_string(),
-        "--grant".into(),
-        "forager=marks".into(),
-        "--grant".into(),
-        "scout=marks".into(),
-        "--feed".into(),
-        feed.display().to_string(),
-    ];
-    if let Some(db) = memory {
-        extra_args.extend([
-            "--postgres".into(),
-            db.to_owned(),
-            "--models".into(),
-            models_dir().display().to_string(),
-            "--spool".into(),
-            work.join("spool").display().to_string(),
-        ]);
-    }
+    extra_args.extend(["--feed".into(), feed.display().to_string()]);
     let prefix = format!("footprint-{}", uuid::Uuid::now_v7().simple());
     let spec = ReactorSpec {
         redis: redis_url(),

@@ -33,6 +33,48 @@ pub async fn fresh_mesh() -> (String, Arc<RedisMesh>) {
     (prefix, Arc::new(mesh))
 }
 
+/// The example units (order flow and foraging), as `ops/deploy-units` names them.
+pub const EXAMPLE_UNITS: [&str; 6] = [
+    "order-validate",
+    "order-price",
+    "fulfil-express",
+    "fulfil-standard",
+    "forager",
+    "scout",
+];
+
+/// Deploys the example units into `units`; returns what `swarm up` is given for them, as
+/// `ops/run-example` gives it: the order payload schemas and the foragers' marks grants, and,
+/// with `memory` (a database URL), memory in PostgreSQL with the model and a spool in `work`.
+pub fn example_reactor_args(units: &Path, work: &Path, memory: Option<&str>) -> Vec<String> {
+    std::fs::create_dir_all(units).expect("units dir");
+    for unit in EXAMPLE_UNITS {
+        deploy(units, unit, &format!("{unit}.so"));
+    }
+    let mut args: Vec<String> = vec![
+        "--payload-schemas".into(),
+        workspace_root()
+            .join("examples/order-flow/schemas")
+            .display()
+            .to_string(),
+        "--grant".into(),
+        "forager=marks".into(),
+        "--grant".into(),
+        "scout=marks".into(),
+    ];
+    if let Some(db) = memory {
+        args.extend([
+            "--postgres".into(),
+            db.to_owned(),
+            "--models".into(),
+            swarm_memory::testkit::models_dir().display().to_string(),
+            "--spool".into(),
+            work.join("spool").display().to_string(),
+        ]);
+    }
+    args
+}
+
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
