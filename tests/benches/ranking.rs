@@ -36,12 +36,15 @@
 //!   find its new best, so no learner that keeps evidence per cluster recovers much faster;
 //! - the changes the ranker detected, and the changes of a unit itself it inferred from them,
 //!   before the change (false alarms) and in all;
+//! - Vowpal Wabbit on the same signals as a peer (`ops/vw_peer.py`: `--cb_explore_adf --squarecb
+//!   -q sa` on the words of each signal's shape text, learning from the unit it tries first):
+//!   its regret, top-1 before the change and recovery;
 //! - the ranking cost per signal on the hot path (`Ranker::rank`), p50/p99, and `observe`.
 //!
 //! Goals: top-1 ≥ 90% after 2k signals; regret ≤ 25% of ε-greedy's; recovery ≤ 300 signals;
 //! ranking ≤ 20 µs p99.
 //!
-//! Run with: ops/fetch-model && cargo bench -p swarm-tests --bench ranking
+//! Run with: ops/fetch-model && ops/reference-venv && cargo bench -p swarm-tests --bench ranking
 //! Knobs: BENCH_SIGNALS (default 10000), BENCH_SEEDS (default "1,2,3"), BENCH_VARIANTS
 //! (phrasings per cluster, default "1,3"), BENCH_CHANGES (default "swap,redeploy,degrade"),
 //! BENCH_RANKER (ranker settings to try instead of the defaults, such as
@@ -476,6 +479,85 @@ impl Oracle {
     }
 }
 
+/// Vowpal Wabbit (`--cb_explore_adf --squarecb -q sa`, on the words of each signal's shape
+/// text) run on the same signals by `ops/vw_peer.py` in the reference venv, one request a line.
+/// It learns from the unit it tried first, as a contextual bandit does.
+struct VwPeer {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    hits: Vec<bool>,
+}
+
+impl VwPeer {
+    fn start(seed: u64) -> Self {
+        use std::process::{Command, Stdio};
+        let python = std::env::var_os("SWARM_REFERENCE_PYTHON").map_or_else(
+            || swarm_tests::workspace_root().join(".swarm/venv/bin/python"),
+            std::path::PathBuf::from,
+        );
+        let mut child = Command::new(&python)
+            .arg(swarm_tests::workspace_root().join("ops/vw_peer.py"))
+            .arg(seed.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "Vowpal Wabbit's peer needs {} (ops/reference-venv): {e}",
+                    python.display()
+                )
+            });
+        let input = child.stdin.take().expect("the peer's stdin");
+        let output = std::io::BufReader::new(child.stdout.take().expect("the peer's stdout"));
+        Self {
+            child,
+            input,
+            output,
+            hits: Vec::new(),
+        }
+    }
+
+    fn ask(&mut self, request: &serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(self.input, "{request}").expect("the peer takes a request");
+        let mut line = String::new();
+        self.output
+            .read_line(&mut line)
+            .expect("the peer answers (is vowpalwabbit installed? ops/reference-venv)");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("the peer's answer {line:?}: {e}"))
+    }
+
+    /// Chooses a unit for a signal of cluster `c` and learns how it did; returns the unit.
+    fn handle(
+        &mut self,
+        c: usize,
+        text: &str,
+        world: &World,
+        config: &RankerConfig,
+        rng: &mut SmallRng,
+    ) -> usize {
+        let answer = self.ask(&json!({"choose": text, "units": UNITS}));
+        let unit = answer["unit"]
+            .as_u64()
+            .map_or(0, |u| u as usize)
+            .min(UNITS - 1);
+        let probability = answer["probability"].as_f64().unwrap_or(1.0);
+        self.hits.push(unit == world.best(c, config));
+        let success = rng.random::<f64>() < world.p[c][unit];
+        let reward = config.weighing.reward(success, world.latency[c][unit]);
+        self.ask(&json!({"learn": text, "units": UNITS, "unit": unit, "reward": reward, "probability": probability}));
+        unit
+    }
+}
+
+impl Drop for VwPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Signals after the change until the top-1 accuracy over the last [`WINDOW`] is back to 90% of
 /// what it was over the 1,000 signals before the change.
 fn recovery(hits: &[bool], change_at: usize) -> Option<usize> {
@@ -504,8 +586,11 @@ struct Weak {
 struct Summary {
     top1_before: f64,
     top1_after: f64,
-    regret: [f64; 4],
+    regret: [f64; 5],
     recovery: Option<usize>,
+    /// Vowpal Wabbit's top-1 before the change and its recovery.
+    vw_top1_before: f64,
+    vw_recovery: Option<usize>,
     /// Recovery of the oracles that forget everything / only the changed units at the change.
     oracle_recovery: [Option<usize>; 2],
     /// Signals of one cluster until that cluster recovered: median and worst over clusters.
@@ -551,7 +636,9 @@ async fn run(
     // Per cluster: how often each unit was first, from signal 2,000 to the change.
     let mut settled: Vec<[usize; UNITS]> = vec![[0; UNITS]; CLUSTERS.len()];
     let mut change_index = vec![0usize; CLUSTERS.len()];
-    let mut regret = [0.0f64; 4]; // ranker, random, round robin, ε-greedy
+    let mut regret = [0.0f64; 5]; // ranker, random, round robin, ε-greedy, Vowpal Wabbit
+    let mut vw = VwPeer::start(seed);
+    let mut vw_rng = SmallRng::seed_from_u64(seed ^ 0x7ab1);
     let mut round_robin = std::collections::HashMap::<&str, usize>::new();
     let mut greedy = EpsilonGreedy {
         means: Default::default(),
@@ -655,6 +742,9 @@ async fn run(
         for oracle in &mut oracles {
             oracle.handle(c, &world, &config, &mut oracle_rng);
         }
+        let text = swarm_memory::Shape::of(&signal).text;
+        let v = vw.handle(c, &text, &world, &config, &mut vw_rng);
+        regret[4] += best_reward - world.expected(c, v, &config);
         let g = greedy.choose(kind, &mut rng);
         regret[3] += best_reward - world.expected(c, g, &config);
         let success = rng.random::<f64>() < world.p[c][g];
@@ -704,6 +794,8 @@ async fn run(
             regret,
             recovery: recovered,
             oracle_recovery: oracles.map(|o| recovery(&o.hits, change_at)),
+            vw_top1_before: rate(&vw.hits, PRE_WARM, change_at),
+            vw_recovery: recovery(&vw.hits, change_at),
             per_cluster_median: per_cluster[per_cluster.len() / 2],
             per_cluster_max: per_cluster.last().copied().unwrap_or(0),
             detection: {
@@ -805,12 +897,12 @@ async fn main() {
         let started = Instant::now();
         let (o, ranker, samples) =
             run(seed, signals, variants, change, Arc::clone(&embedder)).await;
-        let [ours, random, rr, greedy] = o.regret;
+        let [ours, random, rr, greedy, vw] = o.regret;
         println!(
             "{}; {variants} phrasing(s) per cluster, seed {seed}: top-1 {:.3} (signals {PRE_WARM}..change), {:.3} (after recovery); recovery {} signals \
              (per cluster: median {}, worst {} of its own signals; first change detected after {} of them, in {} clusters never; oracle told the change, forgetting all {}, forgetting the changed units {}); \
              regret: ranker {ours:.1}, random {random:.1}, round-robin {rr:.1}, e-greedy per kind {greedy:.1} \
-             (ranker/e-greedy {:.2}); {} executions; {} signals with a unit skipped by its breaker; {} changes detected ({} before the change), {} of a unit itself ({} before the change); {:.1?}",
+             (ranker/e-greedy {:.2}), Vowpal Wabbit {vw:.1} (ranker/VW {:.2}; VW top-1 {:.3} before the change, recovery {} signals); {} executions; {} signals with a unit skipped by its breaker; {} changes detected ({} before the change), {} of a unit itself ({} before the change); {:.1?}",
             change.describe(),
             o.top1_before,
             o.top1_after,
@@ -825,6 +917,9 @@ async fn main() {
             show(o.oracle_recovery[0]),
             show(o.oracle_recovery[1]),
             ours / greedy,
+            ours / vw,
+            o.vw_top1_before,
+            show(o.vw_recovery),
             o.executions,
             o.skipped,
             ranker.changes(),
