@@ -9,7 +9,9 @@
 //! process that hosts it hands it a [`Runtime`] for what only the reactor knows.
 
 mod api;
+mod application;
 mod auth;
+mod config;
 mod edge;
 mod error;
 mod gate;
@@ -20,9 +22,8 @@ mod serve;
 mod tokens_file;
 mod topology;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,152 +37,17 @@ pub use api::{
     BadSchema, Health, MeshHealth, PayloadSchemas, Posted, RecordingHealth, Replied, SimilarHit,
     UnitProblem,
 };
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use application::fuzzing;
 pub use auth::{MIN_TOKEN_LEN, Scope, TokenSpec, Tokens, TokensError};
+pub use config::{InspectorConfig, Limits, TlsFiles};
 pub use error::{ErrorBody, ErrorDetail};
 pub use live::LiveEvent;
 pub use serve::ConnectionLimits;
 pub use swarm_runtime::{EnableError, Runtime};
 pub use tokens_file::{TokensFileError, read_tokens};
 pub use topology::{Edge, KindNode, Relation, Topology, UnitNode, WINDOW_SECONDS};
-
-/// Limits that protect the server.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest request body, bytes.
-    pub body_limit: usize,
-    /// Requests per second per client address.
-    pub rate_per_second: NonZeroU32,
-    /// Requests a client may make at once before the rate applies.
-    pub rate_burst: NonZeroU32,
-    /// Longest wait for a reply a post may ask for.
-    pub max_wait: Duration,
-    /// Longest a request may take, its body read included (a post that waits for a reply
-    /// gets its wait on top; the live websocket, once open, is not bound by it).
-    pub request_timeout: Duration,
-    /// Origins (`https://host:port`) besides the server's own allowed to open `/v1/live`.
-    pub allowed_origins: Vec<String>,
-    /// Posts waiting for a reply at once, in all.
-    pub max_waiters: usize,
-    /// Posts one client address may have waiting at once.
-    pub max_waiters_per_client: usize,
-    /// Live websockets open at once, in all.
-    pub max_watchers: usize,
-    /// Live websockets one client address may have open at once.
-    pub max_watchers_per_client: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            body_limit: 1024 * 1024,
-            rate_per_second: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
-            rate_burst: NonZeroU32::new(400).unwrap_or(NonZeroU32::MIN),
-            max_wait: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-            allowed_origins: Vec::new(),
-            max_waiters: 1024,
-            max_waiters_per_client: 128,
-            max_watchers: 256,
-            max_watchers_per_client: 16,
-        }
-    }
-}
-
-/// How to serve.
-#[derive(Debug, Clone)]
-pub struct InspectorConfig {
-    /// Address to listen on. Without tokens, only its port is used, on loopback.
-    pub addr: SocketAddr,
-    /// Bearer tokens; none: nothing is checked and the server listens on loopback only.
-    pub tokens: Tokens,
-    /// The file `tokens` were read from: watched, and read again when it changes.
-    pub tokens_file: Option<PathBuf>,
-    /// Limits on requests.
-    pub limits: Limits,
-    /// Limits on connections.
-    pub connections: ConnectionLimits,
-    /// Serve HTTPS with this certificate chain and key (PEM files).
-    pub tls: Option<TlsFiles>,
-    /// The stream signals flow on.
-    pub stream: String,
-    /// Partitions of the stream (see `swarm_mesh::partition`): the live view follows each.
-    pub partitions: u32,
-    /// The reactors' consumer group (for pending and lag).
-    pub group: String,
-    /// JSON Schemas of payloads by signal kind; posts of those kinds must pass them.
-    pub payload_schemas: PayloadSchemas,
-}
-
-impl InspectorConfig {
-    /// The address it serves on: `addr`, or, with no tokens configured, loopback of the same
-    /// family on the same port.
-    pub fn serving_addr(&self) -> SocketAddr {
-        if !self.tokens.is_empty() || self.addr.ip().is_loopback() {
-            return self.addr;
-        }
-        let ip = match self.addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        };
-        SocketAddr::new(ip, self.addr.port())
-    }
-
-    /// Defaults for serving on `addr` over the reactor's default stream and group.
-    pub fn new(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            tokens: Tokens::default(),
-            tokens_file: None,
-            limits: Limits::default(),
-            connections: ConnectionLimits::default(),
-            tls: None,
-            stream: "swarm:signals".into(),
-            partitions: 1,
-            group: "reactor".into(),
-            payload_schemas: PayloadSchemas::default(),
-        }
-    }
-}
-
-/// A certificate chain and its private key, PEM files.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// The certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// The private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
-
-impl TlsFiles {
-    /// The TLS acceptor of these files (HTTP/1.1 over TLS 1.2 and 1.3).
-    fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, StartError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |path: &Path, error: &dyn std::fmt::Display| StartError::Tls {
-            path: path.to_owned(),
-            message: error.to_string(),
-        };
-        let certs = CertificateDer::pem_file_iter(&self.cert)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| bad(&self.cert, &e))?;
-        if certs.is_empty() {
-            return Err(bad(&self.cert, &"no certificate in the file"));
-        }
-        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| bad(&self.key, &e))?;
-        // ring, not aws-lc (which adds minutes of C to a fresh build); it has no post-quantum
-        // key exchange, which rustls now flags.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(&self.cert, &e))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| bad(&self.key, &e))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-    }
-}
 
 /// What the inspector serves from.
 #[derive(Clone)]
@@ -253,7 +119,7 @@ impl Inspector {
         }
         let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         let connections = config.connections.clone();
-        let app = Application::build(config, services).await?;
+        let app = application::Application::build(config, services).await?;
         let listener = serve::listen(addr).map_err(|source| StartError::Bind { addr, source })?;
         let addr = listener
             .local_addr()
@@ -311,104 +177,6 @@ impl Inspector {
             self.server.abort();
         }
         self.tasks.shutdown().await;
-    }
-}
-
-/// The application (API, page, guards) and what runs beside it: what [`Inspector::start`]
-/// serves on its listener.
-struct Application {
-    router: axum::Router,
-    loopback_only: bool,
-    /// Sent `true` to close the websockets and stop the tasks.
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-}
-
-impl Application {
-    async fn build(config: InspectorConfig, services: Services) -> Result<Self, StartError> {
-        let loopback_only = config.tokens.is_empty();
-        let schemas = Arc::new(api::SignalSchemas::new(config.payload_schemas)?);
-        let mut tasks = JoinSet::new();
-        let hub = live::Hub::start(
-            Arc::clone(&services.observe),
-            &config.stream,
-            config.partitions,
-            Arc::clone(&services.runtime),
-            &mut tasks,
-        )
-        .await?;
-        let limiter = Arc::new(guard::limiter(
-            config.limits.rate_per_second,
-            config.limits.rate_burst,
-        ));
-        {
-            // Forget clients idle long enough to be back at a full burst.
-            let limiter = Arc::clone(&limiter);
-            tasks.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    limiter.retain_recent();
-                }
-            });
-        }
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        if let Some(path) = config.tokens_file {
-            tokens_file::watch_tokens(
-                path,
-                config.tokens.clone(),
-                shutdown_rx.clone(),
-                &mut tasks,
-            )?;
-        }
-        let limits = Arc::new(config.limits);
-        let state = api::AppState {
-            publish: services.publish,
-            observe: services.observe,
-            memory: services.memory,
-            runtime: services.runtime,
-            hub,
-            stream: config.stream,
-            partitions: config.partitions,
-            group: config.group,
-            schemas,
-            metrics: services.metrics,
-            tokens: config.tokens,
-            audit: services.audit,
-            waiters: gate::Gate::new(limits.max_waiters, limits.max_waiters_per_client),
-            watchers: gate::Gate::new(limits.max_watchers, limits.max_watchers_per_client),
-            limits: Arc::clone(&limits),
-            shutdown: shutdown_rx,
-        };
-        let edge = edge::Edge {
-            limits,
-            loopback_only,
-        };
-        Ok(Self {
-            router: api::app(state, limiter, edge),
-            loopback_only,
-            shutdown,
-            tasks,
-        })
-    }
-}
-
-/// The application without a listener, public for the fuzz targets (`tests/fuzz`), which
-/// drive it with `tower::ServiceExt::oneshot`: requests need a `ConnectInfo<SocketAddr>`
-/// extension, as the server adds.
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing {
-    use super::*;
-
-    /// The router [`Inspector::start`] serves, the tasks beside it (they run while the set is
-    /// kept) and the sender that stops them.
-    pub async fn application(
-        config: InspectorConfig,
-        services: Services,
-    ) -> Result<(axum::Router, JoinSet<()>, watch::Sender<bool>), StartError> {
-        let app = Application::build(config, services).await?;
-        Ok((app.router, app.tasks, app.shutdown))
     }
 }
 

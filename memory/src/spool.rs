@@ -196,6 +196,17 @@ mod tests {
             .collect()
     }
 
+    /// Appends `bytes` as they are to the spool's first segment; returns its path.
+    fn append_to_first_segment(dir: &Path, bytes: &[u8]) -> PathBuf {
+        let segment = dir.join(format!("{PREFIX}{:016}{SUFFIX}", 0));
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("segment");
+        file.write_all(bytes).expect("write");
+        segment
+    }
+
     #[test]
     fn spooled_records_survive_reopening_and_torn_lines_are_counted() {
         let dir = tempfile::tempdir().expect("dir");
@@ -207,13 +218,7 @@ mod tests {
         drop(spool);
 
         // A process died mid-append: the last line is cut short.
-        let segment = dir.path().join(format!("{PREFIX}{:016}{SUFFIX}", 0));
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(&segment)
-            .expect("segment");
-        file.write_all(b"{\"id\":\"0192").expect("write");
-        drop(file);
+        let segment = append_to_first_segment(dir.path(), b"{\"id\":\"0192");
 
         let on_disk = std::fs::metadata(&segment).expect("segment").len();
         let mut spool = Spool::open(dir.path()).expect("reopen");
@@ -248,13 +253,7 @@ mod tests {
         let records = records(2);
         let mut spool = Spool::open(dir.path()).expect("open");
         spool.append(&records[..1]).expect("append");
-        let segment = dir.path().join(format!("{PREFIX}{:016}{SUFFIX}", 0));
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(&segment)
-            .expect("segment");
-        file.write_all(b"{\"kind\":\"caf\xc3\n").expect("write");
-        drop(file);
+        append_to_first_segment(dir.path(), b"{\"kind\":\"caf\xc3\n");
         spool.append(&records[1..]).expect("append");
         drop(spool);
 

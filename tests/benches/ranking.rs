@@ -282,6 +282,18 @@ impl World {
         self.p[c][u] * config.weighing.reward(true, self.latency[c][u])
     }
 
+    /// Runs unit `u` on a signal of cluster `c`: whether it succeeded, and its reward.
+    fn attempt(
+        &self,
+        c: usize,
+        u: usize,
+        config: &RankerConfig,
+        rng: &mut SmallRng,
+    ) -> (bool, f64) {
+        let success = rng.random::<f64>() < self.p[c][u];
+        (success, config.weighing.reward(success, self.latency[c][u]))
+    }
+
     fn best(&self, c: usize, config: &RankerConfig) -> usize {
         (0..UNITS)
             .max_by(|a, b| {
@@ -461,8 +473,7 @@ impl Oracle {
         order.sort_by(|x, y| y.1.total_cmp(&x.1));
         self.hits.push(order[0].0 == world.best(c, config));
         for &(u, _) in &order {
-            let success = rng.random::<f64>() < world.p[c][u];
-            let reward = config.weighing.reward(success, world.latency[c][u]);
+            let (success, reward) = world.attempt(c, u, config, rng);
             let (w, l) = &mut self.evidence[c][u];
             *w += reward;
             *l += 1.0 - reward;
@@ -544,8 +555,7 @@ impl VwPeer {
             .min(UNITS - 1);
         let probability = answer["probability"].as_f64().unwrap_or(1.0);
         self.hits.push(unit == world.best(c, config));
-        let success = rng.random::<f64>() < world.p[c][unit];
-        let reward = config.weighing.reward(success, world.latency[c][unit]);
+        let (_, reward) = world.attempt(c, unit, config, rng);
         self.ask(&json!({"learn": text, "units": UNITS, "unit": unit, "reward": reward, "probability": probability}));
         unit
     }
@@ -704,7 +714,7 @@ async fn run(
         // First-success: down the order until one succeeds.
         for choice in &order.ranked {
             let u = units.iter().position(|x| *x == choice.unit).unwrap_or(0);
-            let success = rng.random::<f64>() < world.p[c][u];
+            let (success, _) = world.attempt(c, u, &config, &mut rng);
             let r = record(
                 &signal,
                 u,
@@ -747,12 +757,8 @@ async fn run(
         regret[4] += best_reward - world.expected(c, v, &config);
         let g = greedy.choose(kind, &mut rng);
         regret[3] += best_reward - world.expected(c, g, &config);
-        let success = rng.random::<f64>() < world.p[c][g];
-        greedy.learn(
-            kind,
-            g,
-            config.weighing.reward(success, world.latency[c][g]),
-        );
+        let (_, reward) = world.attempt(c, g, &config, &mut rng);
+        greedy.learn(kind, g, reward);
     }
 
     let recovered = recovery(&hits, change_at);

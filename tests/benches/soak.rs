@@ -23,7 +23,7 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use swarm_memory::testkit::{database_url, fresh_database};
 use swarm_mesh::prelude::*;
-use swarm_mesh::{RedisMesh, RedisMeshConfig, StartAt, dead_letter_stream};
+use swarm_mesh::{RedisMesh, StartAt, dead_letter_stream};
 use swarm_schemas::{DeadLetter, Signal, UnitStatus};
 use swarm_tests::{ReactorSpec, example_reactor_args, free_port, proc_status, redis_url};
 
@@ -402,10 +402,7 @@ async fn main() {
 
     let db = fresh_database(&database_url()).await;
     let work = tempfile::tempdir().expect("work dir");
-    let prefix = format!("soak-{}", uuid::Uuid::now_v7().simple());
-    let mut config = RedisMeshConfig::new(redis_url());
-    config.key_prefix.clone_from(&prefix);
-    let mesh = Arc::new(RedisMesh::connect(config).await.expect("Redis"));
+    let (prefix, mesh) = swarm_tests::fresh_mesh().await;
     let dead_letters = dead_letter_stream(STREAM);
     for stream in [STREAM, dead_letters.as_str()] {
         mesh.create_group(stream, OBSERVER, StartAt::Beginning)

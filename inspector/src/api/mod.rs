@@ -63,7 +63,6 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// The reactors' group on the stream, summed over its partitions.
     /// The stream's backlog summed over its partitions: the group's pending and lag, the
     /// stream's length and the dead letters kept; also set as gauges for `/metrics`.
     pub(crate) async fn backlog(&self) -> Result<MeshHealth, swarm_mesh::MeshError> {
@@ -89,6 +88,7 @@ impl AppState {
         })
     }
 
+    /// The reactors' group on the stream, summed over its partitions.
     pub(crate) async fn group_info(&self) -> Result<swarm_mesh::GroupInfo, swarm_mesh::MeshError> {
         let mut total = swarm_mesh::GroupInfo::default();
         for k in 0..self.partitions.max(1) {

@@ -65,13 +65,7 @@ impl Groups for RedisMesh {
         let Some(keep_from) = keep_from else {
             return Ok(0);
         };
-        redis::cmd("XTRIM")
-            .arg(self.key(stream))
-            .arg("MINID")
-            .arg(keep_from.to_string())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)
+        self.xtrim(stream, "MINID", keep_from.to_string()).await
     }
 
     async fn trim_retained(
@@ -82,24 +76,10 @@ impl Groups for RedisMesh {
     ) -> Result<u64, MeshError> {
         let mut removed = 0;
         if let Some(before) = before {
-            let n: u64 = redis::cmd("XTRIM")
-                .arg(self.key(stream))
-                .arg("MINID")
-                .arg(before.to_string())
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            removed += n;
+            removed += self.xtrim(stream, "MINID", before.to_string()).await?;
         }
         if let Some(max_len) = max_len {
-            let n: u64 = redis::cmd("XTRIM")
-                .arg(self.key(stream))
-                .arg("MAXLEN")
-                .arg(max_len)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            removed += n;
+            removed += self.xtrim(stream, "MAXLEN", max_len.to_string()).await?;
         }
         Ok(removed)
     }
@@ -114,6 +94,24 @@ impl Groups for RedisMesh {
             xdel.arg(id.to_string());
         }
         xdel.query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+}
+
+impl RedisMesh {
+    /// `XTRIM stream MINID|MAXLEN threshold` (exact): how many entries it removed.
+    async fn xtrim(
+        &self,
+        stream: &str,
+        strategy: &str,
+        threshold: String,
+    ) -> Result<u64, MeshError> {
+        redis::cmd("XTRIM")
+            .arg(self.key(stream))
+            .arg(strategy)
+            .arg(threshold)
+            .query_async(&mut self.conn())
             .await
             .map_err(unavailable)
     }

@@ -183,6 +183,7 @@ impl Api {
             .as_ref()
             .is_none_or(|app| app.answered >= REQUESTS_PER_APPLICATION)
         {
+            // The old application (and what it holds) goes before the new one is built.
             *slot = None;
             *slot = Some(self.build());
         }
