@@ -182,6 +182,16 @@ impl Memory for InProcMemory {
         Ok(())
     }
 
+    async fn shape_vectors(
+        &self,
+        shapes: &[Shape],
+    ) -> Result<HashMap<i64, Arc<[f32]>>, MemoryError> {
+        match &self.shapes {
+            Some(embedder) => embedder.vectors(shapes).await,
+            None => Ok(HashMap::new()),
+        }
+    }
+
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
         Ok(self.lock().by_id.get(&id).map(|s| s.record.clone()))
     }

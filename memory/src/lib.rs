@@ -107,6 +107,18 @@ pub trait Memory: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The vector of each of `shapes` that memory can embed, by shape id, from the same model
+    /// and cache as its records' shapes (a shape embedded here is not embedded again when its
+    /// executions are recorded). For a caller that compares shapes itself: the ranker places a
+    /// new signal shape among the ones it knows before ranking its first signal. A memory
+    /// without an embedder returns none.
+    async fn shape_vectors(
+        &self,
+        _shapes: &[Shape],
+    ) -> Result<std::collections::HashMap<i64, std::sync::Arc<[f32]>>, MemoryError> {
+        Ok(std::collections::HashMap::new())
+    }
+
     /// How recording goes, for a memory that records through a queue and a spool
     /// ([`WriteBehind`]); `None` for one that records directly.
     fn writer_status(&self) -> Option<WriterStatus> {

@@ -28,6 +28,20 @@ fn policy_of(
         .map_or(DispatchPolicy::FanOut, |g| g.manifest().policy_for(kind))
 }
 
+/// Whether at least two of the candidates for a signal of `kind` compete (the ranker orders
+/// them).
+pub(crate) fn competes(
+    kind: &str,
+    candidates: &[Arc<UnitSlot>],
+    overrides: &[(KindPattern, DispatchPolicy)],
+) -> bool {
+    candidates
+        .iter()
+        .filter(|slot| policy_of(slot, kind, overrides) != DispatchPolicy::FanOut)
+        .nth(1)
+        .is_some()
+}
+
 /// Groups the candidates for a signal of `kind`: fan-out units in one group, every other unit
 /// in one competing group whose policy is the most inclusive any of them asks for (top-k with
 /// the largest k, else first-success).

@@ -11,7 +11,7 @@ use swarm_mesh::prelude::*;
 use swarm_mesh::{EntryId, RedisMesh, StartAt, dead_letter_stream};
 use swarm_schemas::{DeadLetter, Signal};
 
-use crate::{ReactorProcess, ReactorSpec, deploy, redis_url};
+use crate::{ReactorProcess, ReactorSpec, deploy};
 
 /// The stream the reactors read.
 pub const STREAM: &str = "swarm:signals";
@@ -40,14 +40,12 @@ pub async fn setup(extra_args: &[&str]) -> Setup {
     mesh.create_group(STREAM, OBSERVER, StartAt::Beginning)
         .await
         .expect("observer group");
-    let spec = ReactorSpec {
-        redis: redis_url(),
+    let spec = ReactorSpec::new(
         prefix,
-        units: units.path().to_owned(),
-        work: work.path().to_owned(),
-        claim_idle: 30.0,
-        extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
-    };
+        units.path(),
+        work.path(),
+        extra_args.iter().map(|a| (*a).to_owned()).collect(),
+    );
     Setup {
         spec,
         mesh,

@@ -39,6 +39,19 @@ pub struct ReactorSpec {
 }
 
 impl ReactorSpec {
+    /// A spec on the tests' Redis ([`redis_url`]) with mesh `prefix`, the units of `units`,
+    /// logs in `work`, `--claim-idle 30` and `extra_args`.
+    pub fn new(prefix: String, units: &Path, work: &Path, extra_args: Vec<String>) -> Self {
+        Self {
+            redis: redis_url(),
+            prefix,
+            units: units.to_owned(),
+            work: work.to_owned(),
+            claim_idle: 30.0,
+            extra_args,
+        }
+    }
+
     /// The file the counter fixture appends its executions to.
     pub fn counter_log(&self) -> PathBuf {
         self.work.join("executions.log")

@@ -420,19 +420,17 @@ async fn a_mark_evaporates_across_two_reactor_processes() {
         .await
         .expect("observer group");
     let half_life = 2.0;
-    let spec = ReactorSpec {
-        redis: redis_url(),
+    let spec = ReactorSpec::new(
         prefix,
-        units: units.path().to_owned(),
-        work: work.path().to_owned(),
-        claim_idle: 30.0,
-        extra_args: vec![
+        units.path(),
+        work.path(),
+        vec![
             "--grant".into(),
             "probe=marks".into(),
             "--marks-half-life".into(),
             half_life.to_string(),
         ],
-    };
+    );
     let ask = async |payload: Value| {
         let signal = Signal::new("probe.run", payload);
         let result = request(&*mesh, STREAM, &signal, Duration::from_secs(30))

@@ -13,7 +13,7 @@ use serde_json::json;
 use swarm_mesh::RedisMesh;
 use swarm_mesh::prelude::*;
 use swarm_schemas::Signal;
-use swarm_tests::{OwnPostgres, ReactorSpec, deploy, redis_url};
+use swarm_tests::{OwnPostgres, ReactorSpec, deploy};
 use uuid::Uuid;
 
 const STREAM: &str = "swarm:signals";
@@ -60,14 +60,7 @@ impl Outage {
             swarm_memory::testkit::models_dir().display().to_string(),
         ];
         args.extend(extra_args.iter().map(|a| (*a).to_owned()));
-        let spec = ReactorSpec {
-            redis: redis_url(),
-            prefix,
-            units: units.path().to_owned(),
-            work: work.path().to_owned(),
-            claim_idle: 30.0,
-            extra_args: args,
-        };
+        let spec = ReactorSpec::new(prefix, units.path(), work.path(), args);
         Self {
             postgres,
             mesh,

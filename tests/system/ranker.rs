@@ -509,3 +509,123 @@ fn a_concentrated_posterior_settles_sooner_and_its_propensities_say_so() {
     };
     assert!(p < 0.93 && c > 0.95, "propensities {p:.3} and {c:.3}");
 }
+
+/// No exploration, and no circuit breaker (a unit that always fails stays ranked, not skipped).
+fn quiet_breakers() -> RankerConfig {
+    let mut config = RankerConfig {
+        exploration: 0.0,
+        ..RankerConfig::default()
+    };
+    config.breaker.failures = 0;
+    config
+}
+
+/// A ranker that has seen `refunds` handle three phrasings of refund requests (and `couriers`
+/// fail them) and the other way round for three of late deliveries, each phrasing placed by its
+/// vector from `memory`, with `per_phrasing` outcomes of each unit on each. Over the kind, the
+/// two units did alike.
+async fn taught(memory: &InProcMemory, config: RankerConfig, per_phrasing: usize) -> Ranker {
+    let ranker = Ranker::new(config);
+    let now = Utc::now();
+    let families = [
+        (
+            [
+                "please refund my order",
+                "refund the double charge on my card",
+                "I want my money back for the broken kettle",
+            ],
+            "refunds",
+        ),
+        (
+            [
+                "my parcel has not arrived",
+                "the courier lost my package",
+                "delivery is three days late",
+            ],
+            "couriers",
+        ),
+    ];
+    for (texts, handler) in families {
+        for text in texts {
+            let signal = task(text);
+            ranker.place(memory, &[&signal], now).await.expect("place");
+            for _ in 0..per_phrasing {
+                for unit in ["couriers", "refunds"] {
+                    let mut r = record(&signal, unit, unit == handler, 0);
+                    r.policy = "first_success".into();
+                    ranker.observe(&r);
+                }
+            }
+        }
+    }
+    ranker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_shape_borrows_from_its_nearest_placed_shapes_on_its_first_signal() {
+    let memory = InProcMemory::new().with_embedder(embedder());
+    let units: Vec<Arc<str>> = vec![Arc::from("couriers"), Arc::from("refunds")];
+    let config = quiet_breakers();
+    let ranker = taught(&memory, config.clone(), 10).await;
+    let fresh = task("can I get a refund for the damaged toaster");
+    let now = Utc::now();
+    assert_eq!(
+        ranker.place(&memory, &[&fresh], now).await.expect("place"),
+        1
+    );
+    assert!(ranker.is_placed(&fresh, now));
+    assert_eq!(
+        ranker.place(&memory, &[&fresh], now).await.expect("place"),
+        0,
+        "a shape is placed once"
+    );
+    let order = ranker.rank(&fresh, &units, DispatchPolicy::FirstSuccess, now);
+    assert!(order.skipped.is_empty());
+    assert_eq!(order.ranked[0].unit.as_ref(), "refunds", "{order:?}");
+    assert!(order.ranked[0].propensity > 0.9, "{order:?}");
+    assert!(firsts(&ranker, &fresh, &units, "refunds") >= 190);
+
+    // With sharing off the same first signal has only the units' rates over the kind.
+    let alone = taught(
+        &memory,
+        RankerConfig {
+            share_neighbours: 0,
+            ..config
+        },
+        10,
+    )
+    .await;
+    assert_eq!(
+        alone.place(&memory, &[&fresh], now).await.expect("place"),
+        0
+    );
+    let order = alone.rank(&fresh, &units, DispatchPolicy::FirstSuccess, now);
+    assert_eq!(order.ranked.len(), 2, "{order:?}");
+    assert!(order.ranked[0].propensity < 0.9, "{order:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shape_whose_own_outcomes_disagree_with_its_neighbours_follows_its_own() {
+    let memory = InProcMemory::new().with_embedder(embedder());
+    let units: Vec<Arc<str>> = vec![Arc::from("couriers"), Arc::from("refunds")];
+    let ranker = taught(&memory, quiet_breakers(), 30).await;
+    // A refund-like shape where it is the other way round.
+    let odd = task("refund owed to me for the returned kettle");
+    let now = Utc::now();
+    ranker.place(&memory, &[&odd], now).await.expect("place");
+    assert!(
+        firsts(&ranker, &odd, &units, "refunds") >= 150,
+        "before any outcome of its own it follows its neighbours"
+    );
+    for _ in 0..6 {
+        for (unit, success) in [("refunds", false), ("couriers", true)] {
+            let mut r = record(&odd, unit, success, 0);
+            r.policy = "first_success".into();
+            ranker.observe(&r);
+        }
+    }
+    assert!(
+        firsts(&ranker, &odd, &units, "couriers") >= 190,
+        "its own outcomes decide once they clearly disagree with its neighbours'"
+    );
+}

@@ -294,6 +294,16 @@ impl Memory for PgMemory {
         self.embed_new(records).await
     }
 
+    async fn shape_vectors(
+        &self,
+        shapes: &[crate::Shape],
+    ) -> Result<std::collections::HashMap<i64, Arc<[f32]>>, MemoryError> {
+        match &self.shapes {
+            Some(embedder) => embedder.vectors(shapes).await,
+            None => Ok(std::collections::HashMap::new()),
+        }
+    }
+
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM executions e WHERE e.id = $1"

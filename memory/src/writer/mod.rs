@@ -337,6 +337,13 @@ impl Memory for WriteBehind {
         Some(self.status())
     }
 
+    async fn shape_vectors(
+        &self,
+        shapes: &[crate::Shape],
+    ) -> Result<std::collections::HashMap<i64, Arc<[f32]>>, MemoryError> {
+        self.inner.shape_vectors(shapes).await
+    }
+
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
         self.inner.execution(id).await
     }

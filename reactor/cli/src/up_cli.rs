@@ -95,6 +95,11 @@ pub(crate) struct UpArgs {
     /// less).
     #[arg(long, default_value_t = 4.0, value_parser = parse_concentration)]
     concentration: f64,
+    /// Nearest other signal shapes of the same kind whose evidence a shape borrows, by the
+    /// similarity of their vectors, from its first signal on (0: each shape is ranked from its
+    /// own outcomes and memory's alone).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=64))]
+    share_neighbours: u32,
     /// JSON file of unit configuration: {"UNIT-NAME": {...}, ...}. Each unit's constructor gets
     /// its section (checked against the config schema in its manifest, if it has one). The
     /// file is watched: saving it reloads the units whose sections changed.
@@ -198,6 +203,7 @@ impl UpPlan {
         config.dispatch.clone_from(&args.dispatch);
         config.ranker.exploration = args.exploration;
         config.ranker.concentration = args.concentration;
+        config.ranker.share_neighbours = args.share_neighbours as usize;
         config.ranker.breaker.failures = args.breaker_failures;
         config.host = args.host.config()?;
         let inspector = args.http.config(&config.stream, &config.group)?;

@@ -6,7 +6,7 @@ use crate::attempt::{Attempt, Attempted};
 use crate::execute::{Retries, UnitRun, fall_back, retry};
 use crate::lanes::call_all;
 use crate::letters::{delivered_too_often, not_a_signal, not_run};
-use crate::policy::groups;
+use crate::policy::{competes, groups};
 use crate::slot::UnitSlot;
 use std::sync::Arc;
 use swarm_mesh::Delivery;
@@ -44,11 +44,51 @@ impl Dispatcher {
         deliveries: Vec<Delivery>,
         permit: Option<OwnedSemaphorePermit>,
     ) {
+        self.place_new_shapes(&deliveries).await;
         let (mut work, attempts, owners) = self.intake(deliveries);
         let results = call_all(attempts, self.config.unit_threads, &self.watchdog).await;
         let (retries, outstanding) = self.follow_up(&mut work, owners, results);
         self.settle_in_turn(part, work, retries, outstanding, permit)
             .await;
+    }
+
+    /// Before a batch is ranked: the shapes of its competing signals that are new to the ranker
+    /// are placed among those it knows (their vectors from memory), so that each is ranked from
+    /// its neighbours from its first signal. The batch waits for them at most `share_wait`;
+    /// past it, they are ranked without neighbours and placed when their vectors come.
+    async fn place_new_shapes(self: &Arc<Self>, deliveries: &[Delivery]) {
+        let now = chrono::Utc::now();
+        let new: Vec<Signal> = deliveries
+            .iter()
+            .filter_map(|d| d.body.as_ref().ok())
+            .filter(|signal| {
+                let candidates = self.registry.candidates(&signal.kind);
+                competes(&signal.kind, &candidates, &self.config.dispatch)
+                    && !self.ranker.is_placed(signal, now)
+            })
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let this = Arc::clone(self);
+        let placing = tokio::spawn(async move {
+            let signals: Vec<&Signal> = new.iter().collect();
+            this.ranker.place(this.memory.as_ref(), &signals, now).await
+        });
+        match tokio::time::timeout(self.config.ranker.share_wait, placing).await {
+            Ok(Ok(Ok(placed))) => {
+                metrics::counter!("swarm_ranker_shapes_placed_total").increment(placed as u64);
+            }
+            Ok(Ok(Err(error))) => {
+                tracing::debug!(%error, "new signal shapes not placed: ranked without neighbours");
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "placing new signal shapes failed"),
+            Err(_) => {
+                metrics::counter!("swarm_ranker_shapes_late_total").increment(1);
+                tracing::debug!("new signal shapes still embedding: ranked without neighbours");
+            }
+        }
     }
 
     /// Intake and plan: one [`Work`] per delivery (admitted by the partition's key order, so

@@ -24,6 +24,26 @@ fn normal_cdf(x: f64) -> f64 {
     0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
 }
 
+/// Φ(x) to within 7.5e-8 (Abramowitz and Stegun 26.2.17): one `exp` where `erfc` costs several
+/// times more, and the matrix below takes n·(n-1)·SLICES of them at every ranking after the
+/// evidence moved.
+fn normal_cdf_fast(x: f64) -> f64 {
+    const P: f64 = 0.231_641_9;
+    const B: [f64; 5] = [
+        0.319_381_530,
+        -0.356_563_782,
+        1.781_477_937,
+        -1.821_255_978,
+        1.330_274_429,
+    ];
+    let z = x.abs();
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (B[0] + t * (B[1] + t * (B[2] + t * (B[3] + t * B[4]))));
+    let density = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let upper = density * poly;
+    if x >= 0.0 { 1.0 - upper } else { upper }
+}
+
 /// The standard normal quantiles at the middle of each slice, (g + 0.5) / SLICES.
 fn quantiles() -> &'static [f64; SLICES] {
     static Q: OnceLock<[f64; SLICES]> = OnceLock::new();
@@ -64,7 +84,7 @@ pub fn matrix(moments: &[(f64, f64)]) -> Vec<Vec<f64>> {
                 if j == i {
                     continue;
                 }
-                let above = 1.0 - normal_cdf((x - mj) / sj);
+                let above = 1.0 - normal_cdf_fast((x - mj) / sj);
                 others += 1;
                 for c in (1..=others).rev() {
                     dp[c] = dp[c] * (1.0 - above) + dp[c - 1] * above;
@@ -97,6 +117,15 @@ fn top_k(moments: &[(f64, f64)], k: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_normal_cdf_matches_erfc() {
+        for i in -800..=800 {
+            let x = f64::from(i) / 100.0;
+            let error = (normal_cdf_fast(x) - normal_cdf(x)).abs();
+            assert!(error < 1e-7, "Φ({x}): {error}");
+        }
+    }
 
     #[test]
     fn equal_units_share_evenly() {

@@ -57,6 +57,31 @@ pub struct RankerConfig {
     /// is one similarity search per competing unit; between refreshes the ranker learns from
     /// this process's own outcomes).
     pub refresh_every: Duration,
+    /// Sharing across similar shapes: each context borrows the evidence of up to this many
+    /// nearest other contexts of the same kind (by the cosine similarity of their shapes'
+    /// vectors), from the first signal of its shape on; 0 turns sharing off.
+    pub share_neighbours: usize,
+    /// Contexts less similar than this are never borrowed from.
+    pub share_min_similarity: f64,
+    /// Share of the nearest neighbour's evidence a context borrows; a farther one's is scaled
+    /// down by its closeness ([`Weighing::closeness`] relative to the nearest).
+    pub share_weight: f64,
+    /// A unit's borrowed evidence is scaled down to at most this weight, and all of it by
+    /// `share_cap / (share_cap + own)` with `own` the weight of the context's own evidence: its
+    /// own outcomes, once it has some, outweigh what its neighbours say.
+    pub share_cap: f64,
+    /// A neighbour is not borrowed from while its evidence on some unit and the context's own
+    /// are further apart than this many standard deviations...
+    pub share_disagreement: f64,
+    /// ...each with at least this weight.
+    pub share_evidence: f64,
+    /// A change detected in a context is taken as a change of its neighbours that borrow from
+    /// it at least this weight too (they drop the unit's older evidence); above 1, never.
+    pub share_change_weight: f64,
+    /// How long the reactor holds a batch whose signals have shapes new to the ranker, for their
+    /// vectors (embedded by memory); past it they are ranked without neighbours, and placed
+    /// when their vectors come.
+    pub share_wait: Duration,
     /// This process's recent outcomes kept per context (until memory has them).
     pub local_window: usize,
     /// Contexts kept; the least recently used go first.
@@ -84,6 +109,14 @@ impl Default for RankerConfig {
             unit_change_contexts: 2,
             unit_change_window: Duration::from_secs(600),
             per_version: true,
+            share_neighbours: 8,
+            share_min_similarity: 0.5,
+            share_weight: 1.0,
+            share_cap: 20.0,
+            share_disagreement: 2.5,
+            share_evidence: 3.0,
+            share_change_weight: 0.5,
+            share_wait: Duration::from_millis(250),
             refresh_every: Duration::from_secs(5),
             local_window: 256,
             max_contexts: 100_000,

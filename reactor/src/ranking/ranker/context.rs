@@ -2,7 +2,8 @@
 //! propensities cached from it, so that ranking only samples.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -40,9 +41,26 @@ pub(super) struct ContextState {
     pub(super) refreshed: Option<DateTime<Utc>>,
     pub(super) dirty: bool,
     pub(super) used: Option<DateTime<Utc>>,
-    /// Posteriors and propensities of the units last ranked here, kept up to date by observe
-    /// and refresh so that ranking only samples.
+    /// Posteriors and propensities of the units last ranked here, computed again by the first
+    /// ranking after the evidence changed (`stale`), so that other rankings only sample.
     pub(super) cached: Option<Cached>,
+    /// `cached` no longer says what the evidence says.
+    pub(super) stale: bool,
+    /// The nearest other contexts of the same kind, nearest first (see `sharing.rs`).
+    pub(super) near: Vec<Near>,
+    /// What `near` said when last gathered, per unit, weighed and capped, as of `borrowed_at`.
+    pub(super) borrowed: HashMap<Arc<str>, Evidence>,
+    pub(super) borrowed_at: Option<DateTime<Utc>>,
+    /// The sum of the epochs of `near` when `borrowed` was gathered; `None` to gather again.
+    pub(super) borrowed_epochs: Option<u64>,
+}
+
+/// A neighbour a context borrows evidence from.
+#[derive(Debug, Clone)]
+pub(super) struct Near {
+    pub(super) context: std::sync::Weak<Context>,
+    /// Cosine similarity of the two shapes' vectors.
+    pub(super) similarity: f64,
 }
 
 /// What ranking a given set of units in a context needs, computed ahead.
@@ -60,11 +78,30 @@ pub(super) struct Context {
     /// The shape (bounded in size, unlike a signal): the probe of refreshes.
     pub(super) shape: Shape,
     pub(super) state: Mutex<ContextState>,
+    /// Moves on with every change of the context's own evidence: the contexts that borrow
+    /// from it see that what they borrowed is stale without locking it.
+    pub(super) epoch: AtomicU64,
+    /// The shape's vector (unit length), once placed.
+    pub(super) vector: OnceLock<Arc<[f32]>>,
 }
 
 impl Context {
+    fn new(shape: Shape, state: ContextState) -> Self {
+        Self {
+            shape,
+            state: Mutex::new(state),
+            epoch: AtomicU64::new(0),
+            vector: OnceLock::new(),
+        }
+    }
+
     pub(super) fn lock(&self) -> parking_lot::MutexGuard<'_, ContextState> {
         self.state.lock()
+    }
+
+    /// Its own evidence changed.
+    pub(super) fn moved(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -82,14 +119,14 @@ impl Ranker {
             self.contexts
                 .entry(key)
                 .or_insert_with(|| {
-                    Arc::new(Context {
+                    Arc::new(Context::new(
                         shape,
-                        state: Mutex::new(ContextState {
+                        ContextState {
                             dirty: true,
                             used: Some(now),
                             ..ContextState::default()
-                        }),
-                    })
+                        },
+                    ))
                 })
                 .value(),
         )
@@ -131,14 +168,18 @@ impl Ranker {
         units: &[Arc<str>],
         now: DateTime<Utc>,
     ) -> Vec<(f64, f64)> {
-        let decay = state
-            .at
-            .map_or(1.0, |at| self.config.weighing.recency(at, now));
+        let w = &self.config.weighing;
+        let decay = state.at.map_or(1.0, |at| w.recency(at, now));
+        let borrowed_decay = state.borrowed_at.map_or(1.0, |at| w.recency(at, now));
         units
             .iter()
             .map(|unit| {
-                let e = state.evidence.get(unit).copied().unwrap_or_default();
-                self.posterior(kind, unit, e.scaled(decay), now)
+                let own = state.evidence.get(unit).copied().unwrap_or_default();
+                let mut e = own.scaled(decay);
+                if let Some(b) = state.borrowed.get(unit) {
+                    e.merge(b.scaled(borrowed_decay));
+                }
+                self.posterior(kind, unit, e, now)
             })
             .collect()
     }
@@ -178,10 +219,9 @@ impl Ranker {
         }
     }
 
-    /// Recomputes the cached ranking of a context after its evidence changed.
-    pub(super) fn recache(&self, kind: &str, state: &mut ContextState, now: DateTime<Utc>) {
-        if let Some(units) = state.cached.take().map(|c| c.units) {
-            state.cached = Some(self.cache(kind, state, units, now));
-        }
+    /// Marks the cached ranking of a context stale after its evidence changed: the next
+    /// ranking there computes it again (once, however many outcomes came in between).
+    pub(super) fn invalidate(state: &mut ContextState) {
+        state.stale = true;
     }
 }

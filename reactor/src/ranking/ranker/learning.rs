@@ -31,7 +31,7 @@ impl Ranker {
         if self.config.per_version {
             match self.standing(&unit, &record.unit_version, now) {
                 VersionStanding::Current => {}
-                VersionStanding::New => self.new_version(&unit, &record.unit_version, now),
+                VersionStanding::New => self.new_version(&unit, &record.unit_version),
                 VersionStanding::Replaced => return,
             }
         }
@@ -54,6 +54,7 @@ impl Ranker {
         let context = self.context(&record.signal, now);
         let shift = self.learn(&context, &unit, record, reward, now);
         if let Some(shift) = shift {
+            self.spread_change(&context, &unit);
             let c = &self.config;
             let of_unit = self.alarms.raise(
                 &unit,
@@ -113,25 +114,14 @@ impl Ranker {
                 tracing::debug!(unit = %unit, kind = %record.signal.kind, expected, "change detected: older evidence dropped");
                 self.changes.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("swarm_ranker_changes_total").increment(1);
-                state.cutoff = Some(now);
-                let keep = self.config.change_keep;
-                state.evidence.remove(unit);
-                state.carried = state
-                    .evidence
-                    .drain()
-                    .map(|(u, e)| (u, e.scaled(keep)))
-                    .filter(|(_, e)| e.weight() > 0.0)
-                    .collect();
-                state.evidence = state.carried.clone();
-                state.local.clear();
-                state.detectors.clear();
+                self.drop_older(&mut state, unit, now);
             }
         }
-        state
-            .evidence
-            .entry(Arc::clone(unit))
-            .or_default()
-            .add(reward, 1.0);
+        // Kept at most `max_evidence`: each new outcome of the unit here discounts the older ones
+        // (by max / (max + 1) once it is reached), so that they always move it.
+        let e = state.evidence.entry(Arc::clone(unit)).or_default();
+        e.add(reward, 1.0);
+        *e = e.capped(self.config.max_evidence);
         state.local.push_back(Observed {
             id: record.id,
             unit: Arc::clone(unit),
@@ -142,7 +132,9 @@ impl Ranker {
             state.local.pop_front();
         }
         state.dirty = true;
-        self.recache(&record.signal.kind, &mut state, now);
+        Self::invalidate(&mut state);
+        drop(state);
+        context.moved();
         shift
     }
 }

@@ -7,7 +7,10 @@
 //! ([`Ranker::observe`], at once, so the ranker does not wait for memory). Both are counted once
 //! (by execution id). The hot path ([`Ranker::rank`]) reads the context's sums, adds a prior
 //! from the unit's decayed global rate, draws one Thompson sample per unit and sorts: no I/O, a
-//! few microseconds.
+//! few microseconds. From its first signal, a context also borrows the evidence of its nearest
+//! contexts of the same kind by their shapes' vectors ([`Ranker::place`], `sharing.rs`), so that
+//! a new phrasing of a known topic is ranked from its neighbours before memory has anything of
+//! it.
 
 //!
 //! - `config.rs` — [`RankerConfig`].
@@ -16,16 +19,18 @@
 //! - `learning.rs` — [`Ranker::observe`]: learning from this process's outcomes.
 //! - `versions.rs` — which executions count: per unit version, and after a unit changed.
 //! - `refresh.rs` — [`Ranker::refresh`] from memory.
+//! - `sharing.rs` — [`Ranker::place`]: neighbours by shape vector, and what a context borrows.
 
 mod config;
 mod context;
 mod learning;
 mod refresh;
 mod sampling;
+mod sharing;
 mod versions;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -47,6 +52,9 @@ use super::evidence::Evidence;
 pub struct Ranker {
     config: RankerConfig,
     contexts: DashMap<Key, Arc<Context>>,
+    /// The placed contexts of each kind, oldest first: where a new shape's neighbours are looked
+    /// for.
+    placed: DashMap<String, Vec<Weak<Context>>>,
     /// Decayed global evidence per (kind, unit): the prior.
     global: DashMap<(String, Arc<str>), (DateTime<Utc>, Evidence)>,
     breakers: DashMap<Arc<str>, Arc<Breaker>>,
@@ -82,6 +90,7 @@ impl Ranker {
         Self {
             config,
             contexts: DashMap::new(),
+            placed: DashMap::new(),
             global: DashMap::new(),
             breakers: DashMap::new(),
             versions: DashMap::new(),
@@ -139,7 +148,7 @@ impl Ranker {
         }
         // The load stands for the version's first execution, started now.
         if self.config.per_version && self.standing(&unit, version, now) == VersionStanding::New {
-            self.new_version(&unit, version, now);
+            self.new_version(&unit, version);
         }
     }
 

@@ -101,7 +101,7 @@ impl Ranker {
                 }
             };
             if self.config.per_version {
-                self.learn_versions(&weighed, now);
+                self.learn_versions(&weighed);
             }
             self.rebuild(&context, &weighed, now);
             done += 1;
@@ -114,14 +114,14 @@ impl Ranker {
 
     /// Memory may know a unit's versions before this process ran it (another process, an
     /// earlier run): learns them in the order they ran.
-    fn learn_versions(&self, weighed: &[Weighed], now: DateTime<Utc>) {
+    fn learn_versions(&self, weighed: &[Weighed]) {
         let mut by_start: Vec<&Weighed> = weighed.iter().collect();
         by_start.sort_by_key(|n| n.record.started_at);
         for n in by_start {
             let unit: Arc<str> = Arc::from(n.record.unit.as_str());
             let version = &n.record.unit_version;
             if self.standing(&unit, version, n.record.started_at) == VersionStanding::New {
-                self.new_version(&unit, version, now);
+                self.new_version(&unit, version);
             }
         }
     }
@@ -162,7 +162,9 @@ impl Ranker {
         state.at = Some(now);
         state.refreshed = Some(now);
         state.dirty = false;
-        self.recache(&context.shape.kind, &mut state, now);
+        Self::invalidate(&mut state);
+        drop(state);
+        context.moved();
     }
 }
 

@@ -75,14 +75,16 @@ impl Ranker {
             };
         }
         let context = self.context(signal, now);
+        self.borrow(&context, now);
         let cached = {
             let mut state = context.lock();
             state.used = Some(now);
             match &state.cached {
-                Some(c) if c.units == admitted => c.clone(),
+                Some(c) if c.units == admitted && !state.stale => c.clone(),
                 _ => {
                     let fresh = self.cache(&signal.kind, &state, admitted, now);
                     state.cached = Some(fresh.clone());
+                    state.stale = false;
                     fresh
                 }
             }

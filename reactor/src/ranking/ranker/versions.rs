@@ -64,15 +64,10 @@ impl Ranker {
     }
 
     /// `unit` runs a new `version`: it starts from its prior.
-    pub(super) fn new_version(
-        &self,
-        unit: &Arc<str>,
-        version: &semver::Version,
-        now: DateTime<Utc>,
-    ) {
+    pub(super) fn new_version(&self, unit: &Arc<str>, version: &semver::Version) {
         tracing::info!(unit = %unit, %version, "new unit version: what was known of the unit is dropped");
         metrics::counter!("swarm_ranker_new_versions_total").increment(1);
-        self.forget_unit(unit, now);
+        self.forget_unit(unit);
     }
 
     /// `unit` itself changed at `now` (seen in several contexts): it starts from its prior, and
@@ -82,12 +77,12 @@ impl Ranker {
         metrics::counter!("swarm_ranker_unit_changes_total").increment(1);
         self.unit_changes.fetch_add(1, Ordering::Relaxed);
         self.changed_at.insert(Arc::clone(unit), now);
-        self.forget_unit(unit, now);
+        self.forget_unit(unit);
     }
 
     /// Drops what is known of `unit` everywhere: its global rate, its evidence and change
     /// detectors in every context.
-    pub(super) fn forget_unit(&self, unit: &Arc<str>, now: DateTime<Utc>) {
+    pub(super) fn forget_unit(&self, unit: &Arc<str>) {
         self.global.retain(|(_, u), _| u != unit);
         for entry in &self.contexts {
             let context = entry.value();
@@ -97,7 +92,10 @@ impl Ranker {
             state.detectors.remove(unit);
             state.local.retain(|o| &o.unit != unit);
             state.dirty = true;
-            self.recache(&context.shape.kind, &mut state, now);
+            state.borrowed.remove(unit);
+            Self::invalidate(&mut state);
+            drop(state);
+            context.moved();
         }
     }
 }

@@ -3,7 +3,8 @@
 //
 // Config: {"fail_topic": "refund"} fails tasks whose `topic` is that; {"fail_flag": "broken"}
 // fails tasks whose payload has that key set to true; {"fail_odd": true} fails tasks whose `n`
-// is odd. On success it emits `task.done` with its name.
+// is odd; {"fail_words": ["refund", ...]} fails tasks whose `text` has one of those words. On
+// success it emits `task.done` with its name.
 
 use serde_json::{Value, json};
 use swarm_sdk::{DispatchPolicy, Emit, Manifest, Signal, Unit, UnitError, export_unit};
@@ -24,7 +25,8 @@ impl Unit for Picky {
                 "properties": {
                     "fail_topic": {"type": "string"},
                     "fail_flag": {"type": "string"},
-                    "fail_odd": {"type": "boolean"}
+                    "fail_odd": {"type": "boolean"},
+                    "fail_words": {"type": "array", "items": {"type": "string"}}
                 },
                 "additionalProperties": false
             }))
@@ -48,6 +50,16 @@ impl Unit for Picky {
         }
         if self.config["fail_odd"] == json!(true) && p["n"].as_u64().is_some_and(|n| n % 2 == 1) {
             return Err(UnitError::new(format!("{NAME} fails odd tasks")));
+        }
+        if let (Some(words), Some(text)) = (self.config["fail_words"].as_array(), p["text"].as_str()) {
+            let text = text.to_lowercase();
+            let hit = words
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|w| text.split(|c: char| !c.is_alphanumeric()).any(|t| t == *w));
+            if let Some(word) = hit {
+                return Err(UnitError::new(format!("{NAME} cannot do `{word}`")));
+            }
         }
         Ok(vec![Emit::new("task.done", json!({ "by": NAME, "n": p["n"] }))])
     }
