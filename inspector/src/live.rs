@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use swarm_mesh::{EntryId, Observe, dead_letter_stream};
-use swarm_schemas::{ExecutionRecord, Signal, SignalId};
+use swarm_schemas::{ExecutionRecord, KindPattern, Signal, SignalId};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
@@ -53,7 +53,16 @@ pub enum LiveEvent {
 
 struct Waiter {
     request: SignalId,
+    /// The kinds that answer it (any, when `None`); a dead letter always does.
+    kinds: Option<KindPattern>,
     reply: oneshot::Sender<Signal>,
+}
+
+impl Waiter {
+    fn answered_by(&self, signal: &Signal, dead: bool) -> bool {
+        signal.id != self.request
+            && (dead || self.kinds.as_ref().is_none_or(|k| k.matches(&signal.kind)))
+    }
 }
 
 /// The live hub of one inspector.
@@ -106,14 +115,21 @@ impl Hub {
         self.waiters.lock()
     }
 
-    /// Waits for the first signal other than `request` itself that carries `correlation`.
-    /// Register before publishing the request, so the reply cannot slip past.
-    pub(crate) fn await_reply(&self, correlation: Uuid, request: SignalId) -> Reply<'_> {
+    /// Waits for the first signal other than `request` itself that carries `correlation` and
+    /// whose kind matches `kinds` (any kind when `None`), or for a dead letter of the
+    /// conversation. Register before publishing the request, so the reply cannot slip past.
+    pub(crate) fn await_reply(
+        &self,
+        correlation: Uuid,
+        request: SignalId,
+        kinds: Option<KindPattern>,
+    ) -> Reply<'_> {
         let (reply, receiver) = oneshot::channel();
-        self.waiters()
-            .entry(correlation)
-            .or_default()
-            .push(Waiter { request, reply });
+        self.waiters().entry(correlation).or_default().push(Waiter {
+            request,
+            kinds,
+            reply,
+        });
         Reply {
             hub: self,
             correlation,
@@ -121,13 +137,13 @@ impl Hub {
         }
     }
 
-    fn answer(&self, signal: &Signal) {
+    fn answer(&self, signal: &Signal, dead: bool) {
         let mut waiters = self.waiters();
         let Some(list) = waiters.get_mut(&signal.correlation_id) else {
             return;
         };
         let (answered, rest): (Vec<Waiter>, Vec<Waiter>) =
-            list.drain(..).partition(|w| w.request != signal.id);
+            list.drain(..).partition(|w| w.answered_by(signal, dead));
         for waiter in answered {
             let _ = waiter.reply.send(signal.clone());
         }
@@ -162,7 +178,7 @@ impl Hub {
                         after = entry.id;
                         let Ok(signal) = entry.body else { continue };
                         self.traffic().signal(&signal, dead);
-                        self.answer(&signal);
+                        self.answer(&signal, dead);
                         self.publish(LiveEvent::Signal {
                             entry: entry.id.to_string(),
                             dead_letter: dead,

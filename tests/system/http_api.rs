@@ -379,6 +379,40 @@ async fn a_post_can_wait_for_its_reply() {
         swarm_schemas::Encoding::MessagePack
     );
 
+    // Waiting for a kind: the answer is the conversation's first signal of that kind, however
+    // many came before it; a pattern takes the first that matches.
+    let fulfilled: Replied = served
+        .post("/v1/signals?wait=10&reply=order.fulfilled", EMIT)
+        .json(&order(10))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("replied");
+    assert_eq!(fulfilled.reply.kind, "order.fulfilled");
+    assert_eq!(fulfilled.reply.correlation_id, fulfilled.correlation_id);
+    let any_order: Replied = served
+        .post("/v1/signals?wait=10&reply=order.*", EMIT)
+        .json(&order(11))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("replied");
+    assert_eq!(any_order.reply.kind, "order.validated", "not the request itself");
+    for query in ["reply=order.fulfilled", "wait=5&reply=Order..x", "wait=5&reply="] {
+        expect_error(
+            served
+                .post(&format!("/v1/signals?{query}"), EMIT)
+                .json(&order(1)),
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        )
+        .await;
+    }
+
     // Nobody takes this kind: the post times out with the signal's id, and is on the mesh.
     let body = expect_error(
         served

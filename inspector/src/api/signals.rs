@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use swarm_schemas::{PostSignal, Signal, validate_kind};
+use swarm_schemas::{KindPattern, PostSignal, Signal, validate_kind};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -24,6 +24,9 @@ pub(crate) struct PostOptions {
     /// Wait up to this many seconds for the first signal that carries the post's correlation
     /// id (the reply, or a dead letter if the swarm gave up on it) and answer with it.
     wait: Option<f64>,
+    /// With `wait`: the reply is the first signal of the conversation whose kind matches this
+    /// pattern (`order.fulfilled`, `order.*`); a dead letter of the conversation still answers.
+    reply: Option<String>,
 }
 
 /// A signal accepted onto the mesh.
@@ -54,7 +57,8 @@ pub struct Replied {
 ///
 /// The body is checked against the post-signal JSON Schema (`schemas/json/post-signal.schema.json`)
 /// and, when one is configured for the kind, the kind's payload schema. With `wait`, the
-/// answer is the first signal of the conversation that follows (request/reply).
+/// answer is the first signal of the conversation that follows (request/reply), or with
+/// `reply=PATTERN` the first whose kind matches it.
 #[utoipa::path(
     post,
     path = "/v1/signals",
@@ -94,6 +98,21 @@ pub(crate) async fn post_signal(
             ));
         }
     };
+    let kinds = match (&options.reply, wait) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "reply names the kind to wait for: it needs wait=SECONDS too",
+            ));
+        }
+        (Some(pattern), Some(_)) => Some(KindPattern::parse(pattern).map_err(|e| {
+            ApiError::bad_request(
+                "bad_query",
+                format!("reply `{pattern}` is not a kind pattern: {e}"),
+            )
+        })?),
+    };
     let signal = state.schemas.check(body)?;
     // A waiting post holds a place until its reply or its wait is over.
     let _waiting = match wait {
@@ -106,7 +125,7 @@ pub(crate) async fn post_signal(
         None => None,
     };
     let correlation_id = signal.correlation_id;
-    let mut reply = wait.map(|_| state.hub.await_reply(correlation_id, signal.id));
+    let mut reply = wait.map(|_| state.hub.await_reply(correlation_id, signal.id, kinds));
     let entry = state
         .publish
         .publish(&state.stream, &signal)
