@@ -148,6 +148,7 @@ impl Reactor {
         audit: Arc<dyn AuditLog>,
     ) -> Result<(Self, LoadReport), StartError> {
         config.units_dir = checked_units_dir(&config)?;
+        zero_metrics();
         let audit = AuditTrail::spawn(audit, &config.consumer);
         let ranker = Arc::new(Ranker::new(config.ranker.clone()));
         let registry = registry(&config, mesh.as_ref(), &audit, &ranker)?;
@@ -323,8 +324,28 @@ fn registry(
             .with_isolation(config.isolation.clone(), config.unit_threads.max(1) * 2)
             .on_generation(Arc::new(move |unit, version| {
                 ranker.unit_loaded(unit, version, chrono::Utc::now());
+                zero_unit_metrics(unit, &ranker);
             })),
     ))
+}
+
+/// The process-wide series the shipped dashboard and alert rules read, at zero before anything
+/// moves them: an alert on a series that does not exist yet never fires.
+fn zero_metrics() {
+    metrics::gauge!("swarm_stuck_calls").set(0.0);
+    metrics::gauge!("swarm_in_flight").set(0.0);
+    metrics::counter!("swarm_dead_letters_total").increment(0);
+    metrics::counter!("swarm_settle_failures_total").increment(0);
+}
+
+/// The per-unit series of a unit just loaded, at their present value (zero, for counters not
+/// yet moved).
+fn zero_unit_metrics(unit: &str, ranker: &Ranker) {
+    let open = ranker.breaker_state(unit) == crate::ranking::BreakerState::Open;
+    metrics::gauge!("swarm_breaker_open", "unit" => unit.to_owned()).set(f64::from(u8::from(open)));
+    metrics::counter!("swarm_breaker_opened_total", "unit" => unit.to_owned()).increment(0);
+    metrics::counter!("swarm_unit_quarantines_total", "unit" => unit.to_owned()).increment(0);
+    metrics::counter!("swarm_unit_swaps_total", "unit" => unit.to_owned()).increment(0);
 }
 
 /// Loads every unit file of `dir`, off the async workers (it runs unit constructors).

@@ -401,8 +401,15 @@ async fn a_post_can_wait_for_its_reply() {
         .json()
         .await
         .expect("replied");
-    assert_eq!(any_order.reply.kind, "order.validated", "not the request itself");
-    for query in ["reply=order.fulfilled", "wait=5&reply=Order..x", "wait=5&reply="] {
+    assert_eq!(
+        any_order.reply.kind, "order.validated",
+        "not the request itself"
+    );
+    for query in [
+        "reply=order.fulfilled",
+        "wait=5&reply=Order..x",
+        "wait=5&reply=",
+    ] {
         expect_error(
             served
                 .post(&format!("/v1/signals?{query}"), EMIT)
