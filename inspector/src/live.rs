@@ -65,10 +65,29 @@ impl Waiter {
     }
 }
 
+/// A signal of a conversation someone waits on, as seen on the stream.
+#[derive(Debug, Clone)]
+struct Seen {
+    stream: String,
+    entry: EntryId,
+    signal: SignalId,
+}
+
+/// What the hub has seen of a conversation while posts wait on it.
+#[derive(Debug, Default)]
+struct Conversation {
+    /// Posts waiting on it.
+    waiting: usize,
+    seen: Vec<Seen>,
+}
+
 /// The live hub of one inspector.
 pub(crate) struct Hub {
     events: broadcast::Sender<Arc<LiveEvent>>,
     waiters: Mutex<HashMap<Uuid, Vec<Waiter>>>,
+    conversations: Mutex<HashMap<Uuid, Conversation>>,
+    /// How far the tail of each stream has read.
+    positions: Mutex<HashMap<String, EntryId>>,
     traffic: Mutex<Traffic>,
 }
 
@@ -86,6 +105,8 @@ impl Hub {
         let hub = Arc::new(Self {
             events: broadcast::channel(EVENT_BUFFER).0,
             waiters: Mutex::new(HashMap::new()),
+            conversations: Mutex::new(HashMap::new()),
+            positions: Mutex::new(HashMap::new()),
             traffic: Mutex::new(Traffic::default()),
         });
         let watched = (0..partitions.max(1)).flat_map(|k| {
@@ -96,6 +117,7 @@ impl Hub {
             // From the current end, known before the server answers anything: a signal posted
             // through the API is always seen.
             let after = mesh.last_id(&name).await?;
+            hub.positions.lock().insert(name.clone(), after);
             tasks.spawn(Arc::clone(&hub).tail(Arc::clone(&mesh), name, dead, after));
         }
         tasks.spawn(Arc::clone(&hub).forward(runtime.executions()));
@@ -125,6 +147,11 @@ impl Hub {
         kinds: Option<KindPattern>,
     ) -> Reply<'_> {
         let (reply, receiver) = oneshot::channel();
+        self.conversations
+            .lock()
+            .entry(correlation)
+            .or_default()
+            .waiting += 1;
         self.waiters().entry(correlation).or_default().push(Waiter {
             request,
             kinds,
@@ -154,6 +181,58 @@ impl Hub {
         }
     }
 
+    /// Notes a signal of a conversation someone waits on.
+    fn note(&self, stream: &str, entry: EntryId, signal: &Signal) {
+        if let Some(conversation) = self.conversations.lock().get_mut(&signal.correlation_id) {
+            conversation.seen.push(Seen {
+                stream: stream.to_owned(),
+                entry,
+                signal: signal.id,
+            });
+        }
+    }
+
+    /// The signals of conversation `correlation`, if it has settled: `request` was seen on the
+    /// stream, the group has settled every signal of the conversation seen so far, and the
+    /// tails have read past everything those signals emitted (an entry's emits are on its
+    /// stream before it is acknowledged) without finding another. `None` while it goes on, or
+    /// when the mesh cannot tell.
+    pub(crate) async fn settled(
+        &self,
+        mesh: &dyn Observe,
+        group: &str,
+        correlation: Uuid,
+        request: SignalId,
+    ) -> Option<Vec<SignalId>> {
+        let seen = self.conversations.lock().get(&correlation)?.seen.clone();
+        if !seen.iter().any(|s| s.signal == request) {
+            return None;
+        }
+        let mut streams: Vec<&str> = seen.iter().map(|s| s.stream.as_str()).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        for stream in &streams {
+            let ids: Vec<EntryId> = seen
+                .iter()
+                .filter(|s| s.stream == *stream)
+                .map(|s| s.entry)
+                .collect();
+            let settled = mesh.settled(stream, group, &ids).await.ok()?;
+            if !settled.iter().all(|s| *s) {
+                return None;
+            }
+        }
+        for stream in &streams {
+            let end = mesh.last_id(stream).await.ok()?;
+            let read = self.positions.lock().get(*stream).copied()?;
+            if read < end {
+                return None;
+            }
+        }
+        let now = self.conversations.lock().get(&correlation)?.seen.len();
+        (now == seen.len()).then(|| seen.iter().map(|s| s.signal).collect())
+    }
+
     fn publish(&self, event: LiveEvent) {
         // No receivers is not an error: nobody is watching.
         let _ = self.events.send(Arc::new(event));
@@ -178,6 +257,9 @@ impl Hub {
                         after = entry.id;
                         let Ok(signal) = entry.body else { continue };
                         self.traffic().signal(&signal, dead);
+                        if !dead {
+                            self.note(&stream, entry.id, &signal);
+                        }
                         self.answer(&signal, dead);
                         self.publish(LiveEvent::Signal {
                             entry: entry.id.to_string(),
@@ -185,6 +267,7 @@ impl Hub {
                             signal: Box::new(signal),
                         });
                     }
+                    self.positions.lock().insert(stream.clone(), after);
                 }
                 Err(error) => {
                     if !failing {
@@ -232,6 +315,15 @@ impl Reply<'_> {
 
 impl Drop for Reply<'_> {
     fn drop(&mut self) {
+        {
+            let mut conversations = self.hub.conversations.lock();
+            if let Some(c) = conversations.get_mut(&self.correlation) {
+                c.waiting -= 1;
+                if c.waiting == 0 {
+                    conversations.remove(&self.correlation);
+                }
+            }
+        }
         // Closed first, so this waiter's sender reads as closed below.
         self.receiver.close();
         let mut waiters = self.hub.waiters();

@@ -491,6 +491,20 @@ impl Observe for InProcMesh {
         })
     }
 
+    async fn settled(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<bool>, MeshError> {
+        let mut state = self.lock();
+        let g = state.existing(stream, group)?.group(stream, group)?;
+        Ok(ids
+            .iter()
+            .map(|id| *id <= g.last_delivered && !g.pending.contains_key(id))
+            .collect())
+    }
+
     async fn range(
         &self,
         stream: &str,

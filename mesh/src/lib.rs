@@ -328,6 +328,16 @@ pub trait Observe: Send + Sync + 'static {
     /// Pending count, lag and per-consumer pending of a group.
     async fn group_info(&self, stream: &str, group: &str) -> Result<GroupInfo, MeshError>;
 
+    /// For each of `ids`, whether the group has settled it: delivered to one of its consumers
+    /// and acknowledged since. What a caller waiting for a conversation to end asks (an entry's
+    /// emits are on the stream before its acknowledgement).
+    async fn settled(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<bool>, MeshError>;
+
     /// Up to `count` entries with ids after `after` (from the start when `None`), outside any
     /// group: for reading dead letters and for tools.
     async fn range(

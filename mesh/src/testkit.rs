@@ -79,6 +79,44 @@ pub async fn pending_until_acked(mesh: &dyn Mesh, stream: &str) {
     assert_eq!(mesh.group_info(stream, G).await.expect("info").pending, 2);
 }
 
+/// An entry is settled once the group has delivered it and it was acknowledged since: not
+/// before it is read, not while it is pending.
+pub async fn settled_is_delivered_and_acknowledged(mesh: &dyn Mesh, stream: &str) {
+    mesh.create_group(stream, G, StartAt::Beginning)
+        .await
+        .expect("group");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let signal = Signal::new("t", json!({ "n": n }));
+        ids.push(mesh.publish(stream, &signal).await.expect("publish"));
+    }
+    let settled =
+        |ids: Vec<EntryId>| async move { mesh.settled(stream, G, &ids).await.expect("settled") };
+    assert_eq!(
+        settled(ids.clone()).await,
+        [false, false, false],
+        "none delivered"
+    );
+    let got = mesh.read(stream, G, "c1", 2, NO_WAIT).await.expect("read");
+    assert_eq!(
+        settled(ids.clone()).await,
+        [false, false, false],
+        "two pending"
+    );
+    mesh.ack(stream, G, &[got[0].id]).await.expect("ack");
+    assert_eq!(settled(ids.clone()).await, [true, false, false]);
+    mesh.ack(stream, G, &[got[1].id]).await.expect("ack");
+    assert_eq!(
+        settled(ids.clone()).await,
+        [true, true, false],
+        "the third is not delivered"
+    );
+    assert!(matches!(
+        mesh.settled(stream, "no-such-group", &ids).await,
+        Err(MeshError::NoGroup { .. })
+    ));
+}
+
 /// Consumers of one group share the entries; separate groups each see all of them.
 pub async fn groups_share_and_consumers_split(mesh: &dyn Mesh, stream: &str) {
     mesh.create_group(stream, G, StartAt::Beginning)
@@ -875,7 +913,7 @@ pub async fn members_heartbeat_and_expire(mesh: &dyn Mesh, stream: &str) {
 macro_rules! mesh_behaviour_suite {
     ($make:expr, $prefix:expr) => {
         $crate::mesh_behaviour_suite!(@cases $make, $prefix;
-            delivers_in_order_once, pending_until_acked, groups_share_and_consumers_split,
+            delivers_in_order_once, pending_until_acked, settled_is_delivered_and_acknowledged, groups_share_and_consumers_split,
             group_start_positions, missing_group_is_an_error, own_pending_is_redelivered,
             idle_entries_are_claimed, settle_emits_and_acks, settle_batch_emits_and_acks_all, dead_letters_are_kept,
             trimming_keeps_unacknowledged, retention_and_deletion, blocked_read_wakes_on_publish, tail_follows_the_stream,

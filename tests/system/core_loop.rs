@@ -439,6 +439,14 @@ impl Observe for SlowAnswers {
     ) -> Result<Vec<Entry>, MeshError> {
         self.inner.range(stream, after, count).await
     }
+    async fn settled(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<bool>, MeshError> {
+        self.inner.settled(stream, group, ids).await
+    }
     async fn len(&self, stream: &str) -> Result<u64, MeshError> {
         self.inner.len(stream).await
     }

@@ -110,6 +110,13 @@ impl Served {
         self.http.post(self.url(path)).bearer_auth(token)
     }
 
+    /// Stops the reactor alone: the inspector keeps serving, and nothing reads the mesh.
+    async fn stop_reactor(&mut self) {
+        if let Some(reactor) = self.reactor.take() {
+            reactor.stop().await;
+        }
+    }
+
     async fn stop(mut self) {
         if let Some(inspector) = self.inspector.take() {
             inspector.stop().await;
@@ -329,9 +336,15 @@ async fn a_post_can_wait_for_its_reply() {
         .expect("post");
     assert_eq!(response.status(), StatusCode::OK);
     let replied: Replied = response.json().await.expect("replied");
-    assert_eq!(replied.reply.kind, "order.validated");
-    assert_eq!(replied.reply.correlation_id, replied.correlation_id);
-    assert_ne!(replied.reply.id, replied.id);
+    assert_eq!(
+        replied.reply.as_ref().expect("a reply").kind,
+        "order.validated"
+    );
+    assert_eq!(
+        replied.reply.as_ref().expect("a reply").correlation_id,
+        replied.correlation_id
+    );
+    assert_ne!(replied.reply.as_ref().expect("a reply").id, replied.id);
 
     // Joining a conversation: the reply carries the given correlation id.
     let conversation = uuid::Uuid::now_v7();
@@ -347,7 +360,10 @@ async fn a_post_can_wait_for_its_reply() {
         .await
         .expect("replied");
     assert_eq!(replied.correlation_id, conversation);
-    assert_eq!(replied.reply.correlation_id, conversation);
+    assert_eq!(
+        replied.reply.as_ref().expect("a reply").correlation_id,
+        conversation
+    );
 
     // Asked to travel in MessagePack: the signal and its reply do; the units answer as ever.
     let mut packed = order(9);
@@ -361,7 +377,10 @@ async fn a_post_can_wait_for_its_reply() {
         .json()
         .await
         .expect("replied");
-    assert_eq!(replied.reply.kind, "order.validated");
+    assert_eq!(
+        replied.reply.as_ref().expect("a reply").kind,
+        "order.validated"
+    );
     let on_mesh = served.swarm.signals(&served.swarm.config.stream).await;
     let encoding_of = |id: uuid::Uuid| {
         on_mesh
@@ -375,7 +394,7 @@ async fn a_post_can_wait_for_its_reply() {
         swarm_schemas::Encoding::MessagePack
     );
     assert_eq!(
-        encoding_of(replied.reply.id),
+        encoding_of(replied.reply.as_ref().expect("a reply").id),
         swarm_schemas::Encoding::MessagePack
     );
 
@@ -390,8 +409,14 @@ async fn a_post_can_wait_for_its_reply() {
         .json()
         .await
         .expect("replied");
-    assert_eq!(fulfilled.reply.kind, "order.fulfilled");
-    assert_eq!(fulfilled.reply.correlation_id, fulfilled.correlation_id);
+    assert_eq!(
+        fulfilled.reply.as_ref().expect("a reply").kind,
+        "order.fulfilled"
+    );
+    assert_eq!(
+        fulfilled.reply.as_ref().expect("a reply").correlation_id,
+        fulfilled.correlation_id
+    );
     let any_order: Replied = served
         .post("/v1/signals?wait=10&reply=order.*", EMIT)
         .json(&order(11))
@@ -402,7 +427,8 @@ async fn a_post_can_wait_for_its_reply() {
         .await
         .expect("replied");
     assert_eq!(
-        any_order.reply.kind, "order.validated",
+        any_order.reply.as_ref().expect("a reply").kind,
+        "order.validated",
         "not the request itself"
     );
     for query in [
@@ -420,11 +446,73 @@ async fn a_post_can_wait_for_its_reply() {
         .await;
     }
 
-    // Nobody takes this kind: the post times out with the signal's id, and is on the mesh.
+    for wait in ["0", "-1", "61", "soon", "NaN"] {
+        expect_error(
+            served
+                .post(&format!("/v1/signals?wait={wait}"), EMIT)
+                .json(&order(1)),
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        )
+        .await;
+    }
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_post_whose_conversation_settles_without_its_reply_is_answered_at_once() {
+    let mut served = Served::start(tokens(), Limits::default()).await;
+    // The order flow ends at order.fulfilled: nothing ever sends order.shipped.
+    let started = std::time::Instant::now();
+    let response = served
+        .post("/v1/signals?wait=30&reply=order.shipped", EMIT)
+        .json(&order(21))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::OK);
+    let settled: Replied = response.json().await.expect("settled");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered when the conversation settled, not after the wait: {:?}",
+        started.elapsed()
+    );
+    assert!(settled.reply.is_none(), "{:?}", settled.reply);
+    let units: Vec<&str> = settled.executions.iter().map(|r| r.unit.as_str()).collect();
+    assert!(units.contains(&"order-validate"), "{units:?}");
+    assert!(
+        settled
+            .executions
+            .iter()
+            .all(|r| r.signal.correlation_id == settled.correlation_id),
+        "only the conversation's executions"
+    );
+    assert!(
+        settled
+            .executions
+            .windows(2)
+            .all(|w| w[0].started_at <= w[1].started_at)
+    );
+
+    // Nobody takes this kind: it is read and acknowledged, nothing runs, and the post is
+    // answered with no reply and no executions.
+    let response = served
+        .post("/v1/signals?wait=30", EMIT)
+        .json(&json!({"kind": "nobody.listens", "payload": {}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::OK);
+    let settled: Replied = response.json().await.expect("settled");
+    assert!(settled.reply.is_none() && settled.executions.is_empty());
+
+    // With no reactor reading, nothing settles: the post times out with the signal's id, and
+    // the signal is on the mesh.
+    served.stop_reactor().await;
     let body = expect_error(
         served
-            .post("/v1/signals?wait=0.3", EMIT)
-            .json(&json!({"kind": "nobody.listens", "payload": {}})),
+            .post("/v1/signals?wait=0.5", EMIT)
+            .json(&json!({"kind": "nobody.listens", "payload": {"n": 2}})),
         StatusCode::GATEWAY_TIMEOUT,
         "no_reply",
     )
@@ -441,18 +529,7 @@ async fn a_post_can_wait_for_its_reply() {
         .into_iter()
         .map(|s| s.kind)
         .collect();
-    assert!(kinds.iter().any(|k| k == "nobody.listens"));
-
-    for wait in ["0", "-1", "61", "soon", "NaN"] {
-        expect_error(
-            served
-                .post(&format!("/v1/signals?wait={wait}"), EMIT)
-                .json(&order(1)),
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-        )
-        .await;
-    }
+    assert_eq!(kinds.iter().filter(|k| *k == "nobody.listens").count(), 2);
     served.stop().await;
 }
 
@@ -703,13 +780,21 @@ async fn units_are_listed_disabled_and_enabled() {
         .await
         .expect("status");
     assert_eq!(disabled.state, UnitState::Disabled);
-    // A disabled unit takes nothing: the order waits for no reply.
-    expect_error(
-        served.post("/v1/signals?wait=0.5", EMIT).json(&order(1)),
-        StatusCode::GATEWAY_TIMEOUT,
-        "no_reply",
-    )
-    .await;
+    // A disabled unit takes nothing: the order settles with no reply and nothing run, and the
+    // post is told so at once.
+    let settled: Replied = served
+        .post("/v1/signals?wait=30", EMIT)
+        .json(&order(1))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("settled");
+    assert!(
+        settled.reply.is_none() && settled.executions.is_empty(),
+        "{settled:?}"
+    );
     let enabled: UnitStatus = served
         .post("/v1/units/order-validate/enable", ADMIN)
         .send()

@@ -73,6 +73,13 @@ impl Edge {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Stops the reactor alone: the inspector keeps serving, and nothing reads the mesh.
+    async fn stop_reactor(&mut self) {
+        if let Some(reactor) = self.reactor.take() {
+            reactor.stop().await;
+        }
+    }
+
     async fn stop(mut self) {
         if let Some(inspector) = self.inspector.take() {
             inspector.stop().await;
@@ -516,7 +523,7 @@ async fn a_replaced_tokens_file_takes_effect_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reply_waiters_and_live_watchers_are_bounded() {
-    let edge = Edge::start(|config| {
+    let mut edge = Edge::start(|config| {
         config.limits = Limits {
             max_waiters: 2,
             max_waiters_per_client: 1,
@@ -526,7 +533,9 @@ async fn reply_waiters_and_live_watchers_are_bounded() {
         };
     })
     .await;
-    // Nothing runs `edge.ping`: a post that waits for its reply holds its place for its wait.
+    // Nothing reads the mesh: a post that waits for its reply holds its place for its wait (a
+    // conversation that settled would be answered at once).
+    edge.stop_reactor().await;
     let post = |from: [u8; 4]| {
         let url = edge.url("/v1/signals?wait=3");
         async move {

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use swarm_schemas::{KindPattern, PostSignal, Signal, validate_kind};
+use swarm_schemas::{ExecutionRecord, KindPattern, PostSignal, Signal, validate_kind};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -40,7 +40,8 @@ pub struct Posted {
     pub entry: String,
 }
 
-/// A signal accepted onto the mesh, and the first signal of its conversation that followed.
+/// A signal accepted onto the mesh, and the first signal of its conversation that followed; or,
+/// when the conversation settled without one, what ran.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Replied {
     /// The posted signal's id.
@@ -49,16 +50,26 @@ pub struct Replied {
     pub correlation_id: Uuid,
     /// Its mesh entry id.
     pub entry: String,
-    /// The reply.
-    pub reply: Signal,
+    /// The reply; `null` when the conversation settled without one (every signal of it was
+    /// handled, and none is the reply asked for).
+    pub reply: Option<Signal>,
+    /// When it settled without a reply: the executions of the conversation's signals that
+    /// memory has, oldest first (memory may take a moment to have the last ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executions: Vec<ExecutionRecord>,
 }
+
+/// How often a waiting post asks whether its conversation has settled.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
 
 /// Post a signal onto the mesh.
 ///
 /// The body is checked against the post-signal JSON Schema (`schemas/json/post-signal.schema.json`)
 /// and, when one is configured for the kind, the kind's payload schema. With `wait`, the
 /// answer is the first signal of the conversation that follows (request/reply), or with
-/// `reply=PATTERN` the first whose kind matches it.
+/// `reply=PATTERN` the first whose kind matches it. When the conversation settles without one
+/// (every signal of it handled), the answer comes at once, with `reply` null and the
+/// executions that ran.
 #[utoipa::path(
     post,
     path = "/v1/signals",
@@ -67,7 +78,7 @@ pub struct Replied {
     request_body = PostSignal,
     responses(
         (status = 202, description = "Accepted onto the mesh", body = Posted),
-        (status = 200, description = "Accepted, and this reply followed", body = Replied),
+        (status = 200, description = "Accepted, and this reply followed (or the conversation settled without one)", body = Replied),
         (status = 400, description = "Malformed JSON or options", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The signal breaks a schema", body = ErrorBody),
@@ -140,24 +151,64 @@ pub(crate) async fn post_signal(
         };
         return Ok((StatusCode::ACCEPTED, Json(posted)).into_response());
     };
-    match reply.wait(wait).await {
-        Some(answer) => Ok(Json(Replied {
+    let replied = |reply, executions| {
+        Json(Replied {
             id: signal.id,
             correlation_id,
             entry: entry.to_string(),
-            reply: answer,
+            reply,
+            executions,
         })
-        .into_response()),
-        None => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "no_reply",
-            format!(
-                "signal {} was posted (entry {entry}) but nothing replied within {} s",
+        .into_response()
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Some(answer) = reply.wait(left.min(SETTLE_POLL)).await {
+            return Ok(replied(Some(answer), Vec::new()));
+        }
+        if left <= SETTLE_POLL {
+            break;
+        }
+        let settled = state
+            .hub
+            .settled(
+                state.observe.as_ref(),
+                &state.group,
+                correlation_id,
                 signal.id,
-                wait.as_secs_f64()
-            ),
-        )),
+            )
+            .await;
+        if let Some(signals) = settled {
+            // The reply may have come with the last of them.
+            if let Some(answer) = reply.wait(Duration::ZERO).await {
+                return Ok(replied(Some(answer), Vec::new()));
+            }
+            return Ok(replied(None, ran(&state, &signals).await));
+        }
     }
+    Err(ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "no_reply",
+        format!(
+            "signal {} was posted (entry {entry}) but nothing replied within {} s",
+            signal.id,
+            wait.as_secs_f64()
+        ),
+    ))
+}
+
+/// The executions of `signals` that memory has, oldest first.
+async fn ran(state: &AppState, signals: &[swarm_schemas::SignalId]) -> Vec<ExecutionRecord> {
+    let mut records = Vec::new();
+    for signal in signals {
+        match state.memory.executions_of(*signal).await {
+            Ok(found) => records.extend(found),
+            Err(error) => tracing::debug!(%error, "executions of a settled conversation"),
+        }
+    }
+    records.sort_by_key(|r| r.started_at);
+    records
 }
 
 /// JSON Schemas of signal payloads by kind, compiled: posts of those kinds must pass them.

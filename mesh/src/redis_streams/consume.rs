@@ -218,7 +218,7 @@ impl RedisMesh {
     }
 
     /// Which of `ids` are pending in the group: one `XPENDING id id 1` each, in one pipeline.
-    async fn pending_ids(
+    pub(super) async fn pending_ids(
         &self,
         stream: &str,
         group: &str,

@@ -79,6 +79,30 @@ impl Observe for RedisMesh {
         })
     }
 
+    async fn settled(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<bool>, MeshError> {
+        let groups = self.groups(stream, group).await?;
+        let last: EntryId = groups
+            .iter()
+            .find(|g| field(g, "name").and_then(text).as_deref() == Some(group))
+            .and_then(|g| field(g, "last-delivered-id").and_then(text))
+            .ok_or_else(|| MeshError::NoGroup {
+                stream: stream.to_owned(),
+                group: group.to_owned(),
+            })?
+            .parse()
+            .map_err(|e| MeshError::Unavailable(format!("last-delivered-id of `{group}`: {e}")))?;
+        let pending = self.pending_ids(stream, group, ids).await?;
+        Ok(ids
+            .iter()
+            .map(|id| *id <= last && !pending.contains(id))
+            .collect())
+    }
+
     async fn range(
         &self,
         stream: &str,
