@@ -5,10 +5,9 @@
 //! a batch's new shapes before it ranks the batch ([`Ranker::place`]). Placing links the context
 //! to its nearest placed contexts of the same kind, and links it into theirs where it is among
 //! their nearest. What a context borrows is gathered from its neighbours' own evidence (never
-//! from what they borrow, so nothing echoes), weighed by closeness and capped, when the context
-//! is ranked and a neighbour has moved since the last gathering; each context's epoch says so
-//! without a lock. Learning stays one lock per outcome, and ranking a context whose neighbours
-//! did not move only samples.
+//! from what they borrow, so nothing echoes) when the context is ranked and it or a neighbour
+//! has moved since the last gathering; each context's epoch says so without a lock. Learning
+//! stays one lock per outcome, and ranking a context where nothing moved only samples.
 //!
 //! Neighbours by vector are a guess that outcomes check: a neighbour whose evidence on some unit
 //! clearly disagrees with the context's own (their posterior means further apart than
@@ -16,8 +15,9 @@
 //! is not borrowed from, as online clustering of bandits cuts the edge between two users whose
 //! estimates differ. The others are weighed by their closeness times the likelihood of the
 //! context's own outcomes under their evidence, relative to the best of them: the neighbours
-//! whose evidence predicts what the context saw count most. And what a context borrows is scaled down as its own evidence grows (by
-//! `share_cap / (share_cap + own)`), so that its own outcomes soon decide.
+//! whose evidence predicts what the context saw count most. What a context borrows is capped
+//! at `share_cap` per unit and scaled down as its own evidence grows (by `share_cap /
+//! (share_cap + own)`), so that its own outcomes soon decide.
 //!
 //! A change detected in a context is a change of its nearest neighbours too: those it borrows
 //! from with at least `share_change_weight` drop what they know of the unit (and nothing else:
