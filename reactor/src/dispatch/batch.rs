@@ -72,20 +72,23 @@ impl Dispatcher {
             return;
         }
         let this = Arc::clone(self);
+        // A task of its own: shapes whose vectors come after the wait are still placed.
         let placing = tokio::spawn(async move {
             let signals: Vec<&Signal> = new.iter().collect();
-            this.ranker.place(this.memory.as_ref(), &signals, now).await
-        });
-        match tokio::time::timeout(self.config.ranker.share_wait, placing).await {
-            Ok(Ok(Ok(placed))) => {
+            let placed = this.ranker.place(this.memory.as_ref(), &signals, now).await;
+            if let Ok(placed) = placed {
                 metrics::counter!("swarm_ranker_shapes_placed_total").increment(placed as u64);
             }
+            placed
+        });
+        match tokio::time::timeout(self.config.ranker.share_wait, placing).await {
+            Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(error))) => {
                 tracing::debug!(%error, "new signal shapes not placed: ranked without neighbours");
             }
             Ok(Err(error)) => tracing::warn!(%error, "placing new signal shapes failed"),
             Err(_) => {
-                metrics::counter!("swarm_ranker_shapes_late_total").increment(1);
+                metrics::counter!("swarm_ranker_batches_ranked_before_placing_total").increment(1);
                 tracing::debug!("new signal shapes still embedding: ranked without neighbours");
             }
         }
