@@ -29,7 +29,9 @@ pub use audit::{AuditLog, AuditQuery, AuditTrail, InProcAudit, MAX_AUDIT_READ};
 pub use embed::{EmbedError, Embedder, cosine};
 pub use inproc::InProcMemory;
 #[cfg(feature = "postgres")]
-pub use pg::{PgMemory, PgMemoryConfig, PgProbe, ReindexProgress, Reindexed};
+pub use pg::{
+    CompactStep, PgMemory, PgMemoryConfig, PgProbe, ReindexProgress, Reindexed, StepDone,
+};
 pub use query::{
     Compaction, Fusion, MAX_K, OutcomeFilter, Probe, Retention, SearchHit, SearchQuery, UnitStats,
 };

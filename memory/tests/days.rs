@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use swarm_memory::testkit::{database_url, fresh_database, record};
-use swarm_memory::{Memory, PgMemory, PgMemoryConfig, Retention};
+use swarm_memory::{Memory, PgMemory, PgMemoryConfig, Retention, StepDone};
 use swarm_schemas::Signal;
 
 const DAY: i64 = 86_400;
@@ -64,13 +64,41 @@ async fn days_get_partitions_and_old_days_are_dropped_whole() {
 
     // Keep two and a half days: the days wholly older are dropped, the rest deleted by row.
     let kept_age = Duration::from_secs(u64::try_from(5 * DAY / 2).unwrap_or(0));
+    let mut steps = Vec::new();
     let done = memory
-        .compact(&Retention {
-            max_age: Some(kept_age),
-            max_rows: None,
-        })
+        .compact_reporting(
+            &Retention {
+                max_age: Some(kept_age),
+                max_rows: None,
+            },
+            |step| steps.push(step.clone()),
+        )
         .await
         .expect("compact");
+    // Each day dropped is told as it goes, then the delete within the cutoff's day, then the
+    // shapes; the running total ends at what was removed.
+    let dropped: Vec<u64> = steps
+        .iter()
+        .filter_map(|s| match s.done {
+            StepDone::DroppedDay { executions, .. } => Some(executions),
+            _ => None,
+        })
+        .collect();
+    assert!(!dropped.is_empty(), "{steps:?}");
+    assert!(matches!(
+        steps[dropped.len()].done,
+        StepDone::DeletedOlder { .. }
+    ));
+    assert!(matches!(
+        steps.last().map(|s| s.done),
+        Some(StepDone::DeletedShapes { .. })
+    ));
+    assert!(
+        steps
+            .windows(2)
+            .all(|w| w[0].removed.executions <= w[1].removed.executions)
+    );
+    assert_eq!(steps.last().map(|s| s.removed), Some(done));
     let left = rows(&url, "executions").await;
     assert_eq!(left, 30, "the three newest days stay");
     assert_eq!(done.executions, 20, "what was forgotten is counted");

@@ -79,8 +79,13 @@ impl PgMemory {
         }
     }
 
-    /// Drops the day partitions wholly before `cutoff`; returns how many executions they held.
-    pub(super) async fn drop_days_before(&self, cutoff: DateTime<Utc>) -> Result<u64, MemoryError> {
+    /// Drops the day partitions wholly before `cutoff`, telling `dropped` of each (its day and
+    /// the executions it held); returns how many executions they held.
+    pub(super) async fn drop_days_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        dropped: &mut (dyn FnMut(NaiveDate, u64) + Send),
+    ) -> Result<u64, MemoryError> {
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_inherits i
                JOIN pg_class c ON c.oid = i.inhrelid
@@ -109,7 +114,9 @@ impl PgMemory {
                 .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
             self.days.0.lock().remove(&day);
-            removed += u64::try_from(rows).unwrap_or(0);
+            let rows = u64::try_from(rows).unwrap_or(0);
+            dropped(day, rows);
+            removed += rows;
         }
         Ok(removed)
     }

@@ -28,6 +28,7 @@ mod serving;
 mod write;
 
 pub use reindex::{ReindexProgress, Reindexed};
+pub use retention::{CompactStep, StepDone};
 
 use rows::{COLUMNS, corrupt, decode};
 use serving::Previous;

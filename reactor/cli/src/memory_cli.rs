@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use swarm_memory::{
     Embedder, Fusion, Memory, OutcomeFilter, PgMemory, PgMemoryConfig, Retention, SearchQuery,
-    TractEmbedder,
+    StepDone, TractEmbedder,
 };
 use swarm_schemas::Outcome;
 
@@ -219,11 +219,8 @@ pub(crate) async fn run(command: MemoryCommand) -> anyhow::Result<ExitCode> {
             if retention == Retention::default() {
                 bail!("say what to keep: --retain-days N, --retain-rows N, or both");
             }
-            let done = args
-                .postgres_without_model()
-                .await?
-                .compact(&retention)
-                .await?;
+            let memory = args.postgres_without_model().await?;
+            let done = compact(&memory, &retention).await?;
             println!(
                 "forgot {} executions and {} unused shapes",
                 done.executions, done.shapes
@@ -277,6 +274,41 @@ async fn search(memory: &PgMemory, args: SearchArgs) -> anyhow::Result<ExitCode>
         eprintln!("no execution matches");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Compacts memory with a spinner that says each step as it is done (drawn only on a
+/// terminal).
+async fn compact(
+    memory: &PgMemory,
+    retention: &Retention,
+) -> anyhow::Result<swarm_memory::Compaction> {
+    let spinner = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")?,
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner.set_message("forgetting what the retention does not keep");
+    let done = memory
+        .compact_reporting(retention, |step| {
+            let did = match step.done {
+                StepDone::DroppedDay { day, executions } => {
+                    format!("dropped {day} ({executions} executions)")
+                }
+                StepDone::DeletedOlder { executions } => {
+                    format!("deleted {executions} older executions")
+                }
+                StepDone::DeletedBeyondRows { executions } => {
+                    format!("deleted {executions} executions beyond the rows kept")
+                }
+                StepDone::DeletedShapes { shapes } => format!("deleted {shapes} unused shapes"),
+            };
+            spinner.set_message(format!(
+                "{did}; {} executions forgotten so far",
+                step.removed.executions
+            ));
+        })
+        .await;
+    spinner.finish_and_clear();
+    Ok(done?)
 }
 
 async fn reindex(memory: &PgMemory) -> anyhow::Result<ExitCode> {
