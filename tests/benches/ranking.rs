@@ -729,7 +729,8 @@ async fn run(
         let changes_before = ranker.changes();
         // As the reactor does before ranking a batch: a shape new to the ranker is placed
         // among the ones it knows (its vector from memory's embedder).
-        ranker.place(&memory, &[&signal], now).await.expect("place");
+        let new = ranker.unplaced([&signal], now);
+        ranker.place(&memory, &new).await.expect("place");
         let order = ranker.rank(&signal, &units, DispatchPolicy::FirstSuccess, now);
         let first = order
             .ranked

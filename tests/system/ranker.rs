@@ -548,7 +548,8 @@ async fn taught(memory: &InProcMemory, config: RankerConfig, per_phrasing: usize
     for (texts, handler) in families {
         for text in texts {
             let signal = task(text);
-            ranker.place(memory, &[&signal], now).await.expect("place");
+            let new = ranker.unplaced([&signal], now);
+            ranker.place(memory, &new).await.expect("place");
             for _ in 0..per_phrasing {
                 for unit in ["couriers", "refunds"] {
                     let mut r = record(&signal, unit, unit == handler, 0);
@@ -570,12 +571,18 @@ async fn a_new_shape_borrows_from_its_nearest_placed_shapes_on_its_first_signal(
     let fresh = task("can I get a refund for the damaged toaster");
     let now = Utc::now();
     assert_eq!(
-        ranker.place(&memory, &[&fresh], now).await.expect("place"),
+        ranker
+            .place(&memory, &ranker.unplaced([&fresh], now))
+            .await
+            .expect("place"),
         1
     );
-    assert!(ranker.is_placed(&fresh, now));
+    assert!(ranker.unplaced([&fresh], now).is_empty());
     assert_eq!(
-        ranker.place(&memory, &[&fresh], now).await.expect("place"),
+        ranker
+            .place(&memory, &ranker.unplaced([&fresh], now))
+            .await
+            .expect("place"),
         0,
         "a shape is placed once"
     );
@@ -596,7 +603,10 @@ async fn a_new_shape_borrows_from_its_nearest_placed_shapes_on_its_first_signal(
     )
     .await;
     assert_eq!(
-        alone.place(&memory, &[&fresh], now).await.expect("place"),
+        alone
+            .place(&memory, &alone.unplaced([&fresh], now))
+            .await
+            .expect("place"),
         0
     );
     let order = alone.rank(&fresh, &units, DispatchPolicy::FirstSuccess, now);
@@ -612,7 +622,10 @@ async fn a_shape_whose_own_outcomes_disagree_with_its_neighbours_follows_its_own
     // A refund-like shape where it is the other way round.
     let odd = task("refund owed to me for the returned kettle");
     let now = Utc::now();
-    ranker.place(&memory, &[&odd], now).await.expect("place");
+    ranker
+        .place(&memory, &ranker.unplaced([&odd], now))
+        .await
+        .expect("place");
     assert!(
         firsts(&ranker, &odd, &units, "refunds") >= 150,
         "before any outcome of its own it follows its neighbours"

@@ -8,6 +8,7 @@ use crate::lanes::call_all;
 use crate::letters::{delivered_too_often, not_a_signal, not_run};
 use crate::policy::{competes, groups};
 use crate::slot::UnitSlot;
+use std::collections::HashMap;
 use std::sync::Arc;
 use swarm_mesh::Delivery;
 use swarm_mesh::partition::order_key;
@@ -57,25 +58,28 @@ impl Dispatcher {
     /// its neighbours from its first signal. The batch waits for them at most `share_wait`;
     /// past it, they are ranked without neighbours and placed when their vectors come.
     async fn place_new_shapes(self: &Arc<Self>, deliveries: &[Delivery]) {
-        let now = chrono::Utc::now();
-        let new: Vec<Signal> = deliveries
+        if self.config.ranker.share_neighbours == 0 {
+            return;
+        }
+        // Whether a kind's units compete, asked once per kind of the batch.
+        let mut competing: HashMap<&str, bool> = HashMap::new();
+        let signals = deliveries
             .iter()
             .filter_map(|d| d.body.as_ref().ok())
             .filter(|signal| {
-                let candidates = self.registry.candidates(&signal.kind);
-                competes(&signal.kind, &candidates, &self.config.dispatch)
-                    && !self.ranker.is_placed(signal, now)
-            })
-            .cloned()
-            .collect();
+                *competing.entry(signal.kind.as_str()).or_insert_with(|| {
+                    let candidates = self.registry.candidates(&signal.kind);
+                    competes(&signal.kind, &candidates, &self.config.dispatch)
+                })
+            });
+        let new = self.ranker.unplaced(signals, chrono::Utc::now());
         if new.is_empty() {
             return;
         }
         let this = Arc::clone(self);
         // A task of its own: shapes whose vectors come after the wait are still placed.
         let placing = tokio::spawn(async move {
-            let signals: Vec<&Signal> = new.iter().collect();
-            let placed = this.ranker.place(this.memory.as_ref(), &signals, now).await;
+            let placed = this.ranker.place(this.memory.as_ref(), &new).await;
             if let Ok(placed) = placed {
                 metrics::counter!("swarm_ranker_shapes_placed_total").increment(placed as u64);
             }

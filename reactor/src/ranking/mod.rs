@@ -17,4 +17,4 @@ mod ranker;
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use evidence::{Evidence, Weighed, Weighing, weigh};
 pub use explain::{Explanation, Neighbour, Standing};
-pub use ranker::{Choice, Order, Ranker, RankerConfig, Refreshed};
+pub use ranker::{Choice, Order, Ranker, RankerConfig, Refreshed, Unplaced};

@@ -11,9 +11,9 @@ use swarm_memory::Shape;
 use swarm_schemas::{ExecutionId, Signal};
 
 use super::Ranker;
-use crate::ranking::Evidence;
 use crate::ranking::change::Cusum;
 use crate::ranking::propensity::{beta_moments, matrix};
+use crate::ranking::{Evidence, Weighing};
 
 /// A context: the signal's kind and the id of its shape.
 pub(super) type Key = (String, i64);
@@ -61,6 +61,41 @@ pub(super) struct Near {
     pub(super) context: std::sync::Weak<Context>,
     /// Cosine similarity of the two shapes' vectors.
     pub(super) similarity: f64,
+}
+
+/// Evidence per unit, as of one moment.
+pub(super) type UnitEvidence = Vec<(Arc<str>, Evidence)>;
+
+impl ContextState {
+    /// The share of its own evidence left at `now` (the evidence is as of `at`).
+    pub(super) fn decay(&self, weighing: &Weighing, now: DateTime<Utc>) -> f64 {
+        self.at.map_or(1.0, |at| weighing.recency(at, now))
+    }
+
+    /// Its own evidence per unit, as of `now`.
+    pub(super) fn own_at(&self, weighing: &Weighing, now: DateTime<Utc>) -> UnitEvidence {
+        let decay = self.decay(weighing, now);
+        self.evidence
+            .iter()
+            .map(|(unit, e)| (Arc::clone(unit), e.scaled(decay)))
+            .collect()
+    }
+
+    /// Forgets what it knows of `unit`: its evidence, its change detector and its outcomes
+    /// not yet in memory; the cached ranking is stale.
+    pub(super) fn forget(&mut self, unit: &Arc<str>) {
+        self.evidence.remove(unit);
+        self.detectors.remove(unit);
+        self.local.retain(|o| &o.unit != unit);
+        self.dirty = true;
+        self.invalidate();
+    }
+
+    /// Marks the cached ranking stale after the evidence changed: the next ranking here
+    /// computes it again (once, however many outcomes came in between).
+    pub(super) fn invalidate(&mut self) {
+        self.stale = true;
+    }
 }
 
 /// What ranking a given set of units in a context needs, computed ahead.
@@ -169,7 +204,7 @@ impl Ranker {
         now: DateTime<Utc>,
     ) -> Vec<(f64, f64)> {
         let w = &self.config.weighing;
-        let decay = state.at.map_or(1.0, |at| w.recency(at, now));
+        let decay = state.decay(w, now);
         let borrowed_decay = state.borrowed_at.map_or(1.0, |at| w.recency(at, now));
         units
             .iter()
@@ -217,11 +252,5 @@ impl Ranker {
             posteriors,
             top: matrix(&moments),
         }
-    }
-
-    /// Marks the cached ranking of a context stale after its evidence changed: the next
-    /// ranking there computes it again (once, however many outcomes came in between).
-    pub(super) fn invalidate(state: &mut ContextState) {
-        state.stale = true;
     }
 }

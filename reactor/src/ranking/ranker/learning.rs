@@ -82,7 +82,7 @@ impl Ranker {
     ) -> Option<Shift> {
         let w = &self.config.weighing;
         let mut state = context.lock();
-        let decay = state.at.map_or(1.0, |at| w.recency(at, now));
+        let decay = state.decay(w, now);
         let known = state.evidence.get(unit).map_or(0.0, Evidence::weight) * decay;
         let expected = {
             let (a, b) =
@@ -132,7 +132,7 @@ impl Ranker {
             state.local.pop_front();
         }
         state.dirty = true;
-        Self::invalidate(&mut state);
+        state.invalidate();
         drop(state);
         context.moved();
         shift

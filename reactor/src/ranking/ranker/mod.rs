@@ -42,6 +42,7 @@ pub use config::RankerConfig;
 use context::{Context, Key};
 pub use refresh::Refreshed;
 pub use sampling::{Choice, Order};
+pub use sharing::Unplaced;
 use versions::VersionStanding;
 
 use super::breaker::{Breaker, BreakerState};

@@ -162,7 +162,7 @@ impl Ranker {
         state.at = Some(now);
         state.refreshed = Some(now);
         state.dirty = false;
-        Self::invalidate(&mut state);
+        state.invalidate();
         drop(state);
         context.moved();
     }

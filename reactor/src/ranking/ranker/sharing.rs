@@ -2,7 +2,7 @@
 //! contexts of the same kind, by their shapes' vectors, from its first signal on.
 //!
 //! A shape is placed once, when its vector is known: the reactor asks memory for the vectors of
-//! a batch's new shapes before it ranks the batch ([`Ranker::place`]). Placing links the context
+//! a batch's new shapes ([`Ranker::unplaced`]) before it ranks the batch ([`Ranker::place`]). Placing links the context
 //! to its nearest placed contexts of the same kind, and links it into theirs where it is among
 //! their nearest. What a context borrows is gathered from its neighbours' own evidence (never
 //! from what they borrow, so nothing echoes) when the context is ranked and it or a neighbour
@@ -32,53 +32,35 @@ use swarm_memory::{Memory, MemoryError, Shape};
 use swarm_schemas::Signal;
 
 use super::Ranker;
-use super::context::{Context, ContextState, Near};
+use super::context::{Context, ContextState, Near, UnitEvidence};
 use crate::ranking::Evidence;
 use crate::ranking::propensity::beta_moments;
-
-/// A neighbour's own evidence, per unit.
-type UnitEvidence = Vec<(Arc<str>, Evidence)>;
 
 /// Placed contexts of one kind scanned for the neighbours of a new one (the newest): placing
 /// stays a bounded cost however many shapes a kind has.
 const SCAN: usize = 20_000;
 
+/// Signal shapes new to the ranker, waiting for their vectors ([`Ranker::unplaced`]).
+#[derive(Debug, Default)]
+pub struct Unplaced(Vec<Arc<Context>>);
+
+impl Unplaced {
+    /// Whether there are none: ranking the signals needs nothing from memory.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Ranker {
-    /// Places the shapes of `signals` that are new to the ranker among the ones it knows, with
-    /// their vectors from `memory` (which embeds them once, for their records too): from then on
-    /// their contexts borrow from their nearest neighbours. Returns how many were placed; none
-    /// when sharing is off or memory has no embedder.
-    pub async fn place(
+    /// The distinct shapes of `signals` the ranker has not placed yet (none when sharing is
+    /// off); their contexts exist from now on.
+    pub fn unplaced<'a>(
         &self,
-        memory: &dyn Memory,
-        signals: &[&Signal],
+        signals: impl IntoIterator<Item = &'a Signal>,
         now: DateTime<Utc>,
-    ) -> Result<usize, MemoryError> {
-        let waiting = self.unplaced(signals, now);
-        if waiting.is_empty() {
-            return Ok(0);
-        }
-        let shapes: Vec<Shape> = waiting.iter().map(|c| c.shape.clone()).collect();
-        let vectors = memory.shape_vectors(&shapes).await?;
-        let mut placed = 0;
-        for context in &waiting {
-            if let Some(vector) = vectors.get(&context.shape.id) {
-                placed += usize::from(self.place_vector(context, vector));
-            }
-        }
-        Ok(placed)
-    }
-
-    /// Whether the shape of `signal` is placed (always, when sharing is off): ranking it needs
-    /// nothing from memory.
-    pub fn is_placed(&self, signal: &Signal, now: DateTime<Utc>) -> bool {
-        self.unplaced(&[signal], now).is_empty()
-    }
-
-    /// The distinct contexts of `signals` not placed yet.
-    fn unplaced(&self, signals: &[&Signal], now: DateTime<Utc>) -> Vec<Arc<Context>> {
+    ) -> Unplaced {
         if self.config.share_neighbours == 0 {
-            return Vec::new();
+            return Unplaced::default();
         }
         let mut waiting: Vec<Arc<Context>> = Vec::new();
         for signal in signals {
@@ -87,7 +69,30 @@ impl Ranker {
                 waiting.push(context);
             }
         }
-        waiting
+        Unplaced(waiting)
+    }
+
+    /// Places `unplaced` among the shapes the ranker knows, with their vectors from `memory`
+    /// (which embeds them once, for their records too): from then on their contexts borrow from
+    /// their nearest neighbours. Returns how many were placed; none when memory has no
+    /// embedder.
+    pub async fn place(
+        &self,
+        memory: &dyn Memory,
+        unplaced: &Unplaced,
+    ) -> Result<usize, MemoryError> {
+        if unplaced.is_empty() {
+            return Ok(0);
+        }
+        let shapes: Vec<Shape> = unplaced.0.iter().map(|c| c.shape.clone()).collect();
+        let vectors = memory.shape_vectors(&shapes).await?;
+        let mut placed = 0;
+        for context in &unplaced.0 {
+            if let Some(vector) = vectors.get(&context.shape.id) {
+                placed += usize::from(self.place_vector(context, vector));
+            }
+        }
+        Ok(placed)
     }
 
     /// Places one context with its shape's vector; false if it was placed already (or the
@@ -149,17 +154,9 @@ impl Ranker {
             {
                 return;
             }
-            let decay = state
-                .at
-                .map_or(1.0, |at| self.config.weighing.recency(at, now));
-            let own: HashMap<Arc<str>, Evidence> = state
-                .evidence
-                .iter()
-                .map(|(unit, e)| (Arc::clone(unit), e.scaled(decay)))
-                .collect();
             (
                 state.near.clone(),
-                own,
+                state.own_at(&self.config.weighing, now),
                 context.epoch.load(Ordering::Acquire),
             )
         };
@@ -169,7 +166,7 @@ impl Ranker {
         state.borrowed = borrowed;
         state.borrowed_at = Some(now);
         state.borrowed_epochs = Some(seen);
-        Self::invalidate(&mut state);
+        state.invalidate();
     }
 
     /// The own evidence per unit of the neighbours that agree with `own` (the context's), as of
@@ -179,7 +176,7 @@ impl Ranker {
     fn gather(
         &self,
         near: &[Near],
-        own: &HashMap<Arc<str>, Evidence>,
+        own: &UnitEvidence,
         now: DateTime<Utc>,
     ) -> (HashMap<Arc<str>, Evidence>, u64) {
         let c = &self.config;
@@ -195,18 +192,10 @@ impl Ranker {
             };
             // Read before the evidence: a move after it is seen at the next ranking.
             seen = seen.wrapping_add(other.epoch.load(Ordering::Acquire));
-            let theirs: UnitEvidence = {
-                let state = other.lock();
-                let decay = state.at.map_or(1.0, |at| w.recency(at, now));
-                state
-                    .evidence
-                    .iter()
-                    .map(|(unit, e)| (Arc::clone(unit), e.scaled(decay)))
-                    .collect()
-            };
+            let theirs = other.lock().own_at(w, now);
             if theirs
                 .iter()
-                .any(|(unit, e)| own.get(unit).is_some_and(|o| self.disagree(*o, *e)))
+                .any(|(unit, e)| of(own, unit).is_some_and(|o| self.disagree(o, *e)))
             {
                 continue;
             }
@@ -224,7 +213,7 @@ impl Ranker {
                 borrowed.entry(unit).or_default().merge(e.scaled(weight));
             }
         }
-        let own_weight: f64 = own.values().map(Evidence::weight).sum();
+        let own_weight: f64 = own.iter().map(|(_, e)| e.weight()).sum();
         let scale = c.share_cap / (c.share_cap + own_weight).max(f64::MIN_POSITIVE);
         for e in borrowed.values_mut() {
             *e = e.capped(c.share_cap).scaled(scale);
@@ -260,13 +249,7 @@ impl Ranker {
             let Some(other) = n.context.upgrade() else {
                 continue;
             };
-            let mut state = other.lock();
-            state.evidence.remove(unit);
-            state.detectors.remove(unit);
-            state.local.retain(|o| &o.unit != unit);
-            state.dirty = true;
-            Self::invalidate(&mut state);
-            drop(state);
+            other.lock().forget(unit);
             other.moved();
         }
     }
@@ -311,17 +294,19 @@ fn link(near: &mut Vec<Near>, context: &Arc<Context>, similarity: f64, k: usize)
 
 /// The log-likelihood of the outcomes in `own` under the evidence of a neighbour: each unit's
 /// wins and losses in the context, given the unit's posterior mean there (from a flat prior).
-fn predicts(theirs: &UnitEvidence, own: &HashMap<Arc<str>, Evidence>) -> f64 {
+fn predicts(theirs: &UnitEvidence, own: &UnitEvidence) -> f64 {
     own.iter()
         .map(|(unit, o)| {
-            let t = theirs
-                .iter()
-                .find(|(u, _)| u == unit)
-                .map_or_else(Evidence::default, |(_, e)| *e);
+            let t = of(theirs, unit).unwrap_or_default();
             let mean = (1.0 + t.wins) / (2.0 + t.weight());
             o.wins * mean.ln() + o.losses * (1.0 - mean).ln()
         })
         .sum()
+}
+
+/// The evidence of `unit` among `evidence`.
+fn of(evidence: &UnitEvidence, unit: &Arc<str>) -> Option<Evidence> {
+    evidence.iter().find(|(u, _)| u == unit).map(|(_, e)| *e)
 }
 
 /// The sum of the epochs of a context and its neighbours (a neighbour gone counts 0): it moves

@@ -87,13 +87,9 @@ impl Ranker {
         for entry in &self.contexts {
             let context = entry.value();
             let mut state = context.lock();
-            state.evidence.remove(unit);
+            state.forget(unit);
             state.carried.remove(unit);
-            state.detectors.remove(unit);
-            state.local.retain(|o| &o.unit != unit);
-            state.dirty = true;
             state.borrowed.remove(unit);
-            Self::invalidate(&mut state);
             drop(state);
             context.moved();
         }
