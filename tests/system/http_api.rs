@@ -117,6 +117,19 @@ impl Served {
         }
     }
 
+    /// Posts `body` to `/v1/signals?{query}` with the emit token; the answer, which must be 200
+    /// with a `Replied` body.
+    async fn replied(&self, query: &str, body: &Value) -> Replied {
+        let response = self
+            .post(&format!("/v1/signals?{query}"), EMIT)
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("replied")
+    }
+
     async fn stop(mut self) {
         if let Some(inspector) = self.inspector.take() {
             inspector.stop().await;
@@ -328,14 +341,7 @@ async fn posted_signals_run_and_are_found_by_id_and_similarity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_post_can_wait_for_its_reply() {
     let served = Served::start(tokens(), Limits::default()).await;
-    let response = served
-        .post("/v1/signals?wait=10", EMIT)
-        .json(&order(7))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), StatusCode::OK);
-    let replied: Replied = response.json().await.expect("replied");
+    let replied = served.replied("wait=10", &order(7)).await;
     assert_eq!(
         replied.reply.as_ref().expect("a reply").kind,
         "order.validated"
@@ -350,15 +356,7 @@ async fn a_post_can_wait_for_its_reply() {
     let conversation = uuid::Uuid::now_v7();
     let mut joined = order(8);
     joined["correlation_id"] = json!(conversation);
-    let replied: Replied = served
-        .post("/v1/signals?wait=10", EMIT)
-        .json(&joined)
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("replied");
+    let replied = served.replied("wait=10", &joined).await;
     assert_eq!(replied.correlation_id, conversation);
     assert_eq!(
         replied.reply.as_ref().expect("a reply").correlation_id,
@@ -368,15 +366,7 @@ async fn a_post_can_wait_for_its_reply() {
     // Asked to travel in MessagePack: the signal and its reply do; the units answer as ever.
     let mut packed = order(9);
     packed["encoding"] = json!("msgpack");
-    let replied: Replied = served
-        .post("/v1/signals?wait=10", EMIT)
-        .json(&packed)
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("replied");
+    let replied = served.replied("wait=10", &packed).await;
     assert_eq!(
         replied.reply.as_ref().expect("a reply").kind,
         "order.validated"
@@ -400,15 +390,9 @@ async fn a_post_can_wait_for_its_reply() {
 
     // Waiting for a kind: the answer is the conversation's first signal of that kind, however
     // many came before it; a pattern takes the first that matches.
-    let fulfilled: Replied = served
-        .post("/v1/signals?wait=10&reply=order.fulfilled", EMIT)
-        .json(&order(10))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("replied");
+    let fulfilled = served
+        .replied("wait=10&reply=order.fulfilled", &order(10))
+        .await;
     assert_eq!(
         fulfilled.reply.as_ref().expect("a reply").kind,
         "order.fulfilled"
@@ -417,21 +401,19 @@ async fn a_post_can_wait_for_its_reply() {
         fulfilled.reply.as_ref().expect("a reply").correlation_id,
         fulfilled.correlation_id
     );
-    let any_order: Replied = served
-        .post("/v1/signals?wait=10&reply=order.*", EMIT)
-        .json(&order(11))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("replied");
+    let any_order = served.replied("wait=10&reply=order.*", &order(11)).await;
     assert_eq!(
         any_order.reply.as_ref().expect("a reply").kind,
         "order.validated",
         "not the request itself"
     );
+    // Waits out of range, and a reply kind without a wait or that is not a pattern.
     for query in [
+        "wait=0",
+        "wait=-1",
+        "wait=61",
+        "wait=soon",
+        "wait=NaN",
         "reply=order.fulfilled",
         "wait=5&reply=Order..x",
         "wait=5&reply=",
@@ -439,17 +421,6 @@ async fn a_post_can_wait_for_its_reply() {
         expect_error(
             served
                 .post(&format!("/v1/signals?{query}"), EMIT)
-                .json(&order(1)),
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-        )
-        .await;
-    }
-
-    for wait in ["0", "-1", "61", "soon", "NaN"] {
-        expect_error(
-            served
-                .post(&format!("/v1/signals?wait={wait}"), EMIT)
                 .json(&order(1)),
             StatusCode::BAD_REQUEST,
             "bad_query",
@@ -464,14 +435,9 @@ async fn a_post_whose_conversation_settles_without_its_reply_is_answered_at_once
     let mut served = Served::start(tokens(), Limits::default()).await;
     // The order flow ends at order.fulfilled: nothing ever sends order.shipped.
     let started = std::time::Instant::now();
-    let response = served
-        .post("/v1/signals?wait=30&reply=order.shipped", EMIT)
-        .json(&order(21))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), StatusCode::OK);
-    let settled: Replied = response.json().await.expect("settled");
+    let settled = served
+        .replied("wait=30&reply=order.shipped", &order(21))
+        .await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "answered when the conversation settled, not after the wait: {:?}",
@@ -496,14 +462,9 @@ async fn a_post_whose_conversation_settles_without_its_reply_is_answered_at_once
 
     // Nobody takes this kind: it is read and acknowledged, nothing runs, and the post is
     // answered with no reply and no executions.
-    let response = served
-        .post("/v1/signals?wait=30", EMIT)
-        .json(&json!({"kind": "nobody.listens", "payload": {}}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), StatusCode::OK);
-    let settled: Replied = response.json().await.expect("settled");
+    let settled = served
+        .replied("wait=30", &json!({"kind": "nobody.listens", "payload": {}}))
+        .await;
     assert!(settled.reply.is_none() && settled.executions.is_empty());
 
     // With no reactor reading, nothing settles: the post times out with the signal's id, and
@@ -782,15 +743,7 @@ async fn units_are_listed_disabled_and_enabled() {
     assert_eq!(disabled.state, UnitState::Disabled);
     // A disabled unit takes nothing: the order settles with no reply and nothing run, and the
     // post is told so at once.
-    let settled: Replied = served
-        .post("/v1/signals?wait=30", EMIT)
-        .json(&order(1))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("settled");
+    let settled = served.replied("wait=30", &order(1)).await;
     assert!(
         settled.reply.is_none() && settled.executions.is_empty(),
         "{settled:?}"
