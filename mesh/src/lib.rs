@@ -18,6 +18,7 @@ pub mod partition;
 #[cfg(feature = "redis")]
 mod redis_streams;
 pub mod stores;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

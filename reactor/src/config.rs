@@ -83,6 +83,9 @@ pub struct ReactorConfig {
     pub trust: TrustPolicy,
     /// Which units run in worker processes of their own, and with what limits.
     pub isolation: Isolation,
+    /// OpenTelemetry spans of each execution and each emitted signal (none: no tracing, and
+    /// no cost).
+    pub telemetry: Option<swarm_mesh::telemetry::Telemetry>,
 }
 
 impl ReactorConfig {
@@ -119,6 +122,7 @@ impl ReactorConfig {
             host: HostConfig::default(),
             trust: TrustPolicy::default(),
             isolation: Isolation::default(),
+            telemetry: None,
         }
     }
 }

@@ -375,3 +375,191 @@ fn saving_the_unit_config_file_reconfigures_the_units_it_changes() {
     let status = child.0.wait().expect("exits");
     assert!(status.success(), "{}", stderr_text());
 }
+
+/// `swarm` in `dir`, with none of the settings' environment variables but those given.
+fn swarm_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(swarm_binary());
+    command.current_dir(dir).args(args).env_remove("RUST_LOG");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SWARM_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// The line of `swarm config show` that sets `key`, or says it is unset.
+fn shown<'s>(show: &'s str, key: &str) -> &'s str {
+    show.lines()
+        .find(|line| {
+            line.starts_with(&format!("{key} =")) || line.starts_with(&format!("# {key} ="))
+        })
+        .unwrap_or_else(|| panic!("no `{key}` in {show}"))
+}
+
+#[test]
+fn flags_win_over_the_environment_over_the_config_file_over_defaults() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("swarm.toml"),
+        "consumer = \"from-file\"\nredis-prefix = \"from-file\"\nconcurrency = 8\n\
+         claim_idle = 12.5\ndispatch = [\"order.*=fan_out\"]\n",
+    )
+    .expect("write swarm.toml");
+    let output = swarm_in(
+        dir.path(),
+        &["config", "show", "--consumer", "from-flag"],
+        &[
+            ("SWARM_REDIS_PREFIX", "from-env"),
+            ("SWARM_CONSUMER", "from-env"),
+            (
+                "SWARM_DATABASE_URL",
+                "postgres://swarm:hunter2@db:5432/swarm",
+            ),
+        ],
+    )
+    .output()
+    .expect("swarm runs");
+    let show = text(&output.stdout);
+    assert!(output.status.success(), "{show}{}", text(&output.stderr));
+    let expected = [
+        ("consumer", "consumer = \"from-flag\"", "# flag"),
+        (
+            "redis-prefix",
+            "redis-prefix = \"from-env\"",
+            "# env SWARM_REDIS_PREFIX",
+        ),
+        ("concurrency", "concurrency = 8", "# file swarm.toml"),
+        ("claim-idle", "claim-idle = 12.5", "# file swarm.toml"),
+        (
+            "dispatch",
+            "dispatch = [\"order.*=fan_out\"]",
+            "# file swarm.toml",
+        ),
+        ("breaker-failures", "breaker-failures = 20", "# default"),
+        (
+            "postgres",
+            "postgres = \"postgres://swarm:***@db:5432/swarm\"",
+            "# env SWARM_DATABASE_URL",
+        ),
+        ("feed", "# feed =", "# unset"),
+    ];
+    for (key, assignment, source) in expected {
+        let line = shown(&show, key);
+        assert!(
+            line.starts_with(assignment) && line.ends_with(source),
+            "{line}"
+        );
+    }
+    assert!(!show.contains("hunter2"), "{show}");
+    // An explicit file (`--config`) is read instead of the one in the directory.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "concurrency = 9\n").expect("write other.toml");
+    let output = swarm_in(dir.path(), &["config", "show", "--config"], &[])
+        .arg(&other)
+        .output()
+        .expect("swarm runs");
+    let show = text(&output.stdout);
+    assert!(
+        shown(&show, "concurrency").starts_with("concurrency = 9"),
+        "{show}"
+    );
+    assert!(
+        shown(&show, "consumer").starts_with("# consumer ="),
+        "{show}"
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_refused_at_start_with_each_key_named() {
+    let dir = order_flow();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "concurency = 8\nclaim-idle = \"soon\"\nno-watch = true\n",
+    )
+    .expect("write");
+    let output = swarm_in(dir.path(), &["up", "--units", ".", "--config"], &[])
+        .arg(&file)
+        .output()
+        .expect("swarm runs");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per bad key: {stderr}");
+    assert!(
+        lines[0].starts_with("error: ")
+            && lines[0]
+                .contains("bad.toml: unknown key `concurency` (did you mean `concurrency`?)"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("bad.toml: `claim-idle`: invalid value 'soon' for '--claim-idle"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reactor up"), "{stderr}");
+    // `swarm doctor` names the same keys.
+    let doctor = swarm_in(dir.path(), &["doctor", "--config"], &[])
+        .arg(&file)
+        .output()
+        .expect("swarm runs");
+    assert_eq!(doctor.status.code(), Some(2));
+    assert!(text(&doctor.stderr).contains("unknown key `concurency`"));
+    // Commands without settings do not read it, even as `swarm.toml` where they run.
+    std::fs::rename(&file, dir.path().join("swarm.toml")).expect("rename");
+    let units = swarm_in(dir.path(), &["units", "--units", "."], &[])
+        .output()
+        .expect("swarm runs");
+    assert!(units.status.success(), "{}", text(&units.stderr));
+    assert!(text(&units.stdout).contains("order-validate"));
+}
+
+#[test]
+fn up_runs_with_the_settings_of_its_config_file() {
+    let dir = order_flow();
+    let port = swarm_tests::free_port();
+    std::fs::write(
+        dir.path().join("swarm.toml"),
+        format!("units = \".\"\nhttp = \"127.0.0.1:{port}\"\nno-watch = true\nconsumer = \"from-file\"\n"),
+    )
+    .expect("write swarm.toml");
+    let child = swarm_in(dir.path(), &["up"], &[("RUST_LOG", "info")])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("swarm up starts");
+    let mut child = swarm_tests::KillOnDrop(child);
+    let health = (0..300).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        use std::io::{Read, Write};
+        stream
+            .write_all(b"GET /v1/health HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    });
+    let health = health.expect("the inspector serves on the port of the file");
+    assert!(
+        health.starts_with("HTTP/1.0 200") && health.contains("\"status\":\"ok\""),
+        "{health}"
+    );
+    assert!(sigterm(child.0.id()));
+    let status = child.0.wait().expect("swarm up exits");
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("loaded order-validate 1.0.0 (generation 1) on order.placed"),
+        "{stderr}"
+    );
+}

@@ -19,6 +19,10 @@ pub(crate) struct Cli {
     log: Option<String>,
     #[command(subcommand)]
     command: Command,
+    /// The settings of `up`, `dev` or `config show` with where each came from, filled in by
+    /// [`crate::config_cli::parse`].
+    #[arg(skip)]
+    pub(crate) settings: Vec<crate::config_cli::Setting>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +54,9 @@ enum Command {
     Audit(crate::audit_cli::AuditArgs),
     /// The dead letters of a Redis mesh: list them, publish their signals again, or drop them.
     DeadLetters(crate::dead_letters_cli::DeadLettersArgs),
+    /// The configuration of `swarm up`: `swarm config show` prints the effective settings.
+    #[command(subcommand)]
+    Config(crate::config_cli::ConfigCommand),
 }
 
 impl Cli {
@@ -75,5 +82,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::New(command) => crate::new_cli::run(command),
         Command::Doctor(args) => crate::doctor_cli::run(*args).await,
         Command::Trust(command) => crate::trust_cli::run(command),
+        Command::Config(command) => Ok(crate::config_cli::run(&command, &cli.settings)),
     }
 }

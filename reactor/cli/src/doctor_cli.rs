@@ -15,6 +15,8 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 #[derive(Debug, Args)]
 pub(crate) struct DoctorArgs {
     #[command(flatten)]
+    config: crate::config_cli::ConfigFile,
+    #[command(flatten)]
     units: crate::args::UnitsDir,
     #[command(flatten)]
     mesh: crate::args::MeshArgs,
@@ -42,11 +44,16 @@ fn line(name: &str, verdict: &Verdict) -> String {
 }
 
 fn check_config(args: &DoctorArgs) -> Verdict {
+    // The file was read, and its keys checked, before the arguments got here.
+    let file = args.config.path().map_or_else(
+        || "no configuration file".to_owned(),
+        |file| format!("settings from {}", file.display()),
+    );
     match args.http.config("swarm:signals", "reactor") {
         Ok(Some(config)) => {
             let schemas = config.payload_schemas.kinds().count();
             Verdict::Ok(format!(
-                "{} API tokens, {schemas} payload schemas",
+                "{file}; {} API tokens, {schemas} payload schemas",
                 if config.tokens.is_empty() {
                     "no"
                 } else {
@@ -54,7 +61,7 @@ fn check_config(args: &DoctorArgs) -> Verdict {
                 },
             ))
         }
-        Ok(None) => Verdict::Ok("inspector off (--no-http)".into()),
+        Ok(None) => Verdict::Ok(format!("{file}; inspector off (--no-http)")),
         Err(error) => Verdict::Fail(
             format!("{error:#}"),
             "fix the file named (see `swarm up --help`)",

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use swarm_mesh::Mesh;
+use swarm_mesh::Publish;
 use swarm_schemas::{Signal, validate_kind};
 
 /// Parses one `{"kind": ..., "payload": ...}` line into a root signal.
@@ -39,7 +39,7 @@ pub(crate) fn read_feed(path: Option<&Path>) -> anyhow::Result<Vec<Signal>> {
 
 /// Publishes each line of standard input as it comes, from a thread of its own; a bad line is
 /// reported and skipped.
-fn feed_stdin(mesh: Arc<dyn Mesh>, stream: String) {
+fn feed_stdin(mesh: Arc<dyn Publish>, stream: String) {
     // Taken here: the reading thread is not the runtime's and has no current handle.
     let handle = tokio::runtime::Handle::current();
     std::thread::spawn(move || {
@@ -63,7 +63,7 @@ fn feed_stdin(mesh: Arc<dyn Mesh>, stream: String) {
 /// Publishes the signals of the feed file, then, with `from_stdin`, each line of standard
 /// input as it comes.
 pub(crate) async fn publish_feed(
-    mesh: &Arc<dyn Mesh>,
+    mesh: &Arc<dyn Publish>,
     stream: String,
     file: Vec<Signal>,
     from_stdin: bool,

@@ -4,6 +4,7 @@ mod api_client;
 mod args;
 mod audit_cli;
 mod cli;
+mod config_cli;
 mod dead_letters_cli;
 mod dev_cli;
 mod doctor_cli;
@@ -16,6 +17,7 @@ mod memory_cli;
 mod new_cli;
 mod recording_cli;
 mod serve_cli;
+mod telemetry_cli;
 mod trust_cli;
 mod unit_config_cli;
 mod units_cli;
@@ -24,7 +26,7 @@ mod up_cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = <cli::Cli as clap::Parser>::parse();
+    let args = config_cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

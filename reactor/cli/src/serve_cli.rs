@@ -176,6 +176,7 @@ pub(crate) async fn start(
     config: InspectorConfig,
     reactor: ReactorHandle,
     mesh: Arc<dyn swarm_mesh::Mesh>,
+    publish: Arc<dyn swarm_mesh::Publish>,
     memory: Arc<dyn swarm_memory::Memory>,
     metrics: PrometheusHandle,
 ) -> anyhow::Result<swarm_inspector::Inspector> {
@@ -184,7 +185,7 @@ pub(crate) async fn start(
         config,
         swarm_inspector::Services {
             audit: reactor.audit().clone(),
-            publish: Arc::clone(&mesh) as Arc<dyn swarm_mesh::Publish>,
+            publish,
             observe: mesh,
             memory,
             runtime: Arc::new(reactor),

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use swarm_memory::{AuditLog, InProcAudit, InProcMemory, Memory};
-use swarm_mesh::{InProcMesh, Mesh};
+use swarm_mesh::telemetry::TracedPublish;
+use swarm_mesh::{InProcMesh, Mesh, Publish};
 use swarm_reactor::{Reactor, ReactorConfig, Registry};
 use swarm_schemas::{DispatchPolicy, KindPattern, Signal};
 
@@ -21,6 +22,8 @@ use crate::feed_cli::{publish_feed, read_feed};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
+    #[command(flatten)]
+    _config: crate::config_cli::ConfigFile,
     #[command(flatten)]
     units: UnitsDir,
     #[command(flatten)]
@@ -122,6 +125,8 @@ pub(crate) struct UpArgs {
     http: crate::serve_cli::HttpArgs,
     #[command(flatten)]
     host: crate::host_cli::HostArgs,
+    #[command(flatten)]
+    telemetry: crate::telemetry_cli::TelemetryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +304,16 @@ pub(crate) async fn up(
     // be running signals) then stops it cleanly instead of killing it.
     let stop_signals = StopSignals::listen()?;
     let backing = Backing::connect(&args).await?;
+    let tracing = args.telemetry.start(&plan.config.consumer)?;
+    plan.config.telemetry = tracing.as_ref().map(|t| t.telemetry.clone());
+    // What the inspector and the feed publish through: traced when tracing is on.
+    let publish: Arc<dyn Publish> = match &plan.config.telemetry {
+        Some(telemetry) => Arc::new(TracedPublish::new(
+            Arc::clone(&backing.mesh),
+            telemetry.clone(),
+        )),
+        None => Arc::clone(&backing.mesh) as Arc<dyn Publish>,
+    };
     let stream = plan.config.stream.clone();
     let partitions = backing.mesh.partitions(&stream, args.partitions).await?;
     if let Some(asked) = args.partitions.filter(|&asked| asked != partitions) {
@@ -324,6 +339,7 @@ pub(crate) async fn up(
                 config,
                 reactor.handle(),
                 Arc::clone(&backing.mesh),
+                Arc::clone(&publish),
                 Arc::clone(&backing.memory),
                 metrics,
             )
@@ -340,7 +356,10 @@ pub(crate) async fn up(
         .transpose()?;
     print_loaded(&report, reactor.registry());
     let from_stdin = args.feed.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    publish_feed(&backing.mesh, stream, plan.feed, from_stdin).await?;
+    publish_feed(&publish, stream, plan.feed, from_stdin).await?;
+    if let Some(tracing) = &tracing {
+        eprintln!("traces to {}", tracing.endpoint);
+    }
     eprintln!(
         "reactor up on {} with {} (Ctrl-C to stop)",
         args.units.dir.display(),
@@ -363,6 +382,9 @@ pub(crate) async fn up(
     stop_reactor(reactor, plan.shutdown_timeout).await;
     if let Some(recording) = backing.recording {
         recording.close().await;
+    }
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
     }
     Ok(if fatal.is_some() {
         ExitCode::from(EXIT_STUCK)

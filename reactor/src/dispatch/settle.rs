@@ -79,6 +79,11 @@ impl Dispatcher {
         for record in &records {
             self.ranker.observe(record);
         }
+        if let Some(telemetry) = &c.telemetry {
+            for record in &records {
+                telemetry.processed(&part.stream, &c.group, record);
+            }
+        }
         count_executions(&records);
         // Watchers get their copies; memory takes the records.
         let watched = (self.executions.receiver_count() > 0).then(|| records.clone());
@@ -122,6 +127,7 @@ impl Dispatcher {
         // before these are delivered again.
         let give_up = tokio::time::Instant::now() + c.claim_idle;
         let mut backoff = std::time::Duration::from_millis(50);
+        let sending = std::time::SystemTime::now();
         loop {
             match self
                 .mesh
@@ -129,6 +135,12 @@ impl Dispatcher {
                 .await
             {
                 Ok(_) => {
+                    if let Some(telemetry) = &c.telemetry {
+                        let sent = std::time::SystemTime::now();
+                        for (stream, signal) in settlements.iter().flat_map(|s| &s.emits) {
+                            telemetry.sent(stream, signal, sending, sent);
+                        }
+                    }
                     metrics::counter!("swarm_signals_out_total").increment(out);
                     metrics::counter!("swarm_dead_letters_total").increment(dead);
                     metrics::counter!("swarm_signals_settled_total")
