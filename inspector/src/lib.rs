@@ -34,8 +34,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use api::{
-    BadSchema, Health, MeshHealth, PayloadSchemas, Posted, RecordingHealth, Replied, SimilarHit,
-    UnitProblem,
+    BadSchema, Conversation, ExecutionNode, Health, MeshHealth, PayloadSchemas, Posted,
+    RecordingHealth, Replied, SignalNode, SimilarHit, UnitProblem,
 };
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

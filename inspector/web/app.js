@@ -58,18 +58,39 @@ function edgeLabel(e) {
   return e.count || e.pending ? parts.join(" · ") : "";
 }
 
+// Labels are drawn at this size in CSS pixels: the graph is laid out at zoom 1 so that they
+// stay readable whatever its size (the panel grows to the graph's height instead).
+const FONT = 14;
+const EDGE_FONT = 12;
+const FONT_FAMILY = "system-ui, sans-serif";
+
+const measure = (() => {
+  const context = document.createElement("canvas").getContext("2d");
+  context.font = FONT + "px " + FONT_FAMILY;
+  return (line) => context.measureText(line).width;
+})();
+
+// A node just big enough for its label.
+function sized(data) {
+  const lines = data.label.split("\n");
+  const padding = data.kind === "unit" ? 24 : 36;
+  data.w = Math.ceil(Math.max(...lines.map(measure))) + padding;
+  data.h = Math.ceil(lines.length * FONT * 1.25) + 14;
+  return { data };
+}
+
 function graphElements(topology) {
   const nodes = [];
   for (const u of topology.units) {
-    nodes.push({ data: { id: u.id, label: u.name + "\nv" + u.version + " · gen " + u.generation,
-      kind: "unit", disabled: u.state === "disabled" ? 1 : 0, failing: u.failures > 0 ? 1 : 0 } });
+    nodes.push(sized({ id: u.id, label: u.name + "\nv" + u.version + " · gen " + u.generation,
+      kind: "unit", disabled: u.state === "disabled" ? 1 : 0, failing: u.failures > 0 ? 1 : 0 }));
   }
   for (const k of topology.kinds) {
     let label = k.kind;
     if (k.pending) label += "\n" + k.pending + " pending";
     if (k.dead_letters) label += "\n" + k.dead_letters + " dead";
-    nodes.push({ data: { id: k.id, label: label, kind: k.pattern ? "pattern" : "kind",
-      dead: k.dead_letters > 0 ? 1 : 0 } });
+    nodes.push(sized({ id: k.id, label: label, kind: k.pattern ? "pattern" : "kind",
+      dead: k.dead_letters > 0 ? 1 : 0 }));
   }
   const ids = new Set(nodes.map((n) => n.data.id));
   const edges = topology.edges
@@ -82,20 +103,22 @@ function graphElements(topology) {
 
 function graphStyle() {
   return [
-    { selector: "node", style: { "label": "data(label)", "text-wrap": "wrap", "font-size": 11,
-      "text-valign": "center", "text-halign": "center", "color": "#1d232b" } },
+    { selector: "node", style: { "label": "data(label)", "text-wrap": "wrap", "font-size": FONT,
+      "font-family": FONT_FAMILY, "text-valign": "center", "text-halign": "center",
+      "color": "#1d232b", "width": "data(w)", "height": "data(h)" } },
     { selector: "node[kind = 'unit']", style: { "shape": "round-rectangle", "background-color": "#bee3f8",
-      "border-width": 2, "border-color": "#2b6cb0", "width": 150, "height": 44 } },
+      "border-width": 2, "border-color": "#2b6cb0" } },
     { selector: "node[kind = 'unit'][disabled = 1]", style: { "background-color": "#e2e8f0",
       "border-style": "dashed", "border-color": "#718096" } },
     { selector: "node[kind = 'unit'][failing = 1]", style: { "border-color": "#c53030" } },
     { selector: "node[kind = 'kind'], node[kind = 'pattern']", style: { "shape": "ellipse",
-      "background-color": "#fefcbf", "border-width": 1, "border-color": "#b7791f", "width": 130, "height": 36 } },
+      "background-color": "#fefcbf", "border-width": 1, "border-color": "#b7791f" } },
     { selector: "node[kind = 'pattern']", style: { "border-style": "dashed" } },
     { selector: "node[dead = 1]", style: { "border-color": "#c53030", "border-width": 3 } },
     { selector: "edge", style: { "curve-style": "bezier", "target-arrow-shape": "triangle",
       "width": "data(width)", "line-color": "#4a5568", "target-arrow-color": "#4a5568",
-      "label": "data(label)", "font-size": 10, "text-background-color": "#fff",
+      "label": "data(label)", "font-size": EDGE_FONT, "font-family": FONT_FAMILY,
+      "text-background-color": "#fff",
       "text-background-opacity": 0.85, "text-background-padding": 2 } },
     { selector: "edge[idle = 1]", style: { "line-style": "dashed", "line-color": "#a0aec0",
       "target-arrow-color": "#a0aec0" } },
@@ -103,23 +126,91 @@ function graphStyle() {
   ];
 }
 
+// Top to bottom by flow: each node one layer below the first node that feeds it (the roots,
+// fed by nothing, on top); a layer wider than the panel wraps onto more rows, each layer's nodes
+// ordered under their parents. Positions are in the panel's CSS pixels; returns them with the
+// height the graph needs.
+function layered(nodes, edges, width) {
+  const PAD = 24, GAP = 28, ROW_GAP = 22, LAYER_GAP = 60;
+  const ids = nodes.map((n) => n.data.id);
+  const out = new Map(ids.map((id) => [id, []]));
+  const parents = new Map(ids.map((id) => [id, []]));
+  for (const e of edges) {
+    out.get(e.data.source).push(e.data.target);
+    parents.get(e.data.target).push(e.data.source);
+  }
+  const depth = new Map();
+  let queue = ids.filter((id) => parents.get(id).length === 0);
+  if (!queue.length && ids.length) queue = [ids[0]];
+  for (const id of queue) depth.set(id, 0);
+  for (let i = 0; i < queue.length; i++) {
+    for (const next of out.get(queue[i])) {
+      if (!depth.has(next)) { depth.set(next, depth.get(queue[i]) + 1); queue.push(next); }
+    }
+  }
+  const layers = [];
+  for (const n of nodes) {
+    const d = depth.has(n.data.id) ? depth.get(n.data.id) : 0;
+    (layers[d] = layers[d] || []).push(n);
+  }
+  const xs = new Map();
+  const positions = {};
+  const under = (n) => {
+    const placed = parents.get(n.data.id).filter((p) => xs.has(p)).map((p) => xs.get(p));
+    return placed.length ? placed.reduce((a, b) => a + b, 0) / placed.length : Infinity;
+  };
+  let y = PAD;
+  for (const layer of layers.filter(Boolean)) {
+    layer.sort((a, b) => (under(a) - under(b)) || a.data.id.localeCompare(b.data.id));
+    const rows = [[]];
+    let used = 0;
+    for (const n of layer) {
+      if (rows[rows.length - 1].length && used + GAP + n.data.w > width - 2 * PAD) {
+        rows.push([]);
+        used = 0;
+      }
+      used += (used ? GAP : 0) + n.data.w;
+      rows[rows.length - 1].push(n);
+    }
+    for (const row of rows) {
+      const total = row.reduce((sum, n) => sum + n.data.w, 0) + GAP * (row.length - 1);
+      const height = Math.max(...row.map((n) => n.data.h));
+      let x = Math.max(PAD, (width - total) / 2);
+      for (const n of row) {
+        positions[n.data.id] = { x: x + n.data.w / 2, y: y + height / 2 };
+        xs.set(n.data.id, x + n.data.w / 2);
+        x += n.data.w + GAP;
+      }
+      y += height + ROW_GAP;
+    }
+    y += LAYER_GAP - ROW_GAP;
+  }
+  return { positions, height: y - LAYER_GAP + ROW_GAP + PAD };
+}
+
 function drawGraph(topology) {
   const { nodes, edges } = graphElements(topology);
   const container = $("#graph");
-  const shape = nodes.map((n) => n.data.id).sort().join(",") + "|" +
+  const width = container.clientWidth;
+  const shape = width + "|" + nodes.map((n) => n.data.id).sort().join(",") + "|" +
     edges.map((e) => e.data.id).sort().join(",");
   if (!state.cy) {
-    state.cy = cytoscape({ container, elements: [], style: graphStyle(), wheelSensitivity: 0.3 });
+    state.cy = cytoscape({ container, elements: [], style: graphStyle(), wheelSensitivity: 0.3,
+      minZoom: 0.25, maxZoom: 3 });
   }
   const cy = state.cy;
   if (state.graphShape !== shape) {
-    // New nodes or edges: lay the graph out again (left to right, by flow).
+    // New nodes or edges, or a new width: lay the graph out again, at zoom 1, and give the
+    // panel the height it needs.
+    const { positions, height } = layered(nodes, edges, width);
+    container.style.height = Math.min(Math.max(height, 320), 4000) + "px";
+    cy.resize();
     cy.elements().remove();
     cy.add(nodes);
     cy.add(edges);
-    cy.layout({ name: "breadthfirst", directed: true, spacingFactor: 1.1, padding: 20,
-      roots: nodes.filter((n) => !edges.some((e) => e.data.target === n.data.id)).map((n) => n.data.id),
-      transform: (_node, p) => ({ x: p.y, y: p.x }) }).run();
+    cy.layout({ name: "preset", positions: (node) => positions[node.id()], fit: false }).run();
+    cy.zoom(1);
+    cy.pan({ x: 0, y: 0 });
     state.graphShape = shape;
   } else {
     // Same graph: only the numbers change.
@@ -230,7 +321,10 @@ async function search(event) {
     for (const hit of hits) {
       const e = hit.execution;
       const row = document.createElement("tr");
-      row.title = JSON.stringify(e.signal.payload);
+      row.title = JSON.stringify(e.signal.payload) + "\n(click: its conversation)";
+      row.className = "opens";
+      row.dataset.execution = e.id;
+      row.addEventListener("click", () => openConversation("executions", e.id));
       cell(row, hit.similarity.toFixed(3));
       cell(row, e.unit);
       cell(row, e.signal.kind);
@@ -266,6 +360,82 @@ async function post(event) {
   }
 }
 
+// ---- conversations --------------------------------------------------------------------------
+
+function short(id) {
+  return String(id).slice(-8);
+}
+
+// A signal of the tree, with the executions that handled it below it.
+function signalItem(node, conversation) {
+  const li = document.createElement("li");
+  const focused = node.id === conversation.focus && !conversation.focus_execution;
+  li.className = "signal" + (focused ? " focus" : "");
+  li.dataset.signal = node.id;
+  const kind = node.signal ? node.signal.kind : "signal no unit took";
+  const head = document.createElement("span");
+  head.className = "line";
+  head.appendChild(text(kind + "  " + short(node.id)));
+  if (node.signal) head.title = JSON.stringify(node.signal.payload);
+  li.appendChild(head);
+  if (node.executions.length) {
+    const ul = document.createElement("ul");
+    for (const child of node.executions) ul.appendChild(executionItem(child, conversation));
+    li.appendChild(ul);
+  }
+  return li;
+}
+
+// An execution of the tree, with the signals it emitted below it.
+function executionItem(node, conversation) {
+  const e = node.execution;
+  const li = document.createElement("li");
+  const failed = e.outcome.status !== "success";
+  li.className = "execution" + (failed ? " failure" : "") +
+    (e.id === conversation.focus_execution ? " focus" : "");
+  li.dataset.execution = e.id;
+  li.dataset.unit = e.unit;
+  const head = document.createElement("span");
+  head.className = "line";
+  head.appendChild(text("→ " + e.unit + "@" + e.unit_version + " gen " + e.generation + "  " +
+    (failed ? e.outcome.kind + ": " + e.outcome.error : "ok") + "  " +
+    (e.latency_us / 1000).toFixed(2) + " ms  [" + e.policy + ", p " + e.propensity.toFixed(2) +
+    (e.attempt ? ", attempt " + (e.attempt + 1) : "") + "]"));
+  li.appendChild(head);
+  if (node.emitted.length) {
+    const ul = document.createElement("ul");
+    for (const child of node.emitted) ul.appendChild(signalItem(child, conversation));
+    li.appendChild(ul);
+  }
+  return li;
+}
+
+// Shows the conversation of a signal or an execution (`what` is "signals" or "executions"),
+// from memory, as a tree.
+async function openConversation(what, id) {
+  const panel = $("#conversation-panel");
+  const tree = $("#conversation");
+  const title = $("#conversation-title");
+  panel.hidden = false;
+  title.textContent = "loading…";
+  tree.replaceChildren();
+  let conversation;
+  try {
+    conversation = await api("/v1/" + what + "/" + encodeURIComponent(id) + "/conversation");
+  } catch (e) {
+    title.textContent = e.status === 404 ? "memory has nothing of it (yet)" : "failed: " + e.message;
+    return;
+  }
+  const ul = document.createElement("ul");
+  ul.className = "tree";
+  ul.appendChild(signalItem(conversation.root, conversation));
+  tree.appendChild(ul);
+  title.textContent = "conversation " + conversation.correlation_id +
+    (conversation.complete ? "" : " (from where memory starts)") +
+    (conversation.truncated ? " (cut at 500 signals)" : "");
+  panel.scrollIntoView({ block: "nearest" });
+}
+
 // ---- live feed ------------------------------------------------------------------------------
 
 function addFeed(event) {
@@ -274,7 +444,9 @@ function addFeed(event) {
   if (event.type === "signal") {
     bump(1);
     const s = event.signal;
-    li.className = event.dead_letter ? "dead" : "";
+    li.className = (event.dead_letter ? "dead " : "") + "opens";
+    li.dataset.signal = s.id;
+    li.addEventListener("click", () => openConversation("signals", s.id));
     li.appendChild(text(time + "  " + (event.dead_letter ? "dead letter " : "signal ") + s.kind + "  " +
       JSON.stringify(s.payload).slice(0, 160)));
   } else if (event.type === "execution") {
@@ -282,7 +454,9 @@ function addFeed(event) {
     const e = event.execution;
     const failed = e.outcome.status !== "success";
     if (failed) bump(3);
-    li.className = failed ? "failure" : "";
+    li.className = (failed ? "failure " : "") + "opens";
+    li.dataset.execution = e.id;
+    li.addEventListener("click", () => openConversation("executions", e.id));
     li.appendChild(text(time + "  " + e.unit + "@" + e.unit_version + " ← " + e.signal.kind + "  " +
       (failed ? e.outcome.error : "ok") + "  " + (e.latency_us / 1000).toFixed(2) + " ms  [" + e.policy + "]"));
   } else if (event.type === "lagged") {
@@ -326,6 +500,12 @@ function connect() {
 
 async function start() {
   $("#search-form").addEventListener("submit", search);
+  $("#conversation-close").addEventListener("click", () => { $("#conversation-panel").hidden = true; });
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(refreshTopology, 200);
+  });
   $("#post-form").addEventListener("submit", post);
   $("#token-form").addEventListener("submit", (event) => {
     event.preventDefault();

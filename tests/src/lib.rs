@@ -154,6 +154,34 @@ pub fn user_workspace() -> tempfile::TempDir {
     dir
 }
 
+/// `swarm new unit NAME --subscribes TAKES --emits EMITS` in `workspace`; panics with its
+/// error if it fails.
+pub fn new_unit(workspace: &Path, name: &str, takes: &str, emits: &str) {
+    let made = Command::new(swarm_binary())
+        .args(["new", "unit", name, "--subscribes", takes, "--emits", emits])
+        .arg("--workspace")
+        .arg(workspace)
+        .output()
+        .expect("swarm new runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
+/// `cargo ARGS` in a unit author's `workspace`, sharing compiled dependencies with the tests'
+/// other unit builds.
+pub fn cargo_in(workspace: &Path, args: &[&str]) -> std::process::Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    Command::new(cargo)
+        .current_dir(workspace)
+        .args(args)
+        .env("CARGO_TARGET_DIR", cargo_target_for_units())
+        .output()
+        .expect("cargo runs")
+}
+
 /// Builds every unit package once per test process, in release mode. Returns the directory
 /// holding the built `lib*.so` files.
 pub fn built_units() -> &'static Path {

@@ -1,8 +1,10 @@
-//! The inspector in a real browser: `swarm up` runs the example order flow on the project's
-//! Redis with its memory in PostgreSQL + pgvector; headless Chromium (driven through
-//! chromedriver) opens the inspector page while orders are posted over HTTP. The graph must
-//! show the example's units and the flows between them, the live feed must fill, and a memory
-//! search typed into the page must show executions. Screenshots go to `target/screenshots/`.
+//! The inspector in a real browser: `swarm up` runs the example order flow and sixteen more
+//! units made by `swarm new unit` (twenty in all) on the project's Redis with its memory in
+//! PostgreSQL + pgvector; headless Chromium (driven through chromedriver) opens the inspector
+//! page at 1280×800 while orders are posted over HTTP. The graph must show every unit and the
+//! flows between them, whole, with every label drawn at 11 px or more; the live feed must fill;
+//! a memory search typed into the page must show executions, and clicking one must show its
+//! conversation as a tree. Screenshots go to `target/screenshots/`.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -13,8 +15,50 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use swarm_memory::testkit::{database_url, fresh_database, models_dir};
 use swarm_tests::{
-    KillOnDrop, ORDER_FLOW, deploy_order_flow, free_port, redis_url, swarm_binary, workspace_root,
+    KillOnDrop, ORDER_FLOW, cargo_in, cargo_target_for_units, deploy_bytes, deploy_order_flow,
+    free_port, new_unit, redis_url, swarm_binary, user_workspace, workspace_root,
 };
+
+/// Units besides the order flow: made by `swarm new unit`, each subscribed to `order.fulfilled`
+/// or `order.validated` and emitting a kind of its own.
+const LISTENERS: usize = 16;
+
+fn listener(i: usize) -> (String, String, String) {
+    let takes = if i % 2 == 0 {
+        "order.fulfilled"
+    } else {
+        "order.validated"
+    };
+    (
+        format!("listener-{i:02}"),
+        takes.to_owned(),
+        format!("listener.{i:02}"),
+    )
+}
+
+/// Makes the listener units with `swarm new unit` in a workspace of their own, builds them, and
+/// deploys them into `units`.
+fn deploy_listeners(units: &std::path::Path) {
+    let workspace = user_workspace();
+    for i in 0..LISTENERS {
+        let (name, takes, emits) = listener(i);
+        new_unit(workspace.path(), &name, &takes, &emits);
+    }
+    let built = cargo_in(workspace.path(), &["build", "--release", "--workspace"]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    for i in 0..LISTENERS {
+        let (name, _, _) = listener(i);
+        let library = cargo_target_for_units()
+            .join("release")
+            .join(format!("lib{}.so", name.replace('-', "_")));
+        let bytes = std::fs::read(&library).expect("the built listener");
+        deploy_bytes(units, &format!("{name}.so"), &bytes);
+    }
+}
 
 fn program(var: &str, default: &str) -> PathBuf {
     let path = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
@@ -93,7 +137,7 @@ async fn start_browser() -> (KillOnDrop, Client, tempfile::TempDir) {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--window-size=1400,1700",
+                "--disable-sync", "--no-first-run", "--window-size=1280,800",
                 format!("--user-data-dir={}", profile.path().display()),
             ],
         }),
@@ -160,6 +204,7 @@ async fn the_inspector_shows_the_live_graph_and_memory_search_in_chromium() {
     let database = fresh_database(&database_url()).await;
     let units = tempfile::tempdir().expect("units dir");
     deploy_order_flow(units.path());
+    deploy_listeners(units.path());
     let spool = tempfile::tempdir().expect("spool dir");
     let (_swarm, base) = start_swarm(units.path(), &database, spool.path());
     let (_driver, client, _profile) = start_browser().await;
@@ -184,6 +229,10 @@ async fn the_inspector_shows_the_live_graph_and_memory_search_in_chromium() {
             }
         })
     };
+    client
+        .set_window_size(1280, 800)
+        .await
+        .expect("a 1280×800 window");
     client.goto(&format!("{base}/")).await.expect("page opens");
 
     // The graph: every unit of the example, and traffic along the flow.
@@ -198,6 +247,8 @@ async fn the_inspector_shows_the_live_graph_and_memory_search_in_chromium() {
                 "unit:order-validate->kind:order.validated",
                 "kind:order.validated->unit:order-price",
                 "unit:order-price->kind:order.priced",
+                "kind:order.fulfilled->unit:listener-00",
+                "kind:order.validated->unit:listener-01",
             ]
             .iter()
             .all(|e| edges.split(' ').any(|x| x == *e))
@@ -211,19 +262,55 @@ async fn the_inspector_shows_the_live_graph_and_memory_search_in_chromium() {
     )
     .await;
     let nodes = nodes.as_str().unwrap_or_default();
-    for unit in ORDER_FLOW {
+    let listeners = (0..LISTENERS).map(|i| listener(i).0);
+    for unit in ORDER_FLOW.map(str::to_owned).into_iter().chain(listeners) {
         assert!(
             nodes.split(' ').any(|n| n == format!("unit:{unit}")),
             "{unit} not in {nodes}"
         );
     }
-    // The canvas really drew something: cytoscape holds the elements it renders.
+    // Every label as drawn: cytoscape draws a label at its font size times the zoom. The whole
+    // graph lies inside its panel, across most of its width.
     let drawn = script(
         &client,
-        "return state.cy.nodes().length + ':' + state.cy.edges().length",
+        r#"const cy = state.cy, graph = document.querySelector('#graph');
+           const labeled = cy.elements().filter((e) => (e.data('label') || '') !== '');
+           const drawn = labeled.map((e) => parseFloat(e.style('font-size')) * cy.zoom());
+           const rendered = labeled.map((e) => parseFloat(e.renderedStyle('font-size')));
+           const box = cy.elements().renderedBoundingBox({ includeLabels: true });
+           return { units: cy.nodes('[kind = "unit"]').length, labels: labeled.length,
+                    smallest: Math.min(...drawn), smallest_rendered: Math.min(...rendered),
+                    zoom: cy.zoom(), width: graph.clientWidth, height: graph.clientHeight,
+                    box: [box.x1, box.y1, box.x2, box.y2] };"#,
     )
     .await;
-    eprintln!("cytoscape elements: {drawn}");
+    eprintln!("graph as drawn: {drawn}");
+    assert_eq!(
+        drawn["units"],
+        json!(ORDER_FLOW.len() + LISTENERS),
+        "{drawn}"
+    );
+    let number = |key: &str| drawn[key].as_f64().expect("a number");
+    assert!(number("labels") >= 40.0, "{drawn}");
+    assert!(
+        number("smallest") >= 11.0,
+        "labels drawn under 11 px: {drawn}"
+    );
+    assert!(
+        number("smallest_rendered") >= 11.0,
+        "labels drawn under 11 px: {drawn}"
+    );
+    let (width, height) = (number("width"), number("height"));
+    assert!(width >= 1000.0, "the graph spans the window: {drawn}");
+    let corner = |i: usize| drawn["box"][i].as_f64().expect("a corner");
+    assert!(
+        corner(0) >= 0.0 && corner(1) >= 0.0 && corner(2) <= width && corner(3) <= height,
+        "the whole graph is inside its panel: {drawn}"
+    );
+    assert!(
+        corner(2) - corner(0) >= 0.5 * width,
+        "the graph fills its panel: {drawn}"
+    );
     // The live feed fills from the websocket, and the units table lists the units.
     wait_in_page(
         &client,
@@ -245,7 +332,7 @@ async fn the_inspector_shows_the_live_graph_and_memory_search_in_chromium() {
         "return document.querySelectorAll('#units tbody tr').length",
     )
     .await;
-    assert_eq!(rows.as_u64(), Some(ORDER_FLOW.len() as u64));
+    assert_eq!(rows.as_u64(), Some((ORDER_FLOW.len() + LISTENERS) as u64));
     let graph = client
         .find(Locator::Id("graph-panel"))
         .await
@@ -286,7 +373,7 @@ async fn the_inspector_shows_the_live_graph_and_memory_search_in_chromium() {
     .await;
     let first_unit = first_unit.as_str().unwrap_or_default().to_owned();
     assert!(
-        ORDER_FLOW.contains(&first_unit.as_str()),
+        ORDER_FLOW.contains(&first_unit.as_str()) || first_unit.starts_with("listener-"),
         "first result by {first_unit}"
     );
     let status = script(
@@ -301,6 +388,66 @@ async fn the_inspector_shows_the_live_graph_and_memory_search_in_chromium() {
     save(
         "inspector-page.png",
         &client.screenshot().await.expect("page screenshot"),
+    );
+
+    // A result clicked: its conversation as a tree, from memory, the clicked execution marked.
+    client
+        .find(Locator::Css("#search-results tbody tr"))
+        .await
+        .expect("a result")
+        .click()
+        .await
+        .expect("clicked");
+    let tree = wait_in_page(
+        &client,
+        r#"const units = [...document.querySelectorAll('#conversation li.execution')]
+             .map((li) => li.dataset.unit);
+           return { units, focus: document.querySelectorAll('#conversation .focus').length,
+                    signals: document.querySelectorAll('#conversation li.signal').length,
+                    root: (document.querySelector('#conversation .tree > li.signal > .line') || {}).textContent || '' };"#,
+        Duration::from_secs(20),
+        |v| v["units"].as_array().is_some_and(|u| u.len() >= 3),
+    )
+    .await;
+    eprintln!("conversation: {tree}");
+    let units: Vec<&str> = tree["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for unit in ["order-validate", "order-price"] {
+        assert!(units.contains(&unit), "{unit} in {units:?}");
+    }
+    assert!(
+        units.iter().any(|u| u.starts_with("fulfil-")),
+        "a fulfilment unit in {units:?}"
+    );
+    assert!(
+        units.iter().any(|u| u.starts_with("listener-")),
+        "a listener in {units:?}"
+    );
+    assert_eq!(
+        tree["focus"],
+        json!(1),
+        "the clicked execution is marked: {tree}"
+    );
+    assert!(
+        tree["root"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("order.placed")),
+        "the tree starts at the order: {tree}"
+    );
+    let conversation = client
+        .find(Locator::Id("conversation-panel"))
+        .await
+        .expect("conversation panel");
+    save(
+        "inspector-conversation.png",
+        &conversation
+            .screenshot()
+            .await
+            .expect("conversation screenshot"),
     );
     client.close().await.expect("browser closes");
 }

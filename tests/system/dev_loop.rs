@@ -9,7 +9,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use swarm_tests::{KillOnDrop, cargo_target_for_units, swarm_binary, user_workspace};
+use swarm_tests::{KillOnDrop, cargo_target_for_units, new_unit, swarm_binary, user_workspace};
 
 /// Waits for a stderr line containing `needle`; returns it and every line read meanwhile.
 fn wait_line(lines: &Receiver<String>, needle: &str, timeout: Duration) -> (String, Vec<String>) {
@@ -44,24 +44,11 @@ async fn greet(http: &reqwest::Client, base: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_is_rebuilt_and_swapped_in_and_a_syntax_error_keeps_the_old_version() {
     let workspace = user_workspace();
-    let made = Command::new(swarm_binary())
-        .args([
-            "new",
-            "unit",
-            "greeter",
-            "--subscribes",
-            "person.arrived",
-            "--emits",
-            "person.greeted",
-            "--workspace",
-        ])
-        .arg(workspace.path())
-        .output()
-        .expect("swarm new runs");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    new_unit(
+        workspace.path(),
+        "greeter",
+        "person.arrived",
+        "person.greeted",
     );
     let mut child = Command::new(swarm_binary())
         .args(["dev", "--http", "127.0.0.1:0", "--workspace"])

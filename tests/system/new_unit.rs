@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use swarm_tests::{TestSwarm, cargo_target_for_units, deploy_bytes, swarm_binary, user_workspace};
+use swarm_tests::{
+    TestSwarm, cargo_in, cargo_target_for_units, deploy_bytes, swarm_binary, user_workspace,
+};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -20,17 +22,6 @@ fn swarm_new(args: &[&str], workspace: &Path) -> Output {
         .arg(workspace)
         .output()
         .expect("swarm runs")
-}
-
-fn cargo(args: &[&str], workspace: &Path) -> Output {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    Command::new(cargo)
-        .current_dir(workspace)
-        .args(args)
-        // Shares compiled dependencies with the other unit builds of the tests.
-        .env("CARGO_TARGET_DIR", cargo_target_for_units())
-        .output()
-        .expect("cargo runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,12 +42,12 @@ async fn a_new_unit_builds_passes_its_test_loads_and_reacts() {
     let manifest = std::fs::read_to_string(workspace.path().join("Cargo.toml")).expect("read");
     assert!(manifest.contains("\"units/greeter\""), "{manifest}");
 
-    let tested = cargo(&["test", "-p", "greeter"], workspace.path());
+    let tested = cargo_in(workspace.path(), &["test", "-p", "greeter"]);
     let out = text(&tested.stdout);
     assert!(tested.status.success(), "{out}\n{}", text(&tested.stderr));
     assert!(out.contains("tests::handles_a_signal ... ok"), "{out}");
 
-    let built = cargo(&["build", "--release", "-p", "greeter"], workspace.path());
+    let built = cargo_in(workspace.path(), &["build", "--release", "-p", "greeter"]);
     assert!(built.status.success(), "{}", text(&built.stderr));
     let library = cargo_target_for_units()
         .join("release")

@@ -1,6 +1,7 @@
 //! The HTTP API: state, routes by scope, the OpenAPI document.
 
 mod audit;
+mod conversation;
 mod executions;
 mod live;
 mod ops;
@@ -25,6 +26,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use conversation::{Conversation, ExecutionNode, SignalNode};
 pub use executions::SimilarHit;
 pub use ops::{Health, MeshHealth, RecordingHealth, UnitProblem};
 pub(crate) use signals::SignalSchemas;
@@ -173,6 +175,8 @@ fn routes(state: &AppState) -> Router<AppState> {
         .routes(routes!(units::list_units))
         .routes(routes!(executions::similar, executions::similar_post))
         .routes(routes!(executions::get_execution))
+        .routes(routes!(conversation::of_execution))
+        .routes(routes!(conversation::of_signal))
         .routes(routes!(ops::topology))
         .routes(routes!(ops::metrics))
         .routes(routes!(live::live));
