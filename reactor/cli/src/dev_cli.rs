@@ -133,10 +133,21 @@ impl DevLoop {
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut libraries = BTreeMap::new();
         let mut errors = String::new();
+        // What cargo is at, on a terminal: the last crate compiled and how many so far.
+        let spinner = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} building {msg}")?,
+        );
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner.set_message(packages.join(", "));
+        let mut compiled = 0;
         while let Some(line) = lines.next_line().await? {
             let Ok(message) = serde_json::from_str::<cargo_metadata::Message>(&line) else {
                 continue;
             };
+            if let cargo_metadata::Message::CompilerArtifact(artifact) = &message {
+                compiled += 1;
+                spinner.set_message(format!("{} ({compiled} crates)", artifact.target.name));
+            }
             match message {
                 cargo_metadata::Message::CompilerArtifact(artifact)
                     if artifact
@@ -172,6 +183,7 @@ impl DevLoop {
                 _ => {}
             }
         }
+        spinner.finish_and_clear();
         let status = child.wait().await?;
         if !status.success() {
             if errors.is_empty() {

@@ -70,6 +70,14 @@ def search_body(
     return body
 
 
+def conversation_path(execution: UUID | str | None, signal: UUID | str | None) -> str:
+    if (execution is None) == (signal is None):
+        raise ValueError("give exactly one of execution and signal")
+    if execution is not None:
+        return f"/v1/executions/{execution}/conversation"
+    return f"/v1/signals/{signal}/conversation"
+
+
 def live_url(base_url: str, kind: str | None, unit: str | None, events: str | None) -> str:
     parts = urlsplit(base_url)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)

@@ -16,6 +16,7 @@ from typing_extensions import Self
 from . import _base, errors
 from .models import (
     LIVE_EVENT,
+    Conversation,
     Execution,
     ExecutionEvent,
     Health,
@@ -148,6 +149,13 @@ class AsyncClient:
     async def execution(self, id: UUID | str) -> Execution:
         """One execution from memory."""
         return _base.parse(Execution, await self._call("GET", f"/v1/executions/{id}"))
+
+    async def conversation(
+        self, *, execution: UUID | str | None = None, signal: UUID | str | None = None
+    ) -> Conversation:
+        """The conversation of an execution or of a signal, as a tree from memory."""
+        path = _base.conversation_path(execution, signal)
+        return _base.parse(Conversation, await self._call("GET", path))
 
     async def units(self) -> list[UnitStatus]:
         """The loaded units."""
@@ -298,6 +306,13 @@ class Client:
     def execution(self, id: UUID | str) -> Execution:
         """See `AsyncClient.execution`."""
         return _base.parse(Execution, self._call("GET", f"/v1/executions/{id}"))
+
+    def conversation(
+        self, *, execution: UUID | str | None = None, signal: UUID | str | None = None
+    ) -> Conversation:
+        """See `AsyncClient.conversation`."""
+        path = _base.conversation_path(execution, signal)
+        return _base.parse(Conversation, self._call("GET", path))
 
     def units(self) -> list[UnitStatus]:
         """See `AsyncClient.units`."""

@@ -109,6 +109,46 @@ class SimilarHit(_Model):
     execution: Execution
 
 
+class SignalNode(_Model):
+    """A signal of a conversation and the executions that handled it."""
+
+    id: UUID
+    signal: Signal | None = None
+    """None for a signal no unit took (memory knows it by id, from its emitter)."""
+    executions: list[ExecutionNode] = []
+
+
+class ExecutionNode(_Model):
+    """An execution of a conversation and the signals it emitted."""
+
+    execution: Execution
+    emitted: list[SignalNode] = []
+
+
+class Conversation(_Model):
+    """A conversation from memory, as a tree from the signal that started it."""
+
+    correlation_id: UUID
+    focus: UUID
+    """The signal asked about, or the one whose execution was."""
+    focus_execution: UUID | None = None
+    root: SignalNode
+    complete: bool
+    """Whether `root` started the conversation (memory still had its whole lineage)."""
+    truncated: bool
+
+    def executions(self) -> list[Execution]:
+        """Every execution of the tree, depth first."""
+        found: list[Execution] = []
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            for child in reversed(node.executions):
+                found.append(child.execution)
+                stack.extend(reversed(child.emitted))
+        return found
+
+
 class UnitStatus(_Model):
     """A loaded unit."""
 
@@ -162,5 +202,7 @@ class Lagged(_Model):
 
 
 LiveEvent = Annotated[SignalEvent | ExecutionEvent | Lagged, Field(discriminator="type")]
+
+SignalNode.model_rebuild()
 
 LIVE_EVENT: TypeAdapter[SignalEvent | ExecutionEvent | Lagged] = TypeAdapter(LiveEvent)
