@@ -1,9 +1,9 @@
 //! OpenTelemetry: two `swarm up` processes on one Redis mesh export their spans over OTLP/HTTP
 //! to a real OTLP receiver run by the test (axum, decoding the protobuf messages of
 //! `opentelemetry-proto`). One conversation is one trace across both processes, with the right
-//! parents: the posted signal's `send` is the root, each execution is a child of the execution
-//! that emitted its signal (of the post for the first), and each emit's `send` a child of its
-//! execution.
+//! parents: the posted signal's `send` is the root (or that of `swarm emit`, a third process),
+//! each execution is a child of the execution that emitted its signal (of the post for the
+//! first), and each emit's `send` a child of its execution.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::json;
+use swarm_mesh::prelude::*;
 use swarm_tests::{ReactorSpec, deploy_order_flow, free_port, wait_serving};
 
 /// A span as received, with the `service.instance.id` of the process that sent it.
@@ -93,7 +94,7 @@ async fn one_conversation_is_one_trace_across_two_reactors_with_the_right_parent
     let units = tempfile::tempdir().expect("units dir");
     let work = tempfile::tempdir().expect("work dir");
     deploy_order_flow(units.path());
-    let (prefix, _mesh) = swarm_tests::fresh_mesh().await;
+    let (prefix, mesh) = swarm_tests::fresh_mesh().await;
     let spec = ReactorSpec::new(
         prefix,
         units.path(),
@@ -128,6 +129,43 @@ async fn one_conversation_is_one_trace_across_two_reactors_with_the_right_parent
         );
         traces.push(trace);
     }
+    // One more order from `swarm emit`, whose `send` is then the root of its trace.
+    let emitted = std::process::Command::new(swarm_tests::swarm_binary())
+        .args([
+            "emit",
+            "order.placed",
+            r#"{"id": 99, "items": [{"sku": "tea", "qty": 1}]}"#,
+        ])
+        .args([
+            "--redis",
+            &spec.redis,
+            "--redis-prefix",
+            &spec.prefix,
+            "--otlp",
+            &endpoint,
+        ])
+        .output()
+        .expect("swarm emit runs");
+    let printed = String::from_utf8_lossy(&emitted.stdout).into_owned();
+    assert!(
+        emitted.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&emitted.stderr)
+    );
+    let id: uuid::Uuid = printed
+        .split_whitespace()
+        .nth(2)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("`emitted KIND ID ...` in {printed}"));
+    let fulfilled = swarm_tests::wait_for_async(Duration::from_secs(20), async || {
+        let entries = mesh.range("swarm:signals", None, usize::MAX).await.ok()?;
+        entries
+            .into_iter()
+            .filter_map(|e| e.body.ok())
+            .find(|s| s.correlation_id == id && s.kind == "order.fulfilled")
+    })
+    .await;
+    let emitted_trace = fulfilled.expect("the emitted order is fulfilled").trace_id;
     // Stopping flushes what the exporters hold.
     assert!(a.stop(), "reactor a exits cleanly");
     assert!(b.stop(), "reactor b exits cleanly");
@@ -145,7 +183,7 @@ async fn one_conversation_is_one_trace_across_two_reactors_with_the_right_parent
         let spans = by_trace
             .get(trace.as_bytes().as_slice())
             .unwrap_or_else(|| panic!("no span of trace {trace}"));
-        check_trace(trace, spans);
+        check_trace(trace, spans, "trace-a");
         let instances: BTreeSet<&str> = spans.iter().map(|s| s.instance.as_str()).collect();
         assert!(
             instances.is_subset(&BTreeSet::from(["trace-a", "trace-b"])),
@@ -153,12 +191,16 @@ async fn one_conversation_is_one_trace_across_two_reactors_with_the_right_parent
         );
         across += usize::from(instances.len() == 2);
     }
+    let spans = by_trace
+        .get(emitted_trace.as_bytes().as_slice())
+        .expect("the spans of the emitted order");
+    check_trace(emitted_trace, spans, "emit");
     eprintln!("{across} of 16 conversations were handled by both reactors");
     assert!(across > 0, "no conversation was handled by both reactors");
 }
 
 /// The spans of one order's conversation and how they hang together.
-fn check_trace(trace: uuid::Uuid, spans: &[Received]) {
+fn check_trace(trace: uuid::Uuid, spans: &[Received], sender: &str) {
     let by_id: BTreeMap<&[u8], &Received> = spans
         .iter()
         .map(|s| (s.span.span_id.as_slice(), s))
@@ -176,7 +218,7 @@ fn check_trace(trace: uuid::Uuid, spans: &[Received]) {
     let root = roots[0];
     assert_eq!(root.span.name, "send order.placed");
     assert_eq!(root.span.kind, SpanKind::Producer as i32);
-    assert_eq!(root.instance, "trace-a", "the post was made to reactor a");
+    assert_eq!(root.instance, sender, "the signal was sent by {sender}");
     for span in spans {
         assert_eq!(span.attribute("messaging.system").as_deref(), Some("swarm"));
         assert!(span.attribute("messaging.destination.name").is_some());

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use swarm_memory::{InProcMemory, Memory};
 use swarm_mesh::prelude::*;
+use swarm_mesh::telemetry::TracedPublish;
 use swarm_mesh::{InProcMesh, Mesh, dead_letter_stream};
 use swarm_reactor::{Reactor, ReactorConfig};
 use swarm_schemas::{Outcome, Signal, validate_kind};
@@ -37,6 +38,8 @@ pub(crate) struct EmitArgs {
     timeout: u64,
     #[command(flatten)]
     host: crate::host_cli::HostArgs,
+    #[command(flatten)]
+    telemetry: crate::telemetry_cli::TelemetryArgs,
 }
 
 pub(crate) async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
@@ -48,9 +51,39 @@ pub(crate) async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     }
     let mut signal = Signal::new(args.kind, payload);
     signal.partition_key = args.partition_key;
-    if let Some(redis) = args.mesh.redis().await? {
+    // With tracing on, the signal's `send` is the root of its conversation's trace.
+    let tracing = args.telemetry.start("emit")?;
+    let result = send(
+        &args.units,
+        &args.mesh,
+        &args.host,
+        args.timeout,
+        tracing.as_ref(),
+        signal,
+    )
+    .await;
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
+    }
+    result
+}
+
+async fn send(
+    units: &UnitsDir,
+    mesh: &MeshArgs,
+    host: &crate::host_cli::HostArgs,
+    timeout: u64,
+    tracing: Option<&crate::telemetry_cli::Tracing>,
+    signal: Signal,
+) -> anyhow::Result<ExitCode> {
+    let telemetry = tracing.map(|t| t.telemetry.clone());
+    if let Some(redis) = mesh.redis().await? {
         let stream = ReactorConfig::new(PathBuf::new(), PathBuf::new()).stream;
-        let id = redis.publish(&stream, &signal).await?;
+        let publish: Arc<dyn Publish> = match &telemetry {
+            Some(telemetry) => Arc::new(TracedPublish::new(Arc::clone(&redis), telemetry.clone())),
+            None => Arc::clone(&redis) as Arc<dyn Publish>,
+        };
+        let id = publish.publish(&stream, &signal).await?;
         let partitions = redis.partitions(&stream, None).await?;
         let partition = swarm_mesh::partition::partition_of(&signal, partitions);
         println!(
@@ -63,13 +96,14 @@ pub(crate) async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    check_dir(&args.units.dir)?;
+    check_dir(&units.dir)?;
     let private = private_dir()?;
-    let mut config = ReactorConfig::new(args.units.dir.clone(), private.path().to_owned());
-    config.trust = args.units.policy()?;
+    let mut config = ReactorConfig::new(units.dir.clone(), private.path().to_owned());
+    config.trust = units.policy()?;
     config.watch = false;
     config.block = Duration::from_millis(20);
-    config.host = args.host.config()?;
+    config.host = host.config()?;
+    config.telemetry.clone_from(&telemetry);
     let (stream, group) = (config.stream.clone(), config.group.clone());
     let mesh = Arc::new(InProcMesh::new());
     let memory = Arc::new(InProcMemory::new());
@@ -82,11 +116,18 @@ pub(crate) async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
     }
-    mesh.publish(&stream, &signal).await?;
+    match &telemetry {
+        Some(telemetry) => {
+            TracedPublish::new(Arc::clone(&mesh), telemetry.clone())
+                .publish(&stream, &signal)
+                .await?
+        }
+        None => mesh.publish(&stream, &signal).await?,
+    };
     println!("emitted {} {}", signal.kind, signal.id);
 
     // The swarm has settled when nothing is pending or waiting in the group.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let info = mesh.group_info(&stream, &group).await?;
@@ -97,7 +138,7 @@ pub(crate) async fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
             reactor.stop().await;
             bail!(
                 "the swarm did not settle within {} s ({} pending, {} waiting)",
-                args.timeout,
+                timeout,
                 info.pending,
                 info.lag
             );
