@@ -6,7 +6,7 @@ use clap::Args;
 use opentelemetry::KeyValue;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
 use swarm_mesh::telemetry::{DerivedIds, Telemetry};
@@ -14,7 +14,7 @@ use swarm_mesh::telemetry::{DerivedIds, Telemetry};
 #[derive(Debug, Args)]
 pub(crate) struct TelemetryArgs {
     /// Export OpenTelemetry traces over OTLP/HTTP (protobuf) to this collector
-    /// (`http://HOST:4318`; `/v1/traces` is added to a URL without a path). Without it, traces
+    /// (`http://HOST:4318` or `https://...`; `/v1/traces` is added to a URL without a path). Without it, traces
     /// are exported when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
     /// set; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS and
     /// OTEL_BSP_* apply either way, and OTEL_SDK_DISABLED=true turns tracing off.
@@ -82,6 +82,7 @@ impl TelemetryArgs {
         };
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_http_client(Ureq::new())
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(endpoint.clone())
             .build()
@@ -104,6 +105,52 @@ impl TelemetryArgs {
             provider,
             endpoint,
         }))
+    }
+}
+
+/// The exporter's HTTP client: ureq on its own rustls (ring, the platform's certificates), so
+/// `https` collectors work.
+#[derive(Debug)]
+struct Ureq(ureq::Agent);
+
+impl Ureq {
+    fn new() -> Self {
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .user_agent(concat!("swarm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self(agent)
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for Ureq {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> Result<
+        opentelemetry_http::Response<opentelemetry_http::Bytes>,
+        opentelemetry_http::HttpError,
+    > {
+        // The batch span processor exports from a thread of its own, blocking on this future:
+        // a blocking call here holds up nothing else.
+        let (parts, body) = request.into_parts();
+        let mut response = self.0.run(opentelemetry_http::Request::from_parts(
+            parts,
+            body.to_vec(),
+        ))?;
+        let body = response.body_mut().read_to_vec()?;
+        let (parts, _) = response.into_parts();
+        Ok(opentelemetry_http::Response::from_parts(
+            parts,
+            opentelemetry_http::Bytes::from(body),
+        ))
     }
 }
 
