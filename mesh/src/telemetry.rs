@@ -240,6 +240,17 @@ impl<P: ?Sized> TracedPublish<P> {
     }
 }
 
+/// `publish`, traced when there is telemetry, else as it is.
+pub fn traced(
+    publish: Arc<dyn crate::Publish>,
+    telemetry: Option<&Telemetry>,
+) -> Arc<dyn crate::Publish> {
+    match telemetry {
+        Some(telemetry) => Arc::new(TracedPublish::new(publish, telemetry.clone())),
+        None => publish,
+    }
+}
+
 #[async_trait::async_trait]
 impl<P: crate::Publish + ?Sized> crate::Publish for TracedPublish<P> {
     async fn publish(

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use swarm_memory::{InProcMemory, Memory};
 use swarm_mesh::prelude::*;
-use swarm_mesh::telemetry::TracedPublish;
+use swarm_mesh::telemetry::traced;
 use swarm_mesh::{InProcMesh, Mesh, dead_letter_stream};
 use swarm_reactor::{Reactor, ReactorConfig};
 use swarm_schemas::{Outcome, Signal, validate_kind};
@@ -79,11 +79,9 @@ async fn send(
     let telemetry = tracing.map(|t| t.telemetry.clone());
     if let Some(redis) = mesh.redis().await? {
         let stream = ReactorConfig::new(PathBuf::new(), PathBuf::new()).stream;
-        let publish: Arc<dyn Publish> = match &telemetry {
-            Some(telemetry) => Arc::new(TracedPublish::new(Arc::clone(&redis), telemetry.clone())),
-            None => Arc::clone(&redis) as Arc<dyn Publish>,
-        };
-        let id = publish.publish(&stream, &signal).await?;
+        let id = traced(Arc::clone(&redis) as Arc<dyn Publish>, telemetry.as_ref())
+            .publish(&stream, &signal)
+            .await?;
         let partitions = redis.partitions(&stream, None).await?;
         let partition = swarm_mesh::partition::partition_of(&signal, partitions);
         println!(
@@ -116,14 +114,9 @@ async fn send(
     for (path, error) in &report.failures {
         eprintln!("refused {}: {error}", path.display());
     }
-    match &telemetry {
-        Some(telemetry) => {
-            TracedPublish::new(Arc::clone(&mesh), telemetry.clone())
-                .publish(&stream, &signal)
-                .await?
-        }
-        None => mesh.publish(&stream, &signal).await?,
-    };
+    traced(Arc::clone(&mesh) as Arc<dyn Publish>, telemetry.as_ref())
+        .publish(&stream, &signal)
+        .await?;
     println!("emitted {} {}", signal.kind, signal.id);
 
     // The swarm has settled when nothing is pending or waiting in the group.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use swarm_memory::{AuditLog, InProcAudit, InProcMemory, Memory};
-use swarm_mesh::telemetry::TracedPublish;
+use swarm_mesh::telemetry::traced;
 use swarm_mesh::{InProcMesh, Mesh, Publish};
 use swarm_reactor::{Reactor, ReactorConfig, Registry};
 use swarm_schemas::{DispatchPolicy, KindPattern, Signal};
@@ -307,13 +307,10 @@ pub(crate) async fn up(
     let tracing = args.telemetry.start(&plan.config.consumer)?;
     plan.config.telemetry = tracing.as_ref().map(|t| t.telemetry.clone());
     // What the inspector and the feed publish through: traced when tracing is on.
-    let publish: Arc<dyn Publish> = match &plan.config.telemetry {
-        Some(telemetry) => Arc::new(TracedPublish::new(
-            Arc::clone(&backing.mesh),
-            telemetry.clone(),
-        )),
-        None => Arc::clone(&backing.mesh) as Arc<dyn Publish>,
-    };
+    let publish = traced(
+        Arc::clone(&backing.mesh) as Arc<dyn Publish>,
+        plan.config.telemetry.as_ref(),
+    );
     let stream = plan.config.stream.clone();
     let partitions = backing.mesh.partitions(&stream, args.partitions).await?;
     if let Some(asked) = args.partitions.filter(|&asked| asked != partitions) {
