@@ -366,47 +366,46 @@ function short(id) {
   return String(id).slice(-8);
 }
 
-// A signal of the tree, with the executions that handled it below it.
-function signalItem(node, conversation) {
+// One line of the tree (an `li` of `className`, its line of text, what it holds below).
+function treeItem(className, line, children) {
   const li = document.createElement("li");
-  const focused = node.id === conversation.focus && !conversation.focus_execution;
-  li.className = "signal" + (focused ? " focus" : "");
-  li.dataset.signal = node.id;
-  const kind = node.signal ? node.signal.kind : "signal no unit took";
+  li.className = className;
   const head = document.createElement("span");
   head.className = "line";
-  head.appendChild(text(kind + "  " + short(node.id)));
-  if (node.signal) head.title = JSON.stringify(node.signal.payload);
+  head.appendChild(text(line));
   li.appendChild(head);
-  if (node.executions.length) {
+  if (children.length) {
     const ul = document.createElement("ul");
-    for (const child of node.executions) ul.appendChild(executionItem(child, conversation));
+    for (const child of children) ul.appendChild(child);
     li.appendChild(ul);
   }
+  return li;
+}
+
+// A signal of the tree, with the executions that handled it below it.
+function signalItem(node, conversation) {
+  const focused = node.id === conversation.focus && !conversation.focus_execution;
+  const kind = node.signal ? node.signal.kind : "signal no unit took";
+  const li = treeItem("signal" + (focused ? " focus" : ""), kind + "  " + short(node.id),
+    node.executions.map((child) => executionItem(child, conversation)));
+  li.dataset.signal = node.id;
+  if (node.signal) li.firstChild.title = JSON.stringify(node.signal.payload);
   return li;
 }
 
 // An execution of the tree, with the signals it emitted below it.
 function executionItem(node, conversation) {
   const e = node.execution;
-  const li = document.createElement("li");
   const failed = e.outcome.status !== "success";
-  li.className = "execution" + (failed ? " failure" : "") +
-    (e.id === conversation.focus_execution ? " focus" : "");
-  li.dataset.execution = e.id;
-  li.dataset.unit = e.unit;
-  const head = document.createElement("span");
-  head.className = "line";
-  head.appendChild(text("→ " + e.unit + "@" + e.unit_version + " gen " + e.generation + "  " +
+  const line = "→ " + e.unit + "@" + e.unit_version + " gen " + e.generation + "  " +
     (failed ? e.outcome.kind + ": " + e.outcome.error : "ok") + "  " +
     (e.latency_us / 1000).toFixed(2) + " ms  [" + e.policy + ", p " + e.propensity.toFixed(2) +
-    (e.attempt ? ", attempt " + (e.attempt + 1) : "") + "]"));
-  li.appendChild(head);
-  if (node.emitted.length) {
-    const ul = document.createElement("ul");
-    for (const child of node.emitted) ul.appendChild(signalItem(child, conversation));
-    li.appendChild(ul);
-  }
+    (e.attempt ? ", attempt " + (e.attempt + 1) : "") + "]";
+  const li = treeItem("execution" + (failed ? " failure" : "") +
+    (e.id === conversation.focus_execution ? " focus" : ""), line,
+    node.emitted.map((child) => signalItem(child, conversation)));
+  li.dataset.execution = e.id;
+  li.dataset.unit = e.unit;
   return li;
 }
 
