@@ -135,3 +135,15 @@ pub(crate) fn parse_probability(text: &str) -> Result<f64, String> {
         _ => Err(format!("`{text}` is not a probability between 0 and 1")),
     }
 }
+
+/// The settings of every HTTPS client of the command (the model fetch, the OTLP exporter): ureq
+/// on its own rustls (ring, the platform's certificates), named as swarm. Each adds its own
+/// timeouts.
+pub(crate) fn https_client() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .user_agent(concat!("swarm/", env!("CARGO_PKG_VERSION")))
+}

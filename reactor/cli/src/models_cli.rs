@@ -150,12 +150,7 @@ struct Fetcher<'a> {
 
 impl<'a> Fetcher<'a> {
     fn new(args: &'a FetchArgs, pins: &'a Pins) -> Self {
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-            .build();
-        let http = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .user_agent(concat!("swarm/", env!("CARGO_PKG_VERSION")))
+        let http = crate::args::https_client()
             .timeout_connect(Some(Duration::from_secs(30)))
             .build()
             .into();

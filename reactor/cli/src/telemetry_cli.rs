@@ -115,14 +115,9 @@ struct Ureq(ureq::Agent);
 
 impl Ureq {
     fn new() -> Self {
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
+        let agent = crate::args::https_client()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .user_agent(concat!("swarm/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
         Self(agent)
