@@ -103,10 +103,14 @@ async fn one_conversation_is_one_trace_across_two_reactors_with_the_right_parent
     );
     let port = free_port();
     let a = spec.start_serving("trace-a", &format!("127.0.0.1:{port}"));
-    let b = spec.start("trace-b");
+    let port_b = free_port();
+    let b = spec.start_serving("trace-b", &format!("127.0.0.1:{port_b}"));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
+    // Both reactors read the stream before the first post (each serves once it has started),
+    // so the signals are shared between them.
     wait_serving(&http, &base).await;
+    wait_serving(&http, &format!("http://127.0.0.1:{port_b}")).await;
     // Conversations of their own trace ids; the two reactors share their signals.
     let mut traces = Vec::new();
     for id in 0..16 {
