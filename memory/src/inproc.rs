@@ -14,11 +14,12 @@ use crate::query::{ago, nearest_rank};
 use crate::words::{self, Words};
 use crate::{
     Compaction, Embedder, Memory, MemoryError, Retention, SearchHit, SearchQuery, Shape,
-    ShapeEmbedder, UnitStats, cosine, normalise_owned,
+    ShapeEmbedder, UnitStats, cosine, normalise_shared,
 };
 
 struct Stored {
-    record: ExecutionRecord,
+    /// Shared with whoever else holds the record (the reactor's watchers): kept without a copy.
+    record: Arc<ExecutionRecord>,
     /// None when the embedder failed on this signal's shape.
     shape: Option<i64>,
 }
@@ -92,7 +93,12 @@ impl InProcMemory {
         state
             .order
             .iter()
-            .filter_map(|id| state.by_id.get(id).map(|s| s.record.clone()))
+            .filter_map(|id| {
+                state
+                    .by_id
+                    .get(id)
+                    .map(|s| ExecutionRecord::clone(&s.record))
+            })
             .collect()
     }
 
@@ -100,7 +106,7 @@ impl InProcMemory {
     /// synchronous form of [`Memory::recent`], for polling in tests.
     pub fn latest(&self, limit: usize) -> Vec<ExecutionRecord> {
         let state = self.lock();
-        let mut newest: Vec<&ExecutionRecord> = state.by_id.values().map(|s| &s.record).collect();
+        let mut newest: Vec<&ExecutionRecord> = state.by_id.values().map(|s| &*s.record).collect();
         let key = |r: &&ExecutionRecord| std::cmp::Reverse((r.started_at, r.id));
         if newest.len() > limit && limit > 0 {
             newest.select_nth_unstable_by_key(limit - 1, key);
@@ -128,6 +134,11 @@ impl Memory for InProcMemory {
     }
 
     async fn record_owned(&self, records: Vec<ExecutionRecord>) -> Result<(), MemoryError> {
+        self.record_shared(records.into_iter().map(Arc::new).collect())
+            .await
+    }
+
+    async fn record_shared(&self, records: Vec<Arc<ExecutionRecord>>) -> Result<(), MemoryError> {
         // Embed outside the lock; a shape the embedder fails on leaves its records unsearchable
         // rather than unrecorded.
         let mut shapes: HashMap<ExecutionId, Shape> = HashMap::new();
@@ -168,7 +179,7 @@ impl Memory for InProcMemory {
             state.by_id.insert(
                 record.id,
                 Stored {
-                    record: normalise_owned(record),
+                    record: normalise_shared(record),
                     shape,
                 },
             );
@@ -193,7 +204,11 @@ impl Memory for InProcMemory {
     }
 
     async fn execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, MemoryError> {
-        Ok(self.lock().by_id.get(&id).map(|s| s.record.clone()))
+        Ok(self
+            .lock()
+            .by_id
+            .get(&id)
+            .map(|s| ExecutionRecord::clone(&s.record)))
     }
 
     async fn executions_of(&self, signal: SignalId) -> Result<Vec<ExecutionRecord>, MemoryError> {
@@ -205,7 +220,12 @@ impl Memory for InProcMemory {
             .unwrap_or_default();
         Ok(ids
             .iter()
-            .filter_map(|id| state.by_id.get(id).map(|s| s.record.clone()))
+            .filter_map(|id| {
+                state
+                    .by_id
+                    .get(id)
+                    .map(|s| ExecutionRecord::clone(&s.record))
+            })
             .collect())
     }
 
@@ -352,6 +372,7 @@ impl Memory for InProcMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::SubsecRound;
     use swarm_schemas::Signal;
 
     fn record(signal: &Signal) -> ExecutionRecord {
@@ -402,5 +423,40 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(memory.all(), records[1..].to_vec());
+    }
+
+    #[tokio::test]
+    async fn shared_records_are_kept_without_a_copy_unless_they_need_normalising() {
+        let memory = InProcMemory::new();
+        let signal = Signal::new("a", serde_json::json!({ "big": "payload" }));
+        let normal = Arc::new(record(&signal));
+        let mut raw = record(&signal);
+        raw.started_at += chrono::Duration::nanoseconds(1);
+        let raw = Arc::new(raw);
+        memory
+            .record_shared(vec![Arc::clone(&normal), Arc::clone(&raw)])
+            .await
+            .expect("record");
+        // Memory holds the caller's allocation of the normal record, and a copy of the other.
+        assert_eq!(Arc::strong_count(&normal), 2);
+        assert_eq!(Arc::strong_count(&raw), 1);
+        let kept = memory
+            .execution(raw.id)
+            .await
+            .expect("query")
+            .expect("kept");
+        assert_eq!(kept.started_at, raw.started_at.trunc_subsecs(6));
+        assert_eq!(
+            memory.execution(normal.id).await.expect("query").as_ref(),
+            Some(&*normal)
+        );
+        // Forgotten, it is let go.
+        let bounded = InProcMemory::bounded(1);
+        let first = Arc::new(record(&signal));
+        bounded
+            .record_shared(vec![Arc::clone(&first), Arc::new(record(&signal))])
+            .await
+            .expect("record");
+        assert_eq!(Arc::strong_count(&first), 1);
     }
 }

@@ -40,6 +40,8 @@ pub use shape::{MAX_SHAPE_CHARS, Shape, ShapeEmbedder, shape_id};
 pub use tract_embedder::{MAX_TOKENS, MODEL_FILE, TOKENIZER_FILE, TractEmbedder};
 pub use writer::{WriteBehind, WriteBehindConfig, WriterStatus};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use swarm_schemas::{ExecutionId, ExecutionRecord, SignalId};
 
@@ -84,6 +86,22 @@ pub fn normalise_owned(mut record: ExecutionRecord) -> ExecutionRecord {
     record
 }
 
+/// [`normalise_owned`] for a shared record: the same record when it is already normal (the
+/// reactor's always are), else a normalised copy.
+pub fn normalise_shared(record: Arc<ExecutionRecord>) -> Arc<ExecutionRecord> {
+    use chrono::SubsecRound;
+    let normal = record.started_at.trunc_subsecs(6) == record.started_at
+        && match &record.outcome {
+            swarm_schemas::Outcome::Failure { error, .. } => !error.contains('\0'),
+            swarm_schemas::Outcome::Success => true,
+        };
+    if normal {
+        record
+    } else {
+        Arc::new(normalise_owned(Arc::unwrap_or_clone(record)))
+    }
+}
+
 /// A store of execution records.
 ///
 /// Writes are idempotent per execution id: recording the same execution twice keeps one record
@@ -99,6 +117,14 @@ pub trait Memory: Send + Sync + 'static {
     /// process (or queues them) takes them without a copy.
     async fn record_owned(&self, records: Vec<ExecutionRecord>) -> Result<(), MemoryError> {
         self.record(&records).await
+    }
+
+    /// Records a batch of executions that others may still hold (the reactor hands the same
+    /// records to its watchers): a memory that keeps records in process keeps these without a
+    /// copy; by default each is taken over, or copied when still shared.
+    async fn record_shared(&self, records: Vec<Arc<ExecutionRecord>>) -> Result<(), MemoryError> {
+        self.record_owned(records.into_iter().map(Arc::unwrap_or_clone).collect())
+            .await
     }
 
     /// Does ahead of [`record`](Memory::record) the slow part of recording `records`, and

@@ -85,17 +85,18 @@ impl Dispatcher {
             }
         }
         count_executions(&records);
-        // Watchers get their copies; memory takes the records.
+        // Memory and the watchers share the records.
+        let records: Vec<Arc<ExecutionRecord>> = records.into_iter().map(Arc::new).collect();
         let watched = (self.executions.receiver_count() > 0).then(|| records.clone());
         if !records.is_empty() {
             let count = records.len();
-            if let Err(error) = self.memory.record_owned(records).await {
+            if let Err(error) = self.memory.record_shared(records).await {
                 tracing::warn!(%error, count, "execution records not stored");
             }
         }
         for record in watched.into_iter().flatten() {
             // Nobody left watching is not an error.
-            let _ = self.executions.send(Arc::new(record));
+            let _ = self.executions.send(record);
         }
         let dead_stream = dead_letter_stream(&part.stream);
         let mut settlements = Vec::with_capacity(work.len());
