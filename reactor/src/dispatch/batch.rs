@@ -17,11 +17,19 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 /// A signal to plan the first tries of: entry `index` of its batch, with its JSON as delivered.
-pub(super) struct Call<'a> {
-    signal: &'a Signal,
+pub(super) struct Call {
+    signal: Signal,
     json: Option<Arc<[u8]>>,
     index: usize,
     now: chrono::DateTime<chrono::Utc>,
+}
+
+/// A unit chosen for a first try of a signal, before the try is given the signal.
+struct First {
+    generation: Arc<crate::slot::Generation>,
+    slot: Arc<UnitSlot>,
+    policy: DispatchPolicy,
+    propensity: f64,
 }
 
 /// A unit's first try of a signal, and the units to fall back on if it fails (first-success).
@@ -127,13 +135,12 @@ impl Dispatcher {
                 Ok(signal) => {
                     let index = work.len();
                     let call = Call {
-                        signal: &signal,
+                        signal,
                         json,
                         index,
                         now,
                     };
                     self.plan(call, &mut entry, &mut attempts, &mut owners);
-                    entry.signal = Some(signal);
                 }
             }
             work.push(entry);
@@ -178,9 +185,8 @@ impl Dispatcher {
                 entry.records.push(done.record);
                 continue;
             }
-            let Some(signal) = entry.signal.clone() else {
-                continue;
-            };
+            // The signal as this unit saw it: the entry's, for its retries and fallbacks.
+            let signal = done.record.signal.clone();
             outstanding[index] += 1;
             let entry_id = entry.id.to_string();
             let watchdog = Arc::clone(&self.watchdog);
@@ -209,7 +215,7 @@ impl Dispatcher {
     /// breaker leave a dead letter (for a competing group, only when none is left).
     pub(super) fn plan(
         &self,
-        call: Call<'_>,
+        call: Call,
         entry: &mut Work,
         attempts: &mut Vec<Attempt>,
         owners: &mut Vec<Owner>,
@@ -221,6 +227,9 @@ impl Dispatcher {
             now,
         } = call;
         let candidates = self.registry.candidates(&signal.kind);
+        // The first tries, given the signal once all are known: the last takes it, the others
+        // a copy each.
+        let mut firsts: Vec<First> = Vec::new();
         for mut group in groups(&signal.kind, candidates, &self.config.dispatch) {
             let (quarantined, live): (Vec<_>, Vec<_>) =
                 group.units.into_iter().partition(|s| s.is_quarantined());
@@ -233,7 +242,7 @@ impl Dispatcher {
                     );
                     entry
                         .dead
-                        .push(not_run(signal, entry.id, slot.name(), reason));
+                        .push(not_run(&signal, entry.id, slot.name(), reason));
                 }
             }
             if live.is_empty() {
@@ -241,7 +250,7 @@ impl Dispatcher {
             }
             group.units = live;
             let names: Vec<Arc<str>> = group.units.iter().map(|s| s.shared_name()).collect();
-            let order = self.ranker.rank(signal, &names, group.policy, now);
+            let order = self.ranker.rank(&signal, &names, group.policy, now);
             let slot_of = |unit: &Arc<str>| {
                 group
                     .units
@@ -252,7 +261,7 @@ impl Dispatcher {
             if group.policy == DispatchPolicy::FanOut || order.ranked.is_empty() {
                 for unit in &order.skipped {
                     let reason = format!("unit `{unit}` was skipped: its circuit breaker is open");
-                    entry.dead.push(not_run(signal, entry.id, unit, reason));
+                    entry.dead.push(not_run(&signal, entry.id, unit, reason));
                 }
             }
             let wave = order.first_wave().len();
@@ -268,12 +277,10 @@ impl Dispatcher {
                     continue;
                 };
                 if let Some(generation) = slot.current() {
-                    attempts.push(Attempt {
+                    firsts.push(First {
                         generation,
                         slot: Arc::clone(&slot),
-                        signal: signal.clone(),
-                        json: json.clone(),
-                        policy: group.policy.name(),
+                        policy: group.policy,
                         propensity: choice.propensity,
                     });
                     owners.push(Owner {
@@ -284,6 +291,26 @@ impl Dispatcher {
                     });
                 }
             }
+        }
+        let count = firsts.len();
+        let mut signal = Some(signal);
+        for (i, first) in firsts.into_iter().enumerate() {
+            let signal = if i + 1 < count {
+                signal.clone()
+            } else {
+                signal.take()
+            };
+            let Some(signal) = signal else {
+                continue;
+            };
+            attempts.push(Attempt {
+                generation: first.generation,
+                slot: first.slot,
+                signal,
+                json: json.clone(),
+                policy: first.policy.name(),
+                propensity: first.propensity,
+            });
         }
     }
 }

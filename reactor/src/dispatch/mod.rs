@@ -300,7 +300,6 @@ struct Work {
     id: EntryId,
     /// Its order key (none when undecodable).
     key: Option<u64>,
-    signal: Option<Signal>,
     emitted: Vec<Signal>,
     dead: Vec<Signal>,
     records: Vec<ExecutionRecord>,
@@ -313,7 +312,6 @@ impl Work {
         Self {
             id,
             key,
-            signal: None,
             emitted: Vec::new(),
             dead: Vec::new(),
             records: Vec::new(),
