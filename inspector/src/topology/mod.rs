@@ -139,9 +139,12 @@ impl Traffic {
         if !record.outcome.is_success() {
             edge.failures.add(now, 1);
         }
-        self.recent
-            .get_or_insert_with(|| quick_cache::unsync::Cache::new(RECENT_EXECUTIONS))
-            .insert(record.id, Arc::from(record.unit.as_str()));
+        // Only an execution that emitted has signals to attribute to it.
+        if !record.emitted.is_empty() {
+            self.recent
+                .get_or_insert_with(|| quick_cache::unsync::Cache::new(RECENT_EXECUTIONS))
+                .insert(record.id, Arc::from(record.unit.as_str()));
+        }
         let waiting = self
             .unattributed
             .as_mut()
@@ -231,14 +234,18 @@ mod tests {
         let mut traffic = Traffic::default();
         let placed = Signal::new("order.placed", json!({}));
         traffic.signal(&placed, false);
-        let run = record(&placed, "validate", true);
+        let mut run = record(&placed, "validate", true);
+        let valid = placed.child(run.id, swarm_schemas::Emit::new("order.valid", json!({})));
+        run.emitted.push(valid.id);
         traffic.execution(&run);
         traffic.execution(&record(&placed, "audit", false));
-        let valid = placed.child(run.id, swarm_schemas::Emit::new("order.valid", json!({})));
+        // Only the execution that emitted is remembered to attribute signals to.
+        assert_eq!(traffic.recent.as_ref().map(|r| r.len()), Some(1));
         traffic.signal(&valid, false);
         // An emitted signal seen before the execution that emitted it is attributed too.
-        let late = record(&placed, "validate", true);
+        let mut late = record(&placed, "validate", true);
         let early = placed.child(late.id, swarm_schemas::Emit::new("order.valid", json!({})));
+        late.emitted.push(early.id);
         traffic.signal(&early, false);
         traffic.execution(&late);
         let topology = traffic.topology(&units, &BTreeMap::from([("order.placed".into(), 2)]));
