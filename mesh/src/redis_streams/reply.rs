@@ -44,7 +44,21 @@ pub(crate) fn int(value: &Value) -> Option<i64> {
 }
 
 pub(crate) fn entry_id(value: &Value) -> Option<EntryId> {
-    text(value)?.parse().ok()
+    match value {
+        // The common case, read without a copy.
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// Whether `value` is the text `key`.
+fn is_text(value: &Value, key: &str) -> bool {
+    match value {
+        Value::BulkString(bytes) => bytes == key.as_bytes(),
+        Value::SimpleString(s) => s == key,
+        Value::VerbatimString { text, .. } => text == key,
+        _ => false,
+    }
 }
 
 pub(crate) fn array(value: &Value) -> Option<&[Value]> {
@@ -57,13 +71,10 @@ pub(crate) fn array(value: &Value) -> Option<&[Value]> {
 /// Looks a key up in a flat `[k1, v1, k2, v2…]` array or a RESP3 map.
 pub(crate) fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
     match value {
-        Value::Map(pairs) => pairs
-            .iter()
-            .find(|(k, _)| text(k).as_deref() == Some(key))
-            .map(|(_, v)| v),
+        Value::Map(pairs) => pairs.iter().find(|(k, _)| is_text(k, key)).map(|(_, v)| v),
         other => array(other)?
             .chunks(2)
-            .find(|kv| text(&kv[0]).as_deref() == Some(key))
+            .find(|kv| is_text(&kv[0], key))
             .and_then(|kv| kv.get(1)),
     }
 }
