@@ -24,6 +24,26 @@ pub(super) struct KeyOrder {
 struct Keys {
     waiting: HashMap<u64, VecDeque<Delivery>>,
     held: usize,
+    /// The kinds seen, each shared by every entry of its kind in flight.
+    kinds: HashMap<Box<str>, Arc<str>>,
+}
+
+/// Kinds kept for sharing before the set starts again (a mesh has a few dozen).
+const KINDS_KEPT: usize = 1024;
+
+impl Keys {
+    /// `kind`, shared: one allocation per kind rather than per entry.
+    fn kind(&mut self, kind: &str) -> Arc<str> {
+        if let Some(shared) = self.kinds.get(kind) {
+            return Arc::clone(shared);
+        }
+        if self.kinds.len() >= KINDS_KEPT {
+            self.kinds.clear();
+        }
+        let shared: Arc<str> = Arc::from(kind);
+        self.kinds.insert(kind.into(), Arc::clone(&shared));
+        shared
+    }
 }
 
 /// The order key of a delivery; undecodable entries have none.
@@ -47,10 +67,7 @@ impl KeyOrder {
         let mut keys = self.keys.lock();
         let mut run = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            let kind: Arc<str> = delivery
-                .body
-                .as_ref()
-                .map_or_else(|_| Arc::from(""), |s| Arc::from(s.kind.as_str()));
+            let kind = keys.kind(delivery.body.as_ref().map_or("", |s| s.kind.as_str()));
             if in_flight
                 .insert((self.partition, delivery.id), kind)
                 .is_some()
@@ -152,6 +169,21 @@ mod tests {
 
     fn seqs(deliveries: &[Delivery]) -> Vec<u64> {
         deliveries.iter().map(|d| d.id.seq).collect()
+    }
+
+    #[test]
+    fn entries_of_one_kind_in_flight_share_its_name() {
+        let order = KeyOrder::new(0);
+        let in_flight = DashMap::new();
+        order.admit(vec![delivery(1, "a"), delivery(2, "b")], &in_flight);
+        let kind = |seq| {
+            in_flight
+                .get(&(0, EntryId { ms: 1, seq }))
+                .map(|k| Arc::clone(k.value()))
+                .expect("in flight")
+        };
+        assert_eq!(&*kind(1), "a.b");
+        assert!(Arc::ptr_eq(&kind(1), &kind(2)));
     }
 
     #[tokio::test]
