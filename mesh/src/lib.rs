@@ -40,7 +40,9 @@ pub use partition::Partitions;
 #[doc(hidden)]
 pub use redis_streams::fuzzing;
 #[cfg(feature = "redis")]
-pub use redis_streams::{RedisConnection, RedisKv, RedisMarks, RedisMesh, RedisMeshConfig};
+pub use redis_streams::{
+    RedisConnection, RedisKv, RedisMarks, RedisMesh, RedisMeshConfig, WaitForReplicas,
+};
 pub use stores::inproc::{InProcKv, InProcMarks, InProcUnitControls};
 pub use stores::{Kv, Marks, StoreError, UnitControls};
 
@@ -64,6 +66,10 @@ pub enum MeshError {
     /// The backing service is unreachable or refused the command.
     #[error("mesh unavailable: {0}")]
     Unavailable(String),
+    /// A write the mesh made, but fewer replicas confirmed in time than it waits for: it stands
+    /// on the primary alone (see `WaitForReplicas`).
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
 }
 
 /// An entry whose data is not a signal (garbage written by another tool, or trimmed data).

@@ -129,3 +129,69 @@ async fn an_unreachable_redis_is_a_clear_error() {
         .expect("refused");
     assert!(err.to_string().contains("bad Redis URL"), "{err}");
 }
+
+/// The project's Redis has no replica: a mesh that waits for one answers each publish and
+/// settle once the wait has run out. The publish fails as not replicated, and what both wrote
+/// stands.
+#[tokio::test]
+async fn writes_stand_when_no_replica_confirms_them_in_time() {
+    use std::time::{Duration, Instant};
+    use swarm_mesh::{Settlement, StartAt};
+    use swarm_schemas::Signal;
+    let wait = Duration::from_millis(200);
+    let mut config = RedisMeshConfig::new(url());
+    config.key_prefix = format!("test-{}", uuid::Uuid::now_v7());
+    config.wait_for_replicas = Some(swarm_mesh::WaitForReplicas {
+        replicas: 1,
+        timeout: wait,
+    });
+    let mesh = RedisMesh::connect(config).await.expect("Redis");
+    let (stream, group) = ("unreplicated", "g");
+    mesh.create_group(stream, group, StartAt::Beginning)
+        .await
+        .expect("group");
+    let started = Instant::now();
+    let signal = Signal::new("tick", serde_json::json!({}));
+    let published = mesh.publish(stream, &signal).await;
+    assert!(
+        started.elapsed() >= wait,
+        "the publish waited for a replica"
+    );
+    let Err(swarm_mesh::MeshError::NotReplicated(why)) = published else {
+        panic!("not replicated: {published:?}");
+    };
+    assert!(
+        why.contains("0 of the 1 replicas asked for confirmed it"),
+        "{why}"
+    );
+    let read = mesh
+        .read(stream, group, "c", 10, Duration::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].body.as_ref().map(|s| s.id), Ok(signal.id));
+    let started = Instant::now();
+    let tock = Signal::new("tock", serde_json::json!({}));
+    let emitted = mesh
+        .settle_batch(
+            stream,
+            group,
+            &[Settlement {
+                id: read[0].id,
+                emits: vec![(stream.to_owned(), tock.clone())],
+            }],
+        )
+        .await
+        .expect("settle");
+    assert!(started.elapsed() >= wait, "the settle waited for a replica");
+    assert_eq!(emitted.iter().map(Vec::len).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        mesh.group_info(stream, group).await.expect("info").pending,
+        0
+    );
+    let tail = mesh
+        .read(stream, group, "c", 10, Duration::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(tail.iter().map(|d| d.id).collect::<Vec<_>>(), emitted[0]);
+}

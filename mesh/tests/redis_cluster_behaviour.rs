@@ -104,3 +104,71 @@ async fn shard_of(conn: &mut redis::aio::MultiplexedConnection, slot: i64) -> St
     }
     panic!("slot {slot} is served by no master")
 }
+
+/// A mesh on the cluster that waits for one replica of each write, up to `timeout`.
+async fn waiting_mesh(timeout: std::time::Duration) -> RedisMesh {
+    let mut config = RedisMeshConfig::new(url());
+    config.key_prefix = format!("test-{}", uuid::Uuid::now_v7());
+    config.wait_for_replicas = Some(swarm_mesh::WaitForReplicas {
+        replicas: 1,
+        timeout,
+    });
+    RedisMesh::connect(config).await.unwrap_or_else(|e| {
+        panic!("the tests need the Redis Cluster (ops/start-redis-cluster): {e}")
+    })
+}
+
+/// The whole suite again, with every publish and settle waiting for a replica.
+mod waiting_for_replicas {
+    swarm_mesh::mesh_behaviour_suite!(
+        super::waiting_mesh(std::time::Duration::from_secs(10)),
+        "cluster-waiting"
+    );
+}
+
+/// Each master of the project's cluster has a replica, which confirms writes at once: a
+/// publish and a settle that wait for one answer long before their 10 s timeout.
+#[tokio::test]
+async fn replicas_confirm_publishes_and_settles() {
+    use std::time::{Duration, Instant};
+    use swarm_mesh::prelude::*;
+    use swarm_mesh::{Settlement, StartAt};
+    use swarm_schemas::Signal;
+    let mesh = waiting_mesh(Duration::from_secs(10)).await;
+    let (stream, group) = ("replicated", "g");
+    mesh.create_group(stream, group, StartAt::Beginning)
+        .await
+        .expect("group");
+    let started = Instant::now();
+    let signal = Signal::new("tick", serde_json::json!({}));
+    mesh.publish(stream, &signal).await.expect("publish");
+    let read = mesh
+        .read(stream, group, "c", 10, Duration::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 1);
+    let emitted = mesh
+        .settle_batch(
+            stream,
+            group,
+            &[Settlement {
+                id: read[0].id,
+                emits: vec![(
+                    stream.to_owned(),
+                    Signal::new("tock", serde_json::json!({})),
+                )],
+            }],
+        )
+        .await
+        .expect("settle");
+    assert_eq!(emitted.iter().map(Vec::len).collect::<Vec<_>>(), vec![1]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the replicas confirmed at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        mesh.group_info(stream, group).await.expect("info").pending,
+        0
+    );
+}

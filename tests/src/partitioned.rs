@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use swarm_mesh::partition::{partition_of, partition_stream};
 use swarm_mesh::prelude::*;
-use swarm_mesh::{RedisMesh, RedisMeshConfig, StartAt};
+use swarm_mesh::{RedisMesh, RedisMeshConfig, StartAt, WaitForReplicas};
 use swarm_schemas::Signal;
 use uuid::Uuid;
 
@@ -27,8 +27,19 @@ const OBSERVER: &str = "observer";
 /// A mesh under a key prefix of its own whose stream has `partitions`, each with the test's
 /// group.
 pub async fn observed_mesh(url: &str, prefix: &str, partitions: u32) -> Arc<RedisMesh> {
+    observed_mesh_waiting(url, prefix, partitions, None).await
+}
+
+/// [`observed_mesh`], waiting for replicas of each publish as `wait` says.
+async fn observed_mesh_waiting(
+    url: &str,
+    prefix: &str,
+    partitions: u32,
+    wait: Option<WaitForReplicas>,
+) -> Arc<RedisMesh> {
     let mut config = RedisMeshConfig::new(url);
     config.key_prefix = prefix.to_owned();
+    config.wait_for_replicas = wait;
     let mesh = RedisMesh::connect(config)
         .await
         .unwrap_or_else(|e| panic!("the tests need Redis at {url}: {e}"));
@@ -63,23 +74,43 @@ pub struct Partitioned {
 impl Partitioned {
     /// Set up on the Redis at `url`; a claimed entry waits `claim_idle` seconds.
     pub async fn new(url: &str, partitions: u32, claim_idle: f64) -> Self {
+        Self::waiting(url, partitions, claim_idle, None).await
+    }
+
+    /// [`Partitioned::new`], where the test's publishes and the reactors' settles wait for
+    /// replicas as `wait` says (`--redis-wait-replicas`, `--redis-wait-timeout`).
+    pub async fn waiting(
+        url: &str,
+        partitions: u32,
+        claim_idle: f64,
+        wait: Option<WaitForReplicas>,
+    ) -> Self {
         let units = tempfile::tempdir().expect("units dir");
         let work = tempfile::tempdir().expect("work dir");
         deploy(units.path(), "fixture-counter-v1", "counter.so");
         let prefix = format!("test-{}", Uuid::now_v7());
-        let mesh = observed_mesh(url, &prefix, partitions).await;
+        let mesh = observed_mesh_waiting(url, &prefix, partitions, wait).await;
+        let mut extra_args = vec![
+            "--partitions".into(),
+            partitions.to_string(),
+            "--lease-ttl".into(),
+            "2".into(),
+        ];
+        if let Some(wait) = wait {
+            extra_args.extend([
+                "--redis-wait-replicas".into(),
+                wait.replicas.to_string(),
+                "--redis-wait-timeout".into(),
+                wait.timeout.as_secs_f64().to_string(),
+            ]);
+        }
         let spec = ReactorSpec {
             redis: url.to_owned(),
             prefix,
             units: units.path().to_owned(),
             work: work.path().to_owned(),
             claim_idle,
-            extra_args: vec![
-                "--partitions".into(),
-                partitions.to_string(),
-                "--lease-ttl".into(),
-                "2".into(),
-            ],
+            extra_args,
         };
         Self {
             mesh,
@@ -229,6 +260,12 @@ impl OwnCluster {
 
     /// The port of the master serving `key`'s slot.
     pub fn master_of(&self, key: &str) -> u16 {
+        self.serving(key)
+            .unwrap_or_else(|| panic!("no master serves the slot of {key}"))
+    }
+
+    /// The port of the master serving `key`'s slot, if one does (none while a failover runs).
+    pub fn serving(&self, key: &str) -> Option<u16> {
         let cli = |port: u16, args: &[&str]| {
             let output = Command::new("redis-cli")
                 .args(["-p", &port.to_string()])
@@ -261,10 +298,10 @@ impl OwnCluster {
                     }
                 });
             if serves {
-                return port;
+                return Some(port);
             }
         }
-        panic!("no master serves slot {slot} of {key}");
+        None
     }
 
     /// SIGKILLs the node on `port` (its pid from its pid file).

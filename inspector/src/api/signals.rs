@@ -141,7 +141,15 @@ pub(crate) async fn post_signal(
         .publish
         .publish(&state.stream, &signal)
         .await
-        .map_err(|e| ApiError::unavailable("mesh_unavailable", e.to_string()).retry_after(1))?;
+        .map_err(|e| {
+            // Written but not confirmed by the replicas asked for: posting again may deliver
+            // the signal twice, which its id tells apart.
+            let code = match e {
+                swarm_mesh::MeshError::NotReplicated(_) => "not_replicated",
+                _ => "mesh_unavailable",
+            };
+            ApiError::unavailable(code, e.to_string()).retry_after(1)
+        })?;
     tracing::debug!(kind = %signal.kind, id = %signal.id, %entry, "signal posted");
     let (Some(reply), Some(wait)) = (reply.as_mut(), wait) else {
         let posted = Posted {

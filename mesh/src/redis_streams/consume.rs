@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use redis::Value;
 
 use super::reply::{self, array, body_and_json, entry_id, int, read_reply_with, unexpected};
-use super::{RedisMesh, encode, error, millis, parse_id};
+use super::{RedisMesh, encode, error, millis};
 use crate::{Consume, Delivery, EntryId, MeshError, Settlement};
 
 #[async_trait]
@@ -90,9 +90,15 @@ impl Consume for RedisMesh {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
-        // One MULTI/EXEC, one round trip: every XADD, then one XACK of every entry.
+        // With emits, one MULTI/EXEC: every XADD, then one XACK of every entry, so a crash
+        // keeps all of it or none. Without, the one XACK is atomic by itself. Either way one
+        // round trip, with the WAIT for replicas last when the mesh waits for them.
+        let emits: usize = settlements.iter().map(|s| s.emits.len()).sum();
+        let transaction = emits > 0;
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        if transaction {
+            pipe.cmd("MULTI");
+        }
         for settlement in settlements {
             for (target, signal) in &settlement.emits {
                 pipe.cmd("XADD")
@@ -105,20 +111,39 @@ impl Consume for RedisMesh {
         for settlement in settlements {
             pipe.arg(settlement.id.to_string());
         }
-        pipe.ignore();
-        let ids: Vec<String> = pipe
-            .query_async(&mut self.conn())
+        let answer = if transaction {
+            let queued = pipe.cmd_iter().count();
+            pipe.cmd("EXEC");
+            queued
+        } else {
+            0
+        };
+        // Replicas that did not confirm in time are logged and counted: the settle stands.
+        let (replies, _) = self
+            .query_replicated(pipe, answer, 1, "settle")
             .await
             .map_err(|e| error(stream, group, e))?;
-        let mut ids = ids.into_iter();
+        if !transaction {
+            return Ok(vec![Vec::new(); settlements.len()]);
+        }
+        // EXEC answers each queued command: the XADDs' ids, then the XACK's count.
+        let exec = match replies.first() {
+            Some(Value::Array(items)) if items.len() == emits + 1 => items,
+            other => {
+                return Err(MeshError::Unavailable(format!(
+                    "EXEC answered {other:?}, not the transaction's {} replies",
+                    emits + 1
+                )));
+            }
+        };
+        let mut ids = exec.iter().map(|id| {
+            entry_id(id).ok_or_else(|| {
+                MeshError::Unavailable(format!("XADD answered {id:?}, not an entry id"))
+            })
+        });
         settlements
             .iter()
-            .map(|settlement| {
-                ids.by_ref()
-                    .take(settlement.emits.len())
-                    .map(|id| parse_id(&id))
-                    .collect()
-            })
+            .map(|settlement| ids.by_ref().take(settlement.emits.len()).collect())
             .collect()
     }
 

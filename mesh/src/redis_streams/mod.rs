@@ -49,6 +49,25 @@ pub struct RedisMeshConfig {
     pub max_block: Duration,
     /// Response timeout of ordinary commands.
     pub command_timeout: Duration,
+    /// Wait for replicas to have each publish and each settle before answering (`WAIT`);
+    /// `None` (the default) answers once the master has it.
+    pub wait_for_replicas: Option<WaitForReplicas>,
+}
+
+/// How long a write waits for Redis replicas to have it: `WAIT replicas timeout` after each
+/// publish and each settle, in the same round trip. A publish answered then survives the loss
+/// of its master when one of those replicas takes over; a settle is not run again after such a
+/// failover. Redis cannot undo a write the replicas did not confirm in time: such a publish
+/// fails with [`MeshError::NotReplicated`] (the signal is on the master, and a publisher that
+/// tries again may deliver it twice); such a settle stands, logged. Both are counted in
+/// `swarm_mesh_replication_short_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitForReplicas {
+    /// Replicas that must confirm the write (on a cluster, replicas of the master holding the
+    /// written key).
+    pub replicas: u32,
+    /// The longest wait for them.
+    pub timeout: Duration,
 }
 
 impl RedisMeshConfig {
@@ -59,6 +78,7 @@ impl RedisMeshConfig {
             key_prefix: "swarm".to_owned(),
             max_block: Duration::from_secs(30),
             command_timeout: Duration::from_secs(5),
+            wait_for_replicas: None,
         }
     }
 }
@@ -86,6 +106,18 @@ pub struct RedisMesh {
     keep_alive: redis::Script,
     /// Partition counts seen (fixed once recorded), for placing published signals.
     partition_counts: partitions::Counts,
+}
+
+/// Whether the replicas a mesh waits for confirmed a write.
+enum Replicated {
+    /// As many as asked (or the mesh does not wait for any).
+    Enough,
+    /// Fewer, within the wait's timeout.
+    Short {
+        confirmed: i64,
+        wanted: u32,
+        timeout: Duration,
+    },
 }
 
 fn error(stream: &str, group: &str, e: RedisError) -> MeshError {
@@ -236,6 +268,57 @@ impl RedisMesh {
         Ok(reply)
     }
 
+    /// Runs `pipe` (which must not be atomic) and returns the replies of its `count` commands
+    /// from `offset`, each checked for a server error, and whether the replicas the mesh waits
+    /// for confirmed them. When it waits for replicas, a `WAIT` goes last in the same round
+    /// trip (on the node the pipeline's keys route to), and a short answer is logged and
+    /// counted for `what`.
+    async fn query_replicated(
+        &self,
+        mut pipe: redis::Pipeline,
+        offset: usize,
+        count: usize,
+        what: &'static str,
+    ) -> Result<(Vec<Value>, Replicated), RedisError> {
+        let wait = self.config.wait_for_replicas;
+        if let Some(wait) = wait {
+            pipe.cmd("WAIT")
+                .arg(wait.replicas)
+                .arg(millis(wait.timeout).max(1));
+        }
+        let asked = count + usize::from(wait.is_some());
+        let mut replies =
+            redis::aio::ConnectionLike::req_packed_commands(&mut self.conn(), &pipe, offset, asked)
+                .await?
+                .into_iter()
+                .map(Value::extract_error)
+                .collect::<Result<Vec<_>, _>>()?;
+        let Some(wait) = wait else {
+            return Ok((replies, Replicated::Enough));
+        };
+        let confirmed = match replies.pop() {
+            Some(Value::Int(n)) => n,
+            _ => 0,
+        };
+        if confirmed >= i64::from(wait.replicas) {
+            return Ok((replies, Replicated::Enough));
+        }
+        metrics::counter!("swarm_mesh_replication_short_total", "write" => what).increment(1);
+        tracing::warn!(
+            write = what,
+            confirmed,
+            wanted = wait.replicas,
+            timeout = ?wait.timeout,
+            "fewer replicas than asked confirmed a write in time: it stands on the master alone"
+        );
+        let short = Replicated::Short {
+            confirmed,
+            wanted: wait.replicas,
+            timeout: wait.timeout,
+        };
+        Ok((replies, short))
+    }
+
     fn return_blocking(&self, conn: Conn) {
         self.blocking.lock().push(conn);
     }
@@ -283,13 +366,27 @@ impl Publish for RedisMesh {
             )),
             _ => self.key(stream),
         };
-        let id: String = redis::cmd("XADD")
-            .arg(key)
-            .arg("*")
-            .arg(encode(signal)?)
-            .query_async(&mut self.conn())
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD").arg(key).arg("*").arg(encode(signal)?);
+        let (replies, replicated) = self
+            .query_replicated(pipe, 0, 1, "publish")
             .await
             .map_err(unavailable)?;
-        parse_id(&id)
+        let id = replies.first().and_then(text).ok_or_else(|| {
+            MeshError::Unavailable(format!("XADD answered {replies:?}, not an entry id"))
+        })?;
+        let id = parse_id(&id)?;
+        match replicated {
+            Replicated::Enough => Ok(id),
+            Replicated::Short {
+                confirmed,
+                wanted,
+                timeout,
+            } => Err(MeshError::NotReplicated(format!(
+                "signal {} was written as entry {id}, but {confirmed} of the {wanted} replicas \
+                 asked for confirmed it within {timeout:?}: it may not survive a failover",
+                signal.id
+            ))),
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use swarm_mesh::{RedisMesh, RedisMeshConfig};
+use swarm_mesh::{RedisMesh, RedisMeshConfig, WaitForReplicas};
 use swarm_reactor::trust::{TrustFile, TrustPolicy};
 use swarm_schemas::{DispatchPolicy, KindPattern};
 
@@ -54,6 +54,15 @@ pub(crate) struct MeshArgs {
     /// Hash tag shared by every Redis key of this mesh.
     #[arg(long, env = "SWARM_REDIS_PREFIX", default_value = "swarm")]
     redis_prefix: String,
+    /// Replicas that must have each publish and each settle before it is answered (Redis
+    /// `WAIT`), so that what was answered survives a failover to one of them; 0 answers once
+    /// the master has it.
+    #[arg(long, env = "SWARM_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    redis_wait_replicas: u32,
+    /// Longest wait for those replicas, in seconds; past it the write stands on the master
+    /// alone (logged, and counted in `swarm_mesh_replication_short_total`).
+    #[arg(long, env = "SWARM_REDIS_WAIT_TIMEOUT", default_value = "1", value_parser = parse_seconds)]
+    redis_wait_timeout: f64,
 }
 
 impl MeshArgs {
@@ -63,6 +72,10 @@ impl MeshArgs {
         };
         let mut config = RedisMeshConfig::new(url.clone());
         config.key_prefix.clone_from(&self.redis_prefix);
+        config.wait_for_replicas = (self.redis_wait_replicas > 0).then(|| WaitForReplicas {
+            replicas: self.redis_wait_replicas,
+            timeout: std::time::Duration::from_secs_f64(self.redis_wait_timeout),
+        });
         Ok(Some(Arc::new(RedisMesh::connect(config).await?)))
     }
 }
