@@ -274,10 +274,12 @@ impl OwnCluster {
                 .expect("redis-cli runs");
             String::from_utf8_lossy(&output.stdout).into_owned()
         };
-        let slot: u16 = cli(self.base, &["cluster", "keyslot", key])
-            .trim()
-            .parse()
-            .expect("a slot");
+        // Asked of any node that answers: the one on the first port may be the one killed.
+        let slot: u16 = self
+            .ports()
+            .into_iter()
+            .find_map(|port| cli(port, &["cluster", "keyslot", key]).trim().parse().ok())
+            .expect("a node answers with the key's slot");
         for port in self.ports() {
             let role = cli(port, &["role"]);
             if !role.starts_with("master") {
