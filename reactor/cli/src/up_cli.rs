@@ -81,8 +81,9 @@ pub(crate) struct UpArgs {
     max_stuck_calls: usize,
     #[command(flatten)]
     isolate: crate::isolate_cli::IsolateArgs,
-    /// Signals handled at once.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    /// Signals handled at once. The default lets two reads of 256 run side by side, so one
+    /// is called while the other settles.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
     concurrency: u32,
     /// Dispatch policy for the kinds matching a pattern, overriding the units' manifests:
     /// `PATTERN=fan_out`, `PATTERN=first_success` or `PATTERN=top_k:N` (repeatable; the first
