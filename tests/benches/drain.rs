@@ -12,8 +12,8 @@
 //! (they all share this machine's cores). Asserts nothing.
 //!
 //! Run with: ops/start-redis && cargo bench -p swarm-tests --bench drain
-//! (`BENCH_UP_ARGS` adds arguments to `swarm up`, such as `--concurrency 512`;
-//! `BENCH_CLUSTER=0` leaves the cluster out).
+//! (`BENCH_UP_ARGS` adds arguments to `swarm up`, such as `--redis-wait-replicas 1`;
+//! `BENCH_CLUSTER=0` leaves the cluster out, `BENCH_ONE_REDIS=0` the one Redis).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -290,7 +290,9 @@ async fn main() {
         nodes: vec![redis_url()],
         partitions: 1,
     };
-    measure(&one, n).await;
+    if std::env::var("BENCH_ONE_REDIS").as_deref() != Ok("0") {
+        measure(&one, n).await;
+    }
     if std::env::var("BENCH_CLUSTER").as_deref() == Ok("0") {
         return;
     }
