@@ -281,7 +281,13 @@ async fn an_entry_that_hangs_every_process_is_dead_lettered_across_restarts() {
         letter.reason
     );
     assert_eq!(letter.original["id"], json!(hung.id));
-    assert!(pending(&s.mesh).await.is_empty(), "settled");
+    // Every entry on the stream read and settled (the `test.done` signals too), so that the
+    // next process reads only the entry published for it.
+    until("the group settled", Duration::from_secs(30), async || {
+        let info = s.mesh.group_info(STREAM, GROUP).await.ok()?;
+        (info.pending == 0 && info.lag == 0).then_some(())
+    })
+    .await;
     reactor.kill();
 
     // Another consumer that claims an entry a dead process left is bound the same way.
@@ -301,7 +307,12 @@ async fn an_entry_that_hangs_every_process_is_dead_lettered_across_restarts() {
         async || dead_letters(&s.mesh).await.into_iter().nth(1),
     )
     .await;
-    assert_eq!(letter.original["id"], json!(claimed.id));
+    assert_eq!(
+        letter.original["id"],
+        json!(claimed.id),
+        "{letter:?}; dead letters: {:?}",
+        dead_letters(&s.mesh).await
+    );
     assert!(
         letter.reason.contains("delivered 2 times"),
         "{}",
