@@ -123,6 +123,34 @@ impl InProcMesh {
         self.state.lock()
     }
 
+    /// Settles under one lock for the whole operation: nobody sees the emits without the acks,
+    /// or the acks without the emits.
+    fn settle_now(
+        &self,
+        stream: &str,
+        group: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        let mut state = self.lock();
+        state.existing(stream, group)?.group(stream, group)?;
+        let mut out = Vec::with_capacity(settlements.len());
+        for settlement in settlements {
+            out.push(
+                settlement
+                    .emits
+                    .iter()
+                    .map(|(target, signal)| state.publish(target, Ok(signal.clone())))
+                    .collect(),
+            );
+            state
+                .existing(stream, group)?
+                .group(stream, group)?
+                .pending
+                .remove(&settlement.id);
+        }
+        Ok(out)
+    }
+
     /// Appends an entry that is not a signal, as another tool writing garbage to the stream
     /// would; for testing how consumers treat undecodable entries.
     pub fn publish_undecodable(&self, stream: &str, raw: &str) -> EntryId {
@@ -407,26 +435,23 @@ impl Consume for InProcMesh {
         group: &str,
         settlements: &[Settlement],
     ) -> Result<Vec<Vec<EntryId>>, MeshError> {
-        // One lock for the whole operation: nobody sees the emits without the acks, or the
-        // acks without the emits.
-        let mut state = self.lock();
-        state.existing(stream, group)?.group(stream, group)?;
-        let mut out = Vec::with_capacity(settlements.len());
-        for settlement in settlements {
-            out.push(
-                settlement
-                    .emits
-                    .iter()
-                    .map(|(target, signal)| state.publish(target, Ok(signal.clone())))
-                    .collect(),
-            );
-            state
-                .existing(stream, group)?
-                .group(stream, group)?
-                .pending
-                .remove(&settlement.id);
+        self.settle_now(stream, group, settlements)
+    }
+
+    async fn settle_batch_leased(
+        &self,
+        stream: &str,
+        group: &str,
+        owner: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        crate::partition::leased(stream)?;
+        // The layout stays locked through the settle: the lease cannot change hands meanwhile.
+        let layout = self.layout.lock();
+        match layout.holder(stream) {
+            Some(holder) if holder == owner => self.settle_now(stream, group, settlements),
+            holder => Err(crate::partition::fenced(stream, owner, holder)),
         }
-        Ok(out)
     }
 
     async fn claim_idle(

@@ -18,6 +18,16 @@ pub(crate) struct Layout {
     leases: HashMap<String, (String, Instant)>,
 }
 
+impl Layout {
+    /// Who holds the lease of partition stream `name` (`S#k`), if anyone.
+    pub(crate) fn holder(&self, name: &str) -> Option<&str> {
+        self.leases
+            .get(name)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(owner, _)| owner.as_str())
+    }
+}
+
 #[async_trait]
 impl Partitions for InProcMesh {
     async fn partitions(&self, stream: &str, wanted: Option<u32>) -> Result<u32, MeshError> {
@@ -92,9 +102,7 @@ impl Partitions for InProcMesh {
     async fn lease_owner(&self, stream: &str, partition: u32) -> Result<Option<String>, MeshError> {
         let layout = self.layout.lock();
         Ok(layout
-            .leases
-            .get(&partition::partition_name(stream, partition))
-            .filter(|(_, until)| *until > Instant::now())
-            .map(|(owner, _)| owner.clone()))
+            .holder(&partition::partition_name(stream, partition))
+            .map(str::to_owned))
     }
 }

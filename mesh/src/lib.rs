@@ -70,6 +70,10 @@ pub enum MeshError {
     /// on the primary alone (see `WaitForReplicas`).
     #[error("not replicated: {0}")]
     NotReplicated(String),
+    /// A settle made under a partition's lease that another process holds now, or nobody (it
+    /// ran out): nothing was written (see [`Consume::settle_batch_leased`]).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// An entry whose data is not a signal (garbage written by another tool, or trimmed data).
@@ -283,6 +287,20 @@ pub trait Consume: Send + Sync + 'static {
         &self,
         stream: &str,
         group: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError>;
+
+    /// [`settle_batch`](Self::settle_batch) on a partition (`stream` is `S#k`, see
+    /// [`partition`]), made only if `owner` holds the partition's lease when it runs, in the
+    /// same atomic step: when another process holds it, or nobody, nothing is written and
+    /// [`MeshError::Fenced`] is returned. A process paused past its lease (a stopped VM, a long
+    /// GC-like stall, a network partition) cannot then emit for entries the partition's new
+    /// reader has taken over and handled.
+    async fn settle_batch_leased(
+        &self,
+        stream: &str,
+        group: &str,
+        owner: &str,
         settlements: &[Settlement],
     ) -> Result<Vec<Vec<EntryId>>, MeshError>;
 

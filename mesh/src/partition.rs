@@ -13,6 +13,12 @@
 //! while it reads. Processes announce themselves with a heartbeat; partition `k` belongs to
 //! the `k mod n`-th of the `n` live members in name order, so when one joins, leaves or dies
 //! the others see it at their next heartbeat and move leases accordingly.
+//!
+//! A lease alone does not stop a process that was paused past it (a stopped VM, a stall, a
+//! network partition) from writing when it wakes: its settles are fenced. Each is made with
+//! [`Consume::settle_batch_leased`](crate::Consume::settle_batch_leased), which checks the
+//! lease in the same atomic step as the emits and acknowledgements, and writes nothing when
+//! the lease has gone to another process or run out.
 
 use std::time::Duration;
 
@@ -69,6 +75,29 @@ pub fn split_partition(name: &str) -> Option<(&str, u32, &str)> {
         }
         Some((&name[..at], after[..digits].parse().ok()?, rest))
     })
+}
+
+/// The `(stream, partition)` whose lease a settle on the mesh stream `stream` is made under:
+/// only a partition (`S#k`) has a lease.
+pub(crate) fn leased(stream: &str) -> Result<(&str, u32), MeshError> {
+    match split_partition(stream) {
+        Some((base, partition, "")) => Ok((base, partition)),
+        _ => Err(MeshError::Partitions(format!(
+            "`{stream}` is not a partition of a stream: only a partition has a lease"
+        ))),
+    }
+}
+
+/// What a settle on partition stream `stream` under `owner`'s lease fails with when `holder`
+/// holds the lease instead (or nobody does).
+pub(crate) fn fenced(stream: &str, owner: &str, holder: Option<&str>) -> MeshError {
+    let now = match holder {
+        Some(holder) => format!("`{holder}` holds it now"),
+        None => "nobody holds it: it ran out or was given up".to_owned(),
+    };
+    MeshError::Fenced(format!(
+        "`{owner}` no longer holds the lease of `{stream}` ({now}); nothing was written"
+    ))
 }
 
 /// Checks a partition count asked for by a user.

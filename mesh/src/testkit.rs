@@ -882,6 +882,112 @@ pub async fn leases_are_exclusive_and_expire(mesh: &dyn Mesh, stream: &str) {
     assert_eq!(mesh.lease_owner(stream, 1).await, Ok(Some("b".to_owned())));
 }
 
+/// A settle under a partition's lease writes only while its owner holds the lease: made by
+/// anyone else, or after the lease ran out, it writes nothing and fails as fenced.
+pub async fn settles_under_a_lease_are_fenced(mesh: &dyn Mesh, stream: &str) {
+    use crate::partition::partition_stream;
+    let long = Duration::from_secs(30);
+    let part = partition_stream(stream, 1, 2);
+    let dead = dead_letter_stream(&part);
+    mesh.create_group(&part, G, StartAt::Beginning)
+        .await
+        .expect("group");
+    for n in 0..4 {
+        mesh.publish(&part, &signal(n)).await.expect("publish");
+    }
+    let got = mesh.read(&part, G, "c", 10, NO_WAIT).await.expect("read");
+    assert_eq!(got.len(), 4);
+    let settling = |at: usize, emits: Vec<(String, Signal)>| Settlement {
+        id: got[at].id,
+        emits,
+    };
+    let fenced = async |owner: &str, what: &str| {
+        let attempt = mesh
+            .settle_batch_leased(
+                &part,
+                G,
+                owner,
+                &[settling(1, vec![(part.clone(), signal(9))])],
+            )
+            .await;
+        let Err(MeshError::Fenced(why)) = attempt else {
+            panic!("{what}: {attempt:?}");
+        };
+        why
+    };
+
+    assert_eq!(mesh.lease(stream, 1, "a", long).await, Ok(true));
+    let ids = mesh
+        .settle_batch_leased(
+            &part,
+            G,
+            "a",
+            &[
+                settling(
+                    0,
+                    vec![(part.clone(), signal(100)), (dead.clone(), signal(101))],
+                ),
+                settling(2, Vec::new()),
+            ],
+        )
+        .await
+        .expect("settled by the lease's owner");
+    assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), [2, 0]);
+    assert_eq!(mesh.group_info(&part, G).await.expect("info").pending, 2);
+    assert_eq!(mesh.len(&part).await.expect("len"), 5);
+    assert_eq!(mesh.len(&dead).await.expect("len"), 1);
+
+    let why = fenced("b", "settled by another than the lease's owner").await;
+    assert!(why.contains("`a` holds it"), "{why}");
+    assert_eq!(mesh.release(stream, 1, "a").await, Ok(true));
+    assert!(
+        fenced("a", "settled with no lease")
+            .await
+            .contains("nobody holds it")
+    );
+    assert_eq!(
+        mesh.lease(stream, 1, "b", Duration::from_millis(150)).await,
+        Ok(true)
+    );
+    assert!(
+        fenced("a", "settled under a lease gone to another")
+            .await
+            .contains("`b` holds it")
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        fenced("b", "settled after the lease ran out")
+            .await
+            .contains("nobody holds it")
+    );
+    // Nothing of the fenced settles was written.
+    assert_eq!(mesh.group_info(&part, G).await.expect("info").pending, 2);
+    assert_eq!(mesh.len(&part).await.expect("len"), 5);
+
+    // Only a partition has a lease.
+    assert!(matches!(
+        mesh.settle_batch_leased(stream, G, "a", &[settling(1, Vec::new())])
+            .await,
+        Err(MeshError::Partitions(_))
+    ));
+    assert_eq!(mesh.lease(stream, 1, "a", long).await, Ok(true));
+    let ids = mesh
+        .settle_batch_leased(
+            &part,
+            G,
+            "a",
+            &[
+                settling(1, Vec::new()),
+                settling(3, vec![(part.clone(), signal(102))]),
+            ],
+        )
+        .await
+        .expect("settled by the lease's new owner");
+    assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), [0, 1]);
+    let info = mesh.group_info(&part, G).await.expect("info");
+    assert_eq!((info.pending, mesh.len(&part).await.expect("len")), (0, 6));
+}
+
 /// Members are live while their heartbeats last, listed by name; leaving takes one out.
 pub async fn members_heartbeat_and_expire(mesh: &dyn Mesh, stream: &str) {
     let long = Duration::from_secs(30);
@@ -920,7 +1026,7 @@ macro_rules! mesh_behaviour_suite {
             encodings_round_trip, marks_deposit_and_sense, marks_refuse_bad_operations,
             marks_evaporate, marks_sense_prefix, kv_set_get_delete, pending_is_taken_over_from_any_consumer, partition_counts_are_recorded_once,
             signals_land_in_their_partition, leases_are_exclusive_and_expire,
-            members_heartbeat_and_expire);
+            settles_under_a_lease_are_fenced, members_heartbeat_and_expire);
     };
     (@cases $make:expr, $prefix:expr; $($case:ident),*) => {
         $(

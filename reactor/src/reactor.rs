@@ -336,6 +336,7 @@ fn zero_metrics() {
     metrics::gauge!("swarm_in_flight").set(0.0);
     metrics::counter!("swarm_dead_letters_total").increment(0);
     metrics::counter!("swarm_settle_failures_total").increment(0);
+    metrics::counter!("swarm_settles_fenced_total").increment(0);
 }
 
 /// The per-unit series of a unit just loaded, at their present value (zero, for counters not

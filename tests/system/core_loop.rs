@@ -370,6 +370,17 @@ impl Consume for SlowAnswers {
     ) -> Result<Vec<Vec<EntryId>>, MeshError> {
         self.inner.settle_batch(stream, group, settlements).await
     }
+    async fn settle_batch_leased(
+        &self,
+        stream: &str,
+        group: &str,
+        owner: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        self.inner
+            .settle_batch_leased(stream, group, owner, settlements)
+            .await
+    }
     async fn claim_idle(
         &self,
         stream: &str,

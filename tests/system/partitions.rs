@@ -185,3 +185,144 @@ async fn in_process_reactors_keep_each_key_in_order_through_a_handover() {
         );
     }
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn send(signal: &str, pid: u32) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -{signal} {pid}");
+}
+
+/// A process paused (SIGSTOP) past its leases while it runs ticks: another process takes its
+/// partitions over, with what it had read, and handles them. When the paused one wakes and
+/// finishes the ticks it was running, its settles are fenced: every tick is answered once, in
+/// its key's order, although two processes ran some of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_paused_past_its_leases_settles_nothing_when_it_wakes() {
+    const P: u32 = 2;
+    const KEYS: usize = 4;
+    const PER_KEY: usize = 5;
+    let setup = Partitioned::new(&redis_url(), P, 30.0).await;
+    let (mesh, mut spec) = (&setup.mesh, setup.spec.clone());
+    // The pause must not count against the calls it interrupts.
+    spec.extra_args
+        .extend(["--call-timeout", "60"].map(str::to_owned));
+    let a = spec.start("a");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for k in 0..P {
+        while mesh.lease_owner(STREAM, k).await.ok().flatten().as_deref() != Some("a") {
+            assert!(Instant::now() < deadline, "a takes partition {k}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // Ticks of 300 ms each: a key's five take 1.5 s one after another.
+    let mut ticks: HashMap<Uuid, (usize, usize)> = HashMap::new();
+    for seq in 0..PER_KEY {
+        for key in 0..KEYS {
+            let mut signal = tick(key, seq);
+            signal.payload["sleep_ms"] = json!(300);
+            mesh.publish(STREAM, &signal).await.expect("publish");
+            ticks.insert(signal.id, (key, seq));
+        }
+    }
+    let log = spec.counter_log();
+    let ran = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                line.split_once(' ')
+                    .map(|(id, pid)| (id.to_owned(), pid.to_owned()))
+            })
+            .collect::<Option<Vec<_>>>()
+            .expect("`<tick> <pid>` lines")
+    };
+    while ran().is_empty() {
+        assert!(Instant::now() < deadline, "a runs ticks");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    send("STOP", a.pid());
+    let paused = Instant::now();
+
+    // Its leases run out (2 s); b takes the partitions over and handles every tick.
+    let b = spec.start("b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while backlog(mesh, P).await != Some(0) {
+        if Instant::now() > deadline {
+            send("CONT", a.pid());
+            panic!("b handles every tick{}", diagnose(mesh, P, &[&a, &b]).await);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let owners = [
+        mesh.lease_owner(STREAM, 0).await,
+        mesh.lease_owner(STREAM, 1).await,
+    ];
+    send("CONT", a.pid());
+    let paused = paused.elapsed();
+
+    // a finishes the ticks it was running and finds the leases gone: by a settle that Redis
+    // refused, or by a renewal that came first (its settles are then not even tried).
+    let a_log = a.log.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let log = std::fs::read_to_string(&a_log).unwrap_or_default();
+        let found = [
+            "this process lost the partition",
+            "lost the lease of a partition to another process",
+        ]
+        .into_iter()
+        .find(|line| log.contains(line));
+        if let Some(found) = found {
+            break found;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "a finds its leases gone{}",
+                diagnose(mesh, P, &[&a, &b]).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Both run on: a takes a partition back, with nothing left to do.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(backlog(mesh, P).await, Some(0));
+    assert!(a.stop() && b.stop(), "both exit cleanly on SIGTERM");
+
+    let executions = ran();
+    let mut runs: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (tick, pid) in &executions {
+        runs.entry(tick.as_str()).or_default().push(pid.as_str());
+    }
+    let twice = runs.values().filter(|pids| pids.len() > 1).count();
+    let seen = tocks(mesh, P, &ticks).await;
+    println!(
+        "a paused {:.1} s; leases then held by {owners:?}; a found out: `{found}`; {} \
+         executions of {} ticks, {twice} run by both processes; tocks per process {:?}",
+        paused.as_secs_f64(),
+        executions.len(),
+        ticks.len(),
+        seen.by_pid
+    );
+    assert!(
+        owners
+            .iter()
+            .all(|o| o.as_ref().is_ok_and(|o| o.as_deref() == Some("b"))),
+        "b held both partitions while a was paused: {owners:?}"
+    );
+    assert!(
+        twice > 0,
+        "a was running ticks when it was paused, and b ran them again: {runs:?}"
+    );
+    assert_eq!(seen.by_key.len(), KEYS);
+    for (key, seqs) in &seen.by_key {
+        assert_eq!(
+            seqs,
+            &(0..PER_KEY).collect::<Vec<_>>(),
+            "key {key}: ticks answered in publish order, each once"
+        );
+    }
+}

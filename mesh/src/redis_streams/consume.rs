@@ -10,6 +10,40 @@ use super::reply::{self, array, body_and_json, entry_id, int, read_reply_with, u
 use super::{RedisMesh, encode, error, millis};
 use crate::{Consume, Delivery, EntryId, MeshError, Settlement};
 
+/// A settle under a partition's lease: KEYS are the lease, the partition's stream and the
+/// streams emitted to; ARGV the owner, the group, the count `n` of entries, their `n` ids, then
+/// per emit the index of its stream in KEYS, its field and its bytes. Writes nothing and
+/// answers `{0, holder}` unless the owner holds the lease; else appends every emit, then
+/// acknowledges every entry, and answers `{1, the emits' ids...}`. A script runs atomically.
+const SETTLE_LEASED: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then
+  return {0, holder or ''}
+end
+local n = tonumber(ARGV[3])
+local out = {1}
+for i = 4 + n, #ARGV, 3 do
+  out[#out + 1] = redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', ARGV[i + 1], ARGV[i + 2])
+end
+for i = 4, 3 + n, 1000 do
+  redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, i, math.min(i + 999, 3 + n)))
+end
+return out
+";
+
+/// The ids of the XADDs of `settlements`' emits, from `ids` (the XADDs' replies, in the order
+/// of the emits, then anything else), per settlement.
+fn emitted_ids(ids: &[Value], settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
+    let mut ids = ids.iter().map(|id| {
+        entry_id(id)
+            .ok_or_else(|| MeshError::Unavailable(format!("XADD answered {id:?}, not an entry id")))
+    });
+    settlements
+        .iter()
+        .map(|settlement| ids.by_ref().take(settlement.emits.len()).collect())
+        .collect()
+}
+
 #[async_trait]
 impl Consume for RedisMesh {
     async fn read(
@@ -136,15 +170,65 @@ impl Consume for RedisMesh {
                 )));
             }
         };
-        let mut ids = exec.iter().map(|id| {
-            entry_id(id).ok_or_else(|| {
-                MeshError::Unavailable(format!("XADD answered {id:?}, not an entry id"))
-            })
-        });
-        settlements
-            .iter()
-            .map(|settlement| ids.by_ref().take(settlement.emits.len()).collect())
-            .collect()
+        emitted_ids(exec, settlements)
+    }
+
+    async fn settle_batch_leased(
+        &self,
+        stream: &str,
+        group: &str,
+        owner: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        let (base, partition) = crate::partition::leased(stream)?;
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        // KEYS: the lease, the partition's stream, then each stream emitted to, once.
+        let mut keys = vec![self.lease_key(base, partition), self.key(stream)];
+        let mut emits = Vec::new();
+        for (target, signal) in settlements.iter().flat_map(|s| &s.emits) {
+            let key = self.key(target);
+            let at = match keys.iter().skip(2).position(|k| *k == key) {
+                Some(at) => at + 3,
+                None => {
+                    keys.push(key);
+                    keys.len()
+                }
+            };
+            let (field, bytes) = encode(signal)?;
+            emits.push((at, field, bytes));
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(SETTLE_LEASED)
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(owner)
+            .arg(group)
+            .arg(settlements.len());
+        for settlement in settlements {
+            pipe.arg(settlement.id.to_string());
+        }
+        for (at, field, bytes) in &emits {
+            pipe.arg(*at).arg(*field).arg(bytes);
+        }
+        let (replies, _) = self
+            .query_replicated(pipe, 0, 1, "settle")
+            .await
+            .map_err(|e| error(stream, group, e))?;
+        let reply = replies.first().unwrap_or(&Value::Nil);
+        let Value::Array(items) = reply else {
+            return Err(unexpected("the leased settle", reply));
+        };
+        match items.split_first() {
+            Some((Value::Int(1), ids)) if ids.len() == emits.len() => emitted_ids(ids, settlements),
+            Some((Value::Int(0), [holder])) => {
+                let holder = reply::text(holder).filter(|h| !h.is_empty());
+                Err(crate::partition::fenced(stream, owner, holder.as_deref()))
+            }
+            _ => Err(unexpected("the leased settle", reply)),
+        }
     }
 
     async fn claim_pending(

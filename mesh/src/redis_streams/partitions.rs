@@ -1,7 +1,9 @@
-//! Partition counts, members and leases on Redis (see [`crate::partition`]). They live under
-//! the mesh's own hash tag: `{P}:partitions:S` (the count), `{P}:members:S` (a sorted set of
-//! members scored by when their heartbeat runs out, on the server's clock) and
-//! `{P}:lease:S#k` (the owner, expiring with the lease).
+//! Partition counts, members and leases on Redis (see [`crate::partition`]). The count and the
+//! members live under the mesh's own hash tag: `{P}:partitions:S` (the count) and
+//! `{P}:members:S` (a sorted set of members scored by when their heartbeat runs out, on the
+//! server's clock). A partition's lease lives under the partition's hash tag, beside its
+//! stream, so that a settle can check it in the same atomic step: `{P#k}:lease:S` (the owner,
+//! expiring with the lease).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -63,9 +65,9 @@ impl RedisMesh {
         format!("{{{}}}:{what}:{stream}", self.config.key_prefix)
     }
 
-    /// The key of the lease of `partition` of `stream`.
-    fn lease_key(&self, stream: &str, partition: u32) -> String {
-        self.layout_key("lease", &partition::partition_name(stream, partition))
+    /// The key of the lease of `partition` of `stream`, in the partition's slot.
+    pub(super) fn lease_key(&self, stream: &str, partition: u32) -> String {
+        format!("{{{}#{partition}}}:lease:{stream}", self.config.key_prefix)
     }
 
     /// The partition count that places a signal published to `stream` (1 for a partition

@@ -53,12 +53,28 @@ impl Dispatcher {
         deliveries: Vec<Delivery>,
         permit: Option<OwnedSemaphorePermit>,
     ) {
+        if part.fenced() {
+            self.leave_pending(part, deliveries);
+            return;
+        }
         self.place_new_shapes(&deliveries).await;
         let (mut work, attempts, owners) = self.intake(deliveries);
         let results = call_all(attempts, self.config.unit_threads, &self.watchdog).await;
         let (retries, outstanding) = self.follow_up(&mut work, owners, results);
         self.settle_in_turn(part, work, retries, outstanding, permit)
             .await;
+    }
+
+    /// Leaves `deliveries` pending without running them: their partition's lease is gone, so
+    /// the partition's next reader takes them over. The entries queued behind their keys follow.
+    fn leave_pending(self: &Arc<Self>, part: &Arc<Part>, deliveries: Vec<Delivery>) {
+        for delivery in &deliveries {
+            self.in_flight.remove(&(part.index, delivery.id));
+        }
+        let next = part
+            .order
+            .release(deliveries.iter().filter_map(super::order::key_of));
+        self.run_released(part, next);
     }
 
     /// Before a batch is ranked: the shapes of its competing signals that are new to the ranker

@@ -14,7 +14,8 @@ mod partitions;
 mod settle;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use swarm_memory::Memory;
@@ -48,20 +49,96 @@ pub(crate) struct Dispatcher {
     pub watchdog: Arc<Watchdog>,
 }
 
-/// One partition this process reads: its stream, and the order of its keys.
+/// One partition this process reads: its stream, the order of its keys, and its lease when it
+/// has one (a partition of a partitioned stream).
 pub(crate) struct Part {
     index: u32,
     stream: String,
     order: KeyOrder,
+    lease: Option<Lease>,
+}
+
+/// What this process knows of a partition's lease: until when it holds it, by its own clock
+/// (from before the renewal was asked for, so never later than Redis's), and whether a settle
+/// found it gone.
+struct Lease {
+    since: Instant,
+    /// Milliseconds after `since`.
+    until: AtomicU64,
+    fenced: AtomicBool,
+}
+
+impl Lease {
+    fn new(until: Instant) -> Self {
+        let lease = Self {
+            since: Instant::now(),
+            until: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
+        };
+        lease.renewed(until);
+        lease
+    }
+
+    fn renewed(&self, until: Instant) {
+        let ms = until.saturating_duration_since(self.since).as_millis();
+        self.until
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    fn held(&self) -> bool {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.until.load(Ordering::Acquire)
+    }
 }
 
 impl Part {
-    fn new(stream: &str, index: u32, partitions: u32) -> Arc<Self> {
+    /// The one partition of an unpartitioned stream, shared by every process of the group.
+    fn shared(stream: &str) -> Arc<Self> {
+        Arc::new(Self {
+            index: 0,
+            stream: stream.to_owned(),
+            order: KeyOrder::new(0),
+            lease: None,
+        })
+    }
+
+    /// Partition `index` of `partitions`, whose lease this process holds until `until`.
+    fn leased(stream: &str, index: u32, partitions: u32, until: Instant) -> Arc<Self> {
         Arc::new(Self {
             index,
             stream: partition_stream(stream, index, partitions),
             order: KeyOrder::new(index),
+            lease: Some(Lease::new(until)),
         })
+    }
+
+    /// The lease was renewed until `until`.
+    fn renewed(&self, until: Instant) {
+        if let Some(lease) = &self.lease {
+            lease.renewed(until);
+        }
+    }
+
+    /// A settle found the lease gone to another process, or run out: what this process read of
+    /// the partition is no longer its to settle, and it reads no more.
+    fn fence(&self) {
+        if let Some(lease) = &self.lease {
+            lease.fenced.store(true, Ordering::Release);
+        }
+    }
+
+    fn fenced(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|l| l.fenced.load(Ordering::Acquire))
+    }
+
+    /// Whether the partition may be read now: shared, or leased and held by this process's
+    /// clock (a process that was paused past its lease reads nothing until it is renewed).
+    fn may_read(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_none_or(|l| l.held() && !l.fenced.load(Ordering::Acquire))
     }
 }
 
@@ -103,7 +180,7 @@ impl Dispatcher {
         }
         let refresh = tokio::spawn(Arc::clone(&self).refresh_rankings(shutdown.clone()));
         if partitions == 1 {
-            let part = Part::new(&c.stream, 0, 1);
+            let part = Part::shared(&c.stream);
             Arc::clone(&self)
                 .run_partition(part, Taking::Shared, shutdown)
                 .await;
@@ -153,6 +230,17 @@ impl Dispatcher {
             tokio::select! {
                 () = part.order.room(concurrency * 4) => {}
                 _ = stop.changed() => break,
+            }
+            if !part.may_read() {
+                if part.fenced() {
+                    break;
+                }
+                // The lease may have run out while this process could not renew it (paused,
+                // or cut off from Redis): read again once it is renewed, or stop.
+                if sleep_or_shutdown(Duration::from_millis(50), &mut stop).await {
+                    break;
+                }
+                continue;
             }
             let read = self
                 .mesh

@@ -5,7 +5,10 @@
 //! should read and does not hold (when the previous holder has given it up or let it run
 //! out), renews the ones it holds, and gives up the ones it should no longer read once what
 //! it read from them has settled (it keeps renewing them meanwhile, so nobody reads behind
-//! it). A partition whose lease it finds taken by another stops at once.
+//! it). A partition whose lease it finds taken by another stops at once. A process paused past
+//! its lease reads nothing more until it has renewed it, and its settles are fenced (see
+//! [`swarm_mesh::partition`]): a settle that finds the lease gone writes nothing, and the
+//! partition's reader stops, leaving what it read to whoever takes the partition next.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use super::{Dispatcher, Part, Taking};
 
 /// A partition this process holds the lease of.
 struct Held {
+    part: Arc<Part>,
     stop: watch::Sender<bool>,
     reading: JoinHandle<()>,
     /// Asked to stop: it gives the partition up once drained.
@@ -53,6 +57,18 @@ impl Dispatcher {
             // Renew what is held; let go of what is no longer ours.
             let mut gone = Vec::new();
             for (&k, h) in &mut held {
+                if h.part.fenced() {
+                    // A settle found the lease gone: the reader stops by itself, and what it
+                    // read is left pending. The partition is not renewed, and not taken again
+                    // until the reader has ended, so that a new reader (in this process or
+                    // another) takes over everything pending and nothing is settled twice.
+                    if h.reading.is_finished() {
+                        gone.push(k);
+                    } else {
+                        let _ = h.stop.send(true);
+                    }
+                    continue;
+                }
                 if h.leaving && h.reading.is_finished() {
                     if let Err(error) = self.mesh.release(&c.stream, k, &c.consumer).await {
                         tracing::warn!(%error, partition = k, "cannot give up a lease; it runs out");
@@ -61,15 +77,17 @@ impl Dispatcher {
                     gone.push(k);
                     continue;
                 }
+                let asked = std::time::Instant::now();
                 match self.mesh.lease(&c.stream, k, &c.consumer, ttl).await {
-                    Ok(true) => {}
+                    Ok(true) => h.part.renewed(asked + ttl),
                     Ok(false) => {
                         tracing::warn!(
                             partition = k,
                             "lost the lease of a partition to another process; stopping reading it"
                         );
+                        // Settles nothing more either, and goes once its reader has ended.
+                        h.part.fence();
                         let _ = h.stop.send(true);
-                        gone.push(k);
                         continue;
                     }
                     Err(error) => tracing::warn!(%error, partition = k, "cannot renew a lease"),
@@ -91,19 +109,21 @@ impl Dispatcher {
                 if held.contains_key(&k) {
                     continue;
                 }
+                let asked = std::time::Instant::now();
                 match self.mesh.lease(&c.stream, k, &c.consumer, ttl).await {
                     Ok(true) => {
                         tracing::info!(partition = k, members = members.len(), "took partition");
                         let (stop, stop_rx) = watch::channel(false);
-                        let part = Part::new(&c.stream, k, partitions);
+                        let part = Part::leased(&c.stream, k, partitions, asked + ttl);
                         let reading = tokio::spawn(Arc::clone(&self).run_partition(
-                            part,
+                            Arc::clone(&part),
                             Taking::Leased,
                             stop_rx,
                         ));
                         held.insert(
                             k,
                             Held {
+                                part,
                                 stop,
                                 reading,
                                 leaving: false,

@@ -4,7 +4,7 @@
 use super::{Dispatcher, Part, Work};
 use crate::execute::UnitRun;
 use std::sync::Arc;
-use swarm_mesh::{Settlement, dead_letter_stream};
+use swarm_mesh::{MeshError, Settlement, dead_letter_stream};
 use swarm_schemas::ExecutionRecord;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
@@ -130,11 +130,32 @@ impl Dispatcher {
         let mut backoff = std::time::Duration::from_millis(50);
         let sending = std::time::SystemTime::now();
         loop {
-            match self
-                .mesh
-                .settle_batch(&part.stream, &c.group, &settlements)
-                .await
-            {
+            if part.fenced() {
+                // The lease was found gone: nothing of this partition is settled by this
+                // reader any more.
+                metrics::counter!("swarm_settles_fenced_total").increment(1);
+                break;
+            }
+            let settled = if part.lease.is_some() {
+                self.mesh
+                    .settle_batch_leased(&part.stream, &c.group, &c.consumer, &settlements)
+                    .await
+            } else {
+                self.mesh
+                    .settle_batch(&part.stream, &c.group, &settlements)
+                    .await
+            };
+            match settled {
+                Err(MeshError::Fenced(why)) => {
+                    part.fence();
+                    metrics::counter!("swarm_settles_fenced_total").increment(1);
+                    tracing::warn!(
+                        entries = settlements.len(),
+                        stream = %part.stream,
+                        "{why}: this process lost the partition (paused or cut off past its lease); what it read is left to the partition's next reader"
+                    );
+                    break;
+                }
                 Ok(_) => {
                     if let Some(telemetry) = &c.telemetry {
                         let sent = std::time::SystemTime::now();
