@@ -80,11 +80,7 @@ async fn one_signal_in_2000_hangs_its_unit_and_the_other_1999_are_handled() {
         letter.reason
     );
     assert_eq!(letter.original["id"], json!(hung.id));
-    until("the group settled", Duration::from_secs(30), async || {
-        let info = s.mesh.group_info(STREAM, GROUP).await.ok()?;
-        (info.pending == 0 && info.lag == 0).then_some(())
-    })
-    .await;
+    group_settled(&s.mesh).await;
 
     // Three calls are stuck: degraded, not yet quarantined (5 timeouts quarantine).
     let h = health(port).await;
@@ -194,6 +190,15 @@ async fn one_signal_in_2000_hangs_its_unit_and_the_other_1999_are_handled() {
     reactor.kill();
 }
 
+/// Waits until the reactor group has read every entry and settled it.
+async fn group_settled(mesh: &RedisMesh) {
+    until("the group settled", Duration::from_secs(30), async || {
+        let info = mesh.group_info(STREAM, GROUP).await.ok()?;
+        (info.pending == 0 && info.lag == 0).then_some(())
+    })
+    .await;
+}
+
 /// Pending entries of the reactor group: (entry, consumer, deliveries).
 async fn pending(mesh: &RedisMesh) -> Vec<(String, String, u64)> {
     let client = redis::Client::open(redis_url()).expect("client");
@@ -283,11 +288,7 @@ async fn an_entry_that_hangs_every_process_is_dead_lettered_across_restarts() {
     assert_eq!(letter.original["id"], json!(hung.id));
     // Every entry on the stream read and settled (the `test.done` signals too), so that the
     // next process reads only the entry published for it.
-    until("the group settled", Duration::from_secs(30), async || {
-        let info = s.mesh.group_info(STREAM, GROUP).await.ok()?;
-        (info.pending == 0 && info.lag == 0).then_some(())
-    })
-    .await;
+    group_settled(&s.mesh).await;
     reactor.kill();
 
     // Another consumer that claims an entry a dead process left is bound the same way.

@@ -68,13 +68,11 @@ impl Dispatcher {
     /// Leaves `deliveries` pending without running them: their partition's lease is gone, so
     /// the partition's next reader takes them over. The entries queued behind their keys follow.
     fn leave_pending(self: &Arc<Self>, part: &Arc<Part>, deliveries: Vec<Delivery>) {
-        for delivery in &deliveries {
-            self.in_flight.remove(&(part.index, delivery.id));
-        }
-        let next = part
-            .order
-            .release(deliveries.iter().filter_map(super::order::key_of));
-        self.run_released(part, next);
+        self.let_go(
+            part,
+            deliveries.iter().map(|d| d.id),
+            deliveries.iter().filter_map(super::order::key_of),
+        );
     }
 
     /// Before a batch is ranked: the shapes of its competing signals that are new to the ranker

@@ -136,7 +136,7 @@ impl Dispatcher {
                 metrics::counter!("swarm_settles_fenced_total").increment(1);
                 break;
             }
-            let settled = if part.lease.is_some() {
+            let settled = if part.has_lease() {
                 self.mesh
                     .settle_batch_leased(&part.stream, &c.group, &c.consumer, &settlements)
                     .await
@@ -189,13 +189,24 @@ impl Dispatcher {
                 }
             }
         }
+        // An entry left pending (a unit could not run, or the mesh stayed down past
+        // `claim_idle`) lets its key go on too: it is delivered again later, after newer
+        // entries of its key.
+        self.let_go(part, ids, keys);
+    }
+
+    /// Entries `ids`, of keys `keys`, are no longer in flight here, settled or not: the next
+    /// entry of each key gets its turn.
+    pub(super) fn let_go(
+        self: &Arc<Self>,
+        part: &Arc<Part>,
+        ids: impl IntoIterator<Item = swarm_mesh::EntryId>,
+        keys: impl IntoIterator<Item = u64>,
+    ) {
         for id in ids {
             self.in_flight.remove(&(part.index, id));
         }
         metrics::gauge!("swarm_in_flight").set(self.in_flight.len() as f64);
-        // An entry left pending (a unit could not run, or the mesh stayed down past
-        // `claim_idle`) lets its key go on too: it is delivered again later, after newer
-        // entries of its key.
         let next = part.order.release(keys);
         self.run_released(part, next);
     }
