@@ -2,7 +2,7 @@
 //! embedder it searches signal shapes exactly (brute force): by cosine similarity, fused by
 //! reciprocal rank with the shapes that hold every word of the probe, as `PgMemory` does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -30,11 +30,15 @@ struct StoredShape {
     words: Words,
 }
 
+/// The records and their indexes. Ordered maps rather than hash maps: execution and signal ids
+/// are UUIDv7, which grow with time, so a new record goes to the right end of each index and
+/// the oldest (the one a bounded memory forgets) comes off the left end, both in cache, where a
+/// hash map touches a random bucket for each. No allocation per signal either.
 #[derive(Default)]
 struct State {
-    by_id: HashMap<ExecutionId, Stored>,
+    by_id: BTreeMap<ExecutionId, Stored>,
     order: VecDeque<ExecutionId>,
-    by_signal: HashMap<SignalId, Vec<ExecutionId>>,
+    by_signal: BTreeSet<(SignalId, ExecutionId)>,
     shapes: HashMap<i64, StoredShape>,
 }
 
@@ -43,14 +47,15 @@ impl State {
         let Some(stored) = self.by_id.remove(&id) else {
             return false;
         };
-        let signal = stored.record.signal.id;
-        if let Some(ids) = self.by_signal.get_mut(&signal) {
-            ids.retain(|other| *other != id);
-            if ids.is_empty() {
-                self.by_signal.remove(&signal);
-            }
-        }
+        self.by_signal.remove(&(stored.record.signal.id, id));
         true
+    }
+
+    /// The ids of the executions of `signal`, in id order.
+    fn of_signal(&self, signal: SignalId) -> impl Iterator<Item = ExecutionId> + '_ {
+        self.by_signal
+            .range((signal, ExecutionId::nil())..=(signal, ExecutionId::max()))
+            .map(|(_, id)| *id)
     }
 }
 
@@ -156,33 +161,32 @@ impl Memory for InProcMemory {
             }
         }
         let mut state = self.lock();
+        let State {
+            by_id,
+            order,
+            by_signal,
+            shapes: stored_shapes,
+        } = &mut *state;
         for record in records {
-            if state.by_id.contains_key(&record.id) {
+            let std::collections::btree_map::Entry::Vacant(vacant) = by_id.entry(record.id) else {
                 continue;
-            }
+            };
             let shape = shapes.remove(&record.id).and_then(|shape| {
                 let vector = vectors.get(&shape.id)?;
                 let id = shape.id;
-                state.shapes.entry(id).or_insert_with(|| StoredShape {
+                stored_shapes.entry(id).or_insert_with(|| StoredShape {
                     words: Words::of(&shape.text),
                     text: shape.text,
                     vector: Arc::clone(vector),
                 });
                 Some(id)
             });
-            state.order.push_back(record.id);
-            state
-                .by_signal
-                .entry(record.signal.id)
-                .or_default()
-                .push(record.id);
-            state.by_id.insert(
-                record.id,
-                Stored {
-                    record: normalise_shared(record),
-                    shape,
-                },
-            );
+            order.push_back(record.id);
+            by_signal.insert((record.signal.id, record.id));
+            vacant.insert(Stored {
+                record: normalise_shared(record),
+                shape,
+            });
         }
         while self.limit.is_some_and(|limit| state.order.len() > limit) {
             let Some(oldest) = state.order.pop_front() else {
@@ -212,21 +216,21 @@ impl Memory for InProcMemory {
     }
 
     async fn executions_of(&self, signal: SignalId) -> Result<Vec<ExecutionRecord>, MemoryError> {
-        let state = self.lock();
-        let ids = state
-            .by_signal
-            .get(&signal)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        Ok(ids
-            .iter()
-            .filter_map(|id| {
-                state
-                    .by_id
-                    .get(id)
-                    .map(|s| ExecutionRecord::clone(&s.record))
-            })
-            .collect())
+        let mut found: Vec<ExecutionRecord> = {
+            let state = self.lock();
+            state
+                .of_signal(signal)
+                .filter_map(|id| {
+                    state
+                        .by_id
+                        .get(&id)
+                        .map(|s| ExecutionRecord::clone(&s.record))
+                })
+                .collect()
+        };
+        // Oldest first, as `PgMemory` orders them.
+        found.sort_by_key(|r| (r.started_at, r.id));
+        Ok(found)
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<ExecutionRecord>, MemoryError> {
@@ -423,6 +427,41 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(memory.all(), records[1..].to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_signals_executions_come_oldest_first_and_leave_with_their_records() {
+        let memory = InProcMemory::bounded(3);
+        let signal = Signal::new("a", serde_json::json!({}));
+        let other = Signal::new("a", serde_json::json!({}));
+        // Recorded newest first, with ids that do not follow their start times (ids from
+        // another process, or random ones): the later started has the smaller id.
+        let mut late = crate::testkit::record(&signal, "u", true, 10);
+        late.id = uuid::Uuid::from_u128(1);
+        let mut early = crate::testkit::record(&signal, "u", true, 20);
+        early.id = uuid::Uuid::from_u128(2);
+        let between = crate::testkit::record(&other, "u", true, 15);
+        memory
+            .record(&[late.clone(), early.clone(), between.clone()])
+            .await
+            .expect("record");
+        let found = memory.executions_of(signal.id).await.expect("query");
+        assert_eq!(found, vec![early.clone(), late.clone()]);
+        // One more forgets the first recorded (`late`), from the signal's executions too.
+        let newest = record(&other);
+        memory
+            .record(std::slice::from_ref(&newest))
+            .await
+            .expect("record");
+        assert_eq!(
+            memory.executions_of(signal.id).await.expect("query"),
+            vec![early]
+        );
+        assert_eq!(memory.execution(late.id).await.expect("query"), None);
+        assert_eq!(
+            memory.executions_of(other.id).await.expect("query"),
+            vec![between, newest]
+        );
     }
 
     #[tokio::test]
