@@ -248,18 +248,26 @@ pub(crate) async fn call_all(
         lanes.spawn(attempts.by_ref().take(chunk).collect());
     }
     let mut left = total;
+    let mut done = Vec::with_capacity(total.min(1024));
+    // The watcher's next look: set again only after each look, not for every result (a call
+    // that started since the last look has its deadline no sooner than `shortest` after it).
+    let look = tokio::time::sleep_until(lanes.next_look(shortest).into());
+    tokio::pin!(look);
     while left > 0 {
-        let next = lanes.next_look(shortest);
         tokio::select! {
-            Some((index, done)) = receive.recv() => {
-                out[index] = Some(done);
-                left -= 1;
+            // Every result that has come, at once.
+            received = receive.recv_many(&mut done, left) => {
+                for (index, attempted) in done.drain(..received) {
+                    out[index] = Some(attempted);
+                    left -= 1;
+                }
             }
             Some(joined) = lanes.tasks.join_next_with_id() => {
                 left = left.saturating_sub(lanes.ended(joined));
             }
-            () = tokio::time::sleep_until(next.into()) => {
+            () = &mut look => {
                 left -= lanes.expire(Instant::now(), &mut out);
+                look.as_mut().reset(lanes.next_look(shortest).into());
             }
         }
     }
