@@ -2,7 +2,8 @@
 //!
 //! A batch of calls is spread over a few lanes: one hand-off to the blocking pool each, which
 //! runs its calls one after another (handing each call to the pool on its own cost more than
-//! the call). The async side waits for the results and watches the call each lane is running.
+//! the call), keeping their results until it ends. The async side waits for the lanes to end
+//! and watches the call each lane is running; it is woken once per lane, not once per call.
 //! A call past its deadline is abandoned: it fails with `timeout`, its lane is left to the stuck
 //! thread, and the calls queued behind it move to a new lane, so the rest of the batch settles
 //! normally. If the stuck thread ever returns, it sees that its lane was abandoned, drops what
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::attempt::{Attempt, Attempted, finish, run, timed_out};
@@ -35,6 +35,8 @@ struct LaneState {
     running: Option<Running>,
     /// Its thread is stuck in a call past the deadline; the lane takes no more calls.
     abandoned: bool,
+    /// Results of the calls it made, until the async side takes them.
+    done: Vec<(usize, Attempted)>,
 }
 
 /// Calls run one after another by one blocking thread.
@@ -44,8 +46,8 @@ struct Lane {
 }
 
 impl Lane {
-    /// Runs the lane's calls on the current (blocking) thread, sending each result.
-    fn work(&self, watchdog: &Watchdog, results: &mpsc::UnboundedSender<(usize, Attempted)>) {
+    /// Runs the lane's calls on the current (blocking) thread, keeping each result.
+    fn work(&self, watchdog: &Watchdog) {
         loop {
             let (index, attempt) = {
                 let mut state = self.state.lock();
@@ -90,22 +92,29 @@ impl Lane {
                 continue;
             };
             let done = finish(attempt, ran, started_at);
-            if results.send((index, done)).is_err() {
-                return;
-            }
+            self.state.lock().done.push((index, done));
         }
     }
 
-    /// If the call running is past its deadline: abandons the lane and returns that call and
-    /// the calls queued behind it.
-    fn expire(&self, now: Instant) -> Option<(Running, VecDeque<(usize, Attempt)>)> {
+    /// If the call running is past its deadline: abandons the lane and returns that call, the
+    /// calls queued behind it and the results of those it made.
+    fn expire(&self, now: Instant) -> Option<Expired> {
         let mut state = self.state.lock();
         if state.abandoned || state.running.as_ref().is_none_or(|r| r.deadline > now) {
             return None;
         }
         state.abandoned = true;
         let running = state.running.take()?;
-        Some((running, std::mem::take(&mut state.queue)))
+        Some(Expired {
+            running,
+            queue: std::mem::take(&mut state.queue),
+            done: std::mem::take(&mut state.done),
+        })
+    }
+
+    /// The results of the calls it made, taken.
+    fn take_done(&self) -> Vec<(usize, Attempted)> {
+        std::mem::take(&mut self.state.lock().done)
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -128,6 +137,14 @@ impl Lane {
     }
 }
 
+/// A lane abandoned past a deadline: the call it was running, the calls queued behind it, and
+/// the results of those it made before.
+struct Expired {
+    running: Running,
+    queue: VecDeque<(usize, Attempt)>,
+    done: Vec<(usize, Attempted)>,
+}
+
 /// The lanes of one batch, and their blocking tasks.
 struct Lanes {
     lanes: Vec<Arc<Lane>>,
@@ -135,17 +152,15 @@ struct Lanes {
     by_task: HashMap<tokio::task::Id, usize>,
     tasks: JoinSet<()>,
     watchdog: Arc<Watchdog>,
-    results: mpsc::UnboundedSender<(usize, Attempted)>,
 }
 
 impl Lanes {
-    fn new(watchdog: &Arc<Watchdog>, results: mpsc::UnboundedSender<(usize, Attempted)>) -> Self {
+    fn new(watchdog: &Arc<Watchdog>) -> Self {
         Self {
             lanes: Vec::new(),
             by_task: HashMap::new(),
             tasks: JoinSet::new(),
             watchdog: Arc::clone(watchdog),
-            results,
         }
     }
 
@@ -153,10 +168,7 @@ impl Lanes {
         let lane = Arc::new(Lane::default());
         lane.state.lock().queue = queue;
         let (worker, watchdog) = (Arc::clone(&lane), Arc::clone(&self.watchdog));
-        let results = self.results.clone();
-        let task = self
-            .tasks
-            .spawn_blocking(move || worker.work(&watchdog, &results));
+        let task = self.tasks.spawn_blocking(move || worker.work(&watchdog));
         self.by_task.insert(task.id(), self.lanes.len());
         self.lanes.push(lane);
     }
@@ -172,9 +184,14 @@ impl Lanes {
             .map_or(look_again, |d| d.min(look_again))
     }
 
-    /// A lane's task ended; anything it did not start never will (shutdown, or a panic outside
-    /// the unit's call). Returns how many calls that leaves without a result.
-    fn ended(&self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> usize {
+    /// A lane's task ended: its results go into `out`; anything it did not start never will
+    /// (shutdown, or a panic outside the unit's call). Returns how many calls that accounts
+    /// for, with or without a result.
+    fn ended(
+        &self,
+        joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+        out: &mut [Option<Attempted>],
+    ) -> usize {
         let task = match joined {
             Ok((task, ())) => task,
             Err(error) => {
@@ -182,18 +199,33 @@ impl Lanes {
                 error.id()
             }
         };
-        self.by_task
-            .get(&task)
-            .and_then(|&n| self.lanes.get(n))
-            .map_or(0, |lane| lane.unstarted().len())
+        let Some(lane) = self.by_task.get(&task).and_then(|&n| self.lanes.get(n)) else {
+            return 0;
+        };
+        let done = lane.take_done();
+        let made = done.len();
+        for (index, attempted) in done {
+            out[index] = Some(attempted);
+        }
+        made + lane.unstarted().len()
     }
 
-    /// Fails every call past its deadline with `timeout` into `out`, and moves the calls queued
-    /// behind each to a new lane. Returns how many calls failed.
+    /// Fails every call past its deadline with `timeout` into `out`, with the results its lane
+    /// made before, and moves the calls queued behind each to a new lane. Returns how many
+    /// calls that accounts for.
     fn expire(&mut self, now: Instant, out: &mut [Option<Attempted>]) -> usize {
         let expired: Vec<_> = self.lanes.iter().filter_map(|l| l.expire(now)).collect();
-        let failed = expired.len();
-        for (running, queue) in expired {
+        let mut accounted = 0;
+        for Expired {
+            running,
+            queue,
+            done,
+        } in expired
+        {
+            accounted += 1 + done.len();
+            for (index, attempted) in done {
+                out[index] = Some(attempted);
+            }
             let attempt = &running.attempt;
             let worker = attempt.generation.loaded.worker();
             self.watchdog
@@ -211,7 +243,7 @@ impl Lanes {
                 self.spawn(queue);
             }
         }
-        failed
+        accounted
     }
 }
 
@@ -228,8 +260,7 @@ pub(crate) async fn call_all(
     if total == 0 {
         return out;
     }
-    let (results, mut receive) = mpsc::unbounded_channel();
-    let mut lanes = Lanes::new(watchdog, results);
+    let mut lanes = Lanes::new(watchdog);
     // A call that starts after the watcher last looked has its deadline no sooner than this
     // from then: looking again this often never misses one.
     let shortest = attempts
@@ -248,25 +279,17 @@ pub(crate) async fn call_all(
         lanes.spawn(attempts.by_ref().take(chunk).collect());
     }
     let mut left = total;
-    let mut done = Vec::with_capacity(total.min(1024));
-    // The watcher's next look: set again only after each look, not for every result (a call
-    // that started since the last look has its deadline no sooner than `shortest` after it).
+    // The watcher's next look: set again only after each look (a call that started since the
+    // last look has its deadline no sooner than `shortest` after it).
     let look = tokio::time::sleep_until(lanes.next_look(shortest).into());
     tokio::pin!(look);
     while left > 0 {
         tokio::select! {
-            // Every result that has come, at once.
-            received = receive.recv_many(&mut done, left) => {
-                for (index, attempted) in done.drain(..received) {
-                    out[index] = Some(attempted);
-                    left -= 1;
-                }
-            }
             Some(joined) = lanes.tasks.join_next_with_id() => {
-                left = left.saturating_sub(lanes.ended(joined));
+                left = left.saturating_sub(lanes.ended(joined, &mut out));
             }
             () = &mut look => {
-                left -= lanes.expire(Instant::now(), &mut out);
+                left = left.saturating_sub(lanes.expire(Instant::now(), &mut out));
                 look.as_mut().reset(lanes.next_look(shortest).into());
             }
         }
