@@ -145,6 +145,15 @@ struct Expired {
     done: Vec<(usize, Attempted)>,
 }
 
+/// Puts each result a lane made in its call's place in `out`; returns how many there were.
+fn hand_over(done: Vec<(usize, Attempted)>, out: &mut [Option<Attempted>]) -> usize {
+    let made = done.len();
+    for (index, attempted) in done {
+        out[index] = Some(attempted);
+    }
+    made
+}
+
 /// The lanes of one batch, and their blocking tasks.
 struct Lanes {
     lanes: Vec<Arc<Lane>>,
@@ -202,12 +211,7 @@ impl Lanes {
         let Some(lane) = self.by_task.get(&task).and_then(|&n| self.lanes.get(n)) else {
             return 0;
         };
-        let done = lane.take_done();
-        let made = done.len();
-        for (index, attempted) in done {
-            out[index] = Some(attempted);
-        }
-        made + lane.unstarted().len()
+        hand_over(lane.take_done(), out) + lane.unstarted().len()
     }
 
     /// Fails every call past its deadline with `timeout` into `out`, with the results its lane
@@ -222,10 +226,7 @@ impl Lanes {
             done,
         } in expired
         {
-            accounted += 1 + done.len();
-            for (index, attempted) in done {
-                out[index] = Some(attempted);
-            }
+            accounted += 1 + hand_over(done, out);
             let attempt = &running.attempt;
             let worker = attempt.generation.loaded.worker();
             self.watchdog
