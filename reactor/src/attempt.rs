@@ -31,7 +31,8 @@ pub(crate) struct Attempt {
 
 /// What one call produced.
 pub(crate) struct Attempted {
-    pub record: ExecutionRecord,
+    /// Shared from the start: the batch, memory and the watchers all hold the same record.
+    pub record: Arc<ExecutionRecord>,
     /// Signals emitted, with lineage; empty on failure.
     pub emitted: Vec<Signal>,
 }
@@ -178,7 +179,7 @@ pub(crate) fn finish(
     let emitted: Vec<Signal> = emitted;
     let generation = ran.generation;
     Attempted {
-        record: ExecutionRecord {
+        record: Arc::new(ExecutionRecord {
             id,
             unit: slot.name().to_owned(),
             unit_version: generation.manifest().version.clone(),
@@ -192,7 +193,7 @@ pub(crate) fn finish(
             propensity,
             signal,
             host_calls: ran.host_calls,
-        },
+        }),
         emitted,
     }
 }
@@ -210,7 +211,7 @@ pub(crate) fn timed_out(
     tracing::warn!(unit = attempt.slot.name(), signal = %attempt.signal.id,
         elapsed_ms = elapsed.as_millis() as u64, "unit call ran past its deadline: abandoned");
     Attempted {
-        record: ExecutionRecord {
+        record: Arc::new(ExecutionRecord {
             id: Uuid::now_v7(),
             unit: attempt.slot.name().to_owned(),
             unit_version: generation.manifest().version.clone(),
@@ -230,7 +231,7 @@ pub(crate) fn timed_out(
             propensity: attempt.propensity,
             signal: attempt.signal.clone(),
             host_calls: Vec::new(),
-        },
+        }),
         emitted: Vec::new(),
     }
 }

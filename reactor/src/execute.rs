@@ -14,7 +14,7 @@ use crate::slot::UnitSlot;
 
 /// Everything one unit did with one signal, across its attempts.
 pub(crate) struct UnitRun {
-    pub records: Vec<ExecutionRecord>,
+    pub records: Vec<Arc<ExecutionRecord>>,
     pub emitted: Vec<Signal>,
     pub dead_letter: Option<Signal>,
 }
@@ -105,7 +105,7 @@ pub(crate) async fn retry(
         }
     }
     let attempts = u32::try_from(run.records.len()).unwrap_or(u32::MAX);
-    let failure = run.records.last().and_then(failure_kind);
+    let failure = run.records.last().and_then(|r| failure_kind(r));
     tracing::warn!(unit = slot.name(), signal = %signal.id, attempts, error = %last_error, "signal dead-lettered");
     run.dead_letter = Some(dead_letter(
         Some(&signal),
@@ -162,7 +162,7 @@ pub(crate) async fn fall_back(
         }
     }
     let attempts = u32::try_from(run.records.len()).unwrap_or(u32::MAX);
-    let failure = run.records.last().and_then(failure_kind);
+    let failure = run.records.last().and_then(|r| failure_kind(r));
     tracing::warn!(signal = %signal.id, units = attempts, "every unit failed; signal dead-lettered");
     run.dead_letter = Some(dead_letter(
         Some(&signal),

@@ -166,7 +166,7 @@ impl Traffic {
         in_flight: &BTreeMap<String, u64>,
     ) -> BTreeSet<String> {
         let mut kinds: BTreeSet<String> = self.signals.keys().cloned().collect();
-        kinds.extend(self.handled.keys().map(|(k, _)| k.clone()));
+        kinds.extend(self.handled.keys().cloned());
         kinds.extend(self.emitted.keys().map(|(_, k)| k.clone()));
         kinds.extend(self.dead_letters.keys().cloned());
         kinds.extend(in_flight.keys().cloned());
@@ -203,7 +203,10 @@ impl Traffic {
                 ));
             }
             for kind in matched {
-                let handled = self.handled.get(&(kind.clone(), unit.name.clone()));
+                let handled = self
+                    .handled
+                    .get(kind)
+                    .and_then(|by_unit| by_unit.get(&unit.name));
                 let count = handled.map_or(0, |h| h.executions.sum(now));
                 let failed = handled.map_or(0, |h| h.failures.sum(now));
                 executions += count;

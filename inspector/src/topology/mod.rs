@@ -71,7 +71,8 @@ struct Handled {
 pub(crate) struct Traffic {
     signals: HashMap<String, Rate>,
     dead_letters: HashMap<String, Rate>,
-    handled: HashMap<(String, String), Handled>,
+    /// Per kind, per unit: looked up without building a key, once per execution.
+    handled: HashMap<String, HashMap<String, Handled>>,
     emitted: HashMap<(String, String), Rate>,
     /// Unit of each recent execution, to attribute the signals it emitted.
     recent: Option<quick_cache::unsync::Cache<Uuid, Arc<str>>>,
@@ -133,11 +134,26 @@ impl Traffic {
     /// A unit handled a signal.
     pub(crate) fn execution(&mut self, record: &ExecutionRecord) {
         let now = now_seconds();
-        let key = self.kind_key(&record.signal.kind);
-        let edge = self.handled.entry((key, record.unit.clone())).or_default();
-        edge.executions.add(now, 1);
-        if !record.outcome.is_success() {
-            edge.failures.add(now, 1);
+        let failed = !record.outcome.is_success();
+        let count = |edge: &mut Handled| {
+            edge.executions.add(now, 1);
+            if failed {
+                edge.failures.add(now, 1);
+            }
+        };
+        // The edge is nearly always known: found by reference, no key is built.
+        let kind = &record.signal.kind;
+        match self
+            .handled
+            .get_mut(kind.as_str())
+            .and_then(|by_unit| by_unit.get_mut(&record.unit))
+        {
+            Some(edge) => count(edge),
+            None => {
+                let key = self.kind_key(kind);
+                let by_unit = self.handled.entry(key).or_default();
+                count(by_unit.entry(record.unit.clone()).or_default());
+            }
         }
         // Only an execution that emitted has signals to attribute to it.
         if !record.emitted.is_empty() {
@@ -158,7 +174,10 @@ impl Traffic {
     fn prune(&mut self, now: i64) {
         self.signals.retain(|_, r| r.sum(now) > 0);
         self.dead_letters.retain(|_, r| r.sum(now) > 0);
-        self.handled.retain(|_, h| h.executions.sum(now) > 0);
+        self.handled.retain(|_, by_unit| {
+            by_unit.retain(|_, h| h.executions.sum(now) > 0);
+            !by_unit.is_empty()
+        });
         self.emitted.retain(|_, r| r.sum(now) > 0);
     }
 }

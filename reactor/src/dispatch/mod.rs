@@ -296,7 +296,7 @@ struct Work {
     key: Option<u64>,
     emitted: Vec<Signal>,
     dead: Vec<Signal>,
-    records: Vec<ExecutionRecord>,
+    records: Vec<Arc<ExecutionRecord>>,
     /// False when some unit call could not run; the entry is then left pending.
     complete: bool,
 }

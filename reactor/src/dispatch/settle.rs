@@ -72,7 +72,7 @@ impl Dispatcher {
             return;
         }
         let c = &self.config;
-        let records: Vec<ExecutionRecord> = work
+        let records: Vec<Arc<ExecutionRecord>> = work
             .iter_mut()
             .flat_map(|w| std::mem::take(&mut w.records))
             .collect();
@@ -86,7 +86,6 @@ impl Dispatcher {
         }
         count_executions(&records);
         // Memory and the watchers share the records.
-        let records: Vec<Arc<ExecutionRecord>> = records.into_iter().map(Arc::new).collect();
         let watched = (self.executions.receiver_count() > 0).then(|| records.clone());
         if !records.is_empty() {
             let count = records.len();
@@ -224,7 +223,7 @@ fn give_back(permit: &mut Option<OwnedSemaphorePermit>, waiting: usize) {
 
 /// Per-unit execution counts and latency, in the process's metrics recorder: each unit's
 /// counters and histogram are looked up once per batch, not once per record.
-fn count_executions(records: &[ExecutionRecord]) {
+fn count_executions(records: &[Arc<ExecutionRecord>]) {
     let mut units: Vec<&str> = records.iter().map(|r| r.unit.as_str()).collect();
     units.sort_unstable();
     units.dedup();
