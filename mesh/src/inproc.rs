@@ -131,17 +131,41 @@ impl InProcMesh {
         group: &str,
         settlements: &[Settlement],
     ) -> Result<Vec<Vec<EntryId>>, MeshError> {
+        Ok(self
+            .settle_of(stream, group, None, settlements)?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    }
+
+    /// Settles `settlements` (of those still pending with `owner` only, when given) under one
+    /// lock: `None` for each left alone.
+    fn settle_of(
+        &self,
+        stream: &str,
+        group: &str,
+        owner: Option<&str>,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Option<Vec<EntryId>>>, MeshError> {
         let mut state = self.lock();
-        state.existing(stream, group)?.group(stream, group)?;
+        let g = state.existing(stream, group)?.group(stream, group)?;
+        let settled: Vec<bool> = settlements
+            .iter()
+            .map(|s| owner.is_none_or(|o| g.pending.get(&s.id).is_some_and(|p| p.consumer == o)))
+            .collect();
         let mut out = Vec::with_capacity(settlements.len());
-        for settlement in settlements {
-            out.push(
+        for (settlement, settled) in settlements.iter().zip(settled) {
+            if !settled {
+                out.push(None);
+                continue;
+            }
+            out.push(Some(
                 settlement
                     .emits
                     .iter()
                     .map(|(target, signal)| state.publish(target, Ok(signal.clone())))
                     .collect(),
-            );
+            ));
             state
                 .existing(stream, group)?
                 .group(stream, group)?
@@ -454,6 +478,17 @@ impl Consume for InProcMesh {
         }
     }
 
+    async fn settle_batch_owned(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Option<Vec<EntryId>>>, MeshError> {
+        // One lock over the check and the settle, as one script on Redis.
+        self.settle_of(stream, group, Some(consumer), settlements)
+    }
+
     async fn claim_idle(
         &self,
         stream: &str,
@@ -473,18 +508,18 @@ impl Consume for InProcMesh {
         group: &str,
         consumer: &str,
         ids: &[EntryId],
-    ) -> Result<(), MeshError> {
+    ) -> Result<Vec<EntryId>, MeshError> {
         let mut state = self.lock();
         let g = state.existing(stream, group)?.group(stream, group)?;
         let now = Instant::now();
+        let mut gone = Vec::new();
         for id in ids {
-            if let Some(pending) = g.pending.get_mut(id) {
-                if pending.consumer == consumer {
-                    pending.delivered_at = now;
-                }
+            match g.pending.get_mut(id) {
+                Some(pending) if pending.consumer == consumer => pending.delivered_at = now,
+                _ => gone.push(*id),
             }
         }
-        Ok(())
+        Ok(gone)
     }
 }
 

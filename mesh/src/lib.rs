@@ -304,6 +304,19 @@ pub trait Consume: Send + Sync + 'static {
         settlements: &[Settlement],
     ) -> Result<Vec<Vec<EntryId>>, MeshError>;
 
+    /// [`settle_batch`](Self::settle_batch) of only those entries still pending with
+    /// `consumer` when it runs, in the same atomic step; each of the others is left as it is,
+    /// `None` in its place. For a reader of a shared stream that settles late: an entry it held
+    /// past the group's claim time may have been claimed, run and settled by another consumer,
+    /// and must not emit twice.
+    async fn settle_batch_owned(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Option<Vec<EntryId>>>, MeshError>;
+
     /// Takes over up to `count` entries of the group that have been pending (with any consumer)
     /// for at least `min_idle`, and delivers them to `consumer`, counting the delivery.
     async fn claim_idle(
@@ -316,14 +329,15 @@ pub trait Consume: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>, MeshError>;
 
     /// Resets the idle time of entries `consumer` is still working on, so they are not claimed
-    /// while running. Does not count a delivery.
+    /// while running. Does not count a delivery. Returns those of `ids` no longer pending with
+    /// `consumer` (settled meanwhile, or claimed by another consumer), which it leaves alone.
     async fn keep_alive(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
         ids: &[EntryId],
-    ) -> Result<(), MeshError>;
+    ) -> Result<Vec<EntryId>, MeshError>;
 
     /// Atomically appends `letter` to the stream's dead-letter stream and acknowledges `id`.
     async fn dead_letter(

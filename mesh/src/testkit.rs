@@ -215,9 +215,12 @@ pub async fn idle_entries_are_claimed(mesh: &dyn Mesh, stream: &str) {
             .is_empty()
     );
     tokio::time::sleep(Duration::from_millis(120)).await;
-    mesh.keep_alive(stream, G, "dead", &[got[2].id])
-        .await
-        .expect("keep alive");
+    assert_eq!(
+        mesh.keep_alive(stream, G, "dead", &[got[2].id])
+            .await
+            .expect("keep alive"),
+        Vec::<EntryId>::new()
+    );
     tokio::time::sleep(Duration::from_millis(120)).await;
     let claimed = mesh
         .claim_idle(stream, G, "rescuer", idle, 10)
@@ -235,6 +238,17 @@ pub async fn idle_entries_are_claimed(mesh: &dyn Mesh, stream: &str) {
         .find(|c| c.name == "rescuer")
         .map(|c| c.pending);
     assert_eq!(rescuer, Some(2));
+    // The claimed entries are no longer the first consumer's to keep alive, nor is one
+    // settled: they are named and left alone.
+    mesh.ack(stream, G, &[got[2].id]).await.expect("ack");
+    assert_eq!(
+        mesh.keep_alive(stream, G, "dead", &[got[0].id, got[1].id, got[2].id])
+            .await
+            .expect("keep alive"),
+        vec![got[0].id, got[1].id, got[2].id]
+    );
+    let info = mesh.group_info(stream, G).await.expect("info");
+    assert_eq!(info.pending, 2);
 }
 
 /// Settling adds the emitted signals and acknowledges the entry together.
@@ -882,6 +896,87 @@ pub async fn leases_are_exclusive_and_expire(mesh: &dyn Mesh, stream: &str) {
     assert_eq!(mesh.lease_owner(stream, 1).await, Ok(Some("b".to_owned())));
 }
 
+/// A settle of owned entries settles only those still pending with its consumer: an entry
+/// another consumer claimed is left to it, emits and all, in the same atomic step.
+pub async fn settles_of_owned_entries_leave_claimed_ones_alone(mesh: &dyn Mesh, stream: &str) {
+    let out = format!("{stream}:out");
+    let dead = dead_letter_stream(stream);
+    mesh.create_group(stream, G, StartAt::Beginning)
+        .await
+        .expect("group");
+    for n in 0..3 {
+        mesh.publish(stream, &signal(n)).await.expect("publish");
+    }
+    let got = mesh.read(stream, G, "a", 10, NO_WAIT).await.expect("read");
+    assert_eq!(got.len(), 3);
+    // `b` claims the oldest, as it would after `a` held it past the claim time.
+    let claimed = mesh
+        .claim_idle(stream, G, "b", Duration::ZERO, 1)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [got[0].id]
+    );
+    let settlements: Vec<Settlement> = got
+        .iter()
+        .enumerate()
+        .map(|(n, d)| Settlement {
+            id: d.id,
+            emits: vec![
+                (out.clone(), signal(100 + n as u64)),
+                (dead.clone(), signal(200 + n as u64)),
+            ],
+        })
+        .collect();
+    let settled = mesh
+        .settle_batch_owned(stream, G, "a", &settlements)
+        .await
+        .expect("settle");
+    assert_eq!(
+        settled
+            .iter()
+            .map(|s| s.as_ref().map(Vec::len))
+            .collect::<Vec<_>>(),
+        [None, Some(2), Some(2)]
+    );
+    // Only the owned entries' emits were written, and only they left the pending list.
+    assert_eq!(mesh.len(&out).await.expect("len"), 2);
+    assert_eq!(mesh.len(&dead).await.expect("len"), 2);
+    let info = mesh.group_info(stream, G).await.expect("info");
+    assert_eq!(info.pending, 1);
+    let left = mesh
+        .pending_among(stream, G, &[got[0].id])
+        .await
+        .expect("pending");
+    assert_eq!(left, [got[0].id]);
+    // The claimed entry is its new owner's to settle; settled, nobody settles it again.
+    let again = mesh
+        .settle_batch_owned(stream, G, "b", &settlements[..1])
+        .await
+        .expect("settle");
+    assert_eq!(
+        again
+            .iter()
+            .map(|s| s.as_ref().map(Vec::len))
+            .collect::<Vec<_>>(),
+        [Some(2)]
+    );
+    let late = mesh
+        .settle_batch_owned(stream, G, "a", &settlements)
+        .await
+        .expect("settle");
+    assert!(late.iter().all(Option::is_none), "{late:?}");
+    assert_eq!(mesh.len(&out).await.expect("len"), 3);
+    assert_eq!(mesh.group_info(stream, G).await.expect("info").pending, 0);
+    assert_eq!(
+        mesh.settle_batch_owned(stream, G, "a", &[])
+            .await
+            .expect("nothing"),
+        Vec::<Option<Vec<EntryId>>>::new()
+    );
+}
+
 /// A settle under a partition's lease writes only while its owner holds the lease: made by
 /// anyone else, or after the lease ran out, it writes nothing and fails as fenced.
 pub async fn settles_under_a_lease_are_fenced(mesh: &dyn Mesh, stream: &str) {
@@ -1026,7 +1121,8 @@ macro_rules! mesh_behaviour_suite {
             encodings_round_trip, marks_deposit_and_sense, marks_refuse_bad_operations,
             marks_evaporate, marks_sense_prefix, kv_set_get_delete, pending_is_taken_over_from_any_consumer, partition_counts_are_recorded_once,
             signals_land_in_their_partition, leases_are_exclusive_and_expire,
-            settles_under_a_lease_are_fenced, members_heartbeat_and_expire);
+            settles_under_a_lease_are_fenced, settles_of_owned_entries_leave_claimed_ones_alone,
+            members_heartbeat_and_expire);
     };
     (@cases $make:expr, $prefix:expr; $($case:ident),*) => {
         $(

@@ -381,6 +381,17 @@ impl Consume for SlowAnswers {
             .settle_batch_leased(stream, group, owner, settlements)
             .await
     }
+    async fn settle_batch_owned(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Option<Vec<EntryId>>>, MeshError> {
+        self.inner
+            .settle_batch_owned(stream, group, consumer, settlements)
+            .await
+    }
     async fn claim_idle(
         &self,
         stream: &str,
@@ -399,7 +410,7 @@ impl Consume for SlowAnswers {
         group: &str,
         consumer: &str,
         ids: &[EntryId],
-    ) -> Result<(), MeshError> {
+    ) -> Result<Vec<EntryId>, MeshError> {
         self.inner.keep_alive(stream, group, consumer, ids).await
     }
 }

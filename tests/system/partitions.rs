@@ -187,6 +187,63 @@ async fn in_process_reactors_keep_each_key_in_order_through_a_handover() {
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+/// Publishes `per_key` ticks of 300 ms for each of `keys` keys, in turn; returns each tick's
+/// key and place.
+async fn slow_ticks(
+    mesh: &swarm_mesh::RedisMesh,
+    keys: usize,
+    per_key: usize,
+) -> HashMap<Uuid, (usize, usize)> {
+    let mut ticks = HashMap::new();
+    for seq in 0..per_key {
+        for key in 0..keys {
+            let mut signal = tick(key, seq);
+            signal.payload["sleep_ms"] = json!(300);
+            mesh.publish(STREAM, &signal).await.expect("publish");
+            ticks.insert(signal.id, (key, seq));
+        }
+    }
+    ticks
+}
+
+/// The counter unit's log of executions: `(tick, pid)` per line.
+fn executions(log: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            line.split_once(' ')
+                .map(|(id, pid)| (id.to_owned(), pid.to_owned()))
+        })
+        .collect::<Option<Vec<_>>>()
+        .expect("`<tick> <pid>` lines")
+}
+
+/// The processes that ran each tick.
+fn runs_of(executions: &[(String, String)]) -> HashMap<&str, Vec<&str>> {
+    let mut runs: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (tick, pid) in executions {
+        runs.entry(tick.as_str()).or_default().push(pid.as_str());
+    }
+    runs
+}
+
+/// Each of `keys` keys had its `per_key` ticks answered in publish order, each once.
+fn answered_once_in_order(
+    by_key: &std::collections::BTreeMap<usize, Vec<usize>>,
+    keys: usize,
+    per_key: usize,
+) {
+    assert_eq!(by_key.len(), keys);
+    for (key, seqs) in by_key {
+        assert_eq!(
+            seqs,
+            &(0..per_key).collect::<Vec<_>>(),
+            "key {key}: ticks answered in publish order, each once"
+        );
+    }
+}
+
 fn send(signal: &str, pid: u32) {
     let sent = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
@@ -219,27 +276,9 @@ async fn a_process_paused_past_its_leases_settles_nothing_when_it_wakes() {
     }
 
     // Ticks of 300 ms each: a key's five take 1.5 s one after another.
-    let mut ticks: HashMap<Uuid, (usize, usize)> = HashMap::new();
-    for seq in 0..PER_KEY {
-        for key in 0..KEYS {
-            let mut signal = tick(key, seq);
-            signal.payload["sleep_ms"] = json!(300);
-            mesh.publish(STREAM, &signal).await.expect("publish");
-            ticks.insert(signal.id, (key, seq));
-        }
-    }
+    let ticks = slow_ticks(mesh, KEYS, PER_KEY).await;
     let log = spec.counter_log();
-    let ran = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| {
-                line.split_once(' ')
-                    .map(|(id, pid)| (id.to_owned(), pid.to_owned()))
-            })
-            .collect::<Option<Vec<_>>>()
-            .expect("`<tick> <pid>` lines")
-    };
+    let ran = || executions(&log);
     while ran().is_empty() {
         assert!(Instant::now() < deadline, "a runs ticks");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -293,10 +332,7 @@ async fn a_process_paused_past_its_leases_settles_nothing_when_it_wakes() {
     assert!(a.stop() && b.stop(), "both exit cleanly on SIGTERM");
 
     let executions = ran();
-    let mut runs: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (tick, pid) in &executions {
-        runs.entry(tick.as_str()).or_default().push(pid.as_str());
-    }
+    let runs = runs_of(&executions);
     let twice = runs.values().filter(|pids| pids.len() > 1).count();
     let seen = tocks(mesh, P, &ticks).await;
     println!(
@@ -317,12 +353,83 @@ async fn a_process_paused_past_its_leases_settles_nothing_when_it_wakes() {
         twice > 0,
         "a was running ticks when it was paused, and b ran them again: {runs:?}"
     );
-    assert_eq!(seen.by_key.len(), KEYS);
-    for (key, seqs) in &seen.by_key {
-        assert_eq!(
-            seqs,
-            &(0..PER_KEY).collect::<Vec<_>>(),
-            "key {key}: ticks answered in publish order, each once"
-        );
+    answered_once_in_order(&seen.by_key, KEYS, PER_KEY);
+}
+
+/// The same pause on a stream of one partition, shared by every process of the group with no
+/// lease: the paused process's entries go idle and another claims, runs and settles them. When
+/// the paused one wakes, the ticks it finishes, and those it had waiting behind their keys,
+/// are checked entry by entry as they settle: each was claimed by the other process, and is
+/// left to it. Every tick is answered once, in its key's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_paused_past_the_claim_time_of_a_shared_stream_settles_nothing_claimed() {
+    const KEYS: usize = 4;
+    const PER_KEY: usize = 5;
+    // A claimed entry waits 3 s: the pause below is longer.
+    let setup = Partitioned::new(&redis_url(), 1, 3.0).await;
+    let (mesh, mut spec) = (&setup.mesh, setup.spec.clone());
+    spec.extra_args
+        .extend(["--call-timeout", "60"].map(str::to_owned));
+    let a = spec.start("a");
+    let ticks = slow_ticks(mesh, KEYS, PER_KEY).await;
+    let log = spec.counter_log();
+    let ran = || executions(&log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ran().is_empty() {
+        assert!(Instant::now() < deadline, "a runs ticks");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    send("STOP", a.pid());
+    let paused = Instant::now();
+
+    // a's entries go idle past the claim time; b claims them and handles every tick.
+    let b = spec.start("b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while backlog(mesh, 1).await != Some(0) {
+        if Instant::now() > deadline {
+            send("CONT", a.pid());
+            panic!("b handles every tick{}", diagnose(mesh, 1, &[&a, &b]).await);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send("CONT", a.pid());
+    let paused = paused.elapsed();
+
+    // a finishes what it was running, and finds it claimed when it settles.
+    let a_log = a.log.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&a_log)
+        .unwrap_or_default()
+        .contains("claimed by another consumer: left to it")
+    {
+        if Instant::now() > deadline {
+            panic!(
+                "a leaves what b claimed{}",
+                diagnose(mesh, 1, &[&a, &b]).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Whatever a still had waiting runs and is left too; nothing is pending after it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(backlog(mesh, 1).await, Some(0));
+    assert!(a.stop() && b.stop(), "both exit cleanly on SIGTERM");
+
+    let executions = ran();
+    let runs = runs_of(&executions);
+    let twice = runs.values().filter(|pids| pids.len() > 1).count();
+    let seen = tocks(mesh, 1, &ticks).await;
+    println!(
+        "a paused {:.1} s; {} executions of {} ticks, {twice} run by both processes; tocks per \
+         process {:?}",
+        paused.as_secs_f64(),
+        executions.len(),
+        ticks.len(),
+        seen.by_pid
+    );
+    assert!(
+        twice > 0,
+        "a was running ticks when it was paused, and b ran them again: {runs:?}"
+    );
+    answered_once_in_order(&seen.by_key, KEYS, PER_KEY);
 }

@@ -31,6 +31,38 @@ end
 return out
 ";
 
+/// A settle of the entries still pending with one consumer: KEYS are the stream, then the
+/// streams emitted to; ARGV the consumer, the group, the count `n` of entries, their `n` ids,
+/// then per emit the number of its entry (1 to `n`), the index of its stream in KEYS, its field
+/// and its bytes. Each entry pending with another consumer, or with none, is left as it is,
+/// with its emits. Answers `n` flags (1: settled), then the ids of the emits made, in order.
+const SETTLE_OWNED: &str = r"
+local n = tonumber(ARGV[3])
+local owned = {}
+local ids = {}
+local out = {}
+for j = 1, n do
+  local id = ARGV[3 + j]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[2], id, id, 1, ARGV[1])
+  if p[1] then
+    owned[j] = true
+    ids[#ids + 1] = id
+    out[j] = 1
+  else
+    out[j] = 0
+  end
+end
+for i = 4 + n, #ARGV, 4 do
+  if owned[tonumber(ARGV[i])] then
+    out[#out + 1] = redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', ARGV[i + 2], ARGV[i + 3])
+  end
+end
+for i = 1, #ids, 1000 do
+  redis.call('XACK', KEYS[1], ARGV[2], unpack(ids, i, math.min(i + 999, #ids)))
+end
+return out
+";
+
 /// The ids of the XADDs of `settlements`' emits, from `ids` (the XADDs' replies, in the order
 /// of the emits, then anything else), per settlement.
 fn emitted_ids(ids: &[Value], settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
@@ -231,6 +263,84 @@ impl Consume for RedisMesh {
         }
     }
 
+    async fn settle_batch_owned(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        settlements: &[Settlement],
+    ) -> Result<Vec<Option<Vec<EntryId>>>, MeshError> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        // KEYS: the stream, then each stream emitted to, once.
+        let mut keys = vec![self.key(stream)];
+        let mut emits = Vec::new();
+        for (entry, settlement) in settlements.iter().enumerate() {
+            for (target, signal) in &settlement.emits {
+                let key = self.key(target);
+                let at = match keys.iter().position(|k| *k == key) {
+                    Some(at) => at + 1,
+                    None => {
+                        keys.push(key);
+                        keys.len()
+                    }
+                };
+                let (field, bytes) = encode(signal)?;
+                emits.push((entry + 1, at, field, bytes));
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(SETTLE_OWNED)
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(consumer)
+            .arg(group)
+            .arg(settlements.len());
+        for settlement in settlements {
+            pipe.arg(settlement.id.to_string());
+        }
+        for (entry, at, field, bytes) in &emits {
+            pipe.arg(*entry).arg(*at).arg(*field).arg(bytes);
+        }
+        let (replies, _) = self
+            .query_replicated(pipe, 0, 1, "settle")
+            .await
+            .map_err(|e| error(stream, group, e))?;
+        let reply = replies.first().unwrap_or(&Value::Nil);
+        let Some((flags, ids)) = array(reply).and_then(|items| {
+            (items.len() >= settlements.len()).then(|| items.split_at(settlements.len()))
+        }) else {
+            return Err(unexpected("the owned settle", reply));
+        };
+        let owned: Vec<bool> = flags.iter().map(|f| int(f) == Some(1)).collect();
+        let made: usize = settlements
+            .iter()
+            .zip(&owned)
+            .filter(|(_, owned)| **owned)
+            .map(|(s, _)| s.emits.len())
+            .sum();
+        if ids.len() != made {
+            return Err(unexpected("the owned settle", reply));
+        }
+        let mut ids = ids.iter();
+        settlements
+            .iter()
+            .zip(owned)
+            .map(|(settlement, owned)| {
+                if !owned {
+                    return Ok(None);
+                }
+                ids.by_ref()
+                    .take(settlement.emits.len())
+                    .map(|id| entry_id(id).ok_or_else(|| unexpected("an XADD id", id)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
+            })
+            .collect()
+    }
+
     async fn claim_pending(
         &self,
         stream: &str,
@@ -275,20 +385,24 @@ impl Consume for RedisMesh {
         group: &str,
         consumer: &str,
         ids: &[EntryId],
-    ) -> Result<(), MeshError> {
+    ) -> Result<Vec<EntryId>, MeshError> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut invocation = self.keep_alive.key(self.key(stream));
         invocation.arg(group).arg(consumer);
         for id in ids {
             invocation.arg(id.to_string());
         }
-        let _: i64 = invocation
+        let gone: Value = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| error(stream, group, e))?;
-        Ok(())
+        array(&gone)
+            .ok_or_else(|| unexpected("the keep-alive", &gone))?
+            .iter()
+            .map(|id| entry_id(id).ok_or_else(|| unexpected("an entry id", id)))
+            .collect()
     }
 }
 

@@ -86,15 +86,16 @@ impl RedisMeshConfig {
 /// Resets the idle time of entries still owned by the consumer, without taking any that
 /// another consumer has claimed meanwhile (a plain XCLAIM would steal them back).
 const KEEP_ALIVE: &str = r"
-local n = 0
+local gone = {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if p[1] and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    n = n + 1
+  else
+    gone[#gone + 1] = ARGV[i]
   end
 end
-return n
+return gone
 ";
 
 /// A mesh on Redis Streams.

@@ -86,6 +86,8 @@ impl Dispatcher {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = keep_alive.tick() => {
+                    // Before the entries are gathered: each of them is kept from this on.
+                    let collected = std::time::Instant::now();
                     // Entries waiting behind their key are in flight too.
                     let ids: Vec<EntryId> = self
                         .in_flight
@@ -93,10 +95,18 @@ impl Dispatcher {
                         .filter(|e| e.key().0 == part.index)
                         .map(|e| e.key().1)
                         .collect();
-                    if !ids.is_empty() {
-                        if let Err(error) = self.mesh.keep_alive(stream, &c.group, &c.consumer, &ids).await {
-                            tracing::warn!(%error, "keep-alive failed");
+                    let kept = if ids.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.mesh.keep_alive(stream, &c.group, &c.consumer, &ids).await
+                    };
+                    match kept {
+                        Ok(mut gone) => {
+                            // Those settled here meanwhile are gone too, and no concern.
+                            gone.retain(|id| self.in_flight.contains_key(&(part.index, *id)));
+                            part.kept_alive(collected, &gone);
                         }
+                        Err(error) => tracing::warn!(%error, "keep-alive failed"),
                     }
                 }
                 _ = claim.tick() => {

@@ -148,6 +148,7 @@ impl Dispatcher {
                 }
                 continue;
             }
+            part.reading();
             let read = self
                 .mesh
                 .read(&part.stream, &c.group, &c.consumer, c.batch, c.block);
@@ -197,6 +198,8 @@ impl Dispatcher {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+            // What the read brought is in flight (or it brought nothing).
+            part.read_done();
             while tasks.try_join_next().is_some() {}
             if stopping {
                 break;
@@ -269,6 +272,11 @@ impl Dispatcher {
                         return false;
                     };
                     after = last;
+                    if taking == Taking::Shared {
+                        // Pending since before this start, for how long is not known: each is
+                        // settled only if it is still this consumer's.
+                        part.unsure_of(page.iter().map(|d| d.id));
+                    }
                     tracing::info!(
                         count = page.len(),
                         stream = %part.stream,

@@ -101,13 +101,10 @@ impl Dispatcher {
         let mut settlements = Vec::with_capacity(work.len());
         let mut ids = Vec::with_capacity(work.len());
         let mut keys = Vec::with_capacity(work.len());
-        let (mut out, mut dead) = (0u64, 0u64);
         for entry in work {
             ids.push(entry.id);
             keys.extend(entry.key);
             if entry.complete {
-                out += entry.emitted.len() as u64;
-                dead += entry.dead.len() as u64;
                 let emits = entry
                     .emitted
                     .into_iter()
@@ -139,10 +136,16 @@ impl Dispatcher {
                 self.mesh
                     .settle_batch_leased(&part.stream, &c.group, &c.consumer, &settlements)
                     .await
+                    .map(|_| ())
+            } else if part.unsure(&ids, c.claim_idle / 2) {
+                // Held long enough, or kept alive too late, that another consumer of the
+                // shared stream may have claimed some: settle only what is still this one's.
+                self.settle_owned(part, &mut settlements).await
             } else {
                 self.mesh
                     .settle_batch(&part.stream, &c.group, &settlements)
                     .await
+                    .map(|_| ())
             };
             match settled {
                 Err(MeshError::Fenced(why)) => {
@@ -162,8 +165,13 @@ impl Dispatcher {
                             telemetry.sent(stream, signal, sending, sent);
                         }
                     }
-                    metrics::counter!("swarm_signals_out_total").increment(out);
-                    metrics::counter!("swarm_dead_letters_total").increment(dead);
+                    // What was settled: the retries and a check of ownership may have left some.
+                    let (dead, out): (Vec<_>, Vec<_>) = settlements
+                        .iter()
+                        .flat_map(|s| &s.emits)
+                        .partition(|(stream, _)| *stream == dead_stream);
+                    metrics::counter!("swarm_signals_out_total").increment(out.len() as u64);
+                    metrics::counter!("swarm_dead_letters_total").increment(dead.len() as u64);
                     metrics::counter!("swarm_signals_settled_total")
                         .increment(settlements.len() as u64);
                     break;
@@ -194,6 +202,33 @@ impl Dispatcher {
         self.let_go(part, ids, keys);
     }
 
+    /// Settles those of `settlements` still pending with this consumer, and keeps only them
+    /// in `settlements`; the others were claimed by another consumer, which settles them.
+    async fn settle_owned(
+        &self,
+        part: &Part,
+        settlements: &mut Vec<Settlement>,
+    ) -> Result<(), MeshError> {
+        let c = &self.config;
+        let settled = self
+            .mesh
+            .settle_batch_owned(&part.stream, &c.group, &c.consumer, settlements)
+            .await?;
+        let before = settlements.len();
+        let mut done = settled.iter().map(Option::is_some);
+        settlements.retain(|_| done.next().unwrap_or(false));
+        let left = before - settlements.len();
+        if left > 0 {
+            metrics::counter!("swarm_entries_left_to_another_total").increment(left as u64);
+            tracing::warn!(
+                left,
+                stream = %part.stream,
+                "entries held past the claim time were claimed by another consumer: left to it, not settled here"
+            );
+        }
+        Ok(())
+    }
+
     /// Entries `ids`, of keys `keys`, are no longer in flight here, settled or not: the next
     /// entry of each key gets its turn.
     pub(super) fn let_go(
@@ -202,9 +237,11 @@ impl Dispatcher {
         ids: impl IntoIterator<Item = swarm_mesh::EntryId>,
         keys: impl IntoIterator<Item = u64>,
     ) {
-        for id in ids {
-            self.in_flight.remove(&(part.index, id));
+        let ids: Vec<swarm_mesh::EntryId> = ids.into_iter().collect();
+        for id in &ids {
+            self.in_flight.remove(&(part.index, *id));
         }
+        part.let_go(&ids);
         metrics::gauge!("swarm_in_flight").set(self.in_flight.len() as f64);
         let next = part.order.release(keys);
         self.run_released(part, next);
