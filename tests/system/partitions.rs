@@ -244,6 +244,38 @@ fn answered_once_in_order(
     }
 }
 
+/// Pauses `a` (SIGSTOP) once it runs ticks (by `deadline`), then starts `b` and waits until
+/// every tick of the stream's `partitions` is handled; `a` stays paused. Returns `b` and when
+/// `a` was paused.
+async fn pause_while_another_handles(
+    mesh: &swarm_mesh::RedisMesh,
+    spec: &swarm_tests::ReactorSpec,
+    a: &swarm_tests::ReactorProcess,
+    partitions: u32,
+    log: &std::path::Path,
+    deadline: Instant,
+) -> (swarm_tests::ReactorProcess, Instant) {
+    while executions(log).is_empty() {
+        assert!(Instant::now() < deadline, "a runs ticks");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    send("STOP", a.pid());
+    let paused = Instant::now();
+    let b = spec.start("b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while backlog(mesh, partitions).await != Some(0) {
+        if Instant::now() > deadline {
+            send("CONT", a.pid());
+            panic!(
+                "b handles every tick{}",
+                diagnose(mesh, partitions, &[a, &b]).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (b, paused)
+}
+
 fn send(signal: &str, pid: u32) {
     let sent = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
@@ -279,23 +311,8 @@ async fn a_process_paused_past_its_leases_settles_nothing_when_it_wakes() {
     let ticks = slow_ticks(mesh, KEYS, PER_KEY).await;
     let log = spec.counter_log();
     let ran = || executions(&log);
-    while ran().is_empty() {
-        assert!(Instant::now() < deadline, "a runs ticks");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    send("STOP", a.pid());
-    let paused = Instant::now();
-
     // Its leases run out (2 s); b takes the partitions over and handles every tick.
-    let b = spec.start("b");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while backlog(mesh, P).await != Some(0) {
-        if Instant::now() > deadline {
-            send("CONT", a.pid());
-            panic!("b handles every tick{}", diagnose(mesh, P, &[&a, &b]).await);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (b, paused) = pause_while_another_handles(mesh, &spec, &a, P, &log, deadline).await;
     let owners = [
         mesh.lease_owner(STREAM, 0).await,
         mesh.lease_owner(STREAM, 1).await,
@@ -375,23 +392,8 @@ async fn a_process_paused_past_the_claim_time_of_a_shared_stream_settles_nothing
     let log = spec.counter_log();
     let ran = || executions(&log);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ran().is_empty() {
-        assert!(Instant::now() < deadline, "a runs ticks");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    send("STOP", a.pid());
-    let paused = Instant::now();
-
     // a's entries go idle past the claim time; b claims them and handles every tick.
-    let b = spec.start("b");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while backlog(mesh, 1).await != Some(0) {
-        if Instant::now() > deadline {
-            send("CONT", a.pid());
-            panic!("b handles every tick{}", diagnose(mesh, 1, &[&a, &b]).await);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (b, paused) = pause_while_another_handles(mesh, &spec, &a, 1, &log, deadline).await;
     send("CONT", a.pid());
     let paused = paused.elapsed();
 

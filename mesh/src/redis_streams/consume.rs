@@ -216,35 +216,9 @@ impl Consume for RedisMesh {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
-        // KEYS: the lease, the partition's stream, then each stream emitted to, once.
-        let mut keys = vec![self.lease_key(base, partition), self.key(stream)];
-        let mut emits = Vec::new();
-        for (target, signal) in settlements.iter().flat_map(|s| &s.emits) {
-            let key = self.key(target);
-            let at = match keys.iter().skip(2).position(|k| *k == key) {
-                Some(at) => at + 3,
-                None => {
-                    keys.push(key);
-                    keys.len()
-                }
-            };
-            let (field, bytes) = encode(signal)?;
-            emits.push((at, field, bytes));
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(SETTLE_LEASED)
-            .arg(keys.len())
-            .arg(&keys)
-            .arg(owner)
-            .arg(group)
-            .arg(settlements.len());
-        for settlement in settlements {
-            pipe.arg(settlement.id.to_string());
-        }
-        for (at, field, bytes) in &emits {
-            pipe.arg(*at).arg(*field).arg(bytes);
-        }
+        let keys = vec![self.lease_key(base, partition), self.key(stream)];
+        let (pipe, emits) =
+            self.settle_script(SETTLE_LEASED, keys, owner, group, settlements, false)?;
         let (replies, _) = self
             .query_replicated(pipe, 0, 1, "settle")
             .await
@@ -254,7 +228,7 @@ impl Consume for RedisMesh {
             return Err(unexpected("the leased settle", reply));
         };
         match items.split_first() {
-            Some((Value::Int(1), ids)) if ids.len() == emits.len() => emitted_ids(ids, settlements),
+            Some((Value::Int(1), ids)) if ids.len() == emits => emitted_ids(ids, settlements),
             Some((Value::Int(0), [holder])) => {
                 let holder = reply::text(holder).filter(|h| !h.is_empty());
                 Err(crate::partition::fenced(stream, owner, holder.as_deref()))
@@ -273,37 +247,9 @@ impl Consume for RedisMesh {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
-        // KEYS: the stream, then each stream emitted to, once.
-        let mut keys = vec![self.key(stream)];
-        let mut emits = Vec::new();
-        for (entry, settlement) in settlements.iter().enumerate() {
-            for (target, signal) in &settlement.emits {
-                let key = self.key(target);
-                let at = match keys.iter().position(|k| *k == key) {
-                    Some(at) => at + 1,
-                    None => {
-                        keys.push(key);
-                        keys.len()
-                    }
-                };
-                let (field, bytes) = encode(signal)?;
-                emits.push((entry + 1, at, field, bytes));
-            }
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(SETTLE_OWNED)
-            .arg(keys.len())
-            .arg(&keys)
-            .arg(consumer)
-            .arg(group)
-            .arg(settlements.len());
-        for settlement in settlements {
-            pipe.arg(settlement.id.to_string());
-        }
-        for (entry, at, field, bytes) in &emits {
-            pipe.arg(*entry).arg(*at).arg(*field).arg(bytes);
-        }
+        let keys = vec![self.key(stream)];
+        let (pipe, _) =
+            self.settle_script(SETTLE_OWNED, keys, consumer, group, settlements, true)?;
         let (replies, _) = self
             .query_replicated(pipe, 0, 1, "settle")
             .await
@@ -407,6 +353,55 @@ impl Consume for RedisMesh {
 }
 
 impl RedisMesh {
+    /// The `EVAL` of a settle script: KEYS are `keys`, then each stream `settlements` emit to
+    /// that is not among them yet; ARGV `who` (the lease's owner, or the consumer), `group`,
+    /// the count `n` of entries and their `n` ids, then per emit the number of its entry (from
+    /// 1, when `numbered`), the index of its stream in KEYS, its field and its bytes. Also
+    /// returns how many emits there are.
+    fn settle_script(
+        &self,
+        script: &str,
+        mut keys: Vec<String>,
+        who: &str,
+        group: &str,
+        settlements: &[Settlement],
+        numbered: bool,
+    ) -> Result<(redis::Pipeline, usize), MeshError> {
+        let mut emits = Vec::new();
+        for (entry, settlement) in settlements.iter().enumerate() {
+            for (target, signal) in &settlement.emits {
+                let key = self.key(target);
+                let at = match keys.iter().position(|k| *k == key) {
+                    Some(at) => at + 1,
+                    None => {
+                        keys.push(key);
+                        keys.len()
+                    }
+                };
+                let (field, bytes) = encode(signal)?;
+                emits.push((entry + 1, at, field, bytes));
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(script)
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(who)
+            .arg(group)
+            .arg(settlements.len());
+        for settlement in settlements {
+            pipe.arg(settlement.id.to_string());
+        }
+        for (entry, at, field, bytes) in &emits {
+            if numbered {
+                pipe.arg(*entry);
+            }
+            pipe.arg(*at).arg(*field).arg(bytes);
+        }
+        Ok((pipe, emits.len()))
+    }
+
     /// The pending entries of the group between the least and the greatest of `ids`, with
     /// their delivery counts.
     async fn pending_range(

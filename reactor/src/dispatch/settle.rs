@@ -166,12 +166,16 @@ impl Dispatcher {
                         }
                     }
                     // What was settled: the retries and a check of ownership may have left some.
-                    let (dead, out): (Vec<_>, Vec<_>) = settlements
-                        .iter()
-                        .flat_map(|s| &s.emits)
-                        .partition(|(stream, _)| *stream == dead_stream);
-                    metrics::counter!("swarm_signals_out_total").increment(out.len() as u64);
-                    metrics::counter!("swarm_dead_letters_total").increment(dead.len() as u64);
+                    let (mut out, mut dead) = (0u64, 0u64);
+                    for (stream, _) in settlements.iter().flat_map(|s| &s.emits) {
+                        *(if *stream == dead_stream {
+                            &mut dead
+                        } else {
+                            &mut out
+                        }) += 1;
+                    }
+                    metrics::counter!("swarm_signals_out_total").increment(out);
+                    metrics::counter!("swarm_dead_letters_total").increment(dead);
                     metrics::counter!("swarm_signals_settled_total")
                         .increment(settlements.len() as u64);
                     break;
