@@ -306,6 +306,48 @@ impl OwnCluster {
         None
     }
 
+    /// Has every replica take over from its master (`CLUSTER FAILOVER`, the coordinated kind:
+    /// nothing is lost, and each old master becomes its successor's replica); returns once
+    /// each has and the cluster is `ok`.
+    pub fn fail_over_every_master(&self) {
+        let role = |port: u16| {
+            let output = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "role"])
+                .output()
+                .expect("redis-cli runs");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let replicas: Vec<u16> = self
+            .ports()
+            .into_iter()
+            .filter(|&port| role(port).starts_with("slave"))
+            .collect();
+        assert_eq!(replicas.len(), 3, "three replicas to take over");
+        for &port in &replicas {
+            let output = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "cluster", "failover"])
+                .output()
+                .expect("redis-cli runs");
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout).trim(),
+                "OK",
+                "CLUSTER FAILOVER on {port}"
+            );
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !(replicas
+            .iter()
+            .all(|&port| role(port).starts_with("master"))
+            && self.ok())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replicas on {replicas:?} took over within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILLs the node on `port` (its pid from its pid file).
     pub fn kill(&self, port: u16) {
         let pidfile = workspace_root().join(format!(".swarm/redis-cluster/{port}/redis.pid"));

@@ -4,15 +4,19 @@
 //! handled in publish order, and the test reports how many signals Redis acknowledged and then
 //! lost (replication is asynchronous: what a master acknowledged and had not yet sent to its
 //! replica is gone with it). Then the same with every publish and settle waiting for a replica
-//! (`--redis-wait-replicas 1`): nothing acknowledged is lost.
+//! (`--redis-wait-replicas 1`): nothing acknowledged is lost. And every scripted call of the
+//! mesh follows its slot to the new master after a coordinated failover.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use swarm_mesh::partition::partition_stream;
 use swarm_mesh::prelude::*;
-use swarm_mesh::{MeshError, WaitForReplicas};
-use swarm_tests::partitioned::{OwnCluster, Partitioned, STREAM, backlog, diagnose, tick, tocks};
+use swarm_mesh::{EntryId, MeshError, RedisMesh, Settlement, StartAt, WaitForReplicas};
+use swarm_schemas::MarkOp;
+use swarm_tests::partitioned::{
+    GROUP, OwnCluster, Partitioned, STREAM, backlog, diagnose, observed_mesh, tick, tocks,
+};
 use uuid::Uuid;
 
 const PARTITIONS: u32 = 8;
@@ -44,6 +48,92 @@ async fn waiting_for_a_replica_loses_nothing_acknowledged_in_a_failover() {
     // Ports 6421..6426.
     let lost = fail_over(6421, Some(wait)).await;
     assert_eq!(lost, 0, "every publish a replica confirmed was handled");
+}
+
+/// A master that became a replica must not run a mesh script on its copy of the slot: the
+/// cluster client sends READONLY on every node connection, so a script Redis does not count as
+/// a write would run there, fail at its first write with READONLY, and never be redirected
+/// (the client retries MOVED, not READONLY). A process whose slot map named the old master
+/// then failed every call to that slot until restarted. Each master hands over to its replica
+/// while the mesh holds connections to all of them; every scripted call then reaches the new
+/// master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scripted_call_follows_its_slot_to_the_new_master() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // Ports 6451..6456 (6432 and 6433 are the project's PostgreSQL).
+    let cluster = OwnCluster::start(6451);
+    let prefix = format!("test-{}", Uuid::now_v7());
+    // Two partitions: a partition of more than one is leased.
+    let mesh = observed_mesh(&cluster.url, &prefix, 2).await;
+    let stream = partition_stream(STREAM, 0, 2);
+    mesh.create_group(&stream, GROUP, StartAt::Beginning)
+        .await
+        .expect("group");
+    scripted_calls(&mesh, &stream, 0)
+        .await
+        .unwrap_or_else(|e| panic!("before the failover: {e}"));
+    cluster.fail_over_every_master();
+    scripted_calls(&mesh, &stream, 1)
+        .await
+        .unwrap_or_else(|e| panic!("after the failover: {e}"));
+}
+
+/// Each call of the mesh that runs a Lua script (heartbeat, lease, keep-alive, the leased and
+/// the owned settles, release, the marks), on two ticks published and read in `round`.
+async fn scripted_calls(mesh: &RedisMesh, stream: &str, round: usize) -> Result<(), String> {
+    let err = |what: &'static str| move |e: MeshError| format!("{what}: {e}");
+    let ttl = Duration::from_secs(10);
+    let members = mesh
+        .heartbeat(STREAM, "m", ttl)
+        .await
+        .map_err(err("heartbeat"))?;
+    assert_eq!(members, ["m"]);
+    assert!(
+        mesh.lease(STREAM, 0, "m", ttl)
+            .await
+            .map_err(err("lease"))?
+    );
+    for key in 0..2 {
+        mesh.publish(stream, &tick(key, round))
+            .await
+            .map_err(err("publish"))?;
+    }
+    let got = mesh
+        .read(stream, GROUP, "m", 10, Duration::from_millis(100))
+        .await
+        .map_err(err("read"))?;
+    let ids: Vec<EntryId> = got.iter().map(|d| d.id).collect();
+    assert_eq!(ids.len(), 2, "both ticks read");
+    let gone = mesh
+        .keep_alive(stream, GROUP, "m", &ids)
+        .await
+        .map_err(err("keep-alive"))?;
+    assert!(gone.is_empty(), "both still the consumer's: {gone:?}");
+    let settle = |id| Settlement {
+        id,
+        emits: vec![(format!("{stream}:out"), tick(9, round))],
+    };
+    let leased = mesh
+        .settle_batch_leased(stream, GROUP, "m", &[settle(ids[0])])
+        .await
+        .map_err(err("leased settle"))?;
+    assert_eq!(leased.iter().map(Vec::len).collect::<Vec<_>>(), [1]);
+    let owned = mesh
+        .settle_batch_owned(stream, GROUP, "m", &[settle(ids[1])])
+        .await
+        .map_err(err("owned settle"))?;
+    assert!(matches!(owned.as_slice(), [Some(emitted)] if emitted.len() == 1));
+    assert!(mesh.release(STREAM, 0, "m").await.map_err(err("release"))?);
+    let marks = mesh.marks(Duration::from_secs(60));
+    let deposit = MarkOp::Deposit {
+        key: "trail".into(),
+        amount: 1.0,
+    };
+    marks
+        .apply(&[deposit])
+        .await
+        .map_err(|e| format!("marks: {e}"))?;
+    Ok(())
 }
 
 /// Publishes the ticks (each acknowledged once Redis answered it; refused tries are made

@@ -15,7 +15,7 @@ use crate::{Consume, Delivery, EntryId, MeshError, Settlement};
 /// per emit the index of its stream in KEYS, its field and its bytes. Writes nothing and
 /// answers `{0, holder}` unless the owner holds the lease; else appends every emit, then
 /// acknowledges every entry, and answers `{1, the emits' ids...}`. A script runs atomically.
-const SETTLE_LEASED: &str = r"
+const SETTLE_LEASED: &str = r"#!lua
 local holder = redis.call('GET', KEYS[1])
 if holder ~= ARGV[1] then
   return {0, holder or ''}
@@ -36,7 +36,7 @@ return out
 /// then per emit the number of its entry (1 to `n`), the index of its stream in KEYS, its field
 /// and its bytes. Each entry pending with another consumer, or with none, is left as it is,
 /// with its emits. Answers `n` flags (1: settled), then the ids of the emits made, in order.
-const SETTLE_OWNED: &str = r"
+const SETTLE_OWNED: &str = r"#!lua
 local n = tonumber(ARGV[3])
 local owned = {}
 local ids = {}

@@ -11,6 +11,12 @@
 //! (`XREADGROUP … BLOCK`) connections of their own, with a response timeout longer than the
 //! block: a blocking command would stall every command multiplexed behind it, and the redis
 //! crate's default response timeout is shorter than a block.
+//!
+//! Scripts: each Lua script opens with `#!lua` (Redis 7's script flags, none declared), which
+//! makes it a write in Redis's eyes. On a cluster that matters after a failover: the cluster
+//! client sends READONLY on every node connection, so a master turned replica would run a
+//! flagless script on its copy and fail at the first write with READONLY, an error the client
+//! neither redirects nor refreshes its slot map on; a write is answered MOVED, which it follows.
 
 mod conn;
 mod consume;
@@ -85,7 +91,7 @@ impl RedisMeshConfig {
 
 /// Resets the idle time of entries still owned by the consumer, without taking any that
 /// another consumer has claimed meanwhile (a plain XCLAIM would steal them back).
-const KEEP_ALIVE: &str = r"
+const KEEP_ALIVE: &str = r"#!lua
 local gone = {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)

@@ -24,7 +24,7 @@ const UNRECORDED_FOR: Duration = Duration::from_secs(1);
 pub(super) struct Counts(RwLock<HashMap<String, (u32, Option<Instant>)>>);
 
 /// Records the member's heartbeat, forgets members whose heartbeat ran out, returns the rest.
-const HEARTBEAT: &str = r"
+const HEARTBEAT: &str = r"#!lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -34,7 +34,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
 /// Takes a free lease or extends one the caller holds.
-const LEASE: &str = r"
+const LEASE: &str = r"#!lua
 local owner = redis.call('GET', KEYS[1])
 if owner == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -47,7 +47,7 @@ return 0
 ";
 
 /// Deletes the lease when the caller holds it.
-const RELEASE: &str = r"
+const RELEASE: &str = r"#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end

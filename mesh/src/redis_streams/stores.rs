@@ -13,7 +13,7 @@ use crate::stores::{EVAPORATED, Kv, Marks, StoreError, check_key, check_ops, ms,
 
 /// The half-life check and the server's clock, shared by both scripts. Sets `h` (half-life in
 /// ms), `now` (ms since the epoch) and `read(raw)` (a stored mark's value now).
-const PRELUDE: &str = r"
+const PRELUDE: &str = r"#!lua
 local stored = redis.call('GET', KEYS[2])
 if not stored then
   redis.call('SET', KEYS[2], ARGV[1])
