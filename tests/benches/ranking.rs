@@ -887,6 +887,8 @@ fn ranker_config(seed: u64) -> RankerConfig {
             "change_evidence" => config.change_evidence = value,
             "change_keep" => config.change_keep = value,
             "unit_change_contexts" => config.unit_change_contexts = value as usize,
+            "unit_pooled_threshold" => config.unit_pooled_threshold = value,
+            "unit_pooled_delta" => config.unit_pooled_delta = value,
             "unit_change_window_s" => config.unit_change_window = Duration::from_secs_f64(value),
             "per_version" => config.per_version = value != 0.0,
             "temperature" => config.weighing.temperature = value,

@@ -422,6 +422,8 @@ async fn a_unit_that_changes_in_two_contexts_is_judged_afresh_in_all() {
         let ranker = Ranker::new(RankerConfig {
             exploration: 0.0,
             unit_change_contexts,
+            // This test is of the inference from detected changes alone.
+            unit_pooled_threshold: 0.0,
             ..RankerConfig::default()
         });
         let memory = InProcMemory::new().with_embedder(embedder());
@@ -464,6 +466,74 @@ async fn a_unit_that_changes_in_two_contexts_is_judged_afresh_in_all() {
             assert!(
                 steady <= 10,
                 "without the inference the third family still trusts fading: steady first {steady} of 200"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_unit_that_falls_a_little_in_many_contexts_is_judged_afresh_in_all() {
+    // `fading` succeeds 4 times in 5 on seven families, `steady` 2 in 3. Then `fading` breaks:
+    // it fails once on each of six families and once more on two, never often enough in one
+    // family for that family's detector. The seventh family sees none of it.
+    let families: Vec<Signal> = [
+        "my parcel has not arrived",
+        "please refund my order",
+        "the blender stopped working",
+        "I was charged twice",
+        "change my delivery address",
+        "my discount code is rejected",
+        "cancel my subscription",
+    ]
+    .into_iter()
+    .map(task)
+    .collect();
+    let units: Vec<Arc<str>> = vec![Arc::from("steady"), Arc::from("fading")];
+    let now = Utc::now();
+    let (before, after) = (now - Duration::minutes(10), now - Duration::minutes(1));
+    for pooled in [true, false] {
+        let ranker = Ranker::new(RankerConfig {
+            exploration: 0.0,
+            unit_pooled_threshold: if pooled { 8.0 } else { 0.0 },
+            ..RankerConfig::default()
+        });
+        // Each family's failures at its own turns, as independent failures fall.
+        for n in 0..50 {
+            for (i, family) in families.iter().enumerate() {
+                let fine = (n + i) % 5 != 0;
+                ranker.observe(&outcome(family, "fading", "1.0.0", fine, before));
+                ranker.observe(&outcome(family, "steady", "1.0.0", n % 3 != 0, before));
+            }
+        }
+        assert_eq!(
+            (ranker.changes(), ranker.unit_changes()),
+            (0, 0),
+            "350 outcomes of each unit as predicted are no change"
+        );
+        let seventh = &families[6];
+        assert!(firsts(&ranker, seventh, &units, "fading") >= 190);
+        let falls = families[..6].iter().chain(&families[..2]);
+        for family in falls {
+            ranker.observe(&outcome(family, "fading", "1.0.0", false, after));
+        }
+        assert_eq!(
+            ranker.changes(),
+            0,
+            "no family saw enough to tell on its own"
+        );
+        let steady = firsts(&ranker, seventh, &units, "steady");
+        if pooled {
+            assert_eq!(ranker.unit_changes(), 1, "the pooled detector saw the fall");
+            // fading is judged on its prior against steady's ~0.66 on the seventh family.
+            assert!(
+                steady >= 140,
+                "fading is judged afresh on the seventh family: steady first {steady} of 200"
+            );
+        } else {
+            assert_eq!(ranker.unit_changes(), 0);
+            assert!(
+                steady <= 10,
+                "without the pooled detector the seventh family still trusts fading: steady first {steady} of 200"
             );
         }
     }

@@ -47,6 +47,15 @@ pub struct RankerConfig {
     pub unit_change_contexts: usize,
     /// How close together those changes must be.
     pub unit_change_window: Duration,
+    /// Threshold of a change detector per unit that pools the unit's outcomes in every context
+    /// where its odds are known, each against what that context's own outcomes predicted; 0
+    /// turns it off. When it sees the unit do worse than predicted, the unit has changed
+    /// itself, as above. A unit tried in many shapes shows its fall across them long before
+    /// any one shape has seen enough of it to tell. The README's ranking benchmark says why
+    /// the default is 8.
+    pub unit_pooled_threshold: f64,
+    /// Smallest fall of a unit's success rate the pooled detector looks for.
+    pub unit_pooled_delta: f64,
     /// A unit's evidence counts only for the version of the unit it was gathered on: when a
     /// unit's outcomes start coming from another version (a hot swap, a deploy, a rollback),
     /// what was known of it is dropped everywhere and the new version is judged from its prior
@@ -108,6 +117,8 @@ impl Default for RankerConfig {
             change_keep: 0.0,
             unit_change_contexts: 2,
             unit_change_window: Duration::from_secs(600),
+            unit_pooled_threshold: 8.0,
+            unit_pooled_delta: 0.5,
             per_version: true,
             share_neighbours: 8,
             share_min_similarity: 0.5,

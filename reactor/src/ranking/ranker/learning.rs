@@ -52,7 +52,10 @@ impl Ranker {
             *global = (now.max(at), e);
         }
         let context = self.context(&record.signal, now);
-        let shift = self.learn(&context, &unit, record, reward, now);
+        let (shift, fell) = self.learn(&context, &unit, record, reward, now);
+        if fell {
+            self.unit_changed(&unit, Shift::Down, now);
+        }
         if let Some(shift) = shift {
             self.spread_change(&context, &unit);
             let c = &self.config;
@@ -71,7 +74,8 @@ impl Ranker {
     }
 
     /// Adds one outcome of `unit` to a context's evidence, watching for a change there; the
-    /// shift when one was detected (the context's older evidence is then dropped).
+    /// shift when one was detected (the context's older evidence is then dropped), and whether
+    /// the unit's pooled detector saw it fall across contexts.
     fn learn(
         &self,
         context: &Context,
@@ -79,7 +83,7 @@ impl Ranker {
         record: &ExecutionRecord,
         reward: f64,
         now: DateTime<Utc>,
-    ) -> Option<Shift> {
+    ) -> (Option<Shift>, bool) {
         let w = &self.config.weighing;
         let mut state = context.lock();
         let decay = state.decay(w, now);
@@ -117,6 +121,22 @@ impl Ranker {
                 self.drop_older(&mut state, unit, now);
             }
         }
+        let mut fell = false;
+        let pooled = self.config.unit_pooled_threshold;
+        if shift.is_none() && pooled > 0.0 && known >= self.config.change_evidence {
+            // Against what the context's own outcomes say: its prior and what it borrows would
+            // bias every context's residuals alike, and the pooled sum would drift with them.
+            let own = state
+                .evidence
+                .get(unit)
+                .map_or(expected, |e| (e.wins + 1.0) / (e.weight() + 2.0));
+            fell = self.pooled.entry(Arc::clone(unit)).or_default().observe(
+                reward,
+                own,
+                self.config.unit_pooled_delta,
+                pooled,
+            ) == Some(Shift::Down);
+        }
         // Kept at most `max_evidence`: each new outcome of the unit here discounts the older ones
         // (by max / (max + 1) once it is reached), so that they always move it.
         let e = state.evidence.entry(Arc::clone(unit)).or_default();
@@ -135,6 +155,6 @@ impl Ranker {
         state.invalidate();
         drop(state);
         context.moved();
-        shift
+        (shift, fell)
     }
 }

@@ -46,7 +46,7 @@ pub use sharing::Unplaced;
 use versions::VersionStanding;
 
 use super::breaker::{Breaker, BreakerState};
-use super::change::UnitAlarms;
+use super::change::{Cusum, UnitAlarms};
 use super::evidence::Evidence;
 
 /// Ranks competing units from memory; see the module documentation.
@@ -63,6 +63,8 @@ pub struct Ranker {
     versions: DashMap<Arc<str>, (semver::Version, DateTime<Utc>)>,
     /// Changes detected per unit, across contexts.
     alarms: UnitAlarms,
+    /// Per unit, a change detector over its outcomes in every context (`unit_pooled_threshold`).
+    pooled: DashMap<Arc<str>, Cusum>,
     /// Executions of a unit started before this do not count: the unit changed then.
     changed_at: DashMap<Arc<str>, DateTime<Utc>>,
     rng: Mutex<SmallRng>,
@@ -96,6 +98,7 @@ impl Ranker {
             breakers: DashMap::new(),
             versions: DashMap::new(),
             alarms: UnitAlarms::default(),
+            pooled: DashMap::new(),
             changed_at: DashMap::new(),
             rng,
             changes: AtomicU64::new(0),

@@ -70,8 +70,8 @@ impl Ranker {
         self.forget_unit(unit);
     }
 
-    /// `unit` itself changed at `now` (seen in several contexts): it starts from its prior, and
-    /// its executions started before no longer count.
+    /// `unit` itself changed at `now` (seen in several contexts, or by its pooled detector): it
+    /// starts from its prior, and its executions started before no longer count.
     pub(super) fn unit_changed(&self, unit: &Arc<str>, shift: Shift, now: DateTime<Utc>) {
         tracing::info!(unit = %unit, ?shift, "the unit changed in several contexts: what was known of it is dropped");
         metrics::counter!("swarm_ranker_unit_changes_total").increment(1);
@@ -80,10 +80,11 @@ impl Ranker {
         self.forget_unit(unit);
     }
 
-    /// Drops what is known of `unit` everywhere: its global rate, its evidence and change
-    /// detectors in every context.
+    /// Drops what is known of `unit` everywhere: its global rate, its pooled detector, its
+    /// evidence and change detectors in every context.
     pub(super) fn forget_unit(&self, unit: &Arc<str>) {
         self.global.retain(|(_, u), _| u != unit);
+        self.pooled.remove(unit);
         for entry in &self.contexts {
             let context = entry.value();
             let mut state = context.lock();
