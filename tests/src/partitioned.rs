@@ -235,6 +235,16 @@ pub fn start_cluster(base: Option<u16>) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// What `redis-cli -p PORT ARGS...` prints (empty when the node does not answer).
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// A Redis Cluster of a test's own (three masters, three replicas, AOF on), started by
 /// `ops/start-redis-cluster` on ports `base..base+5`; shut down when dropped.
 pub struct OwnCluster {
@@ -266,14 +276,6 @@ impl OwnCluster {
 
     /// The port of the master serving `key`'s slot, if one does (none while a failover runs).
     pub fn serving(&self, key: &str) -> Option<u16> {
-        let cli = |port: u16, args: &[&str]| {
-            let output = Command::new("redis-cli")
-                .args(["-p", &port.to_string()])
-                .args(args)
-                .output()
-                .expect("redis-cli runs");
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        };
         // Asked of any node that answers: the one on the first port may be the one killed.
         let slot: u16 = self
             .ports()
@@ -310,13 +312,7 @@ impl OwnCluster {
     /// nothing is lost, and each old master becomes its successor's replica); returns once
     /// each has and the cluster is `ok`.
     pub fn fail_over_every_master(&self) {
-        let role = |port: u16| {
-            let output = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "role"])
-                .output()
-                .expect("redis-cli runs");
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        };
+        let role = |port: u16| cli(port, &["role"]);
         let replicas: Vec<u16> = self
             .ports()
             .into_iter()
@@ -324,12 +320,8 @@ impl OwnCluster {
             .collect();
         assert_eq!(replicas.len(), 3, "three replicas to take over");
         for &port in &replicas {
-            let output = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "cluster", "failover"])
-                .output()
-                .expect("redis-cli runs");
             assert_eq!(
-                String::from_utf8_lossy(&output.stdout).trim(),
+                cli(port, &["cluster", "failover"]).trim(),
                 "OK",
                 "CLUSTER FAILOVER on {port}"
             );
@@ -362,13 +354,9 @@ impl OwnCluster {
 
     /// Whether every node answers and says the cluster is `ok`.
     pub fn ok(&self) -> bool {
-        self.ports().into_iter().all(|port| {
-            Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "cluster", "info"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-                .unwrap_or(false)
-        })
+        self.ports()
+            .into_iter()
+            .all(|port| cli(port, &["cluster", "info"]).contains("cluster_state:ok"))
     }
 }
 
