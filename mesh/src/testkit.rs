@@ -933,13 +933,7 @@ pub async fn settles_of_owned_entries_leave_claimed_ones_alone(mesh: &dyn Mesh, 
         .settle_batch_owned(stream, G, "a", &settlements)
         .await
         .expect("settle");
-    assert_eq!(
-        settled
-            .iter()
-            .map(|s| s.as_ref().map(Vec::len))
-            .collect::<Vec<_>>(),
-        [None, Some(2), Some(2)]
-    );
+    assert_eq!(emitted_counts(&settled), [None, Some(2), Some(2)]);
     // Only the owned entries' emits were written, and only they left the pending list.
     assert_eq!(mesh.len(&out).await.expect("len"), 2);
     assert_eq!(mesh.len(&dead).await.expect("len"), 2);
@@ -955,13 +949,7 @@ pub async fn settles_of_owned_entries_leave_claimed_ones_alone(mesh: &dyn Mesh, 
         .settle_batch_owned(stream, G, "b", &settlements[..1])
         .await
         .expect("settle");
-    assert_eq!(
-        again
-            .iter()
-            .map(|s| s.as_ref().map(Vec::len))
-            .collect::<Vec<_>>(),
-        [Some(2)]
-    );
+    assert_eq!(emitted_counts(&again), [Some(2)]);
     let late = mesh
         .settle_batch_owned(stream, G, "a", &settlements)
         .await
@@ -975,6 +963,11 @@ pub async fn settles_of_owned_entries_leave_claimed_ones_alone(mesh: &dyn Mesh, 
             .expect("nothing"),
         Vec::<Option<Vec<EntryId>>>::new()
     );
+}
+
+/// How many emits an owned settle made per entry (`None`: left alone).
+fn emitted_counts(settled: &[Option<Vec<EntryId>>]) -> Vec<Option<usize>> {
+    settled.iter().map(|s| s.as_ref().map(Vec::len)).collect()
 }
 
 /// A settle under a partition's lease writes only while its owner holds the lease: made by

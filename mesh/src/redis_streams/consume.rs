@@ -63,17 +63,25 @@ end
 return out
 ";
 
-/// The ids of the XADDs of `settlements`' emits, from `ids` (the XADDs' replies, in the order
-/// of the emits, then anything else), per settlement.
-fn emitted_ids(ids: &[Value], settlements: &[Settlement]) -> Result<Vec<Vec<EntryId>>, MeshError> {
+/// The ids of the XADDs of settlements that emitted `counts` signals each, from `ids` (the
+/// XADDs' replies, in the order of the emits, then anything else), per settlement.
+fn emitted_ids(
+    ids: &[Value],
+    counts: impl IntoIterator<Item = usize>,
+) -> Result<Vec<Vec<EntryId>>, MeshError> {
     let mut ids = ids.iter().map(|id| {
         entry_id(id)
             .ok_or_else(|| MeshError::Unavailable(format!("XADD answered {id:?}, not an entry id")))
     });
-    settlements
-        .iter()
-        .map(|settlement| ids.by_ref().take(settlement.emits.len()).collect())
+    counts
+        .into_iter()
+        .map(|count| ids.by_ref().take(count).collect())
         .collect()
+}
+
+/// How many signals each of `settlements` emits.
+fn emit_counts(settlements: &[Settlement]) -> impl Iterator<Item = usize> + '_ {
+    settlements.iter().map(|s| s.emits.len())
 }
 
 #[async_trait]
@@ -202,7 +210,7 @@ impl Consume for RedisMesh {
                 )));
             }
         };
-        emitted_ids(exec, settlements)
+        emitted_ids(exec, emit_counts(settlements))
     }
 
     async fn settle_batch_leased(
@@ -228,7 +236,9 @@ impl Consume for RedisMesh {
             return Err(unexpected("the leased settle", reply));
         };
         match items.split_first() {
-            Some((Value::Int(1), ids)) if ids.len() == emits => emitted_ids(ids, settlements),
+            Some((Value::Int(1), ids)) if ids.len() == emits => {
+                emitted_ids(ids, emit_counts(settlements))
+            }
             Some((Value::Int(0), [holder])) => {
                 let holder = reply::text(holder).filter(|h| !h.is_empty());
                 Err(crate::partition::fenced(stream, owner, holder.as_deref()))
@@ -261,30 +271,19 @@ impl Consume for RedisMesh {
             return Err(unexpected("the owned settle", reply));
         };
         let owned: Vec<bool> = flags.iter().map(|f| int(f) == Some(1)).collect();
-        let made: usize = settlements
-            .iter()
-            .zip(&owned)
-            .filter(|(_, owned)| **owned)
-            .map(|(s, _)| s.emits.len())
-            .sum();
-        if ids.len() != made {
+        let made = || {
+            emit_counts(settlements)
+                .zip(&owned)
+                .filter_map(|(count, owned)| owned.then_some(count))
+        };
+        if ids.len() != made().sum::<usize>() {
             return Err(unexpected("the owned settle", reply));
         }
-        let mut ids = ids.iter();
-        settlements
+        let mut emitted = emitted_ids(ids, made())?.into_iter();
+        Ok(owned
             .iter()
-            .zip(owned)
-            .map(|(settlement, owned)| {
-                if !owned {
-                    return Ok(None);
-                }
-                ids.by_ref()
-                    .take(settlement.emits.len())
-                    .map(|id| entry_id(id).ok_or_else(|| unexpected("an XADD id", id)))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Some)
-            })
-            .collect()
+            .map(|owned| owned.then(|| emitted.next().unwrap_or_default()))
+            .collect())
     }
 
     async fn claim_pending(

@@ -10,8 +10,8 @@ use crate::policy::{competes, groups};
 use crate::slot::UnitSlot;
 use std::collections::HashMap;
 use std::sync::Arc;
-use swarm_mesh::Delivery;
 use swarm_mesh::partition::order_key;
+use swarm_mesh::{Delivery, EntryId};
 use swarm_schemas::{DispatchPolicy, Signal};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
@@ -68,9 +68,10 @@ impl Dispatcher {
     /// Leaves `deliveries` pending without running them: their partition's lease is gone, so
     /// the partition's next reader takes them over. The entries queued behind their keys follow.
     fn leave_pending(self: &Arc<Self>, part: &Arc<Part>, deliveries: Vec<Delivery>) {
+        let ids: Vec<EntryId> = deliveries.iter().map(|d| d.id).collect();
         self.let_go(
             part,
-            deliveries.iter().map(|d| d.id),
+            &ids,
             deliveries.iter().filter_map(super::order::key_of),
         );
     }

@@ -203,7 +203,7 @@ impl Dispatcher {
         // An entry left pending (a unit could not run, or the mesh stayed down past
         // `claim_idle`) lets its key go on too: it is delivered again later, after newer
         // entries of its key.
-        self.let_go(part, ids, keys);
+        self.let_go(part, &ids, keys);
     }
 
     /// Settles those of `settlements` still pending with this consumer, and keeps only them
@@ -238,14 +238,13 @@ impl Dispatcher {
     pub(super) fn let_go(
         self: &Arc<Self>,
         part: &Arc<Part>,
-        ids: impl IntoIterator<Item = swarm_mesh::EntryId>,
+        ids: &[swarm_mesh::EntryId],
         keys: impl IntoIterator<Item = u64>,
     ) {
-        let ids: Vec<swarm_mesh::EntryId> = ids.into_iter().collect();
-        for id in &ids {
+        for id in ids {
             self.in_flight.remove(&(part.index, *id));
         }
-        part.let_go(&ids);
+        part.let_go(ids);
         metrics::gauge!("swarm_in_flight").set(self.in_flight.len() as f64);
         let next = part.order.release(keys);
         self.run_released(part, next);
