@@ -24,6 +24,7 @@ mod groups;
 mod observe;
 mod partitions;
 mod reply;
+mod settle;
 mod stores;
 
 #[cfg(feature = "fuzzing")]
