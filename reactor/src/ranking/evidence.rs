@@ -91,6 +91,11 @@ impl Evidence {
         self.wins + self.losses
     }
 
+    /// The posterior mean of the reward from a flat prior: `(1 + wins) / (2 + weight)`.
+    pub fn mean(&self) -> f64 {
+        (1.0 + self.wins) / (2.0 + self.weight())
+    }
+
     /// Scaled down so that its weight is at most `cap`: old certainty never grows so large that
     /// new outcomes cannot move it.
     pub fn capped(self, cap: f64) -> Self {

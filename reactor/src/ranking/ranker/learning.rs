@@ -126,10 +126,7 @@ impl Ranker {
         if shift.is_none() && pooled > 0.0 && known >= self.config.change_evidence {
             // Against what the context's own outcomes say: its prior and what it borrows would
             // bias every context's residuals alike, and the pooled sum would drift with them.
-            let own = state
-                .evidence
-                .get(unit)
-                .map_or(expected, |e| (e.wins + 1.0) / (e.weight() + 2.0));
+            let own = state.evidence.get(unit).map_or(expected, Evidence::mean);
             fell = self.pooled.entry(Arc::clone(unit)).or_default().observe(
                 reward,
                 own,

@@ -298,7 +298,7 @@ fn predicts(theirs: &UnitEvidence, own: &UnitEvidence) -> f64 {
     own.iter()
         .map(|(unit, o)| {
             let t = of(theirs, unit).unwrap_or_default();
-            let mean = (1.0 + t.wins) / (2.0 + t.weight());
+            let mean = t.mean();
             o.wins * mean.ln() + o.losses * (1.0 - mean).ln()
         })
         .sum()

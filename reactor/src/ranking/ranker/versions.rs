@@ -73,7 +73,7 @@ impl Ranker {
     /// `unit` itself changed at `now` (seen in several contexts, or by its pooled detector): it
     /// starts from its prior, and its executions started before no longer count.
     pub(super) fn unit_changed(&self, unit: &Arc<str>, shift: Shift, now: DateTime<Utc>) {
-        tracing::info!(unit = %unit, ?shift, "the unit changed in several contexts: what was known of it is dropped");
+        tracing::info!(unit = %unit, ?shift, "the unit changed across contexts: what was known of it is dropped");
         metrics::counter!("swarm_ranker_unit_changes_total").increment(1);
         self.unit_changes.fetch_add(1, Ordering::Relaxed);
         self.changed_at.insert(Arc::clone(unit), now);
