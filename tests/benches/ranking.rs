@@ -37,6 +37,9 @@
 //! - the discounted oracle: Thompson sampling per cluster, told each signal's cluster but not the
 //!   change, discounting what it knew of a cluster by 0.98 at each of its signals; its regret,
 //!   recovery and top-1 over the first 500 signals beside the ranker's and Vowpal Wabbit's;
+//!   and the same oracle greedy (units in the order of their posterior means; it explores
+//!   only through first-success's fallbacks): its top-1 over the first 500 signals, what a
+//!   learner told the topic reaches there;
 //! - the changes the ranker detected, and the changes of a unit itself it inferred from them,
 //!   before the change (false alarms) and in all;
 //! - Vowpal Wabbit on the same signals as a peer (`ops/vw_peer.py`: `--cb_explore_adf --squarecb
@@ -433,6 +436,8 @@ struct Oracle {
     /// (reward-weighted successes, failures) per cluster and unit.
     evidence: Vec<[(f64, f64); UNITS]>,
     forget: Forget,
+    /// Orders units by their posterior means (ties at random) instead of sampling them.
+    greedy: bool,
     cap: f64,
     hits: Vec<bool>,
     regret: f64,
@@ -452,9 +457,20 @@ impl Oracle {
         Self {
             evidence: vec![[(0.0, 0.0); UNITS]; CLUSTERS.len()],
             forget,
+            greedy: false,
             cap: config.max_evidence,
             hits: Vec::new(),
             regret: 0.0,
+        }
+    }
+
+    /// The discounted oracle, but greedy: each signal's units in the order of their posterior
+    /// means. What a learner told the topic can reach when it explores only through the
+    /// fallbacks of first-success.
+    fn greedy(config: &RankerConfig) -> Self {
+        Self {
+            greedy: true,
+            ..Self::new(Forget::Discounted(0.98), config)
         }
     }
 
@@ -486,7 +502,12 @@ impl Oracle {
             .map(|u| {
                 let (w, l) = self.evidence[c][u];
                 let (a, b) = (1.0 + w, 1.0 + l);
-                let score = Beta::new(a, b).map_or(a / (a + b), |d| d.sample(rng));
+                let score = if self.greedy {
+                    // The mean, with a draw below any gap between two means to break ties.
+                    a / (a + b) + 1e-9 * rng.random::<f64>()
+                } else {
+                    Beta::new(a, b).map_or(a / (a + b), |d| d.sample(rng))
+                };
                 (u, score)
             })
             .collect();
@@ -628,8 +649,9 @@ struct Summary {
     oracle_recovery: [Option<usize>; 3],
     /// Regret of the discounted oracle.
     discounted_regret: f64,
-    /// Top-1 over the first [`EARLY`] signals: the ranker, Vowpal Wabbit, the discounted oracle.
-    early: [f64; 3],
+    /// Top-1 over the first [`EARLY`] signals: the ranker, Vowpal Wabbit, the discounted oracle,
+    /// the greedy one.
+    early: [f64; 4],
     /// Signals of one cluster until that cluster recovered: median and worst over clusters.
     per_cluster_median: usize,
     per_cluster_max: usize,
@@ -691,6 +713,9 @@ async fn run(
         Oracle::new(Forget::Discounted(0.98), &config),
     ];
     let mut oracle_rng = SmallRng::seed_from_u64(seed ^ 0x0ac1e);
+    // Its own random stream, so that the other oracles' figures do not move with it.
+    let mut greedy_oracle = Oracle::greedy(&config);
+    let mut greedy_rng = SmallRng::seed_from_u64(seed ^ 0x96eed);
     let mut executions = 0;
     let mut skipped = 0;
     let mut false_alarms = 0;
@@ -786,6 +811,7 @@ async fn run(
         for oracle in &mut oracles {
             oracle.handle(c, &world, &config, &mut oracle_rng);
         }
+        greedy_oracle.handle(c, &world, &config, &mut greedy_rng);
         let text = swarm_memory::Shape::of(&signal).text;
         let v = vw.handle(c, &text, &world, &config, &mut vw_rng);
         regret[4] += best_reward - world.expected(c, v, &config);
@@ -838,6 +864,7 @@ async fn run(
                 rate(&hits, 0, EARLY),
                 rate(&vw.hits, 0, EARLY),
                 rate(&oracles[2].hits, 0, EARLY),
+                rate(&greedy_oracle.hits, 0, EARLY),
             ],
             oracle_recovery: oracles.map(|o| recovery(&o.hits, change_at)),
             vw_top1_before: rate(&vw.hits, PRE_WARM, change_at),
@@ -984,9 +1011,9 @@ async fn main() {
             o.false_unit_alarms,
             started.elapsed()
         );
-        let [early, vw_early, oracle_early] = o.early;
+        let [early, vw_early, oracle_early, greedy_early] = o.early;
         println!(
-            "  top-1 over the first {EARLY} signals: ranker {early:.3}, Vowpal Wabbit {vw_early:.3}, discounted oracle {oracle_early:.3}; \
+            "  top-1 over the first {EARLY} signals: ranker {early:.3}, Vowpal Wabbit {vw_early:.3}, discounted oracle {oracle_early:.3}, greedy oracle {greedy_early:.3}; \
              discounted oracle (told each signal's topic, not the change; discount 0.98): regret {:.1} (ranker/oracle {:.2}), recovery {}",
             o.discounted_regret,
             ours / o.discounted_regret,
