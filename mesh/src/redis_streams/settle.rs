@@ -157,11 +157,7 @@ impl RedisMesh {
         let keys = vec![self.lease_key(base, partition), self.key(stream)];
         let (pipe, emits) =
             self.settle_script(SETTLE_LEASED, keys, owner, group, settlements, false)?;
-        let (replies, _) = self
-            .query_replicated(pipe, 0, 1, "settle")
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        let reply = replies.first().unwrap_or(&Value::Nil);
+        let reply = &self.send_settle_script(pipe, stream, group).await?;
         let Value::Array(items) = reply else {
             return Err(unexpected("the leased settle", reply));
         };
@@ -175,6 +171,21 @@ impl RedisMesh {
             }
             _ => Err(unexpected("the leased settle", reply)),
         }
+    }
+
+    /// Sends a settle script built by [`Self::settle_script`] (with `WAIT` when replicas are
+    /// waited for) and takes its one reply.
+    async fn send_settle_script(
+        &self,
+        pipe: redis::Pipeline,
+        stream: &str,
+        group: &str,
+    ) -> Result<Value, MeshError> {
+        let (replies, _) = self
+            .query_replicated(pipe, 0, 1, "settle")
+            .await
+            .map_err(|e| error(stream, group, e))?;
+        Ok(replies.into_iter().next().unwrap_or(Value::Nil))
     }
 
     /// [`Consume::settle_batch_owned`](crate::Consume::settle_batch_owned).
@@ -191,11 +202,7 @@ impl RedisMesh {
         let keys = vec![self.key(stream)];
         let (pipe, _) =
             self.settle_script(SETTLE_OWNED, keys, consumer, group, settlements, true)?;
-        let (replies, _) = self
-            .query_replicated(pipe, 0, 1, "settle")
-            .await
-            .map_err(|e| error(stream, group, e))?;
-        let reply = replies.first().unwrap_or(&Value::Nil);
+        let reply = &self.send_settle_script(pipe, stream, group).await?;
         let Some((flags, ids)) = array(reply).and_then(|items| {
             (items.len() >= settlements.len()).then(|| items.split_at(settlements.len()))
         }) else {
