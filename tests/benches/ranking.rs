@@ -907,6 +907,7 @@ fn ranker_config(seed: u64) -> RankerConfig {
         match name {
             "exploration" => config.exploration = value,
             "concentration" => config.concentration = value,
+            "first_success_concentration" => config.first_success_concentration = value,
             "max_evidence" => config.max_evidence = value,
             "prior_strength" => config.prior_strength = value,
             "change_threshold" => config.change_threshold = value,

@@ -547,7 +547,7 @@ fn a_concentrated_posterior_settles_sooner_and_its_propensities_say_so() {
     let [plain, concentrated] = [1.0, 4.0].map(|concentration| {
         let ranker = Ranker::new(RankerConfig {
             exploration: 0.0,
-            concentration,
+            first_success_concentration: concentration,
             ..RankerConfig::default()
         });
         for n in 0..10 {
@@ -578,6 +578,70 @@ fn a_concentrated_posterior_settles_sooner_and_its_propensities_say_so() {
         panic!("good was never first in 50 rankings: {plain:?} {concentrated:?}");
     };
     assert!(p < 0.93 && c > 0.95, "propensities {p:.3} and {c:.3}");
+}
+
+#[test]
+fn first_success_orders_by_the_means_and_top_k_samples() {
+    // `good` succeeded 7 times in 10, `fair` 5 in 10: little evidence, a clear gap.
+    let signal = task("my parcel has not arrived");
+    let units: Vec<Arc<str>> = vec![Arc::from("fair"), Arc::from("good")];
+    let taught = |config: RankerConfig| {
+        let ranker = Ranker::new(config);
+        for n in 0..10 {
+            ranker.observe(&outcome(&signal, "good", "1.0.0", n < 7, Utc::now()));
+            ranker.observe(&outcome(&signal, "fair", "1.0.0", n < 5, Utc::now()));
+        }
+        ranker
+    };
+    let first = |ranker: &Ranker, policy: DispatchPolicy| {
+        let orders: Vec<_> = (0..2000)
+            .map(|_| ranker.rank(&signal, &units, policy, Utc::now()))
+            .collect();
+        let good = orders
+            .iter()
+            .filter(|o| o.ranked[0].unit.as_ref() == "good")
+            .count();
+        let least = orders
+            .iter()
+            .flat_map(|o| o.ranked.iter().map(|c| c.propensity))
+            .fold(f64::INFINITY, f64::min);
+        let good_first = orders
+            .iter()
+            .find(|o| o.ranked[0].unit.as_ref() == "good")
+            .map(|o| o.ranked[0].propensity);
+        (good, least, good_first)
+    };
+
+    // Without exploration: first-success puts the better mean first every time, and says so;
+    // top-1 still samples, and puts fair first now and then.
+    let ranker = taught(RankerConfig {
+        exploration: 0.0,
+        ..RankerConfig::default()
+    });
+    let (good, _, p) = first(&ranker, DispatchPolicy::FirstSuccess);
+    assert_eq!(good, 2000, "first-success: good first {good} of 2000");
+    assert!(
+        p.is_some_and(|p| p > 0.999),
+        "first-success propensity {p:?}"
+    );
+    let (good, _, p) = first(&ranker, DispatchPolicy::TopK { k: 1 });
+    assert!(
+        (1700..2000).contains(&good),
+        "top-1: good first {good} of 2000"
+    );
+    assert!(p.is_some_and(|p| p < 0.99), "top-1 propensity {p:?}");
+
+    // With the default exploration, first-success still tries fair first sometimes, and no
+    // logged propensity falls below the random order's share (off-policy evaluation can weigh
+    // every order).
+    let ranker = taught(RankerConfig::default());
+    let (good, least, _) = first(&ranker, DispatchPolicy::FirstSuccess);
+    let floor = RankerConfig::default().exploration / 2.0;
+    assert!(
+        (1900..2000).contains(&good),
+        "first-success with exploration: good first {good} of 2000"
+    );
+    assert!(least >= floor, "least propensity {least} below {floor}");
 }
 
 /// No exploration, and no circuit breaker (a unit that always fails stays ranked, not skipped).

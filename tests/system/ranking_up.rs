@@ -4,8 +4,8 @@
 //! recognised by its words. After a few rounds of three phrasings of each topic, new phrasings
 //! of both are sent once each: the unit tried first on each is the one that handles its topic,
 //! with a propensity that says the ranker was sure. The same run with sharing off
-//! (`--share-neighbours 0`) is the control: there the first try of a new phrasing is a coin
-//! toss.
+//! (`--share-neighbours 0`) is the control: there a new phrasing has only the units' rates
+//! over the kind to go by, which say nothing of its topic.
 
 use std::time::{Duration, Instant};
 
@@ -170,11 +170,13 @@ async fn a_new_phrasing_of_a_known_topic_is_ranked_from_its_neighbours_on_its_fi
         assert!(*p >= 0.75, "`{text}`: {handler} first with probability {p}");
     }
     // ...where, with sharing off, the first signal of a shape has only the units' rates over
-    // the kind to go by, which are alike.
-    for ((text, handler), p) in NEW.iter().zip(&without) {
-        assert!(
-            (0.25..=0.75).contains(p),
-            "`{text}` alone: {handler} first with probability {p}"
-        );
-    }
+    // the kind to go by. Under first-success the ranker orders by posterior means, and two
+    // alike rates lean to whichever unit handled the signals just before: the refunds' handler
+    // after the refunds, the deliveries' after the deliveries (the known phrasings' last round
+    // ends with deliveries). So the first new phrasing of one topic or the other goes to the
+    // wrong unit first.
+    assert!(
+        without.iter().any(|p| *p < 0.5),
+        "alone, some new phrasing has the other unit first: {without:.3?}"
+    );
 }

@@ -94,11 +94,15 @@ pub(crate) struct UpArgs {
     /// ranked one (exploration that never switches off).
     #[arg(long, default_value_t = 0.02, value_parser = parse_probability)]
     exploration: f64,
-    /// How sharply the ranker samples each unit's posterior: Beta(c·a, c·b), the same mean
-    /// with 1/c of the variance (1: plain Thompson sampling; more settles sooner, explores
-    /// less).
+    /// How sharply the ranker samples each unit's posterior under top-k: Beta(c·a, c·b), the
+    /// same mean with 1/c of the variance (1: plain Thompson sampling; more settles sooner,
+    /// explores less).
     #[arg(long, default_value_t = 4.0, value_parser = parse_concentration)]
     concentration: f64,
+    /// The same under first-success, where the fallbacks explore (the default orders units by
+    /// their posterior means).
+    #[arg(long, default_value_t = 1000.0, value_parser = parse_concentration)]
+    first_success_concentration: f64,
     /// Nearest other signal shapes of the same kind whose evidence a shape borrows, by the
     /// similarity of their vectors, from its first signal on (0: each shape is ranked from its
     /// own outcomes and memory's alone).
@@ -209,6 +213,7 @@ impl UpPlan {
         config.dispatch.clone_from(&args.dispatch);
         config.ranker.exploration = args.exploration;
         config.ranker.concentration = args.concentration;
+        config.ranker.first_success_concentration = args.first_success_concentration;
         config.ranker.share_neighbours = args.share_neighbours as usize;
         config.ranker.breaker.failures = args.breaker_failures;
         config.host = args.host.config()?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use swarm_memory::{Memory, MemoryError, Shape};
-use swarm_schemas::{ExecutionId, ExecutionRecord};
+use swarm_schemas::{DispatchPolicy, ExecutionId, ExecutionRecord};
 
 use super::evidence::{Evidence, Weighed};
 use super::propensity::{beta_moments, matrix};
@@ -52,7 +52,7 @@ pub struct Standing {
     /// Posterior mean of its reward, with this ranker's prior (neutral in a ranker that has seen
     /// nothing, as in `swarm explain`).
     pub mean: f64,
-    /// Probability that Thompson sampling would have put it first.
+    /// Probability that sampling under the execution's policy would have put it first.
     pub p_first: f64,
 }
 
@@ -100,12 +100,19 @@ impl Ranker {
             entry.1.add(n.reward, n.weight);
         }
         let kind = &execution.signal.kind;
+        // Sampled as the execution's policy samples (its `k` is not recorded, nor needed).
+        let policy = if execution.policy == DispatchPolicy::FirstSuccess.name() {
+            DispatchPolicy::FirstSuccess
+        } else {
+            DispatchPolicy::TopK { k: 1 }
+        };
+        let concentration = self.config().concentration_for(policy);
         let posteriors: Vec<(String, usize, Evidence, f64, f64)> = evidence
             .into_iter()
             .map(|(unit, (count, e))| {
                 let e = e.capped(self.config().max_evidence);
                 let (a, b) = self.posterior(kind, &Arc::from(unit.as_str()), e, at);
-                (unit, count, e, a, b)
+                (unit, count, e, concentration * a, concentration * b)
             })
             .collect();
         let moments: Vec<(f64, f64)> = posteriors

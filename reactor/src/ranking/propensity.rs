@@ -1,4 +1,4 @@
-//! The probability that Thompson sampling puts a unit among the first `k`: what is logged with
+//! The probability that sampling the posteriors puts a unit among the first `k`: what is logged with
 //! each execution as its propensity, so that another ranker can later be evaluated on the logs.
 //!
 //! Each unit's Beta posterior is approximated by a normal of the same mean and variance, and

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use swarm_schemas::DispatchPolicy;
+
 use crate::ranking::{BreakerConfig, Weighing};
 
 /// How the ranker weighs, explores and forgets.
@@ -22,11 +24,16 @@ pub struct RankerConfig {
     /// Probability of a uniformly random order instead of the sampled one (exploration that
     /// never switches off, however sure the posteriors are).
     pub exploration: f64,
-    /// Each posterior Beta(a, b) is sampled as Beta(c·a, c·b): the same mean, about 1/c of
-    /// the variance. 1 is plain Thompson sampling; above 1 the ranker settles sooner on what
-    /// little evidence says, and explores less. The README's ranking benchmark says why the
-    /// default is 4.
+    /// Under top-k, each posterior Beta(a, b) is sampled as Beta(c·a, c·b): the same mean,
+    /// about 1/c of the variance. 1 is plain Thompson sampling; above 1 the ranker settles
+    /// sooner on what little evidence says, and explores less. The README's ranking benchmark
+    /// says why the default is 4.
     pub concentration: f64,
+    /// The same under first-success. There every unit after the first is tried whenever the
+    /// one before it failed, so the fallbacks explore on their own, and the default (1,000)
+    /// orders units by their posterior means, the sample only breaking near-ties. Under top-k
+    /// no unit below the k-th runs, so there the order itself has to explore.
+    pub first_success_concentration: f64,
     /// Change detector threshold (log-likelihood ratio); 0 turns detection off. A change of
     /// any unit in a context drops that unit's older evidence there and all but `change_keep`
     /// of the others': what made one unit change has likely changed the others' odds too. Each
@@ -111,6 +118,7 @@ impl Default for RankerConfig {
             max_evidence: 100.0,
             exploration: 0.02,
             concentration: 4.0,
+            first_success_concentration: 1000.0,
             change_threshold: 6.0,
             change_delta: 0.4,
             change_evidence: 10.0,
@@ -134,5 +142,16 @@ impl Default for RankerConfig {
             breaker: BreakerConfig::default(),
             seed: 0x5eed,
         }
+    }
+}
+
+impl RankerConfig {
+    /// How sharply posteriors are sampled under `policy`.
+    pub fn concentration_for(&self, policy: DispatchPolicy) -> f64 {
+        let c = match policy {
+            DispatchPolicy::FirstSuccess => self.first_success_concentration,
+            DispatchPolicy::TopK { .. } | DispatchPolicy::FanOut => self.concentration,
+        };
+        c.max(f64::MIN_POSITIVE)
     }
 }

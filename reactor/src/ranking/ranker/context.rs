@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use swarm_memory::Shape;
-use swarm_schemas::{ExecutionId, Signal};
+use swarm_schemas::{DispatchPolicy, ExecutionId, Signal};
 
 use super::Ranker;
 use crate::ranking::change::Cusum;
@@ -102,8 +102,11 @@ impl ContextState {
 #[derive(Debug, Clone)]
 pub(super) struct Cached {
     pub(super) units: Vec<Arc<str>>,
+    /// The concentration of the policy they were computed for.
+    pub(super) concentration: f64,
+    /// Posteriors times `concentration`: what is sampled.
     pub(super) posteriors: Vec<(f64, f64)>,
-    /// `top[k - 1][i]`: probability that Thompson sampling puts unit i among the first k.
+    /// `top[k - 1][i]`: probability that sampling `posteriors` puts unit i among the first k.
     pub(super) top: Vec<Vec<f64>>,
 }
 
@@ -220,7 +223,7 @@ impl Ranker {
     }
 
     /// Posterior (a, b) of `unit` with `evidence` (as of `now`): the prior plus the evidence,
-    /// capped, times the concentration.
+    /// capped.
     pub(in crate::ranking) fn posterior(
         &self,
         kind: &str,
@@ -230,25 +233,32 @@ impl Ranker {
     ) -> (f64, f64) {
         let (pa, pb) = self.prior(kind, unit, now);
         let e = evidence.capped(self.config.max_evidence);
-        let c = self.config.concentration.max(f64::MIN_POSITIVE);
-        (c * (pa + e.wins), c * (pb + e.losses))
+        (pa + e.wins, pb + e.losses)
     }
 
-    /// Posteriors and propensities of `units` in a context, at `now`.
+    /// What ranking `units` in a context under `policy` samples from, at `now`: their
+    /// posteriors times the policy's concentration, and the propensities that follow.
     pub(super) fn cache(
         &self,
         kind: &str,
         state: &ContextState,
         units: Vec<Arc<str>>,
+        policy: DispatchPolicy,
         now: DateTime<Utc>,
     ) -> Cached {
-        let posteriors = self.posteriors(kind, state, &units, now);
+        let concentration = self.config.concentration_for(policy);
+        let posteriors: Vec<(f64, f64)> = self
+            .posteriors(kind, state, &units, now)
+            .into_iter()
+            .map(|(a, b)| (concentration * a, concentration * b))
+            .collect();
         let moments: Vec<(f64, f64)> = posteriors
             .iter()
             .map(|&(a, b)| beta_moments(a, b))
             .collect();
         Cached {
             units,
+            concentration,
             posteriors,
             top: matrix(&moments),
         }

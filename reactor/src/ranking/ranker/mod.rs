@@ -6,8 +6,10 @@
 //! similarity relative to the nearest and by recency), and this process's own outcomes since
 //! ([`Ranker::observe`], at once, so the ranker does not wait for memory). Both are counted once
 //! (by execution id). The hot path ([`Ranker::rank`]) reads the context's sums, adds a prior
-//! from the unit's decayed global rate, draws one Thompson sample per unit and sorts: no I/O, a
-//! few microseconds. From its first signal, a context also borrows the evidence of its nearest
+//! from the unit's decayed global rate, draws one sample per unit from its posterior sharpened by
+//! the policy's concentration (Thompson sampling under top-k; under first-success, where the
+//! fallbacks explore, about the order of the posterior means) and sorts: no I/O, a few
+//! microseconds. From its first signal, a context also borrows the evidence of its nearest
 //! contexts of the same kind by their shapes' vectors ([`Ranker::place`], `sharing.rs`), so that
 //! a new phrasing of a known topic is ranked from its neighbours before memory has anything of
 //! it.

@@ -1,5 +1,5 @@
-//! The hot path: orders the competing units of a signal by one Thompson sample each, from the
-//! context's cached posteriors. No I/O.
+//! The hot path: orders the competing units of a signal by one sample each from the context's
+//! cached posteriors, sharpened by the policy's concentration. No I/O.
 
 use std::sync::Arc;
 
@@ -79,10 +79,15 @@ impl Ranker {
         let cached = {
             let mut state = context.lock();
             state.used = Some(now);
+            let concentration = self.config.concentration_for(policy);
             match &state.cached {
-                Some(c) if c.units == admitted && !state.stale => c.clone(),
+                Some(c)
+                    if c.units == admitted && c.concentration == concentration && !state.stale =>
+                {
+                    c.clone()
+                }
                 _ => {
-                    let fresh = self.cache(&signal.kind, &state, admitted, now);
+                    let fresh = self.cache(&signal.kind, &state, admitted, policy, now);
                     state.cached = Some(fresh.clone());
                     state.stale = false;
                     fresh
@@ -118,7 +123,7 @@ impl Ranker {
         }
     }
 
-    /// One score per posterior: a Thompson sample, or with probability `exploration` a
+    /// One score per posterior: a sample of it, or with probability `exploration` a
     /// uniformly random one for every unit.
     fn sample(&self, posteriors: &[(f64, f64)]) -> Vec<(usize, f64)> {
         let mut rng = self.rng.lock();
