@@ -1,5 +1,6 @@
-//! The probability that sampling the posteriors puts a unit among the first `k`: what is logged with
-//! each execution as its propensity, so that another ranker can later be evaluated on the logs.
+//! The probability that sampling the posteriors puts a unit among the first `k`: what is logged
+//! with each execution as its propensity, so that another ranker can later be evaluated on the
+//! logs.
 //!
 //! Each unit's Beta posterior is approximated by a normal of the same mean and variance, and
 //! P(unit i in top k) = E over x ~ N_i of P(fewer than k other units draw above x): the
