@@ -539,21 +539,31 @@ fn a_unit_that_falls_a_little_in_many_contexts_is_judged_afresh_in_all() {
     }
 }
 
+/// A ranker that has seen `good` succeed 7 times in 10 on `signal` and `fair` 5 in 10: little
+/// evidence, a clear gap.
+fn good_and_fair(signal: &Signal, config: RankerConfig) -> Ranker {
+    let ranker = Ranker::new(config);
+    for n in 0..10 {
+        ranker.observe(&outcome(signal, "good", "1.0.0", n < 7, Utc::now()));
+        ranker.observe(&outcome(signal, "fair", "1.0.0", n < 5, Utc::now()));
+    }
+    ranker
+}
+
 #[test]
 fn a_concentrated_posterior_settles_sooner_and_its_propensities_say_so() {
     // `good` succeeded 7 times in 10, `fair` 5 in 10: little evidence, a clear gap.
     let signal = task("my parcel has not arrived");
     let units: Vec<Arc<str>> = vec![Arc::from("fair"), Arc::from("good")];
     let [plain, concentrated] = [1.0, 4.0].map(|concentration| {
-        let ranker = Ranker::new(RankerConfig {
-            exploration: 0.0,
-            first_success_concentration: concentration,
-            ..RankerConfig::default()
-        });
-        for n in 0..10 {
-            ranker.observe(&outcome(&signal, "good", "1.0.0", n < 7, Utc::now()));
-            ranker.observe(&outcome(&signal, "fair", "1.0.0", n < 5, Utc::now()));
-        }
+        let ranker = good_and_fair(
+            &signal,
+            RankerConfig {
+                exploration: 0.0,
+                first_success_concentration: concentration,
+                ..RankerConfig::default()
+            },
+        );
         let good = firsts(&ranker, &signal, &units, "good");
         // The propensity logged when good is put first.
         let propensity = (0..50)
@@ -585,14 +595,6 @@ fn first_success_orders_by_the_means_and_top_k_samples() {
     // `good` succeeded 7 times in 10, `fair` 5 in 10: little evidence, a clear gap.
     let signal = task("my parcel has not arrived");
     let units: Vec<Arc<str>> = vec![Arc::from("fair"), Arc::from("good")];
-    let taught = |config: RankerConfig| {
-        let ranker = Ranker::new(config);
-        for n in 0..10 {
-            ranker.observe(&outcome(&signal, "good", "1.0.0", n < 7, Utc::now()));
-            ranker.observe(&outcome(&signal, "fair", "1.0.0", n < 5, Utc::now()));
-        }
-        ranker
-    };
     let first = |ranker: &Ranker, policy: DispatchPolicy| {
         let orders: Vec<_> = (0..2000)
             .map(|_| ranker.rank(&signal, &units, policy, Utc::now()))
@@ -614,10 +616,13 @@ fn first_success_orders_by_the_means_and_top_k_samples() {
 
     // Without exploration: first-success puts the better mean first every time, and says so;
     // top-1 still samples, and puts fair first now and then.
-    let ranker = taught(RankerConfig {
-        exploration: 0.0,
-        ..RankerConfig::default()
-    });
+    let ranker = good_and_fair(
+        &signal,
+        RankerConfig {
+            exploration: 0.0,
+            ..RankerConfig::default()
+        },
+    );
     let (good, _, p) = first(&ranker, DispatchPolicy::FirstSuccess);
     assert_eq!(good, 2000, "first-success: good first {good} of 2000");
     assert!(
@@ -634,7 +639,7 @@ fn first_success_orders_by_the_means_and_top_k_samples() {
     // With the default exploration, first-success still tries fair first sometimes, and no
     // logged propensity falls below the random order's share (off-policy evaluation can weigh
     // every order).
-    let ranker = taught(RankerConfig::default());
+    let ranker = good_and_fair(&signal, RankerConfig::default());
     let (good, least, _) = first(&ranker, DispatchPolicy::FirstSuccess);
     let floor = RankerConfig::default().exploration / 2.0;
     assert!(
