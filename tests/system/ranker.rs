@@ -551,6 +551,43 @@ fn good_and_fair(signal: &Signal, config: RankerConfig) -> Ranker {
 }
 
 #[test]
+fn a_shape_evicted_from_the_ranker_comes_back_as_a_context_of_its_own() {
+    let ranker = Ranker::new(RankerConfig {
+        exploration: 0.0,
+        max_contexts: 20,
+        ..RankerConfig::default()
+    });
+    let units: Vec<Arc<str>> = vec![Arc::from("fair"), Arc::from("good")];
+    let first = task("my parcel has not arrived");
+    let at = Utc::now() - Duration::minutes(10);
+    ranker.rank(&first, &units, DispatchPolicy::FirstSuccess, at);
+    assert_eq!(ranker.contexts(), 1);
+    // Twenty other shapes ranked since: at the twentieth the ranker is full and drops its least
+    // recently used tenth, the first among them, leaving room for one.
+    for n in 0..20 {
+        let other = task(&format!("question number {n} about something else"));
+        ranker.rank(
+            &other,
+            &units,
+            DispatchPolicy::FirstSuccess,
+            at + Duration::seconds(n + 1),
+        );
+        assert!(ranker.contexts() <= 20, "{} contexts", ranker.contexts());
+    }
+    assert!(ranker.contexts() < 20, "{} contexts", ranker.contexts());
+    // Its signals find a context again, one that is among the ranker's (its fingerprint does
+    // not lead to the dropped one), and learn there.
+    let before = ranker.contexts();
+    ranker.rank(&first, &units, DispatchPolicy::FirstSuccess, Utc::now());
+    assert_eq!(ranker.contexts(), before + 1);
+    for n in 0..10 {
+        ranker.observe(&outcome(&first, "good", "1.0.0", n < 8, Utc::now()));
+        ranker.observe(&outcome(&first, "fair", "1.0.0", n < 2, Utc::now()));
+    }
+    assert!(firsts(&ranker, &first, &units, "good") >= 190);
+}
+
+#[test]
 fn a_concentrated_posterior_settles_sooner_and_its_propensities_say_so() {
     // `good` succeeded 7 times in 10, `fair` 5 in 10: little evidence, a clear gap.
     let signal = task("my parcel has not arrived");

@@ -2,7 +2,7 @@
 //! propensities cached from it, so that ranking only samples.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -121,6 +121,8 @@ pub(super) struct Context {
     pub(super) epoch: AtomicU64,
     /// The shape's vector (unit length), once placed.
     pub(super) vector: OnceLock<Arc<[f32]>>,
+    /// Dropped from the ranker's contexts (the least recently used, when there were too many).
+    pub(super) evicted: AtomicBool,
 }
 
 impl Context {
@@ -130,6 +132,7 @@ impl Context {
             state: Mutex::new(state),
             epoch: AtomicU64::new(0),
             vector: OnceLock::new(),
+            evicted: AtomicBool::new(false),
         }
     }
 
@@ -144,8 +147,20 @@ impl Context {
 }
 
 impl Ranker {
+    /// The context of `signal`'s shape, made if new.
     pub(super) fn context(&self, signal: &Signal, now: DateTime<Utc>) -> Arc<Context> {
-        let shape = Shape::of(signal);
+        let fingerprint = Shape::fingerprint(signal);
+        if let Some(found) = self.fingerprints.get(&fingerprint)
+            && !found.evicted.load(Ordering::Acquire)
+        {
+            return found;
+        }
+        let context = self.context_of(Shape::of(signal), now);
+        self.fingerprints.insert(fingerprint, Arc::clone(&context));
+        context
+    }
+
+    fn context_of(&self, shape: Shape, now: DateTime<Utc>) -> Arc<Context> {
         let key = (shape.kind.clone(), shape.id);
         if let Some(found) = self.contexts.get(&key) {
             return Arc::clone(found.value());
@@ -179,7 +194,10 @@ impl Ranker {
             .collect();
         used.sort_by_key(|(_, u)| *u);
         for (key, _) in used.iter().take((used.len() / 10).max(1)) {
-            self.contexts.remove(key);
+            if let Some((_, context)) = self.contexts.remove(key) {
+                // Its fingerprints no longer lead to it.
+                context.evicted.store(true, Ordering::Release);
+            }
         }
     }
 

@@ -55,6 +55,9 @@ use super::evidence::Evidence;
 pub struct Ranker {
     config: RankerConfig,
     contexts: DashMap<Key, Arc<Context>>,
+    /// The contexts of recently ranked signals by their shapes' fingerprints: finding a
+    /// signal's context again walks its payload once instead of building its shape.
+    fingerprints: quick_cache::sync::Cache<u128, Arc<Context>>,
     /// The placed contexts of each kind, oldest first: where a new shape's neighbours are looked
     /// for.
     placed: DashMap<String, Vec<Weak<Context>>>,
@@ -92,9 +95,11 @@ impl Ranker {
     /// A ranker that knows nothing yet.
     pub fn new(config: RankerConfig) -> Self {
         let rng = Mutex::new(SmallRng::seed_from_u64(config.seed));
+        let fingerprints = quick_cache::sync::Cache::new(config.max_contexts.clamp(16, 1 << 20));
         Self {
             config,
             contexts: DashMap::new(),
+            fingerprints,
             placed: DashMap::new(),
             global: DashMap::new(),
             breakers: DashMap::new(),
