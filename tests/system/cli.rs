@@ -1,5 +1,6 @@
 //! The `swarm` binary as a user runs it: listing units, emitting a signal through the example
-//! swarm, running `up` until SIGTERM, and one clear line (no backtrace) for every bad input.
+//! swarm, running `up` until SIGTERM (without transparent huge pages), and one clear line (no
+//! backtrace) for every bad input.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -244,6 +245,51 @@ fn up_runs_the_swarm_until_sigterm_and_exits_cleanly() {
         stderr.contains("inspector on http://127.0.0.1:"),
         "{stderr}"
     );
+}
+
+/// `THP_enabled` of a process's status: whether the kernel may back its memory with
+/// transparent huge pages.
+fn huge_pages_enabled(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled in /proc/{pid}/status"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn swarm_runs_without_transparent_huge_pages_unless_mimalloc_is_told_otherwise() {
+    let dir = order_flow();
+    for (allow, expected) in [
+        (None, "0".to_owned()),
+        (Some("1"), huge_pages_enabled("self")),
+    ] {
+        let mut command = Command::new(swarm_binary());
+        command
+            .args(["up", "--http", "127.0.0.1:0"])
+            .env("SWARM_UNITS_DIR", dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("MIMALLOC_ALLOW_THP")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        if let Some(allow) = allow {
+            command.env("MIMALLOC_ALLOW_THP", allow);
+        }
+        let mut child = command.spawn().expect("swarm up starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok);
+        let up = lines.any(|line| line.contains("reactor up on"));
+        assert!(up, "swarm up did not come up");
+        let enabled = huge_pages_enabled(&child.id().to_string());
+        assert!(sigterm(child.id()));
+        // Read to the end: a closed pipe would fail the logging of its shutdown.
+        let rest: Vec<String> = lines.collect();
+        assert!(child.wait().expect("exits").success(), "{rest:?}");
+        assert_eq!(enabled, expected, "MIMALLOC_ALLOW_THP={allow:?}");
+    }
 }
 
 #[test]
