@@ -150,13 +150,17 @@ impl Ranker {
     /// The context of `signal`'s shape, made if new.
     pub(super) fn context(&self, signal: &Signal, now: DateTime<Utc>) -> Arc<Context> {
         let fingerprint = Shape::fingerprint(signal);
-        if let Some(found) = self.fingerprints.get(&fingerprint)
+        if let Some(found) = self
+            .fingerprints
+            .get(&fingerprint)
+            .and_then(|c| c.upgrade())
             && !found.evicted.load(Ordering::Acquire)
         {
             return found;
         }
         let context = self.context_of(Shape::of(signal), now);
-        self.fingerprints.insert(fingerprint, Arc::clone(&context));
+        self.fingerprints
+            .insert(fingerprint, Arc::downgrade(&context));
         context
     }
 

@@ -56,8 +56,9 @@ pub struct Ranker {
     config: RankerConfig,
     contexts: DashMap<Key, Arc<Context>>,
     /// The contexts of recently ranked signals by their shapes' fingerprints: finding a
-    /// signal's context again walks its payload once instead of building its shape.
-    fingerprints: quick_cache::sync::Cache<u128, Arc<Context>>,
+    /// signal's context again walks its payload once instead of building its shape. Weak, so
+    /// that a context evicted from `contexts` is dropped as before (and no longer lends).
+    fingerprints: quick_cache::sync::Cache<u128, Weak<Context>>,
     /// The placed contexts of each kind, oldest first: where a new shape's neighbours are looked
     /// for.
     placed: DashMap<String, Vec<Weak<Context>>>,
