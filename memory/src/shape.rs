@@ -95,10 +95,14 @@ fn fingerprint(value: &Value, depth: usize, hasher: &mut Xxh3) {
             hasher.update(b"]");
         }
         Value::Object(_) | Value::Array(_) => hasher.update(b"~"),
-        Value::String(s) if looks_like_id(s.trim()) => hasher.update(b"i"),
         Value::String(s) => {
-            hasher.update(b"s");
-            hash_str(hasher, s.trim());
+            let s = s.trim();
+            if looks_like_id(s) {
+                hasher.update(b"i");
+            } else {
+                hasher.update(b"s");
+                hash_str(hasher, s);
+            }
         }
         Value::Number(_) => hasher.update(b"n"),
         Value::Bool(true) => hasher.update(b"t"),

@@ -131,13 +131,17 @@ fn the_few_payloads_collide_often() {
         .map(|_| few().new_tree(&mut runner).map(|t| t.current()))
         .collect::<Result<_, _>>()
         .expect("generate");
+    let seen: Vec<(u128, Shape)> = payloads
+        .iter()
+        .map(|p| (fingerprint("k", p.clone()), shape("k", p.clone())))
+        .collect();
     let (mut same_fingerprint, mut same_shape_only, mut different) = (0, 0, 0);
-    for (i, a) in payloads.iter().enumerate() {
-        for b in &payloads[i + 1..] {
-            if fingerprint("k", a.clone()) == fingerprint("k", b.clone()) {
-                assert_eq!(shape("k", a.clone()), shape("k", b.clone()), "{a} {b}");
+    for (i, (fa, sa)) in seen.iter().enumerate() {
+        for (j, (fb, sb)) in seen.iter().enumerate().skip(i + 1) {
+            if fa == fb {
+                assert_eq!(sa, sb, "{} {}", payloads[i], payloads[j]);
                 same_fingerprint += 1;
-            } else if shape("k", a.clone()) == shape("k", b.clone()) {
+            } else if sa == sb {
                 same_shape_only += 1;
             } else {
                 different += 1;
